@@ -1,0 +1,174 @@
+use super::*;
+use proptest::prelude::*;
+
+fn header(gop: u64) -> ChunkHeader {
+    ChunkHeader {
+        version: VERSION,
+        flags: 0,
+        gop_index: gop,
+        start_ns: gop * 2_000_000_000,
+        duration_ns: 2_000_000_000,
+        frame_count: 3,
+        epoch: 7,
+        fec_k: 0,
+        fec_m: 0,
+        stream_id: "cam1".into(),
+        profile_id: "720p".into(),
+        host_id: "host-a".into(),
+        codec: "video/x-h264, stream-format=(string)byte-stream".into(),
+    }
+}
+
+fn frames(seed: u8) -> Vec<FrameRecord> {
+    (0..3)
+        .map(|i| FrameRecord {
+            pts_offset: Some(i * 40_000_000),
+            dts_offset: if i == 0 { Some(-40_000_000) } else { None },
+            duration: Some(40_000_000),
+            flags: if i == 0 { 0 } else { frame_flags::DELTA },
+            data: vec![seed.wrapping_add(i as u8); 100 + i as usize * 37],
+        })
+        .collect()
+}
+
+fn chunk_bytes(gop: u64) -> Vec<u8> {
+    serialize(&header(gop), &encode_frames(&frames(gop as u8))).unwrap()
+}
+
+#[test]
+fn round_trip() {
+    let bytes = chunk_bytes(5);
+    let (chunk, used) = parse(&bytes).unwrap();
+    assert_eq!(used, bytes.len());
+    assert_eq!(chunk.header, header(5));
+    assert_eq!(decode_frames(&chunk.payload).unwrap(), frames(5));
+}
+
+#[test]
+fn every_single_byte_corruption_is_detected() {
+    let bytes = chunk_bytes(1);
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x40;
+        assert!(parse(&bad).is_err(), "flip at byte {i} went unnoticed");
+    }
+}
+
+#[test]
+fn truncation_is_incomplete_not_a_panic() {
+    let bytes = chunk_bytes(1);
+    for n in 0..bytes.len() {
+        assert!(parse(&bytes[..n]).is_err());
+    }
+}
+
+#[test]
+fn wrong_version_is_reported() {
+    let mut bytes = chunk_bytes(1);
+    bytes[4] = 9;
+    assert_eq!(parse(&bytes).unwrap_err(), ChunkError::UnsupportedVersion(9));
+}
+
+#[test]
+fn deframer_splits_a_stream_fed_byte_by_byte() {
+    let stream: Vec<u8> = (0..5).flat_map(chunk_bytes).collect();
+    let mut d = Deframer::default();
+    let mut got = Vec::new();
+    for b in &stream {
+        d.push(std::slice::from_ref(b));
+        while let Some(c) = d.next_chunk() {
+            got.push(c.header.gop_index);
+        }
+    }
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert_eq!(d.stats().bytes_skipped, 0);
+    assert_eq!(d.stats().resyncs, 0);
+}
+
+#[test]
+fn deframer_resyncs_after_garbage_truncation_and_corruption() {
+    let mut stream = b"garbage before the first chunk GSW".to_vec();
+    stream.extend(chunk_bytes(0));
+    let truncated = chunk_bytes(1);
+    stream.extend(&truncated[..truncated.len() / 2]);
+    stream.extend(chunk_bytes(2));
+    let mut corrupt = chunk_bytes(3);
+    let mid = corrupt.len() - 20;
+    corrupt[mid] ^= 0xff;
+    stream.extend(corrupt);
+    stream.extend(chunk_bytes(4));
+    let mut tail = chunk_bytes(5);
+    tail.truncate(30);
+    stream.extend(tail);
+
+    let mut d = Deframer::default();
+    let mut got = Vec::new();
+    for piece in stream.chunks(97) {
+        d.push(piece);
+        while let Some(c) = d.next_chunk() {
+            got.push(c.header.gop_index);
+        }
+    }
+    got.extend(d.finish().into_iter().map(|c| c.header.gop_index));
+    assert_eq!(got, vec![0, 2, 4]);
+    let s = d.stats();
+    assert_eq!(s.chunks, 3);
+    assert!(s.corrupt >= 2, "{s:?}");
+    assert!(s.resyncs >= 3, "{s:?}");
+    assert!(s.bytes_skipped > 0);
+}
+
+#[test]
+fn fec_recovers_any_single_loss_byte_identical() {
+    let data: Vec<Vec<u8>> = (10..14).map(chunk_bytes).collect();
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    let parity = make_parity(&refs, 1).unwrap();
+    let info = ParityInfo {
+        k: 4,
+        m: 1,
+        index: 0,
+        members: (10..14).zip(&data).map(|(g, d)| (g, d.len() as u32)).collect(),
+    };
+    let payload = info.encode(&parity[0]);
+    let (decoded, shard) = ParityInfo::decode(&payload).unwrap();
+    assert_eq!(decoded, info);
+    for lost in 0..4 {
+        let shards: Vec<Option<Vec<u8>>> = data
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i != lost).then(|| d.clone()))
+            .collect();
+        let rebuilt = recover_group(&info, &shards, &[Some(shard.to_vec())]).unwrap();
+        assert_eq!(rebuilt, data, "lost shard {lost}");
+    }
+    // Two losses with one parity shard cannot be recovered, and say so.
+    let shards = vec![None, None, Some(data[2].clone()), Some(data[3].clone())];
+    assert!(recover_group(&info, &shards, &[Some(shard.to_vec())]).is_err());
+}
+
+proptest! {
+    #[test]
+    fn deframer_never_panics_and_finds_embedded_chunks(
+        noise in proptest::collection::vec(any::<u8>(), 0..400),
+        split in 1usize..200,
+    ) {
+        let mut stream = noise.clone();
+        stream.extend(chunk_bytes(42));
+        stream.extend(noise);
+        let mut d = Deframer::default();
+        let mut got = Vec::new();
+        for piece in stream.chunks(split) {
+            d.push(piece);
+            while let Some(c) = d.next_chunk() { got.push(c.header.gop_index); }
+        }
+        got.extend(d.finish().into_iter().map(|c| c.header.gop_index));
+        prop_assert!(got.contains(&42));
+    }
+
+    #[test]
+    fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = parse(&bytes);
+        let _ = decode_frames(&bytes);
+        let _ = ParityInfo::decode(&bytes);
+    }
+}

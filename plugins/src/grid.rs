@@ -1,0 +1,203 @@
+//! The GOP grid and slot assignment shared by every gopswarm element.
+//!
+//! GOP `k` covers `[origin + k * gop, origin + (k + 1) * gop)` on the common timeline. The
+//! timeline is the stream running time, optionally shifted by the pipeline's base time so that
+//! hosts sharing a clock (NTP/PTP, wall-clock epoch) compute the same `k` for the same frame.
+
+use gst::glib;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[enum_type(name = "GstGopSwarmTimeline")]
+pub enum Timeline {
+    /// The stream's running time: every branch of one pipeline and every host fed the same file
+    /// agree on it.
+    #[default]
+    #[enum_value(name = "Stream running time", nick = "running-time")]
+    RunningTime,
+    /// Running time plus the element's base time, i.e. the pipeline clock: hosts whose pipelines
+    /// use a common wall clock agree on it.
+    #[enum_value(name = "Pipeline clock time (running time + base time)", nick = "clock-time")]
+    ClockTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub gop_duration: u64,
+    pub origin: u64,
+}
+
+impl Grid {
+    /// GOP index of a timeline time, `None` before the origin.
+    pub fn index_of(&self, t: i64) -> Option<u64> {
+        let rel = t.checked_sub(self.origin as i64)?;
+        (rel >= 0).then(|| rel as u64 / self.gop_duration.max(1))
+    }
+    pub fn start_of(&self, k: u64) -> u64 {
+        self.origin + k * self.gop_duration
+    }
+}
+
+/// Whether a slot encodes a GOP as its primary owner or as a redundant copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Redundant,
+}
+
+/// Which GOPs one instance keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slots {
+    /// Primary for `k mod count == index`; with redundancy `r`, also a copy of the `r` slots
+    /// before it (`k mod count == index - j` for `j in 1..=r`), so every GOP has `1 + r` encoders.
+    Modulo {
+        index: u32,
+        count: u32,
+        redundancy: u32,
+    },
+    /// An explicit set of GOP indices, all primary.
+    Explicit(GopSet),
+}
+
+impl Slots {
+    pub fn role(&self, k: u64) -> Option<Role> {
+        match self {
+            Slots::Modulo {
+                index,
+                count,
+                redundancy,
+            } => {
+                let count = (*count).max(1) as u64;
+                let owner = k % count;
+                let index = *index as u64 % count;
+                if owner == index {
+                    return Some(Role::Primary);
+                }
+                // Distance from the owning slot forward to us.
+                let dist = (index + count - owner) % count;
+                (dist <= *redundancy as u64).then_some(Role::Redundant)
+            }
+            Slots::Explicit(set) => set.contains(k).then_some(Role::Primary),
+        }
+    }
+}
+
+/// A set of GOP indices written as `"0-9,12,15-"` (ranges inclusive, a trailing `-` is open).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GopSet {
+    ranges: Vec<(u64, u64)>,
+}
+
+impl GopSet {
+    pub fn contains(&self, k: u64) -> bool {
+        self.ranges.iter().any(|&(a, b)| a <= k && k <= b)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+    pub fn from_indices(indices: &BTreeSet<u64>) -> Self {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &k in indices {
+            match ranges.last_mut() {
+                Some((_, b)) if *b + 1 == k => *b = k,
+                _ => ranges.push((k, k)),
+            }
+        }
+        GopSet { ranges }
+    }
+}
+
+impl FromStr for GopSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parse = |v: &str| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("'{part}' is not a GOP index or range"))
+            };
+            let range = match part.split_once('-') {
+                None => {
+                    let k = parse(part)?;
+                    (k, k)
+                }
+                Some((a, "")) => (parse(a)?, u64::MAX),
+                Some((a, b)) => (parse(a)?, parse(b)?),
+            };
+            if range.0 > range.1 {
+                return Err(format!("range '{part}' is empty"));
+            }
+            ranges.push(range);
+        }
+        Ok(GopSet { ranges })
+    }
+}
+
+impl fmt::Display for GopSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|&(a, b)| match (a, b) {
+                (a, b) if a == b => a.to_string(),
+                (a, u64::MAX) => format!("{a}-"),
+                (a, b) => format!("{a}-{b}"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_index() {
+        let g = Grid {
+            gop_duration: 2_000,
+            origin: 1_000,
+        };
+        assert_eq!(g.index_of(999), None);
+        assert_eq!(g.index_of(1_000), Some(0));
+        assert_eq!(g.index_of(2_999), Some(0));
+        assert_eq!(g.index_of(3_000), Some(1));
+        assert_eq!(g.start_of(3), 7_000);
+    }
+
+    #[test]
+    fn modulo_roles_cover_every_gop_one_plus_r_times() {
+        for count in 1..5u32 {
+            for r in 0..count {
+                for k in 0..40u64 {
+                    let roles: Vec<Role> = (0..count)
+                        .filter_map(|index| {
+                            Slots::Modulo {
+                                index,
+                                count,
+                                redundancy: r,
+                            }
+                            .role(k)
+                        })
+                        .collect();
+                    assert_eq!(roles.len() as u32, 1 + r, "count {count} r {r} k {k}");
+                    assert_eq!(roles.iter().filter(|&&x| x == Role::Primary).count(), 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gop_set_parse_and_print() {
+        let s: GopSet = "0-3, 7,10-".parse().unwrap();
+        assert!(s.contains(0) && s.contains(3) && s.contains(7) && s.contains(99));
+        assert!(!s.contains(4) && !s.contains(9));
+        assert_eq!(s.to_string(), "0-3,7,10-");
+        assert!("5-2".parse::<GopSet>().is_err());
+        assert!("x".parse::<GopSet>().is_err());
+        assert!("".parse::<GopSet>().unwrap().is_empty());
+    }
+}
