@@ -122,7 +122,9 @@ impl Deframer {
             let header_len = u16::from_le_bytes([window[6], window[7]]) as usize;
             if window.len() >= header_len {
                 let stored = u32::from_le_bytes(
-                    window[header_len - 4..header_len].try_into().expect("4 bytes"),
+                    window[header_len - 4..header_len]
+                        .try_into()
+                        .expect("4 bytes"),
                 );
                 if crc32c::crc32c(&window[..header_len - 4]) != stored {
                     self.stats.corrupt += 1;

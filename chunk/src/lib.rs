@@ -125,11 +125,26 @@ impl ChunkHeader {
     }
 }
 
-/// A parsed chunk: header plus the payload bytes (CRC-checked).
+/// A parsed, CRC-checked chunk. Keeps its serialised bytes, so it can be forwarded or used as a
+/// Reed-Solomon shard without serialising it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub header: ChunkHeader,
-    pub payload: Vec<u8>,
+    bytes: Vec<u8>,
+    payload_start: usize,
+}
+
+impl Chunk {
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload_start..self.bytes.len() - 4]
+    }
+    /// The whole serialised chunk.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Serialise a chunk. The `version` field of `header` is ignored: this always writes [`VERSION`].
@@ -182,7 +197,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ChunkError> {
         let end = self.pos.checked_add(n).ok_or(ChunkError::Malformed(what))?;
-        let s = self.buf.get(self.pos..end).ok_or(ChunkError::Malformed(what))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(ChunkError::Malformed(what))?;
         self.pos = end;
         Ok(s)
     }
@@ -234,8 +252,36 @@ pub fn peek_len(buf: &[u8]) -> Result<usize, ChunkError> {
     Ok(total)
 }
 
+/// Parse and verify a buffer holding exactly one chunk, taking ownership without copying.
+pub fn parse_owned(bytes: Vec<u8>) -> Result<Chunk, ChunkError> {
+    let (chunk, used) = parse_ref(&bytes)?;
+    if used != bytes.len() {
+        return Err(ChunkError::Malformed("trailing bytes after chunk"));
+    }
+    Ok(Chunk {
+        header: chunk,
+        payload_start: u16::from_le_bytes([bytes[6], bytes[7]]) as usize,
+        bytes,
+    })
+}
+
 /// Parse and verify the chunk at the start of `buf`. Returns the chunk and its length in bytes.
 pub fn parse(buf: &[u8]) -> Result<(Chunk, usize), ChunkError> {
+    let (header, total) = parse_ref(buf)?;
+    let header_len = u16::from_le_bytes([buf[6], buf[7]]) as usize;
+    Ok((
+        Chunk {
+            header,
+            bytes: buf[..total].to_vec(),
+            payload_start: header_len,
+        },
+        total,
+    ))
+}
+
+/// Verify the chunk at the start of `buf` and decode its header; returns the header and the
+/// chunk's length.
+pub fn parse_ref(buf: &[u8]) -> Result<(ChunkHeader, usize), ChunkError> {
     let total = peek_len(buf)?;
     if buf.len() < total {
         return Err(ChunkError::Incomplete(total - buf.len()));
@@ -295,13 +341,7 @@ pub fn parse(buf: &[u8]) -> Result<(Chunk, usize), ChunkError> {
         host_id,
         codec,
     };
-    Ok((
-        Chunk {
-            header,
-            payload: payload.to_vec(),
-        },
-        total,
-    ))
+    Ok((header, total))
 }
 
 pub mod frame_flags {

@@ -41,7 +41,7 @@ fn round_trip() {
     let (chunk, used) = parse(&bytes).unwrap();
     assert_eq!(used, bytes.len());
     assert_eq!(chunk.header, header(5));
-    assert_eq!(decode_frames(&chunk.payload).unwrap(), frames(5));
+    assert_eq!(decode_frames(&chunk.payload()).unwrap(), frames(5));
 }
 
 #[test]
@@ -66,7 +66,10 @@ fn truncation_is_incomplete_not_a_panic() {
 fn wrong_version_is_reported() {
     let mut bytes = chunk_bytes(1);
     bytes[4] = 9;
-    assert_eq!(parse(&bytes).unwrap_err(), ChunkError::UnsupportedVersion(9));
+    assert_eq!(
+        parse(&bytes).unwrap_err(),
+        ChunkError::UnsupportedVersion(9)
+    );
 }
 
 #[test]
@@ -127,7 +130,10 @@ fn fec_recovers_any_single_loss_byte_identical() {
         k: 4,
         m: 1,
         index: 0,
-        members: (10..14).zip(&data).map(|(g, d)| (g, d.len() as u32)).collect(),
+        members: (10..14)
+            .zip(&data)
+            .map(|(g, d)| (g, d.len() as u32))
+            .collect(),
     };
     let payload = info.encode(&parity[0]);
     let (decoded, shard) = ParityInfo::decode(&payload).unwrap();

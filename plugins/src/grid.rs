@@ -19,7 +19,10 @@ pub enum Timeline {
     RunningTime,
     /// Running time plus the element's base time, i.e. the pipeline clock: hosts whose pipelines
     /// use a common wall clock agree on it.
-    #[enum_value(name = "Pipeline clock time (running time + base time)", nick = "clock-time")]
+    #[enum_value(
+        name = "Pipeline clock time (running time + base time)",
+        nick = "clock-time"
+    )]
     ClockTime,
 }
 

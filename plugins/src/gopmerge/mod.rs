@@ -1,5 +1,41 @@
-use gst::glib;
+//! `gopmerge`: reassemble one profile's complete stream from gopswarm partial streams.
+//!
+//! Request sink pads (`sink_%u`) take chunks, one partial stream each (straight from
+//! `partialpay`, or from `partialdepay` after a byte transport). The merger orders chunks by GOP
+//! index, keeps one copy of each GOP (the primary one when redundant copies arrive), drops stale
+//! (`min-epoch`), foreign (other stream/profile) and corrupt chunks, rebuilds lost chunks from
+//! Reed-Solomon parity chunks byte-identically, and outputs one continuous encoded stream with
+//! the chunks' codec caps, a single TIME segment and the source's timestamps (running time =
+//! timeline time), ready for `h264parse ! mp4mux`, `mpegtsmux`, `hlssink2` or `cmafmux`.
+//!
+//! A GOP that no input will deliver any more (every input has moved past it or ended) and that
+//! parity cannot rebuild is a *gap*: with `latency` set, the merger also gives up on a missing
+//! GOP that long after a later GOP arrived. A gap is never silent: it posts a `gopswarm-gap`
+//! element message (gop, start, duration, reason), counts in `stats`, and the next buffer is
+//! flagged DISCONT. At EOS it posts `gopswarm-merge-summary`.
+//!
+//! ## Example
+//!
+//! ```text
+//! gst-launch-1.0 filesrc location=host-a.gsw ! partialdepay ! m.sink_0 \
+//!   filesrc location=host-b.gsw ! partialdepay ! m.sink_1 \
+//!   gopmerge name=m ! h264parse ! mp4mux ! filesink location=out.mp4
+//! ```
 
-pub fn register(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct GopMerge(ObjectSubclass<imp::GopMerge>) @extends gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "gopmerge",
+        gst::Rank::NONE,
+        GopMerge::static_type(),
+    )
 }

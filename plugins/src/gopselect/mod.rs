@@ -1,5 +1,45 @@
-use gst::glib;
+//! `gopselect`: keep the GOPs assigned to this swarm member on a fixed GOP grid.
+//!
+//! GOP `k` covers `[grid-origin + k * gop-duration, grid-origin + (k + 1) * gop-duration)` on the
+//! common timeline (the stream running time, or the pipeline clock with `timeline=clock-time`).
+//! With `slot-count=n`, `slot-index=i` and `redundancy=r` this instance keeps `k mod n == i` as
+//! primary and the `r` slots before it as redundant copies, so every GOP is encoded `1 + r`
+//! times across the swarm. `gops="0-9,20-"` selects an explicit set instead.
+//!
+//! On raw video each kept frame carries a `GstGopSwarmFrameMeta` (GOP index, grid start, epoch,
+//! role) that `profileenc` and `partialpay` read. On parsed H.264/H.265 it selects before
+//! decoding: when the source's keyframes fall on the grid it passes exactly the kept GOPs; when
+//! they do not it also passes the decoder pre-roll from the previous keyframe, marked `preroll`
+//! so that `profileenc` drops those frames after decoding.
+//!
+//! Assignment changes (`slot-*`, `redundancy`, `gops`, `epoch`, or the atomic `assignment`)
+//! take effect at the first GOP boundary at or after `switch-gop` (`-1`: the next boundary), and
+//! post an element message `gopswarm-assignment-applied` (gop, epoch, slots).
+//!
+//! ## Example
+//!
+//! ```text
+//! gst-launch-1.0 filesrc location=in.mp4 ! qtdemux ! h264parse ! avdec_h264 ! tee name=t \
+//!   t. ! queue ! gopselect slot-index=0 slot-count=2 ! profileenc ! partialpay ! queue ! m.sink_0 \
+//!   t. ! queue ! gopselect slot-index=1 slot-count=2 ! profileenc ! partialpay ! queue ! m.sink_1 \
+//!   gopmerge name=m ! h264parse ! mp4mux ! filesink location=out.mp4
+//! ```
 
-pub fn register(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct GopSelect(ObjectSubclass<imp::GopSelect>) @extends gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    crate::grid::Timeline::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "gopselect",
+        gst::Rank::NONE,
+        GopSelect::static_type(),
+    )
 }

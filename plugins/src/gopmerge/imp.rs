@@ -1,0 +1,953 @@
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "gopmerge",
+        gst::DebugColorFlags::empty(),
+        Some("gopswarm partial stream merger"),
+    )
+});
+
+const DEFAULT_LATENCY: u64 = 0;
+const DEFAULT_MIN_EPOCH: u64 = 0;
+const DEFAULT_START_GOP: i64 = -1;
+/// Output timestamps sit this far above the timeline so B-frame DTS never go negative (the same
+/// trick x264enc uses).
+const OUTPUT_BASE: u64 = 1000 * 3600 * 1_000_000_000;
+/// GOPs behind the output position for which received chunks are kept as parity shards.
+const RETAIN_GOPS: u64 = 64;
+/// How long the task sleeps without news before it looks again.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    latency: u64,
+    min_epoch: u64,
+    start_gop: i64,
+    stream_id: String,
+    profile_id: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            latency: DEFAULT_LATENCY,
+            min_epoch: DEFAULT_MIN_EPOCH,
+            start_gop: DEFAULT_START_GOP,
+            stream_id: String::new(),
+            profile_id: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    chunks_in: u64,
+    gops_out: u64,
+    frames_out: u64,
+    bytes_out: u64,
+    duplicates: u64,
+    late: u64,
+    stale: u64,
+    foreign: u64,
+    corrupt: u64,
+    parity_in: u64,
+    recovered: u64,
+    redundant_used: u64,
+    lost: u64,
+}
+
+#[derive(Debug, Default)]
+struct InputState {
+    eos: bool,
+    last_data_gop: Option<u64>,
+    /// Highest GOP covered by a parity group this input sent.
+    last_parity_gop: Option<u64>,
+    fec_k: u8,
+}
+
+impl InputState {
+    /// Whether this input can still deliver GOP `k` or a parity shard that rebuilds it.
+    fn may_still_send(&self, k: u64) -> bool {
+        if self.eos {
+            return false;
+        }
+        let past_data = self.last_data_gop.is_some_and(|g| g >= k);
+        if self.fec_k == 0 {
+            !past_data
+        } else {
+            !(past_data && self.last_parity_gop.is_some_and(|g| g >= k))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Copies {
+    primary: Option<Chunk>,
+    redundant: Option<Chunk>,
+}
+
+struct ParityGroup {
+    host: String,
+    info: ParityInfo,
+    shards: Vec<Option<Vec<u8>>>,
+}
+
+struct State {
+    inputs: HashMap<String, InputState>,
+    pending: BTreeMap<u64, Copies>,
+    /// Serialised chunks by (host, GOP), kept as data shards for parity recovery.
+    received: HashMap<(String, u64), Vec<u8>>,
+    groups: Vec<ParityGroup>,
+    next: Option<u64>,
+    /// When the GOP at `next` became overdue (a later GOP is here, it is not).
+    overdue_since: Option<Instant>,
+    first_arrival: Option<Instant>,
+    stream_id: Option<String>,
+    profile_id: Option<String>,
+    caps: Option<String>,
+    started: bool,
+    discont: bool,
+    eos_sent: bool,
+    flushing: bool,
+    stats: Stats,
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            inputs: HashMap::new(),
+            pending: BTreeMap::new(),
+            received: HashMap::new(),
+            groups: Vec::new(),
+            next: None,
+            overdue_since: None,
+            first_arrival: None,
+            stream_id: None,
+            profile_id: None,
+            caps: None,
+            started: false,
+            discont: false,
+            eos_sent: false,
+            flushing: false,
+            stats: Stats::default(),
+        }
+    }
+
+    fn all_inputs_ended(&self) -> bool {
+        !self.inputs.is_empty() && self.inputs.values().all(|i| i.eos)
+    }
+
+    fn any_input_may_send(&self, k: u64) -> bool {
+        self.inputs.values().any(|i| i.may_still_send(k))
+    }
+}
+
+/// What one step of the output task decided.
+enum Step {
+    Emit(Chunk),
+    Gap { gop: u64, reason: &'static str },
+    Eos,
+    Wait(Duration),
+}
+
+pub struct GopMerge {
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl GopMerge {
+    fn sink_chain(
+        &self,
+        pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let bytes = buffer
+            .map_readable()
+            .map_err(|_| gst::FlowError::Error)?
+            .to_vec();
+        let settings = self.settings.lock().unwrap().clone();
+        let parsed = gopswarm_chunk::parse_owned(bytes);
+        let mut messages = Vec::new();
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            state.stats.chunks_in += 1;
+            state.first_arrival.get_or_insert_with(Instant::now);
+            match parsed {
+                Ok(chunk) => self.accept(
+                    &mut state,
+                    &settings,
+                    pad.name().as_str(),
+                    chunk,
+                    &mut messages,
+                ),
+                Err(err) => {
+                    state.stats.corrupt += 1;
+                    gst::warning!(CAT, obj = pad, "corrupt chunk dropped: {err}");
+                }
+            }
+        }
+        self.cond.notify_all();
+        for m in messages {
+            let _ = self.obj().post_message(m);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn accept(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        input: &str,
+        chunk: Chunk,
+        _messages: &mut Vec<gst::Message>,
+    ) {
+        let h = &chunk.header;
+        // One merger, one stream and profile: the first chunk decides unless the properties do.
+        let want_stream = if settings.stream_id.is_empty() {
+            state
+                .stream_id
+                .get_or_insert_with(|| h.stream_id.clone())
+                .clone()
+        } else {
+            settings.stream_id.clone()
+        };
+        let want_profile = if settings.profile_id.is_empty() {
+            state
+                .profile_id
+                .get_or_insert_with(|| h.profile_id.clone())
+                .clone()
+        } else {
+            settings.profile_id.clone()
+        };
+        if h.stream_id != want_stream || h.profile_id != want_profile {
+            state.stats.foreign += 1;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "chunk of {}/{} ignored",
+                h.stream_id,
+                h.profile_id
+            );
+            return;
+        }
+        if h.epoch < settings.min_epoch {
+            state.stats.stale += 1;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "GOP {} from {} has stale epoch {} < {}",
+                h.gop_index,
+                h.host_id,
+                h.epoch,
+                settings.min_epoch
+            );
+            return;
+        }
+        let input_state = state.inputs.entry(input.to_string()).or_default();
+        if h.is_parity() {
+            state.stats.parity_in += 1;
+            let Ok((info, shard)) = ParityInfo::decode(chunk.payload()) else {
+                state.stats.corrupt += 1;
+                return;
+            };
+            let last = info.members.iter().map(|m| m.0).max().unwrap_or(0);
+            input_state.last_parity_gop = input_state.last_parity_gop.max(Some(last));
+            let host = h.host_id.clone();
+            let first = info.members.first().map(|m| m.0);
+            let index = info.index as usize;
+            let shard = shard.to_vec();
+            let existing = state
+                .groups
+                .iter_mut()
+                .find(|g| g.host == host && g.info.members.first().map(|m| m.0) == first);
+            match existing {
+                Some(group) if group.info.members == info.members && group.info.m == info.m => {
+                    group.shards[index] = Some(shard);
+                }
+                Some(_) => state.stats.corrupt += 1,
+                None => {
+                    let mut shards = vec![None; info.m as usize];
+                    shards[index] = Some(shard);
+                    state.groups.push(ParityGroup { host, info, shards });
+                }
+            }
+            return;
+        }
+
+        let gop = h.gop_index;
+        input_state.last_data_gop = input_state.last_data_gop.max(Some(gop));
+        input_state.fec_k = h.fec_k;
+        if h.fec_k > 0 {
+            state
+                .received
+                .insert((h.host_id.clone(), gop), chunk.bytes().to_vec());
+        }
+        if state.next.is_some_and(|next| gop < next) {
+            state.stats.late += 1;
+            return;
+        }
+        let copies = state.pending.entry(gop).or_default();
+        let slot = if h.is_redundant() {
+            &mut copies.redundant
+        } else {
+            &mut copies.primary
+        };
+        if slot.is_some() {
+            state.stats.duplicates += 1;
+        } else {
+            *slot = Some(chunk);
+        }
+    }
+
+    /// Rebuild GOP `k` from a parity group, if some group holds enough shards.
+    fn try_recover(&self, state: &mut State, k: u64) -> Option<Chunk> {
+        for group in &state.groups {
+            if !group.info.members.iter().any(|m| m.0 == k) {
+                continue;
+            }
+            let data: Vec<Option<Vec<u8>>> = group
+                .info
+                .members
+                .iter()
+                .map(|(g, _)| state.received.get(&(group.host.clone(), *g)).cloned())
+                .collect();
+            let present = data.iter().flatten().count() + group.shards.iter().flatten().count();
+            if present < group.info.k as usize {
+                continue;
+            }
+            match gopswarm_chunk::recover_group(&group.info, &data, &group.shards) {
+                Ok(rebuilt) => {
+                    let pos = group.info.members.iter().position(|m| m.0 == k)?;
+                    match gopswarm_chunk::parse_owned(rebuilt[pos].clone()) {
+                        Ok(chunk) if chunk.header.gop_index == k => return Some(chunk),
+                        Ok(_) | Err(_) => {
+                            gst::warning!(
+                                CAT,
+                                imp = self,
+                                "parity rebuilt a bad chunk for GOP {k}"
+                            );
+                        }
+                    }
+                }
+                Err(err) => {
+                    gst::warning!(CAT, imp = self, "parity recovery of GOP {k} failed: {err}")
+                }
+            }
+        }
+        None
+    }
+
+    fn decide(&self, state: &mut State, settings: &Settings) -> Step {
+        if state.flushing {
+            return Step::Wait(IDLE_WAIT);
+        }
+        let latency = (settings.latency > 0).then(|| Duration::from_nanos(settings.latency));
+        let next = match state.next {
+            Some(n) => n,
+            None => {
+                if settings.start_gop >= 0 {
+                    state.next = Some(settings.start_gop as u64);
+                    return self.decide(state, settings);
+                }
+                let Some((&first, _)) = state.pending.iter().next() else {
+                    if state.all_inputs_ended() {
+                        return Step::Eos;
+                    }
+                    return Step::Wait(IDLE_WAIT);
+                };
+                // Start once every input has spoken (or ended), or the latency has passed.
+                let all_heard = state
+                    .inputs
+                    .values()
+                    .all(|i| i.eos || i.last_data_gop.is_some());
+                let waited = match (latency, state.first_arrival) {
+                    (Some(l), Some(t)) => t.elapsed() >= l,
+                    _ => false,
+                };
+                if !(all_heard || waited) {
+                    return Step::Wait(IDLE_WAIT);
+                }
+                state.next = Some(first);
+                first
+            }
+        };
+
+        if let Some(copies) = state.pending.get_mut(&next)
+            && let Some(chunk) = copies.primary.take()
+        {
+            if copies.redundant.take().is_some() {
+                state.stats.duplicates += 1;
+            }
+            return Step::Emit(chunk);
+        }
+        if let Some(chunk) = self.try_recover(state, next) {
+            state.stats.recovered += 1;
+            return Step::Emit(chunk);
+        }
+        let later_exists = state.pending.range(next + 1..).next().is_some()
+            || state
+                .inputs
+                .values()
+                .any(|i| i.last_data_gop.is_some_and(|g| g > next));
+        if !later_exists && state.all_inputs_ended() {
+            // Nothing at or after `next` will ever come: the stream is complete.
+            if state
+                .pending
+                .get(&next)
+                .is_none_or(|c| c.redundant.is_none())
+            {
+                return Step::Eos;
+            }
+        }
+        let certain = !state.any_input_may_send(next);
+        let deadline_passed = match latency {
+            Some(l) if later_exists => {
+                let since = *state.overdue_since.get_or_insert_with(Instant::now);
+                since.elapsed() >= l
+            }
+            _ => false,
+        };
+        if certain || deadline_passed {
+            if let Some(chunk) = state
+                .pending
+                .get_mut(&next)
+                .and_then(|c| c.redundant.take())
+            {
+                state.stats.redundant_used += 1;
+                return Step::Emit(chunk);
+            }
+            return Step::Gap {
+                gop: next,
+                reason: if certain { "missing" } else { "deadline" },
+            };
+        }
+        match (latency, state.overdue_since) {
+            (Some(l), Some(since)) => Step::Wait(l.saturating_sub(since.elapsed()).min(IDLE_WAIT)),
+            _ => Step::Wait(IDLE_WAIT),
+        }
+    }
+
+    /// Drop what no longer matters once GOP `done` is out.
+    fn prune(state: &mut State, done: u64) {
+        state.pending.retain(|&g, _| g > done);
+        let keep_from = done.saturating_sub(RETAIN_GOPS);
+        state.received.retain(|(_, g), _| *g >= keep_from);
+        state
+            .groups
+            .retain(|g| g.info.members.iter().any(|m| m.0 >= keep_from));
+        state.overdue_since = None;
+        state.next = Some(done + 1);
+    }
+
+    fn chunk_to_buffers(
+        &self,
+        chunk: &Chunk,
+        discont: bool,
+    ) -> Result<Vec<gst::Buffer>, gopswarm_chunk::ChunkError> {
+        let frames = gopswarm_chunk::decode_frames(chunk.payload())?;
+        if frames.len() != chunk.header.frame_count as usize {
+            return Err(gopswarm_chunk::ChunkError::Malformed("frame count"));
+        }
+        let base = (OUTPUT_BASE + chunk.header.start_ns) as i64;
+        let to_ts = |offset: Option<i64>| {
+            offset.and_then(|o| {
+                u64::try_from(base + o)
+                    .ok()
+                    .map(gst::ClockTime::from_nseconds)
+            })
+        };
+        let mut out = Vec::with_capacity(frames.len());
+        for (i, f) in frames.into_iter().enumerate() {
+            let mut buffer = gst::Buffer::from_mut_slice(f.data);
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(to_ts(f.pts_offset));
+            b.set_dts(to_ts(f.dts_offset));
+            b.set_duration(f.duration.map(gst::ClockTime::from_nseconds));
+            let mut flags = gst::BufferFlags::empty();
+            if f.flags & frame_flags::DELTA != 0 {
+                flags |= gst::BufferFlags::DELTA_UNIT;
+            }
+            if f.flags & frame_flags::HEADER != 0 {
+                flags |= gst::BufferFlags::HEADER;
+            }
+            if i == 0 && discont {
+                flags |= gst::BufferFlags::DISCONT;
+            }
+            b.set_flags(flags);
+            out.push(buffer);
+        }
+        Ok(out)
+    }
+
+    /// One iteration of the source pad task.
+    fn output_loop(&self) {
+        let settings = self.settings.lock().unwrap().clone();
+        let mut events = Vec::new();
+        let mut messages = Vec::new();
+        let mut buffers = Vec::new();
+        let mut eos = false;
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.eos_sent || state.flushing {
+                drop(state);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            match self.decide(&mut state, &settings) {
+                Step::Wait(d) => {
+                    let _ = self.cond.wait_timeout(state, d).unwrap();
+                    return;
+                }
+                Step::Eos => {
+                    state.eos_sent = true;
+                    eos = true;
+                    messages.push(self.summary(&state.stats));
+                }
+                Step::Gap { gop, reason } => {
+                    state.stats.lost += 1;
+                    state.discont = true;
+                    gst::warning!(CAT, imp = self, "GOP {gop} lost ({reason})");
+                    messages.push(
+                        gst::message::Element::builder(
+                            gst::Structure::builder("gopswarm-gap")
+                                .field("gop", gop)
+                                .field("reason", reason)
+                                .build(),
+                        )
+                        .src(&*self.obj())
+                        .build(),
+                    );
+                    Self::prune(&mut state, gop);
+                }
+                Step::Emit(chunk) => {
+                    let gop = chunk.header.gop_index;
+                    if !state.started {
+                        state.started = true;
+                        // create_stream_id() refuses elements with several sink pads.
+                        let id = format!(
+                            "gopswarm/{}/{}",
+                            chunk.header.stream_id, chunk.header.profile_id
+                        );
+                        events.push(gst::event::StreamStart::new(&id));
+                    }
+                    if state.caps.as_deref() != Some(chunk.header.codec.as_str()) {
+                        match gst::Caps::from_str(&chunk.header.codec) {
+                            Ok(caps) => {
+                                let need_segment = state.caps.is_none();
+                                state.caps = Some(chunk.header.codec.clone());
+                                events.push(gst::event::Caps::new(&caps));
+                                if need_segment {
+                                    let mut segment =
+                                        gst::FormattedSegment::<gst::ClockTime>::new();
+                                    segment.set_start(gst::ClockTime::from_nseconds(OUTPUT_BASE));
+                                    segment
+                                        .set_position(gst::ClockTime::from_nseconds(OUTPUT_BASE));
+                                    segment.set_time(gst::ClockTime::ZERO);
+                                    events.push(gst::event::Segment::new(&segment));
+                                }
+                            }
+                            Err(_) => {
+                                state.stats.corrupt += 1;
+                                state.stats.lost += 1;
+                                state.discont = true;
+                                Self::prune(&mut state, gop);
+                                return;
+                            }
+                        }
+                    }
+                    match self.chunk_to_buffers(&chunk, state.discont) {
+                        Ok(b) => {
+                            state.discont = false;
+                            state.stats.gops_out += 1;
+                            state.stats.frames_out += b.len() as u64;
+                            state.stats.bytes_out += chunk.payload().len() as u64;
+                            buffers = b;
+                        }
+                        Err(err) => {
+                            gst::warning!(CAT, imp = self, "GOP {gop} unreadable: {err}");
+                            state.stats.corrupt += 1;
+                            state.stats.lost += 1;
+                            state.discont = true;
+                        }
+                    }
+                    Self::prune(&mut state, gop);
+                }
+            }
+        }
+        for e in events {
+            self.srcpad.push_event(e);
+        }
+        for m in messages {
+            let _ = self.obj().post_message(m);
+        }
+        for b in buffers {
+            if let Err(err) = self.srcpad.push(b) {
+                gst::debug!(CAT, imp = self, "pausing: {err:?}");
+                if !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ["Internal data flow error: {err:?}"]
+                    );
+                    self.srcpad.push_event(gst::event::Eos::new());
+                }
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+        }
+        if eos {
+            self.srcpad.push_event(gst::event::Eos::new());
+            let _ = self.srcpad.pause_task();
+        }
+    }
+
+    fn summary(&self, s: &Stats) -> gst::Message {
+        gst::message::Element::builder(Self::stats_structure("gopswarm-merge-summary", s))
+            .src(&*self.obj())
+            .build()
+    }
+
+    fn stats_structure(name: &str, s: &Stats) -> gst::Structure {
+        gst::Structure::builder(name)
+            .field("chunks-in", s.chunks_in)
+            .field("gops-out", s.gops_out)
+            .field("frames-out", s.frames_out)
+            .field("bytes-out", s.bytes_out)
+            .field("duplicates", s.duplicates)
+            .field("late", s.late)
+            .field("stale", s.stale)
+            .field("foreign", s.foreign)
+            .field("corrupt", s.corrupt)
+            .field("parity-in", s.parity_in)
+            .field("recovered", s.recovered)
+            .field("redundant-used", s.redundant_used)
+            .field("lost", s.lost)
+            .build()
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Eos(_) => {
+                self.state
+                    .lock()
+                    .unwrap()
+                    .inputs
+                    .entry(pad.name().to_string())
+                    .or_default()
+                    .eos = true;
+                self.cond.notify_all();
+                true
+            }
+            EventView::FlushStart(_) => {
+                self.state.lock().unwrap().flushing = true;
+                self.cond.notify_all();
+                let res = self.srcpad.push_event(event);
+                let _ = self.srcpad.pause_task();
+                res
+            }
+            EventView::FlushStop(_) => {
+                {
+                    let mut state = self.state.lock().unwrap();
+                    let stats = state.stats.clone();
+                    let inputs: Vec<String> = state.inputs.keys().cloned().collect();
+                    *state = State::new();
+                    state.stats = stats;
+                    for name in inputs {
+                        state.inputs.insert(name, InputState::default());
+                    }
+                }
+                let res = self.srcpad.push_event(event);
+                self.start_task();
+                res
+            }
+            // Chunks carry their own codec caps and timing.
+            EventView::Caps(_) | EventView::Segment(_) | EventView::StreamStart(_) => true,
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn start_task(&self) {
+        let this = self.downgrade();
+        let _ = self.srcpad.start_task(move || {
+            if let Some(this) = this.upgrade() {
+                this.output_loop();
+            }
+        });
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for GopMerge {
+    const NAME: &'static str = "GstGopMerge";
+    type Type = super::GopMerge;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .event_function(|pad, parent, event| {
+                GopMerge::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| match event.view() {
+                        // Chunks arrive in GOP order from live producers: no seeking.
+                        gst::EventView::Seek(_) => false,
+                        _ => gst::Pad::event_default(pad, Some(&*this.obj()), event),
+                    },
+                )
+            })
+            .build();
+        GopMerge {
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::new()),
+            cond: Condvar::new(),
+        }
+    }
+}
+
+impl ObjectImpl for GopMerge {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt64::builder("latency")
+                    .nick("Latency")
+                    .blurb("How long (ns) to wait for a missing GOP once a later one has arrived before reporting a gap (0: wait until every input has moved past it or ended)")
+                    .default_value(DEFAULT_LATENCY)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("min-epoch")
+                    .nick("Minimum epoch")
+                    .blurb("Chunks from assignments older than this epoch are stale and ignored")
+                    .default_value(DEFAULT_MIN_EPOCH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecInt64::builder("start-gop")
+                    .nick("Start GOP")
+                    .blurb("First GOP of the output (-1: the earliest GOP received once every input has delivered or ended)")
+                    .minimum(-1)
+                    .default_value(DEFAULT_START_GOP)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("stream-id")
+                    .nick("Stream ID")
+                    .blurb("Only merge chunks of this stream (empty: the first chunk's stream)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("profile-id")
+                    .nick("Profile ID")
+                    .blurb("Only merge chunks of this profile (empty: the first chunk's profile)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "latency" => settings.latency = value.get().unwrap(),
+            "min-epoch" => settings.min_epoch = value.get().unwrap(),
+            "start-gop" => settings.start_gop = value.get().unwrap(),
+            "stream-id" => {
+                settings.stream_id = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
+            "profile-id" => {
+                settings.profile_id = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
+            _ => unimplemented!(),
+        }
+        drop(settings);
+        self.cond.notify_all();
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            let stats = self.state.lock().unwrap().stats.clone();
+            return Self::stats_structure("gopmerge-stats", &stats).to_value();
+        }
+        let settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "latency" => settings.latency.to_value(),
+            "min-epoch" => settings.min_epoch.to_value(),
+            "start-gop" => settings.start_gop.to_value(),
+            "stream-id" => settings.stream_id.to_value(),
+            "profile-id" => settings.profile_id.to_value(),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for GopMerge {}
+
+impl ElementImpl for GopMerge {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "gopswarm GOP merger",
+                "Codec/Muxer/Video",
+                "Merges gopswarm partial streams into one frame-exact encoded stream: orders \
+                 chunks by GOP, drops duplicate, stale and corrupt copies, rebuilds lost chunks \
+                 from Reed-Solomon parity and reports gaps. Example: gopmerge name=m latency=6000000000 \
+                 ! h264parse ! mp4mux ! filesink location=out.mp4",
+                "gopswarm developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let src_caps = gst::Caps::builder_full()
+                .structure(
+                    gst::Structure::builder("video/x-h264")
+                        .field("stream-format", "byte-stream")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .structure(
+                    gst::Structure::builder("video/x-h265")
+                        .field("stream-format", "byte-stream")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .structure(gst::Structure::new_empty("video/x-vp9"))
+                .structure(gst::Structure::new_empty("video/x-av1"))
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &gst::Caps::builder(crate::PARTIAL_CAPS_NAME).build(),
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => {
+                let existing: Vec<String> = self
+                    .obj()
+                    .sink_pads()
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect();
+                (0..)
+                    .map(|i| format!("sink_{i}"))
+                    .find(|n| !existing.contains(n))
+                    .unwrap()
+            }
+        };
+        let pad = gst::Pad::builder_from_template(templ)
+            .name(name.as_str())
+            .chain_function(|pad, parent, buffer| {
+                GopMerge::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |this| this.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                GopMerge::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| this.sink_event(pad, event),
+                )
+            })
+            .build();
+        self.state
+            .lock()
+            .unwrap()
+            .inputs
+            .insert(name, InputState::default());
+        pad.set_active(true).ok()?;
+        self.obj().add_pad(&pad).ok()?;
+        Some(pad)
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        // A released input will send nothing more: treat it as ended.
+        if let Some(input) = self
+            .state
+            .lock()
+            .unwrap()
+            .inputs
+            .get_mut(pad.name().as_str())
+        {
+            input.eos = true;
+        }
+        self.cond.notify_all();
+        let _ = pad.set_active(false);
+        let _ = self.obj().remove_pad(pad);
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                let mut state = self.state.lock().unwrap();
+                let inputs: Vec<String> = state.inputs.keys().cloned().collect();
+                *state = State::new();
+                for name in inputs {
+                    state.inputs.insert(name, InputState::default());
+                }
+            }
+            gst::StateChange::PausedToReady => {
+                self.state.lock().unwrap().flushing = true;
+                self.cond.notify_all();
+                let _ = self.srcpad.stop_task();
+            }
+            _ => (),
+        }
+        let res = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::ReadyToPaused {
+            self.start_task();
+        }
+        Ok(res)
+    }
+}

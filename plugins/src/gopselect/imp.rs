@@ -1,0 +1,796 @@
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use std::collections::VecDeque;
+use std::sync::{LazyLock, Mutex};
+
+use crate::grid::{GopSet, Grid, Role, Slots, Timeline};
+use crate::meta::{FrameInfo, signed_running_time};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "gopselect",
+        gst::DebugColorFlags::empty(),
+        Some("gopswarm GOP selector"),
+    )
+});
+
+const DEFAULT_GOP_DURATION: u64 = 2_000_000_000;
+const DEFAULT_GRID_ORIGIN: u64 = 0;
+const DEFAULT_SLOT_INDEX: u32 = 0;
+const DEFAULT_SLOT_COUNT: u32 = 1;
+const DEFAULT_REDUNDANCY: u32 = 0;
+const DEFAULT_EPOCH: u64 = 0;
+const DEFAULT_SWITCH_GOP: i64 = -1;
+const DEFAULT_MAX_REORDER: u32 = 16;
+
+/// What the user asked for; becomes active at a GOP boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Assignment {
+    slot_index: u32,
+    slot_count: u32,
+    redundancy: u32,
+    gops: GopSet,
+    epoch: u64,
+}
+
+impl Assignment {
+    fn slots(&self) -> Slots {
+        if self.gops.is_empty() {
+            Slots::Modulo {
+                index: self.slot_index,
+                count: self.slot_count,
+                redundancy: self.redundancy,
+            }
+        } else {
+            Slots::Explicit(self.gops.clone())
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.gops.is_empty() {
+            format!(
+                "index={},count={},redundancy={}",
+                self.slot_index, self.slot_count, self.redundancy
+            )
+        } else {
+            format!("gops={}", self.gops)
+        }
+    }
+}
+
+impl Default for Assignment {
+    fn default() -> Self {
+        Assignment {
+            slot_index: DEFAULT_SLOT_INDEX,
+            slot_count: DEFAULT_SLOT_COUNT,
+            redundancy: DEFAULT_REDUNDANCY,
+            gops: GopSet::default(),
+            epoch: DEFAULT_EPOCH,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    gop_duration: u64,
+    grid_origin: u64,
+    timeline: Timeline,
+    max_reorder: u32,
+    desired: Assignment,
+    switch_gop: i64,
+    /// Bumped on every assignment change so the streaming thread notices.
+    generation: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            gop_duration: DEFAULT_GOP_DURATION,
+            grid_origin: DEFAULT_GRID_ORIGIN,
+            timeline: Timeline::default(),
+            max_reorder: DEFAULT_MAX_REORDER,
+            desired: Assignment::default(),
+            switch_gop: DEFAULT_SWITCH_GOP,
+            generation: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    frames_in: u64,
+    frames_passed: u64,
+    frames_dropped: u64,
+    preroll_frames: u64,
+    gops_kept: u64,
+    gops_skipped: u64,
+    assignments_applied: u64,
+}
+
+struct State {
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    compressed: bool,
+    active: Assignment,
+    applied_generation: u64,
+    current_gop: Option<u64>,
+    last_passed: bool,
+    /// Compressed mode: frames since the last keyframe, held until a kept frame shows up.
+    held: VecDeque<gst::Buffer>,
+    /// Compressed mode: inside a source GOP that is being passed.
+    passing: bool,
+    /// Compressed mode: consecutive passed frames past the last kept GOP.
+    frames_beyond: u32,
+    last_kept_gop: Option<u64>,
+    stats: Stats,
+}
+
+impl State {
+    fn new(settings: &Settings) -> State {
+        State {
+            segment: gst::FormattedSegment::new(),
+            compressed: false,
+            active: settings.desired.clone(),
+            applied_generation: settings.generation,
+            current_gop: None,
+            last_passed: false,
+            held: VecDeque::new(),
+            passing: false,
+            frames_beyond: 0,
+            last_kept_gop: None,
+            stats: Stats::default(),
+        }
+    }
+}
+
+pub struct GopSelect {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+/// Frames to push after releasing the state lock.
+type Output = Vec<gst::Buffer>;
+
+impl GopSelect {
+    fn time_offset(&self, timeline: Timeline) -> i64 {
+        match timeline {
+            Timeline::RunningTime => 0,
+            Timeline::ClockTime => self
+                .obj()
+                .base_time()
+                .map(|t| t.nseconds() as i64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Apply a pending assignment when GOP `k` starts. Returns the message to post.
+    fn on_gop_start(&self, state: &mut State, settings: &Settings, k: u64) -> Option<gst::Message> {
+        let previous = state.current_gop.replace(k);
+        if previous == Some(k) {
+            return None;
+        }
+        let due = settings.switch_gop < 0 || k >= settings.switch_gop as u64;
+        if settings.generation != state.applied_generation && due {
+            state.applied_generation = settings.generation;
+            if state.active != settings.desired {
+                state.active = settings.desired.clone();
+                state.stats.assignments_applied += 1;
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "assignment epoch {} ({}) applied at GOP {k}",
+                    state.active.epoch,
+                    state.active.describe()
+                );
+                return Some(
+                    gst::message::Element::builder(
+                        gst::Structure::builder("gopswarm-assignment-applied")
+                            .field("gop", k)
+                            .field("epoch", state.active.epoch)
+                            .field("slots", state.active.describe())
+                            .build(),
+                    )
+                    .src(&*self.obj())
+                    .build(),
+                );
+            }
+        }
+        if state.active.slots().role(k).is_some() {
+            state.stats.gops_kept += 1;
+        } else {
+            state.stats.gops_skipped += 1;
+        }
+        None
+    }
+
+    fn frame_info(
+        &self,
+        state: &State,
+        grid: &Grid,
+        offset: i64,
+        k: u64,
+        role: Option<Role>,
+    ) -> FrameInfo {
+        FrameInfo {
+            gop: k,
+            gop_start: grid.start_of(k),
+            gop_duration: grid.gop_duration,
+            time_offset: offset,
+            epoch: state.active.epoch,
+            redundant: role == Some(Role::Redundant),
+            preroll: role.is_none(),
+        }
+    }
+
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let grid = Grid {
+            gop_duration: settings.gop_duration,
+            origin: settings.grid_origin,
+        };
+        let offset = self.time_offset(settings.timeline);
+        let mut messages = Vec::new();
+        let output = {
+            let mut state_guard = self.state.lock().unwrap();
+            let Some(state) = state_guard.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            state.stats.frames_in += 1;
+            let k = buffer
+                .pts()
+                .or(buffer.dts())
+                .and_then(|ts| signed_running_time(&state.segment, ts))
+                .and_then(|rt| grid.index_of(rt + offset));
+            if state.compressed {
+                self.select_compressed(state, &settings, &grid, offset, k, buffer, &mut messages)
+            } else {
+                self.select_raw(state, &settings, &grid, offset, k, buffer, &mut messages)
+            }
+        };
+        for msg in messages {
+            let _ = self.obj().post_message(msg);
+        }
+        for buffer in output {
+            self.srcpad.push(buffer)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn select_raw(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        grid: &Grid,
+        offset: i64,
+        k: Option<u64>,
+        mut buffer: gst::Buffer,
+        messages: &mut Vec<gst::Message>,
+    ) -> Output {
+        let Some(k) = k else {
+            gst::log!(
+                CAT,
+                imp = self,
+                "frame without a position on the grid, dropped"
+            );
+            state.stats.frames_dropped += 1;
+            state.last_passed = false;
+            return vec![];
+        };
+        messages.extend(self.on_gop_start(state, settings, k));
+        let role = state.active.slots().role(k);
+        if role.is_none() {
+            state.stats.frames_dropped += 1;
+            state.last_passed = false;
+            return vec![];
+        }
+        let info = self.frame_info(state, grid, offset, k, role);
+        {
+            let b = buffer.make_mut();
+            info.attach(b);
+            if !state.last_passed {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
+        }
+        state.last_passed = true;
+        state.stats.frames_passed += 1;
+        vec![buffer]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn select_compressed(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        grid: &Grid,
+        offset: i64,
+        k: Option<u64>,
+        mut buffer: gst::Buffer,
+        messages: &mut Vec<gst::Message>,
+    ) -> Output {
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        if keyframe {
+            // A new source GOP: everything before it is decodable without it (closed GOPs).
+            state.held.clear();
+            state.passing = false;
+            state.frames_beyond = 0;
+        }
+        // Frames without a timestamp belong to the GOP in progress.
+        let k = k.or(state.current_gop);
+        if let Some(k) = k {
+            // Boundaries in decode order can step back by the reorder depth; only forward steps
+            // count as GOP starts.
+            if state.current_gop.is_none_or(|c| k > c) {
+                messages.extend(self.on_gop_start(state, settings, k));
+            }
+        }
+        let role = k.and_then(|k| state.active.slots().role(k));
+        let info = self.frame_info(state, grid, offset, k.unwrap_or(0), role);
+        {
+            let b = buffer.make_mut();
+            b.unset_flags(gst::BufferFlags::DISCONT);
+            info.attach(b);
+        }
+
+        if role.is_some() {
+            state.last_kept_gop = k;
+            state.frames_beyond = 0;
+        }
+
+        if !state.passing {
+            if role.is_none() {
+                // Not needed yet; hold it in case a later frame of this source GOP is kept.
+                state.held.push_back(buffer);
+                state.stats.frames_dropped += 1;
+                return vec![];
+            }
+            state.passing = true;
+            let mut out: Output = state.held.drain(..).collect();
+            state.stats.frames_dropped -= out.len() as u64;
+            state.stats.preroll_frames += out.len() as u64;
+            out.push(buffer);
+            state.stats.frames_passed += out.len() as u64;
+            if !state.last_passed
+                && let Some(first) = out.first_mut()
+            {
+                first.make_mut().set_flags(gst::BufferFlags::DISCONT);
+            }
+            state.last_passed = true;
+            return out;
+        }
+
+        if role.is_none() {
+            // Past the kept GOPs of this source GOP: keep passing while reordered frames of the
+            // kept GOP may still follow, then stop until the next keyframe.
+            state.frames_beyond += 1;
+            if state.frames_beyond > settings.max_reorder {
+                state.passing = false;
+                state.last_passed = false;
+                state.held.clear();
+                state.stats.frames_dropped += 1;
+                return vec![];
+            }
+            state.stats.preroll_frames += 1;
+        }
+        state.stats.frames_passed += 1;
+        vec![buffer]
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Caps(c) => {
+                let compressed = c
+                    .caps()
+                    .structure(0)
+                    .is_some_and(|s| s.name() != "video/x-raw");
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.compressed = compressed;
+                }
+                gst::debug!(CAT, imp = self, "compressed input: {compressed}");
+            }
+            EventView::Segment(s) => {
+                let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>() else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ["gopselect needs a TIME segment"]
+                    );
+                    return false;
+                };
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.segment = segment;
+                }
+            }
+            EventView::FlushStop(_) => {
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.current_gop = None;
+                    state.held.clear();
+                    state.passing = false;
+                    state.last_passed = false;
+                }
+            }
+            EventView::Eos(_) => {
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.held.clear();
+                }
+            }
+            _ => (),
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let guard = self.state.lock().unwrap();
+        let (s, epoch, gop) = match guard.as_ref() {
+            Some(st) => (st.stats.clone(), st.active.epoch, st.current_gop),
+            None => (Stats::default(), 0, None),
+        };
+        gst::Structure::builder("gopselect-stats")
+            .field("frames-in", s.frames_in)
+            .field("frames-passed", s.frames_passed)
+            .field("frames-dropped", s.frames_dropped)
+            .field("preroll-frames", s.preroll_frames)
+            .field("gops-kept", s.gops_kept)
+            .field("gops-skipped", s.gops_skipped)
+            .field("assignments-applied", s.assignments_applied)
+            .field("epoch", epoch)
+            .field("current-gop", gop.map(|g| g as i64).unwrap_or(-1))
+            .build()
+    }
+
+    /// Parse the atomic `assignment` property: a GstStructure such as
+    /// `assignment, index=1, count=3, redundancy=1, epoch=7, switch-gop=12` or `..., gops="0-9"`.
+    fn parse_assignment(s: &str, current: &Settings) -> Result<(Assignment, i64), String> {
+        let st = gst::Structure::from_str(s).map_err(|_| format!("'{s}' is not a structure"))?;
+        let mut a = current.desired.clone();
+        let mut switch_gop = DEFAULT_SWITCH_GOP;
+        let num = |field: &str| -> Result<Option<i64>, String> {
+            match st.value(field) {
+                Err(_) => Ok(None),
+                Ok(v) => v
+                    .get::<i32>()
+                    .map(i64::from)
+                    .or_else(|_| v.get::<u32>().map(i64::from))
+                    .or_else(|_| v.get::<i64>())
+                    .or_else(|_| v.get::<u64>().map(|x| x as i64))
+                    .map(Some)
+                    .map_err(|_| format!("field '{field}' must be an integer")),
+            }
+        };
+        for (field, _) in st.iter() {
+            match field.as_str() {
+                "index" | "count" | "redundancy" | "epoch" | "switch-gop" | "gops" => {}
+                other => return Err(format!("unknown field '{other}'")),
+            }
+        }
+        if let Some(v) = num("index")? {
+            a.slot_index = u32::try_from(v).map_err(|_| "index out of range")?;
+        }
+        if let Some(v) = num("count")? {
+            a.slot_count = u32::try_from(v)
+                .ok()
+                .filter(|&c| c >= 1)
+                .ok_or("count must be at least 1")?;
+        }
+        if let Some(v) = num("redundancy")? {
+            a.redundancy = u32::try_from(v).map_err(|_| "redundancy out of range")?;
+        }
+        if let Some(v) = num("epoch")? {
+            a.epoch = u64::try_from(v).map_err(|_| "epoch out of range")?;
+        }
+        if let Some(v) = num("switch-gop")? {
+            switch_gop = v;
+        }
+        if let Ok(g) = st.get::<String>("gops") {
+            a.gops = g.parse()?;
+        }
+        if a.gops.is_empty() && a.slot_index >= a.slot_count {
+            return Err(format!(
+                "index {} is not below count {}",
+                a.slot_index, a.slot_count
+            ));
+        }
+        Ok((a, switch_gop))
+    }
+}
+
+use std::str::FromStr;
+
+#[glib::object_subclass]
+impl ObjectSubclass for GopSelect {
+    const NAME: &'static str = "GstGopSelect";
+    type Type = super::GopSelect;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|pad, parent, buffer| {
+                GopSelect::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |this| this.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                GopSelect::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| this.sink_event(pad, event),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
+            .build();
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
+            .build();
+        GopSelect {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+        }
+    }
+}
+
+impl ObjectImpl for GopSelect {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt64::builder("gop-duration")
+                    .nick("GOP duration")
+                    .blurb("Duration of one GOP on the grid, in nanoseconds")
+                    .minimum(1_000_000)
+                    .default_value(DEFAULT_GOP_DURATION)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("grid-origin")
+                    .nick("Grid origin")
+                    .blurb("Timeline time of the start of GOP 0, in nanoseconds")
+                    .default_value(DEFAULT_GRID_ORIGIN)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("timeline", Timeline::default())
+                    .nick("Timeline")
+                    .blurb("Common timeline the grid is anchored on")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("slot-index")
+                    .nick("Slot index")
+                    .blurb("This instance's slot i: keeps GOP k when k mod slot-count == i")
+                    .default_value(DEFAULT_SLOT_INDEX)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("slot-count")
+                    .nick("Slot count")
+                    .blurb("Number of slots n the GOPs are dealt over")
+                    .minimum(1)
+                    .default_value(DEFAULT_SLOT_COUNT)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("redundancy")
+                    .nick("Redundancy")
+                    .blurb("Also keep the GOPs of the r slots before this one as redundant copies")
+                    .default_value(DEFAULT_REDUNDANCY)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("gops")
+                    .nick("GOP set")
+                    .blurb("Explicit GOP indices to keep, e.g. \"0-9,12,20-\" (overrides the slot properties when not empty)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("epoch")
+                    .nick("Epoch")
+                    .blurb("Assignment epoch stamped on every kept frame (fences stale assignments)")
+                    .default_value(DEFAULT_EPOCH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecInt64::builder("switch-gop")
+                    .nick("Switch GOP")
+                    .blurb("GOP index from which assignment changes apply (-1: the next GOP boundary)")
+                    .minimum(-1)
+                    .default_value(DEFAULT_SWITCH_GOP)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("assignment")
+                    .nick("Assignment")
+                    .blurb("Atomic assignment change: \"assignment, index=1, count=3, redundancy=0, epoch=7, switch-gop=12\" or with gops=\"...\"")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-reorder")
+                    .nick("Max reorder")
+                    .blurb("Compressed input: frames still passed after the last kept GOP, for B-frames displayed before it")
+                    .default_value(DEFAULT_MAX_REORDER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("frames-in, frames-passed, frames-dropped, preroll-frames, gops-kept, gops-skipped, assignments-applied, epoch, current-gop")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        let before = settings.desired.clone();
+        match pspec.name() {
+            "gop-duration" => settings.gop_duration = value.get().unwrap(),
+            "grid-origin" => settings.grid_origin = value.get().unwrap(),
+            "timeline" => settings.timeline = value.get().unwrap(),
+            "max-reorder" => settings.max_reorder = value.get().unwrap(),
+            "slot-index" => settings.desired.slot_index = value.get().unwrap(),
+            "slot-count" => settings.desired.slot_count = value.get().unwrap(),
+            "redundancy" => settings.desired.redundancy = value.get().unwrap(),
+            "epoch" => settings.desired.epoch = value.get().unwrap(),
+            "switch-gop" => settings.switch_gop = value.get().unwrap(),
+            "gops" => {
+                let text: Option<String> = value.get().unwrap();
+                match text.unwrap_or_default().parse::<GopSet>() {
+                    Ok(set) => settings.desired.gops = set,
+                    Err(err) => {
+                        gst::error!(CAT, imp = self, "gops not changed: {err}");
+                    }
+                }
+            }
+            "assignment" => {
+                let text: Option<String> = value.get().unwrap();
+                match Self::parse_assignment(&text.unwrap_or_default(), &settings) {
+                    Ok((a, switch_gop)) => {
+                        settings.desired = a;
+                        settings.switch_gop = switch_gop;
+                        settings.generation += 1;
+                    }
+                    Err(err) => {
+                        gst::error!(CAT, imp = self, "assignment not changed: {err}");
+                    }
+                }
+                return;
+            }
+            _ => unimplemented!(),
+        }
+        if settings.desired != before {
+            settings.generation += 1;
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats().to_value();
+        }
+        let settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "gop-duration" => settings.gop_duration.to_value(),
+            "grid-origin" => settings.grid_origin.to_value(),
+            "timeline" => settings.timeline.to_value(),
+            "max-reorder" => settings.max_reorder.to_value(),
+            "slot-index" => settings.desired.slot_index.to_value(),
+            "slot-count" => settings.desired.slot_count.to_value(),
+            "redundancy" => settings.desired.redundancy.to_value(),
+            "epoch" => settings.desired.epoch.to_value(),
+            "switch-gop" => settings.switch_gop.to_value(),
+            "gops" => settings.desired.gops.to_string().to_value(),
+            "assignment" => {
+                let a = &settings.desired;
+                let mut s = gst::Structure::builder("assignment")
+                    .field("index", a.slot_index)
+                    .field("count", a.slot_count)
+                    .field("redundancy", a.redundancy)
+                    .field("epoch", a.epoch)
+                    .field("switch-gop", settings.switch_gop)
+                    .build();
+                if !a.gops.is_empty() {
+                    s.set("gops", a.gops.to_string());
+                }
+                s.to_string().to_value()
+            }
+            _ => unimplemented!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for GopSelect {}
+
+impl ElementImpl for GopSelect {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "GOP selector",
+                "Filter/Video",
+                "Keeps the GOPs of a fixed GOP grid assigned to this swarm member (by slot or \
+                 explicit set, with redundancy) and marks each frame with its GOP and role; on \
+                 parsed H.264/H.265 it selects before decoding and passes the needed pre-roll. \
+                 Example: gopselect slot-index=1 slot-count=3 gop-duration=2000000000",
+                "gopswarm developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder_full()
+                .structure(gst::Structure::new_empty("video/x-raw"))
+                .structure(
+                    gst::Structure::builder("video/x-h264")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .structure(
+                    gst::Structure::builder("video/x-h265")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .build();
+            let any_features = {
+                let mut c = caps.clone();
+                c.make_mut()
+                    .set_features_simple(Some(gst::CapsFeatures::new_any()));
+                c
+            };
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &any_features,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &any_features,
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            let settings = self.settings.lock().unwrap().clone();
+            if settings.desired.gops.is_empty()
+                && settings.desired.slot_index >= settings.desired.slot_count
+            {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Settings,
+                    [
+                        "slot-index {} must be below slot-count {}",
+                        settings.desired.slot_index,
+                        settings.desired.slot_count
+                    ]
+                );
+                return Err(gst::StateChangeError);
+            }
+            *self.state.lock().unwrap() = Some(State::new(&settings));
+        }
+        let res = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            *self.state.lock().unwrap() = None;
+        }
+        Ok(res)
+    }
+}
