@@ -114,7 +114,10 @@ struct State {
     active: Assignment,
     applied_generation: u64,
     current_gop: Option<u64>,
-    last_passed: bool,
+    /// GOP of the last frame pushed, and whether a frame was discarded since: the next push is
+    /// DISCONT when the encoder/decoder downstream will not see a continuous stream.
+    last_pushed_gop: Option<u64>,
+    discarded_since_push: bool,
     /// Compressed mode: frames since the last keyframe, held until a kept frame shows up.
     held: VecDeque<gst::Buffer>,
     /// Compressed mode: inside a source GOP that is being passed.
@@ -122,6 +125,8 @@ struct State {
     /// Compressed mode: consecutive passed frames past the last kept GOP.
     frames_beyond: u32,
     last_kept_gop: Option<u64>,
+    /// Compressed mode: a keyframe has been seen since the start or the last flush.
+    seen_keyframe: bool,
     stats: Stats,
 }
 
@@ -133,11 +138,13 @@ impl State {
             active: settings.desired.clone(),
             applied_generation: settings.generation,
             current_gop: None,
-            last_passed: false,
+            last_pushed_gop: None,
+            discarded_since_push: false,
             held: VecDeque::new(),
             passing: false,
             frames_beyond: 0,
             last_kept_gop: None,
+            seen_keyframe: false,
             stats: Stats::default(),
         }
     }
@@ -280,25 +287,29 @@ impl GopSelect {
                 "frame without a position on the grid, dropped"
             );
             state.stats.frames_dropped += 1;
-            state.last_passed = false;
+            state.discarded_since_push = true;
             return vec![];
         };
         messages.extend(self.on_gop_start(state, settings, k));
         let role = state.active.slots().role(k);
         if role.is_none() {
             state.stats.frames_dropped += 1;
-            state.last_passed = false;
+            state.discarded_since_push = true;
             return vec![];
         }
         let info = self.frame_info(state, grid, offset, k, role);
+        let skipped_gops = state.last_pushed_gop.is_none_or(|g| g + 1 < k);
         {
             let b = buffer.make_mut();
             info.attach(b);
-            if !state.last_passed {
+            if state.discarded_since_push || skipped_gops {
                 b.set_flags(gst::BufferFlags::DISCONT);
+            } else {
+                b.unset_flags(gst::BufferFlags::DISCONT);
             }
         }
-        state.last_passed = true;
+        state.discarded_since_push = false;
+        state.last_pushed_gop = Some(k);
         state.stats.frames_passed += 1;
         vec![buffer]
     }
@@ -315,8 +326,18 @@ impl GopSelect {
         messages: &mut Vec<gst::Message>,
     ) -> Output {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        if !keyframe && !state.seen_keyframe {
+            // Nothing before the first keyframe can be decoded.
+            state.stats.frames_dropped += 1;
+            state.discarded_since_push = true;
+            return vec![];
+        }
         if keyframe {
+            state.seen_keyframe = true;
             // A new source GOP: everything before it is decodable without it (closed GOPs).
+            if !state.held.is_empty() {
+                state.discarded_since_push = true;
+            }
             state.held.clear();
             state.passing = false;
             state.frames_beyond = 0;
@@ -356,23 +377,24 @@ impl GopSelect {
             state.stats.preroll_frames += out.len() as u64;
             out.push(buffer);
             state.stats.frames_passed += out.len() as u64;
-            if !state.last_passed
+            if (state.discarded_since_push || state.last_pushed_gop.is_none())
                 && let Some(first) = out.first_mut()
             {
                 first.make_mut().set_flags(gst::BufferFlags::DISCONT);
             }
-            state.last_passed = true;
+            state.discarded_since_push = false;
+            state.last_pushed_gop = k.or(state.last_pushed_gop).or(Some(0));
             return out;
         }
 
         if role.is_none() {
             // Past the kept GOPs of this source GOP: keep passing while reordered frames of the
-            // kept GOP may still follow, then stop until the next keyframe.
+            // kept GOP may still follow, then hold the rest of the source GOP: released as
+            // pre-roll if a later GOP in it is kept, discarded at the next keyframe otherwise.
             state.frames_beyond += 1;
             if state.frames_beyond > settings.max_reorder {
                 state.passing = false;
-                state.last_passed = false;
-                state.held.clear();
+                state.held.push_back(buffer);
                 state.stats.frames_dropped += 1;
                 return vec![];
             }
@@ -411,9 +433,11 @@ impl GopSelect {
             EventView::FlushStop(_) => {
                 if let Some(state) = self.state.lock().unwrap().as_mut() {
                     state.current_gop = None;
+                    state.seen_keyframe = false;
                     state.held.clear();
                     state.passing = false;
-                    state.last_passed = false;
+                    state.last_pushed_gop = None;
+                    state.discarded_since_push = false;
                 }
             }
             EventView::Eos(_) => {
