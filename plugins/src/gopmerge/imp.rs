@@ -403,7 +403,13 @@ impl GopMerge {
                 .inputs
                 .values()
                 .any(|i| i.last_data_gop.is_some_and(|g| g > next));
-        if !later_exists && state.all_inputs_ended() {
+        // Parity groups name their members, so they prove GOPs exist even after the last
+        // data chunk that arrived.
+        let known_to_exist = state
+            .groups
+            .iter()
+            .any(|g| g.info.members.iter().any(|m| m.0 >= next));
+        if !later_exists && !known_to_exist && state.all_inputs_ended() {
             // Nothing at or after `next` will ever come: the stream is complete.
             if state
                 .pending
@@ -415,7 +421,7 @@ impl GopMerge {
         }
         let certain = !state.any_input_may_send(next);
         let deadline_passed = match latency {
-            Some(l) if later_exists => {
+            Some(l) if later_exists || known_to_exist => {
                 let since = *state.overdue_since.get_or_insert_with(Instant::now);
                 since.elapsed() >= l
             }

@@ -65,6 +65,8 @@ struct OpenChunk {
     end_rt: i64,
     /// Broken (did not start with a keyframe): frames are counted and discarded.
     broken: bool,
+    /// Caps in force at the GOP's first frame.
+    codec: String,
 }
 
 struct State {
@@ -151,6 +153,7 @@ impl PartialPay {
                 state.stats.dropped_frames += open.frames.len() as u64;
             } else {
                 let mut header = self.header(&settings, state, fec);
+                header.codec = open.codec.clone();
                 header.gop_index = open.info.gop;
                 header.start_ns = open.info.gop_start;
                 header.duration_ns = open.info.gop_duration;
@@ -346,6 +349,7 @@ impl PartialPay {
                     frames: Vec::new(),
                     end_rt: start_rt,
                     broken,
+                    codec: state.codec.clone(),
                 });
             }
             let open = state.open.as_mut().unwrap();
