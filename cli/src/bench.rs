@@ -1,0 +1,141 @@
+//! Benchmarks (not tests): CPU cost of the swarm against a single encoder, and the throughput of
+//! the chunk path alone. Each figure is measured side by side in one run.
+
+use anyhow::Result;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::qa::Clip;
+use crate::run;
+
+const TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// User + system CPU seconds of this process so far (all threads).
+pub fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we own.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    pub cpu: f64,
+    pub wall: f64,
+}
+
+fn measure(f: impl FnOnce() -> Result<()>) -> Result<Cost> {
+    let cpu = cpu_seconds();
+    let start = std::time::Instant::now();
+    f()?;
+    Ok(Cost {
+        cpu: cpu_seconds() - cpu,
+        wall: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SwarmCost {
+    pub decode: Cost,
+    pub single: Cost,
+    pub swarm: Cost,
+    pub redundancy: u32,
+}
+
+impl SwarmCost {
+    /// Decode once (the local swarm decodes once) plus (1 + r) encodes.
+    pub fn ideal_cpu(&self) -> f64 {
+        let encode = (self.single.cpu - self.decode.cpu).max(0.0);
+        self.decode.cpu + (1.0 + self.redundancy as f64) * encode
+    }
+    pub fn ratio(&self) -> f64 {
+        self.swarm.cpu / self.single.cpu
+    }
+    pub fn ideal_ratio(&self) -> f64 {
+        self.ideal_cpu() / self.single.cpu
+    }
+    pub fn overhead(&self) -> f64 {
+        self.swarm.cpu / self.ideal_cpu() - 1.0
+    }
+}
+
+pub fn swarm_cost(clip: &Clip, out_dir: &Path, profile: &str, redundancy: u32) -> Result<SwarmCost> {
+    let src = clip.path.to_string_lossy().to_string();
+    let decode = measure(|| {
+        let p = run::parse(&format!(
+            "filesrc location={src} ! qtdemux ! queue ! decodebin ! video/x-raw ! fakesink"
+        ))?;
+        run::play(&p, TIMEOUT)?;
+        Ok(())
+    })?;
+    let single = measure(|| {
+        crate::qa::single(clip, out_dir, profile)?;
+        Ok(())
+    })?;
+    let r = redundancy.to_string();
+    let swarm = measure(|| {
+        crate::qa::swarm(clip, out_dir, &[("PROFILE", profile), ("REDUNDANCY", &r)])?;
+        Ok(())
+    })?;
+    Ok(SwarmCost {
+        decode,
+        single,
+        swarm,
+        redundancy,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub bytes: u64,
+    pub chunks: u64,
+    pub cost: Cost,
+}
+
+impl Throughput {
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.cost.wall
+    }
+    pub fn cpu_us_per_chunk(&self) -> f64 {
+        self.cost.cpu * 1e6 / self.chunks.max(1) as f64
+    }
+}
+
+/// `gopselect ! partialpay ! partialdepay ! gopmerge` alone on already-encoded video: three
+/// slots over the clip, `repeat` times.
+pub fn chunk_path_throughput(clip: &Clip, repeat: u32) -> Result<Throughput> {
+    let src = clip.path.to_string_lossy().to_string();
+    let bytes = crate::media::video_bytes(&clip.path)? * repeat as u64;
+    let mut branches = String::new();
+    for i in 0..3 {
+        branches.push_str(&format!(
+            " t. ! queue ! gopselect slot-index={i} slot-count=3 ! partialpay ! partialdepay \
+             ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! m.sink_{i}"
+        ));
+    }
+    let desc = format!(
+        "filesrc location={src} ! qtdemux ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au \
+         ! tee name=t {branches} gopmerge name=m ! fakesink"
+    );
+    let mut chunks = 0;
+    let cost = measure(|| {
+        for _ in 0..repeat {
+            let p = run::parse(&desc)?;
+            let out = run::play(&p, TIMEOUT)?;
+            chunks += out
+                .message("gopswarm-merge-summary")
+                .and_then(|s| s.get::<u64>("gops-out").ok())
+                .unwrap_or(0);
+        }
+        Ok(())
+    })?;
+    Ok(Throughput {
+        bytes,
+        chunks,
+        cost,
+    })
+}

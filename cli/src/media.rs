@@ -1,0 +1,201 @@
+//! Checks on media files with tools nobody here wrote: ffprobe and ffmpeg.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// One decoded video frame as ffprobe sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Presentation time in ns (best-effort timestamp, edit lists applied).
+    pub ts_ns: i64,
+    pub key: bool,
+    pub pict_type: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamInfo {
+    pub width: u32,
+    pub height: u32,
+    pub fps: (u32, u32),
+    pub video_start: Option<f64>,
+    pub audio_start: Option<f64>,
+    pub audio_duration: Option<f64>,
+    pub has_audio: bool,
+}
+
+fn ffprobe_json(args: &[&str], path: &Path) -> Result<Value> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(path)
+        .output()
+        .context("running ffprobe (is ffmpeg installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "ffprobe failed on {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn ratio(s: &str) -> Option<(i64, i64)> {
+    let (a, b) = s.split_once('/')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())
+}
+
+/// Every video frame of the first video stream, in presentation order.
+pub fn video_frames(path: &Path) -> Result<Vec<Frame>> {
+    let v = ffprobe_json(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=time_base:frame=best_effort_timestamp,key_frame,pict_type",
+        ],
+        path,
+    )?;
+    let tb = v["streams"][0]["time_base"]
+        .as_str()
+        .and_then(ratio)
+        .context("no video time base")?;
+    let mut frames: Vec<Frame> = v["frames"]
+        .as_array()
+        .context("no frames")?
+        .iter()
+        .filter_map(|f| {
+            let ts = f["best_effort_timestamp"].as_i64()?;
+            Some(Frame {
+                ts_ns: ((ts as i128 * tb.0 as i128 * 1_000_000_000) / tb.1 as i128) as i64,
+                key: f["key_frame"].as_i64() == Some(1),
+                pict_type: f["pict_type"].as_str().unwrap_or("?").to_string(),
+            })
+        })
+        .collect();
+    frames.sort_by_key(|f| f.ts_ns);
+    Ok(frames)
+}
+
+pub fn stream_info(path: &Path) -> Result<StreamInfo> {
+    let v = ffprobe_json(
+        &[
+            "-show_entries",
+            "stream=codec_type,width,height,r_frame_rate,start_time,duration",
+        ],
+        path,
+    )?;
+    let mut info = StreamInfo::default();
+    for s in v["streams"].as_array().context("no streams")? {
+        match s["codec_type"].as_str() {
+            Some("video") if info.width == 0 => {
+                info.width = s["width"].as_u64().unwrap_or(0) as u32;
+                info.height = s["height"].as_u64().unwrap_or(0) as u32;
+                let (n, d) = s["r_frame_rate"].as_str().and_then(ratio).unwrap_or((0, 1));
+                info.fps = (n as u32, d as u32);
+                info.video_start = num(&s["start_time"]);
+            }
+            Some("audio") if !info.has_audio => {
+                info.has_audio = true;
+                info.audio_start = num(&s["start_time"]);
+                info.audio_duration = num(&s["duration"]);
+            }
+            _ => (),
+        }
+    }
+    Ok(info)
+}
+
+/// Decode the whole file with ffmpeg; returns ffmpeg's error output (empty when clean).
+pub fn decode_errors(path: &Path) -> Result<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .context("running ffmpeg")?;
+    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() && text.is_empty() {
+        text = format!("ffmpeg exited with {}", out.status);
+    }
+    Ok(text)
+}
+
+/// Average Y-PSNR (dB) of `distorted` against `reference`, frame by frame from the start of
+/// each; `distorted` is scaled to the reference size when they differ.
+pub fn y_psnr(distorted: &Path, reference: &Path) -> Result<f64> {
+    let r = stream_info(reference)?;
+    let filter = format!(
+        "[0:v]scale={}:{}:flags=bicubic,settb=AVTB,setpts=PTS-STARTPTS[d];\
+         [1:v]settb=AVTB,setpts=PTS-STARTPTS[r];[d][r]psnr",
+        r.width, r.height
+    );
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "info", "-i"])
+        .arg(distorted)
+        .arg("-i")
+        .arg(reference)
+        .args(["-lavfi", &filter, "-f", "null", "-"])
+        .output()
+        .context("running ffmpeg psnr")?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("PSNR y:"))
+        .with_context(|| format!("no PSNR in ffmpeg output: {}", text.trim()))?;
+    let y = line
+        .split("y:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("PSNR line without y:")?;
+    if y == "inf" {
+        return Ok(f64::INFINITY);
+    }
+    Ok(y.parse()?)
+}
+
+/// Size of the first video stream's packets in bytes (container overhead excluded).
+pub fn video_bytes(path: &Path) -> Result<u64> {
+    let v = ffprobe_json(
+        &["-select_streams", "v:0", "-show_entries", "packet=size"],
+        path,
+    )?;
+    Ok(v["packets"]
+        .as_array()
+        .context("no packets")?
+        .iter()
+        .filter_map(|p| num(&p["size"]))
+        .map(|s| s as u64)
+        .sum())
+}
+
+/// Compare two frame lists: same count and every timestamp within `tolerance_ns`.
+pub fn compare_frames(source: &[Frame], output: &[Frame], tolerance_ns: i64) -> Result<(), String> {
+    if source.len() != output.len() {
+        return Err(format!(
+            "{} frames in the source, {} in the output",
+            source.len(),
+            output.len()
+        ));
+    }
+    let base_s = source.first().map(|f| f.ts_ns).unwrap_or(0);
+    let base_o = output.first().map(|f| f.ts_ns).unwrap_or(0);
+    for (i, (s, o)) in source.iter().zip(output).enumerate() {
+        let (ds, dout) = (s.ts_ns - base_s, o.ts_ns - base_o);
+        if (ds - dout).abs() > tolerance_ns {
+            return Err(format!(
+                "frame {i}: source at {:.6} s, output at {:.6} s",
+                ds as f64 / 1e9,
+                dout as f64 / 1e9
+            ));
+        }
+    }
+    Ok(())
+}

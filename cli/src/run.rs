@@ -1,0 +1,100 @@
+//! Running pipelines in-process with the gopswarm plugin registered statically.
+
+use anyhow::{Context, Result, bail};
+use gst::prelude::*;
+use std::time::{Duration, Instant};
+
+pub fn init() {
+    use std::sync::Once;
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("GStreamer initialises");
+        gstgopswarm::plugin_register_static().expect("gopswarm plugin registers");
+    });
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub elapsed: Duration,
+    /// Element messages (gopswarm-gap, gopswarm-merge-summary, ...), in order.
+    pub messages: Vec<gst::Structure>,
+}
+
+impl Outcome {
+    pub fn message(&self, name: &str) -> Option<&gst::Structure> {
+        self.messages.iter().find(|s| s.name() == name)
+    }
+    pub fn count(&self, name: &str) -> usize {
+        self.messages.iter().filter(|s| s.name() == name).count()
+    }
+}
+
+pub fn parse(description: &str) -> Result<gst::Pipeline> {
+    init();
+    let element = gst::parse::launch(description)
+        .with_context(|| format!("pipeline does not parse: {description}"))?;
+    element
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))
+}
+
+/// Play until EOS, an error or `timeout`; the pipeline is set to NULL afterwards in every case.
+pub fn play(pipeline: &gst::Pipeline, timeout: Duration) -> Result<Outcome> {
+    let start = Instant::now();
+    let bus = pipeline.bus().context("pipeline bus")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .context("pipeline refused to start")?;
+    let mut outcome = Outcome::default();
+    let result = loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break Err(anyhow::anyhow!("timed out after {timeout:?}"));
+        }
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+        else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => {
+                break Err(anyhow::anyhow!(
+                    "{} from {}: {}",
+                    e.error(),
+                    msg.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    e.debug().map(|d| d.to_string()).unwrap_or_default()
+                ));
+            }
+            gst::MessageView::Element(_) => {
+                if let Some(s) = msg.structure() {
+                    outcome.messages.push(s.to_owned());
+                }
+            }
+            _ => (),
+        }
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    outcome.elapsed = start.elapsed();
+    result?;
+    Ok(outcome)
+}
+
+/// Load a shipped pipeline, expand it, and play it.
+pub fn shipped(name: &str, vars: &[(&str, &str)], timeout: Duration) -> Result<Outcome> {
+    let desc = crate::pipelines::load(name)?.expand(vars)?;
+    let pipeline = parse(&desc)?;
+    play(&pipeline, timeout)
+}
+
+/// Make the parent directory of an output prefix.
+pub fn prepare_out(prefix: &std::path::Path) -> Result<()> {
+    if let Some(parent) = prefix.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let hls = format!("{}-hls", prefix.display());
+    std::fs::create_dir_all(&hls)?;
+    if !prefix.parent().is_some_and(|p| p.is_dir()) {
+        bail!("cannot create {}", prefix.display());
+    }
+    Ok(())
+}
