@@ -24,7 +24,11 @@ pub fn assert_frame_exact(report: &qa::Report) {
         report.clip
     );
     assert_eq!(report.timestamps, None, "{}: timestamps", report.clip);
-    assert_eq!(report.decode_errors, "", "{}: ffmpeg decode errors", report.clip);
+    assert_eq!(
+        report.decode_errors, "",
+        "{}: ffmpeg decode errors",
+        report.clip
+    );
     assert_eq!(report.gops_lost, 0, "{}: GOPs lost", report.clip);
     if let Some(offset) = report.audio_offset_frames {
         assert!(

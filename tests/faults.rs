@@ -55,15 +55,25 @@ fn kill_at(pipeline: &gst::Pipeline, host: &str, from: u64) -> Arc<Mutex<Vec<u64
     cut
 }
 
-fn local_swarm(clip: &qa::Clip, out: &std::path::Path, vars: &[(&str, &str)]) -> (gst::Pipeline, std::path::PathBuf) {
+fn local_swarm(
+    clip: &qa::Clip,
+    out: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> (gst::Pipeline, std::path::PathBuf) {
     let prefix = out.join(&clip.name);
     run::prepare_out(&prefix).unwrap();
     let prefix_s = prefix.to_string_lossy().to_string();
     let src = clip.path.to_string_lossy().to_string();
     let mut all = vec![("SRC", src.as_str()), ("OUT", prefix_s.as_str())];
     all.extend_from_slice(vars);
-    let desc = pipelines::load("local-swarm-video").unwrap().expand(&all).unwrap();
-    (run::parse(&desc).unwrap(), std::path::PathBuf::from(format!("{prefix_s}.mp4")))
+    let desc = pipelines::load("local-swarm-video")
+        .unwrap()
+        .expand(&all)
+        .unwrap();
+    (
+        run::parse(&desc).unwrap(),
+        std::path::PathBuf::from(format!("{prefix_s}.mp4")),
+    )
 }
 
 #[test]
@@ -110,8 +120,16 @@ fn without_redundancy_lost_gops_are_bounded_reported_and_what_ffprobe_finds_miss
 
     // ffprobe: exactly the frames of those GOPs are missing, nothing else, and it decodes.
     assert_eq!(media::decode_errors(&output).unwrap(), "");
-    let src: Vec<i64> = media::video_frames(&clip.path).unwrap().iter().map(|f| f.ts_ns).collect();
-    let got: Vec<i64> = media::video_frames(&output).unwrap().iter().map(|f| f.ts_ns).collect();
+    let src: Vec<i64> = media::video_frames(&clip.path)
+        .unwrap()
+        .iter()
+        .map(|f| f.ts_ns)
+        .collect();
+    let got: Vec<i64> = media::video_frames(&output)
+        .unwrap()
+        .iter()
+        .map(|f| f.ts_ns)
+        .collect();
     let gop_of = |ts: i64| (ts / 1_000_000_000) as u64;
     let missing_gops: std::collections::BTreeSet<u64> = src
         .iter()
@@ -161,7 +179,10 @@ fn merge_files(files: &[std::path::PathBuf], out: &std::path::Path) -> (Vec<u8>,
             f.display()
         ));
     }
-    desc.push_str(&format!("gopmerge name=m ! filesink location={}", out.display()));
+    desc.push_str(&format!(
+        "gopmerge name=m ! filesink location={}",
+        out.display()
+    ));
     let outcome = run::play(&run::parse(&desc).unwrap(), TIMEOUT).unwrap();
     (std::fs::read(out).unwrap(), outcome)
 }
@@ -174,11 +195,19 @@ fn hosts_over_files_merge_frame_exact_and_parity_rebuilds_lost_chunks_byte_ident
     // The hosts' partial streams merge into the source's exact frames.
     let clip = clip("bikes");
     let mp4 = out.join("merged");
-    let ins: Vec<String> = files.iter().map(|f| f.to_string_lossy().to_string()).collect();
+    let ins: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().to_string())
+        .collect();
     let mp4_s = mp4.to_string_lossy().to_string();
     let outcome = run::shipped(
         "merge-files",
-        &[("IN0", &ins[0]), ("IN1", &ins[1]), ("IN2", &ins[2]), ("OUT", &mp4_s)],
+        &[
+            ("IN0", &ins[0]),
+            ("IN1", &ins[1]),
+            ("IN2", &ins[2]),
+            ("OUT", &mp4_s),
+        ],
         TIMEOUT,
     )
     .unwrap();
@@ -186,7 +215,14 @@ fn hosts_over_files_merge_frame_exact_and_parity_rebuilds_lost_chunks_byte_ident
     assert_frame_exact(&report);
 
     let (complete, full_run) = merge_files(&files, &out.join("complete.h264"));
-    assert_eq!(full_run.message("gopswarm-merge-summary").unwrap().get::<u64>("recovered").unwrap(), 0);
+    assert_eq!(
+        full_run
+            .message("gopswarm-merge-summary")
+            .unwrap()
+            .get::<u64>("recovered")
+            .unwrap(),
+        0
+    );
 
     // Drop one data chunk of every parity group (a different position each time).
     let mut dropped = 0;
@@ -217,7 +253,10 @@ fn hosts_over_files_merge_frame_exact_and_parity_rebuilds_lost_chunks_byte_ident
                     group.push(c);
                 }
             }
-            assert!(group.is_empty(), "every data chunk belongs to a parity group");
+            assert!(
+                group.is_empty(),
+                "every data chunk belongs to a parity group"
+            );
             let path = out.join(format!("lossy{i}.gsw"));
             let bytes: Vec<u8> = kept.iter().flat_map(|c| c.bytes().to_vec()).collect();
             std::fs::write(&path, bytes).unwrap();
@@ -230,5 +269,8 @@ fn hosts_over_files_merge_frame_exact_and_parity_rebuilds_lost_chunks_byte_ident
     let summary = lossy_run.message("gopswarm-merge-summary").unwrap();
     assert_eq!(summary.get::<u64>("recovered").unwrap(), dropped as u64);
     assert_eq!(summary.get::<u64>("lost").unwrap(), 0);
-    assert!(complete == rebuilt, "output with losses differs from the loss-free output");
+    assert!(
+        complete == rebuilt,
+        "output with losses differs from the loss-free output"
+    );
 }

@@ -12,7 +12,11 @@ fn swarm_on(name: &str, with_quality: bool) -> qa::Report {
     assert_frame_exact(&report);
     // The HLS rendition decodes too.
     let playlist = out.join(format!("{name}-swarm-hls/index.m3u8"));
-    assert_eq!(media::decode_errors(&playlist).unwrap(), "", "HLS output decodes");
+    assert_eq!(
+        media::decode_errors(&playlist).unwrap(),
+        "",
+        "HLS output decodes"
+    );
     assert_eq!(
         media::video_frames(&playlist).unwrap().len(),
         report.source_frames,
@@ -24,8 +28,15 @@ fn swarm_on(name: &str, with_quality: bool) -> qa::Report {
         qa::print_table(std::slice::from_ref(&report));
         let db = report.psnr_delta().unwrap();
         let size = report.size_delta().unwrap();
-        assert!(db >= -0.3, "{name}: Y-PSNR {db:+.2} dB against a single encode");
-        assert!(size.abs() <= 0.03, "{name}: size {:+.1}% against a single encode", size * 100.0);
+        assert!(
+            db >= -0.3,
+            "{name}: Y-PSNR {db:+.2} dB against a single encode"
+        );
+        assert!(
+            size.abs() <= 0.03,
+            "{name}: size {:+.1}% against a single encode",
+            size * 100.0
+        );
     } else {
         qa::print_table(std::slice::from_ref(&report));
     }

@@ -63,7 +63,12 @@ impl SwarmCost {
     }
 }
 
-pub fn swarm_cost(clip: &Clip, out_dir: &Path, profile: &str, redundancy: u32) -> Result<SwarmCost> {
+pub fn swarm_cost(
+    clip: &Clip,
+    out_dir: &Path,
+    profile: &str,
+    redundancy: u32,
+) -> Result<SwarmCost> {
     let src = clip.path.to_string_lossy().to_string();
     let decode = measure(|| {
         let p = run::parse(&format!(

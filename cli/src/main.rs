@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use gopswarm::{bench, qa};
 
 #[derive(Parser)]
-#[command(name = "gopswarm", version, about = "gopswarm live-encoding swarm: QA, benchmarks and tools")]
+#[command(
+    name = "gopswarm",
+    version,
+    about = "gopswarm live-encoding swarm: QA, benchmarks and tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,9 +53,7 @@ enum Command {
         repeat: u32,
     },
     /// Print the chunk headers of a partial stream file (what partialpay wrote).
-    Chunks {
-        file: PathBuf,
-    },
+    Chunks { file: PathBuf },
 }
 
 fn main() -> Result<()> {
@@ -72,8 +74,7 @@ fn main() -> Result<()> {
             for (i, name) in names.iter().enumerate() {
                 eprintln!("[{}/{}] {name}: swarm", i + 1, names.len());
                 let clip = qa::clip(name)?;
-                let (output, outcome) =
-                    qa::swarm(&clip, &out, &[("PROFILE", profile.as_str())])?;
+                let (output, outcome) = qa::swarm(&clip, &out, &[("PROFILE", profile.as_str())])?;
                 let mut report = qa::check_output(&clip, &output, &outcome)?;
                 if !no_quality {
                     eprintln!("[{}/{}] {name}: single encode and PSNR", i + 1, names.len());
@@ -95,11 +96,21 @@ fn main() -> Result<()> {
             repeat,
         } => {
             let clip = qa::clip(&clip)?;
-            eprintln!("measuring decode, single encode and 3-way swarm on {}", clip.name);
+            eprintln!(
+                "measuring decode, single encode and 3-way swarm on {}",
+                clip.name
+            );
             let c = bench::swarm_cost(&clip, &out, &profile, redundancy)?;
-            println!("clip {} profile \"{profile}\" redundancy {redundancy}", clip.name);
+            println!(
+                "clip {} profile \"{profile}\" redundancy {redundancy}",
+                clip.name
+            );
             println!("{:<28} {:>9} {:>9}", "run", "cpu s", "wall s");
-            for (name, cost) in [("decode only", c.decode), ("single encode", c.single), ("3-way swarm", c.swarm)] {
+            for (name, cost) in [
+                ("decode only", c.decode),
+                ("single encode", c.single),
+                ("3-way swarm", c.swarm),
+            ] {
                 println!("{name:<28} {:>9.2} {:>9.2}", cost.cpu, cost.wall);
             }
             println!(
@@ -118,7 +129,8 @@ fn main() -> Result<()> {
             );
         }
         Command::Chunks { file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let mut deframer = gopswarm_chunk::Deframer::default();
             deframer.push(&bytes);
             let mut chunks = Vec::new();
@@ -126,17 +138,36 @@ fn main() -> Result<()> {
                 chunks.push(c);
             }
             chunks.extend(deframer.finish());
-            println!("{:>6} {:>8} {:>12} {:>7} {:>6} {:>9}  host/profile", "gop", "kind", "start s", "frames", "epoch", "bytes");
+            println!(
+                "{:>6} {:>8} {:>12} {:>7} {:>6} {:>9}  host/profile",
+                "gop", "kind", "start s", "frames", "epoch", "bytes"
+            );
             for c in &chunks {
                 let h = &c.header;
-                let kind = if h.is_parity() { "parity" } else if h.is_redundant() { "copy" } else { "primary" };
+                let kind = if h.is_parity() {
+                    "parity"
+                } else if h.is_redundant() {
+                    "copy"
+                } else {
+                    "primary"
+                };
                 println!(
                     "{:>6} {:>8} {:>12.3} {:>7} {:>6} {:>9}  {}/{}",
-                    h.gop_index, kind, h.start_ns as f64 / 1e9, h.frame_count, h.epoch, c.bytes().len(), h.host_id, h.profile_id
+                    h.gop_index,
+                    kind,
+                    h.start_ns as f64 / 1e9,
+                    h.frame_count,
+                    h.epoch,
+                    c.bytes().len(),
+                    h.host_id,
+                    h.profile_id
                 );
             }
             let s = deframer.stats();
-            println!("{} chunks; {} bytes skipped, {} corrupt", s.chunks, s.bytes_skipped, s.corrupt);
+            println!(
+                "{} chunks; {} bytes skipped, {} corrupt",
+                s.chunks, s.bytes_skipped, s.corrupt
+            );
         }
     }
     Ok(())

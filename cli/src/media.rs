@@ -48,7 +48,9 @@ fn ratio(s: &str) -> Option<(i64, i64)> {
 }
 
 fn num(v: &Value) -> Option<f64> {
-    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_f64())
 }
 
 /// Every video frame of the first video stream, in presentation order.

@@ -31,7 +31,9 @@ pub fn load(name: &str) -> Result<Description> {
             let l = line.trim_start_matches('#').trim();
             if let Some((var, rest)) = l.split_once(':')
                 && !var.is_empty()
-                && var.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && var
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             {
                 let default = if rest.trim_end().ends_with("(required)") {
                     None
@@ -89,7 +91,10 @@ impl Description {
             out = out.replace(&format!("${{{k}}}"), &v);
         }
         if let Some(pos) = out.find("${") {
-            bail!("undeclared variable near '{}'", &out[pos..out.len().min(pos + 20)]);
+            bail!(
+                "undeclared variable near '{}'",
+                &out[pos..out.len().min(pos + 20)]
+            );
         }
         Ok(out)
     }

@@ -133,18 +133,24 @@ pub fn check_output(clip: &Clip, output: &Path, outcome: &Outcome) -> Result<Rep
         let s = media::stream_info(&clip.path)?;
         let o = media::stream_info(output)?;
         let frame = s.fps.1 as f64 / s.fps.0.max(1) as f64;
-        report.audio_offset_frames = match (s.audio_start, s.video_start, o.audio_start, o.video_start) {
-            (Some(sa), Some(sv), Some(oa), Some(ov)) if o.has_audio => {
-                Some(((oa - ov) - (sa - sv)) / frame)
-            }
-            _ => Some(f64::INFINITY),
-        };
+        report.audio_offset_frames =
+            match (s.audio_start, s.video_start, o.audio_start, o.video_start) {
+                (Some(sa), Some(sv), Some(oa), Some(ov)) if o.has_audio => {
+                    Some(((oa - ov) - (sa - sv)) / frame)
+                }
+                _ => Some(f64::INFINITY),
+            };
     }
     Ok(report)
 }
 
 /// Add quality and size figures against the source and a single encode.
-pub fn add_quality(report: &mut Report, clip: &Clip, swarm_out: &Path, single_out: &Path) -> Result<()> {
+pub fn add_quality(
+    report: &mut Report,
+    clip: &Clip,
+    swarm_out: &Path,
+    single_out: &Path,
+) -> Result<()> {
     report.psnr_swarm = Some(media::y_psnr(swarm_out, &clip.path)?);
     report.psnr_single = Some(media::y_psnr(single_out, &clip.path)?);
     report.bytes_swarm = Some(media::video_bytes(swarm_out)?);
@@ -169,8 +175,16 @@ pub fn print_table(reports: &[Report]) -> usize {
             "{:<20} {:>11} {:>10} {:>7} {:>9} {:>5} {:>8} {:>8} {:>7} {:>7}  {}",
             r.clip,
             format!("{}/{}", r.output_frames, r.source_frames),
-            if r.timestamps.is_none() { "exact" } else { "DIFFER" },
-            if r.decode_errors.is_empty() { "clean" } else { "ERRORS" },
+            if r.timestamps.is_none() {
+                "exact"
+            } else {
+                "DIFFER"
+            },
+            if r.decode_errors.is_empty() {
+                "clean"
+            } else {
+                "ERRORS"
+            },
             r.audio_offset_frames
                 .map(|o| format!("{o:+.2}f"))
                 .unwrap_or("none".into()),
@@ -187,7 +201,10 @@ pub fn print_table(reports: &[Report]) -> usize {
             println!("    timestamps: {e}");
         }
         if !r.decode_errors.is_empty() {
-            println!("    decode: {}", r.decode_errors.lines().next().unwrap_or(""));
+            println!(
+                "    decode: {}",
+                r.decode_errors.lines().next().unwrap_or("")
+            );
         }
     }
     let passed = reports.len() - failed;

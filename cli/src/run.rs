@@ -51,8 +51,7 @@ pub fn play(pipeline: &gst::Pipeline, timeout: Duration) -> Result<Outcome> {
         if left.is_zero() {
             break Err(anyhow::anyhow!("timed out after {timeout:?}"));
         }
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
-        else {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64)) else {
             continue;
         };
         match msg.view() {
@@ -61,7 +60,9 @@ pub fn play(pipeline: &gst::Pipeline, timeout: Duration) -> Result<Outcome> {
                 break Err(anyhow::anyhow!(
                     "{} from {}: {}",
                     e.error(),
-                    msg.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    msg.src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default(),
                     e.debug().map(|d| d.to_string()).unwrap_or_default()
                 ));
             }

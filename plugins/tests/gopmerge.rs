@@ -485,3 +485,17 @@ fn caps_follow_the_chunks() {
     assert!(m.caps[1].contains("width=(int)8"));
     assert_eq!(m.stat("frames-out"), 10);
 }
+
+#[test]
+fn a_lost_first_chunk_is_rebuilt_not_skipped() {
+    let fec = |g| Spec {
+        fec: (2, 1),
+        ..spec(g, "a")
+    };
+    let data: Vec<Vec<u8>> = (0..2).map(|g| chunk(&fec(g))).collect();
+    let p = parity("a", &data, &[0, 1]);
+    // GOP 0 never arrives; only parity names it.
+    let m = merge(vec![vec![data[1].clone(), p]], vec![true], &[]);
+    assert_eq!(m.gops(), vec!["a:0", "a:1"]);
+    assert_eq!(m.stat("recovered"), 1);
+}

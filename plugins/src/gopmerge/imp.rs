@@ -363,17 +363,27 @@ impl GopMerge {
                     state.next = Some(settings.start_gop as u64);
                     return self.decide(state, settings);
                 }
-                let Some((&first, _)) = state.pending.iter().next() else {
+                // The earliest GOP known to exist: received, or named by a parity group (which
+                // reveals a lost first chunk).
+                let first_named = state
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.info.members.iter().map(|m| m.0))
+                    .min();
+                let first_received = state.pending.keys().next().copied();
+                let Some(first) = first_received.into_iter().chain(first_named).min() else {
                     if state.all_inputs_ended() {
                         return Step::Eos;
                     }
                     return Step::Wait(IDLE_WAIT);
                 };
-                // Start once every input has spoken (or ended), or the latency has passed.
-                let all_heard = state
-                    .inputs
-                    .values()
-                    .all(|i| i.eos || i.last_data_gop.is_some());
+                // Start once every input has spoken (or ended) — inputs with parity once their
+                // first group is complete — or the latency has passed.
+                let all_heard = state.inputs.values().all(|i| {
+                    i.eos
+                        || (i.last_data_gop.is_some()
+                            && (i.fec_k == 0 || i.last_parity_gop.is_some()))
+                });
                 let waited = match (latency, state.first_arrival) {
                     (Some(l), Some(t)) => t.elapsed() >= l,
                     _ => false,

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install what gopswarm needs on Debian 12 (bookworm). Idempotent: only missing packages are
+# installed, and `apt-get update` runs only when something is missing. Needs root or sudo.
+# A Rust toolchain is required but not installed here (use rustup).
+set -euo pipefail
+
+PACKAGES=(
+  libgstreamer1.0-dev
+  libgstreamer-plugins-base1.0-dev
+  libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav
+  gstreamer1.0-tools
+  ffmpeg
+  mosquitto
+  pkg-config
+  libssl-dev
+  unzip
+  ca-certificates
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+is_installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == installed ]]
+}
+
+command -v dpkg-query >/dev/null || {
+  log "ERROR: dpkg-query not found; this script is for Debian/Ubuntu"
+  exit 1
+}
+
+# python3 comes from the system or pyenv; add Debian's pip only when no pip is usable.
+if ! command -v python3 >/dev/null; then
+  PACKAGES+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1 && ! command -v pip3 >/dev/null; then
+  PACKAGES+=(python3-pip)
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  is_installed "$p" || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  log "all ${#PACKAGES[@]} Debian packages already installed"
+else
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || {
+      log "ERROR: not root and sudo is missing; install as root: apt-get install ${missing[*]}"
+      exit 1
+    }
+    SUDO=(sudo)
+  fi
+  log "installing ${#missing[@]} missing package(s): ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  log "installed: ${missing[*]}"
+fi
+
+# Rust toolchain: must already exist (it cannot be installed by this script).
+if ! command -v cargo >/dev/null && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+  cat >&2 <<'EOF'
+[setup] ERROR: no Rust toolchain found (no `cargo` on PATH or in ~/.cargo/bin).
+[setup]        Install one with rustup (https://rustup.rs), e.g.
+[setup]          curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+[setup]        then add ~/.cargo/bin to PATH (or `source ~/.cargo/env`) and re-run.
+[setup]        The workspace needs rustc >= 1.92 with rustfmt and clippy.
+EOF
+  exit 1
+fi
+log "rust: $(cargo --version 2>/dev/null), $(rustc --version 2>/dev/null || echo 'rustc ?')"
+log "gstreamer: $(gst-launch-1.0 --version 2>/dev/null | sed -n 's/^.*version //p' | head -n1)"
+log "done"
