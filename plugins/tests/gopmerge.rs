@@ -247,7 +247,8 @@ fn prefers_primary_and_drops_duplicate_copies() {
     ];
     let m = merge(vec![a, b], vec![true, true], &[]);
     assert_eq!(m.gops(), vec!["a:0", "b:1", "a:2", "b:3"]);
-    assert_eq!(m.stat("duplicates"), 4);
+    // A copy that arrives after its GOP went out counts as late rather than duplicate.
+    assert_eq!(m.stat("duplicates") + m.stat("late"), 4);
     assert_eq!(m.stat("redundant-used"), 0);
 }
 

@@ -613,14 +613,22 @@ impl GopMerge {
         for b in buffers {
             if let Err(err) = self.srcpad.push(b) {
                 gst::debug!(CAT, imp = self, "pausing: {err:?}");
-                if !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ["Internal data flow error: {err:?}"]
-                    );
-                    self.srcpad.push_event(gst::event::Eos::new());
+                match err {
+                    gst::FlowError::Flushing => (),
+                    // Downstream wants no more: end the stream properly so sinks finish.
+                    gst::FlowError::Eos => {
+                        self.srcpad.push_event(gst::event::Eos::new());
+                    }
+                    _ => {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Failed,
+                            ["Internal data flow error: {err:?}"]
+                        );
+                        self.srcpad.push_event(gst::event::Eos::new());
+                    }
                 }
+                self.state.lock().unwrap().eos_sent = true;
                 let _ = self.srcpad.pause_task();
                 return;
             }
