@@ -344,3 +344,23 @@ fn compressed_b_frames_in_decode_order() {
     frames.sort();
     assert_eq!(frames, (0..25).chain(50..75).collect::<Vec<_>>());
 }
+
+#[test]
+fn drain_with_gops_none_keeps_nothing_from_the_switch_gop() {
+    init();
+    let mut h = harness(&[("slot-index", "0"), ("slot-count", "2")], "video/x-raw");
+    raw(&mut h);
+    for i in 0..10 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    h.element()
+        .unwrap()
+        .set_property("assignment", "assignment, gops=none, epoch=2, switch-gop=3");
+    assert_eq!(h.element().unwrap().property::<String>("gops"), "none");
+    for i in 10..200 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    let mut gops: Vec<u64> = drain(&mut h).iter().map(|o| o.1.gop).collect();
+    gops.dedup();
+    assert_eq!(gops, vec![0, 2]);
+}

@@ -24,37 +24,53 @@ const DEFAULT_EPOCH: u64 = 0;
 const DEFAULT_SWITCH_GOP: i64 = -1;
 const DEFAULT_MAX_REORDER: u32 = 16;
 
+/// `""` uses the slots, `"none"` keeps nothing (drain), anything else is a [`GopSet`].
+fn parse_gops(text: &str) -> Result<Option<GopSet>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        "none" => Ok(Some(GopSet::default())),
+        t => t.parse().map(Some),
+    }
+}
+
+fn gops_text(gops: &Option<GopSet>) -> String {
+    match gops {
+        None => String::new(),
+        Some(set) if set.is_empty() => "none".into(),
+        Some(set) => set.to_string(),
+    }
+}
+
 /// What the user asked for; becomes active at a GOP boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Assignment {
     slot_index: u32,
     slot_count: u32,
     redundancy: u32,
-    gops: GopSet,
+    /// Explicit set overriding the slots; `Some(empty)` drains (keeps nothing).
+    gops: Option<GopSet>,
     epoch: u64,
 }
 
 impl Assignment {
     fn slots(&self) -> Slots {
-        if self.gops.is_empty() {
-            Slots::Modulo {
+        match &self.gops {
+            None => Slots::Modulo {
                 index: self.slot_index,
                 count: self.slot_count,
                 redundancy: self.redundancy,
-            }
-        } else {
-            Slots::Explicit(self.gops.clone())
+            },
+            Some(set) => Slots::Explicit(set.clone()),
         }
     }
 
     fn describe(&self) -> String {
-        if self.gops.is_empty() {
-            format!(
+        match &self.gops {
+            None => format!(
                 "index={},count={},redundancy={}",
                 self.slot_index, self.slot_count, self.redundancy
-            )
-        } else {
-            format!("gops={}", self.gops)
+            ),
+            Some(_) => format!("gops={}", gops_text(&self.gops)),
         }
     }
 }
@@ -65,7 +81,7 @@ impl Default for Assignment {
             slot_index: DEFAULT_SLOT_INDEX,
             slot_count: DEFAULT_SLOT_COUNT,
             redundancy: DEFAULT_REDUNDANCY,
-            gops: GopSet::default(),
+            gops: None,
             epoch: DEFAULT_EPOCH,
         }
     }
@@ -513,9 +529,9 @@ impl GopSelect {
             switch_gop = v;
         }
         if let Ok(g) = st.get::<String>("gops") {
-            a.gops = g.parse()?;
+            a.gops = parse_gops(&g)?;
         }
-        if a.gops.is_empty() && a.slot_index >= a.slot_count {
+        if a.gops.is_none() && a.slot_index >= a.slot_count {
             return Err(format!(
                 "index {} is not below count {}",
                 a.slot_index, a.slot_count
@@ -608,7 +624,7 @@ impl ObjectImpl for GopSelect {
                     .build(),
                 glib::ParamSpecString::builder("gops")
                     .nick("GOP set")
-                    .blurb("Explicit GOP indices to keep, e.g. \"0-9,12,20-\" (overrides the slot properties when not empty)")
+                    .blurb("Explicit GOP indices to keep, e.g. \"0-9,12,20-\", or \"none\" to drain (overrides the slot properties when not empty)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("epoch")
@@ -660,7 +676,7 @@ impl ObjectImpl for GopSelect {
             "switch-gop" => settings.switch_gop = value.get().unwrap(),
             "gops" => {
                 let text: Option<String> = value.get().unwrap();
-                match text.unwrap_or_default().parse::<GopSet>() {
+                match parse_gops(&text.unwrap_or_default()) {
                     Ok(set) => settings.desired.gops = set,
                     Err(err) => {
                         gst::error!(CAT, imp = self, "gops not changed: {err}");
@@ -703,7 +719,7 @@ impl ObjectImpl for GopSelect {
             "redundancy" => settings.desired.redundancy.to_value(),
             "epoch" => settings.desired.epoch.to_value(),
             "switch-gop" => settings.switch_gop.to_value(),
-            "gops" => settings.desired.gops.to_string().to_value(),
+            "gops" => gops_text(&settings.desired.gops).to_value(),
             "assignment" => {
                 let a = &settings.desired;
                 let mut s = gst::Structure::builder("assignment")
@@ -713,8 +729,8 @@ impl ObjectImpl for GopSelect {
                     .field("epoch", a.epoch)
                     .field("switch-gop", settings.switch_gop)
                     .build();
-                if !a.gops.is_empty() {
-                    s.set("gops", a.gops.to_string());
+                if a.gops.is_some() {
+                    s.set("gops", gops_text(&a.gops));
                 }
                 s.to_string().to_value()
             }
@@ -795,7 +811,7 @@ impl ElementImpl for GopSelect {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             let settings = self.settings.lock().unwrap().clone();
-            if settings.desired.gops.is_empty()
+            if settings.desired.gops.is_none()
                 && settings.desired.slot_index >= settings.desired.slot_count
             {
                 gst::element_imp_error!(
