@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use super::profile::{self, Geometry, Profile, PropValue};
+use crate::meta::FrameInfo;
 
 // Probes drop data with `Handled`, not `Drop`: gstreamer-rs takes the item out of the probe
 // info, and GStreamer 1.22 then unrefs the NULL left behind for a dropped event (CRITICAL).
-use crate::meta::FrameInfo;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -1187,9 +1187,12 @@ impl ElementImpl for ProfileEnc {
             gst::subclass::ElementMetadata::new(
                 "gopswarm profile encoder",
                 "Codec/Encoder/Video/Bin",
-                "Decodes if needed, drops pre-roll frames, scales and encodes one profile with \
-                 an IDR exactly on the first frame of every GOP of the grid",
-                "gopswarm",
+                "Decodes if needed, drops pre-roll frames, scales and encodes one profile \
+                 (h264/h265/vp9/av1, capped-CRF rate control) with an IDR exactly on the first \
+                 frame of every GOP of the grid; the profile can change while playing, at the \
+                 next GOP. Example: profileenc profile=\"h264, width=1280, height=720, \
+                 bitrate=3000, complexity=5, gop=2.0\"",
+                "gopswarm developers",
             )
         });
         Some(&*ELEMENT_METADATA)

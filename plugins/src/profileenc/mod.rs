@@ -31,16 +31,17 @@
 //! dropped: keyframes come from the grid only. GOPs are closed (x264/x265 closed GOP; VP9/AV1
 //! keyframes reset all references).
 //!
-//! Two cases get a fresh encoder (the old one drained with EOS) instead of a request, because
-//! GStreamer 1.22 would not honour it:
-//! - `av1enc` 1.22 ignores force-key-unit requests: every AV1 GOP gets its own encoder.
+//! GStreamer 1.22 workarounds:
+//! - `av1enc` 1.22 ignores force-key-unit requests: every AV1 GOP gets a fresh encoder (the old
+//!   one drained with EOS), whose first frame is a keyframe.
 //! - `GstVideoEncoder` 1.22 matches requests against running times computed with its *output*
 //!   segment, which it only sets with its first output frame; before that x264enc's 1000 h
-//!   minimum-PTS shift leaks in, the request is recorded 1000 h late and every later request is
-//!   refused. So a GOP that starts before the current encoder has output anything (GOP shorter
-//!   than the encoder's look-ahead delay, e.g. 10 frames with x264 `medium`) starts a fresh
-//!   encoder. With common GOPs (2 s) the first output comes within GOP 0 and a single encoder
-//!   runs with requests.
+//!   minimum-PTS shift leaks in, the first request is recorded 1000 h late and every later one
+//!   is refused (seen with GOPs shorter than the encoder's look-ahead: 2 s GOPs with `medium`
+//!   and 24 threads have 67 frames of delay). Inside the bin the encoders therefore run on a
+//!   timeline where running time == PTS (running time + 1000 h, segment start == base); the
+//!   output segment is shifted back, so downstream running time is the input's and PTS are
+//!   running time + 1000 h, as x264enc gives anyway. Compare running time, not PTS.
 //!
 //! Frame rate: only downward conversion, and not with `videorate`. A lower `framerate` keeps
 //! the first frame of every output frame slot counted from the GOP start, so each host keeps
