@@ -56,14 +56,20 @@ pub const PROFILE_APPLIED_MESSAGE: &str = "gopswarm-profile-applied";
 
 struct Settings {
     /// The last accepted profile (what `profile` reads back); it becomes the applied profile at
-    /// the next GOP boundary.
+    /// the next GOP boundary at or after `switch_gop`.
     profile: Profile,
+    /// GOP from which a profile change may land (-1: the next boundary), so that every member
+    /// of a swarm switches on the same GOP.
+    switch_gop: i64,
 }
+
+const DEFAULT_SWITCH_GOP: i64 = -1;
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             profile: Profile::parse(DEFAULT_PROFILE).expect("default profile parses"),
+            switch_gop: DEFAULT_SWITCH_GOP,
         }
     }
 }
@@ -681,10 +687,14 @@ impl ProfileEnc {
             let boundary = state.current_gop != Some(k);
             let mut actions = None;
             if boundary {
-                let requested = self.settings.lock().unwrap().profile.clone();
+                let (requested, switch_gop) = {
+                    let settings = self.settings.lock().unwrap();
+                    (settings.profile.clone(), settings.switch_gop)
+                };
+                let due = switch_gop < 0 || k >= switch_gop as u64;
                 let mut changed = None;
                 let mut rebuild = state.branch.is_none();
-                if requested != state.applied {
+                if requested != state.applied && due {
                     rebuild |= state.applied.encoding_differs(&requested);
                     gst::info!(
                         CAT,
@@ -1069,6 +1079,13 @@ impl ObjectImpl for ProfileEnc {
                     .default_value(Some(DEFAULT_PROFILE))
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecInt64::builder("switch-gop")
+                    .nick("Switch GOP")
+                    .blurb("GOP index from which a new profile may take effect (-1: the next GOP boundary); set it with the profile so every host of a swarm switches on the same GOP")
+                    .minimum(-1)
+                    .default_value(DEFAULT_SWITCH_GOP)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("applied-profile")
                     .nick("Applied profile")
                     .blurb("The profile in effect in the stream (normalised)")
@@ -1094,6 +1111,7 @@ impl ObjectImpl for ProfileEnc {
                 let text: Option<String> = value.get().expect("type checked upstream");
                 self.set_profile(text.as_deref().unwrap_or(""));
             }
+            "switch-gop" => self.settings.lock().unwrap().switch_gop = value.get().unwrap(),
             _ => unimplemented!(),
         }
     }
@@ -1101,6 +1119,7 @@ impl ObjectImpl for ProfileEnc {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "profile" => self.settings.lock().unwrap().profile.to_string().to_value(),
+            "switch-gop" => self.settings.lock().unwrap().switch_gop.to_value(),
             "applied-profile" => {
                 let applied = self
                     .state
