@@ -38,8 +38,10 @@ fn branch_of(e: &gst::Element, pipeline: &gst::Pipeline) -> usize {
     }
 }
 
-/// (GOP -> (host, epoch, bytes)) for every chunk reaching the merger.
-fn record_chunks(pipeline: &gst::Pipeline) -> Arc<Mutex<BTreeMap<u64, (String, u64, usize)>>> {
+/// GOP -> (host, epoch, payload bytes) of every chunk reaching the merger.
+type ChunkLog = Arc<Mutex<BTreeMap<u64, (String, u64, usize)>>>;
+
+fn record_chunks(pipeline: &gst::Pipeline) -> ChunkLog {
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let merger = &elements(pipeline, "gopmerge")[0];
     for pad in merger.sink_pads() {
