@@ -41,7 +41,7 @@ fn round_trip() {
     let (chunk, used) = parse(&bytes).unwrap();
     assert_eq!(used, bytes.len());
     assert_eq!(chunk.header, header(5));
-    assert_eq!(decode_frames(&chunk.payload()).unwrap(), frames(5));
+    assert_eq!(decode_frames(chunk.payload()).unwrap(), frames(5));
 }
 
 #[test]
