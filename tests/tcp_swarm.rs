@@ -1,0 +1,104 @@
+//! Three encoder-host processes send partial streams over TCP on loopback to a merger process,
+//! all started with the shipped pipelines through `pipelines/run`.
+
+use gopswarm_e2e::*;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn runner(args: &[String]) -> Child {
+    Command::new(gopswarm::repo_root().join("pipelines/run"))
+        .args(args)
+        .current_dir(gopswarm::repo_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pipelines/run starts")
+}
+
+/// Kill what is left of the children when the test ends, however it ends.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "process did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hosts_over_tcp_merge_frame_exact() {
+    let clip = clip("bikes");
+    let out = out_dir("tcp-swarm");
+    let prefix = out.join("merged");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut merger_args = vec![
+        "merger".to_string(),
+        format!("OUT={}", prefix.display()),
+        "TIMEOUT=300".into(),
+    ];
+    for (i, p) in ports.iter().enumerate() {
+        merger_args.push(format!("PORT{i}={p}"));
+    }
+    let mut reaper = Reaper(vec![runner(&merger_args)]);
+    // tcpserversrc accepts one connection per port; probing would consume it, so wait until
+    // the port stops being free instead.
+    for &p in &ports {
+        let start = Instant::now();
+        while TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "merger never listened on {p}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for (i, p) in ports.iter().enumerate() {
+        reaper.0.push(runner(&[
+            "host".into(),
+            format!("SRC={}", clip.path.display()),
+            format!("PORT={p}"),
+            format!("INDEX={i}"),
+            format!("HOST=host{i}"),
+            "GOP=1000000000".into(),
+            "TIMEOUT=300".into(),
+        ]));
+    }
+    for i in 1..4 {
+        let code = wait(&mut reaper.0[i], Duration::from_secs(300));
+        assert_eq!(code, 0, "host {} failed", i - 1);
+    }
+    let code = wait(&mut reaper.0[0], Duration::from_secs(120));
+    assert_eq!(code, 0, "merger failed");
+
+    let output = out.join("merged.mp4");
+    let report = qa::check_output(&clip, &output, &run::Outcome::default()).unwrap();
+    qa::print_table(std::slice::from_ref(&report));
+    assert_frame_exact(&report);
+    let hls = out.join("merged-hls/index.m3u8");
+    assert_eq!(media::video_frames(&hls).unwrap().len(), 250);
+}
