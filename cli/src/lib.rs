@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod media;
 pub mod pipelines;
+pub mod plot;
 pub mod qa;
 pub mod run;
 

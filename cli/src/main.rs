@@ -35,6 +35,9 @@ enum Command {
         /// Skip the single-encode reference and the PSNR/size comparison
         #[arg(long)]
         no_quality: bool,
+        /// Also draw per-GOP bitrate and Y-PSNR, swarm against single encode, as OUT/CLIP-gops.svg
+        #[arg(long)]
+        plot: bool,
     },
     /// Benchmarks: CPU of the 3-way swarm against a single encoder (with the ideal for the case),
     /// and the throughput of the chunk path alone. Measured side by side in one run.
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
             out,
             profile,
             no_quality,
+            plot,
         } => {
             let names: Vec<String> = if clips.is_empty() {
                 qa::SAMPLE_CLIPS.iter().map(|s| s.to_string()).collect()
@@ -80,6 +84,33 @@ fn main() -> Result<()> {
                     eprintln!("[{}/{}] {name}: single encode and PSNR", i + 1, names.len());
                     let single = qa::single(&clip, &out, &profile)?;
                     qa::add_quality(&mut report, &clip, &output, &single)?;
+                    if plot {
+                        let gop_s = 2.0;
+                        let swarm_series = gopswarm::plot::series(
+                            &output,
+                            &clip.path,
+                            gop_s,
+                            &out.join(format!("{name}-swarm")),
+                        )?;
+                        let single_series = gopswarm::plot::series(
+                            &single,
+                            &clip.path,
+                            gop_s,
+                            &out.join(format!("{name}-single")),
+                        )?;
+                        let svg_path = out.join(format!("{name}-gops.svg"));
+                        std::fs::write(
+                            &svg_path,
+                            gopswarm::plot::svg(
+                                &format!(
+                                    "{name}: bitrate and Y-PSNR per 2 s GOP, profile \"{profile}\""
+                                ),
+                                &swarm_series,
+                                &single_series,
+                            ),
+                        )?;
+                        eprintln!("wrote {}", svg_path.display());
+                    }
                 }
                 reports.push(report);
             }
