@@ -14,14 +14,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn runner(args: &[String]) -> Child {
+/// Start `pipelines/run`; its output goes to `log` (a pipe nobody reads would block it).
+fn runner(args: &[String], log: &std::path::Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
     Command::new(gopswarm::repo_root().join("pipelines/run"))
         .args(args)
         .current_dir(gopswarm::repo_root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
         .spawn()
         .expect("pipelines/run starts")
+}
+
+/// Whether something listens on 127.0.0.1:`port` (read from /proc, so no connection or bind
+/// attempt disturbs the one-connection tcpserversrc).
+fn listening(port: u16) -> bool {
+    let needle = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&needle) && f[3] == "0A"
+        })
 }
 
 /// Kill what is left of the children when the test ends, however it ends.
@@ -36,7 +52,7 @@ impl Drop for Reaper {
     }
 }
 
-fn wait(child: &mut Child, limit: Duration) -> i32 {
+fn wait(child: &mut Child, limit: Duration, log: &std::path::Path) -> i32 {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -44,7 +60,8 @@ fn wait(child: &mut Child, limit: Duration) -> i32 {
         }
         assert!(
             start.elapsed() < limit,
-            "process did not finish within {limit:?}"
+            "process did not finish within {limit:?}; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -64,12 +81,11 @@ fn hosts_over_tcp_merge_frame_exact() {
     for (i, p) in ports.iter().enumerate() {
         merger_args.push(format!("PORT{i}={p}"));
     }
-    let mut reaper = Reaper(vec![runner(&merger_args)]);
-    // tcpserversrc accepts one connection per port; probing would consume it, so wait until
-    // the port stops being free instead.
+    let logs: Vec<std::path::PathBuf> = (0..4).map(|i| out.join(format!("proc{i}.log"))).collect();
+    let mut reaper = Reaper(vec![runner(&merger_args, &logs[0])]);
     for &p in &ports {
         let start = Instant::now();
-        while TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        while !listening(p) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "merger never listened on {p}"
@@ -78,21 +94,24 @@ fn hosts_over_tcp_merge_frame_exact() {
         }
     }
     for (i, p) in ports.iter().enumerate() {
-        reaper.0.push(runner(&[
-            "host".into(),
-            format!("SRC={}", clip.path.display()),
-            format!("PORT={p}"),
-            format!("INDEX={i}"),
-            format!("HOST=host{i}"),
-            "GOP=1000000000".into(),
-            "TIMEOUT=300".into(),
-        ]));
+        reaper.0.push(runner(
+            &[
+                "host".into(),
+                format!("SRC={}", clip.path.display()),
+                format!("PORT={p}"),
+                format!("INDEX={i}"),
+                format!("HOST=host{i}"),
+                "GOP=1000000000".into(),
+                "TIMEOUT=300".into(),
+            ],
+            &logs[i + 1],
+        ));
     }
-    for i in 1..4 {
-        let code = wait(&mut reaper.0[i], Duration::from_secs(300));
+    for (i, log) in logs.iter().enumerate().skip(1) {
+        let code = wait(&mut reaper.0[i], Duration::from_secs(300), log);
         assert_eq!(code, 0, "host {} failed", i - 1);
     }
-    let code = wait(&mut reaper.0[0], Duration::from_secs(120));
+    let code = wait(&mut reaper.0[0], Duration::from_secs(120), &logs[0]);
     assert_eq!(code, 0, "merger failed");
 
     let output = out.join("merged.mp4");

@@ -158,6 +158,10 @@ pub fn serialize(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkE
         return Err(ChunkError::Malformed("codec string too long"));
     }
     let header_len = header.encoded_len();
+    // The length field is 16 bits: a header that does not fit must be refused, not wrapped.
+    if header_len > u16::MAX as usize {
+        return Err(ChunkError::Malformed("header longer than 65535 bytes"));
+    }
     let total = header_len + payload.len() + 4;
     if total > MAX_CHUNK_LEN {
         return Err(ChunkError::TooLarge(total));

@@ -63,6 +63,20 @@ fn truncation_is_incomplete_not_a_panic() {
 }
 
 #[test]
+fn a_header_too_long_for_its_length_field_is_refused() {
+    // Codec string under the u16 limit, header as a whole over it: used to wrap to 0.
+    let mut h = header(1);
+    h.codec = "x".repeat(65_477);
+    assert_eq!(
+        serialize(&h, b"payload").unwrap_err(),
+        ChunkError::Malformed("header longer than 65535 bytes")
+    );
+    h.codec = "x".repeat(60_000);
+    let bytes = serialize(&h, b"payload").unwrap();
+    assert_eq!(parse(&bytes).unwrap().0.header, h);
+}
+
+#[test]
 fn wrong_version_is_reported() {
     let mut bytes = chunk_bytes(1);
     bytes[4] = 9;

@@ -35,7 +35,11 @@ fn frames(seed: u8, n: usize) -> Vec<FrameRecord> {
             pts_offset: Some(i as i64 * 40_000_000),
             dts_offset: if i == 0 { Some(-40_000_000) } else { None },
             duration: if i == 2 { None } else { Some(40_000_000) },
-            flags: if i == 0 { frame_flags::HEADER } else { frame_flags::DELTA },
+            flags: if i == 0 {
+                frame_flags::HEADER
+            } else {
+                frame_flags::DELTA
+            },
             data: vec![seed.wrapping_add(i as u8); 8 + i * 5],
         })
         .collect()
@@ -65,7 +69,11 @@ fn main() {
         k: 3,
         m: 2,
         index: 1,
-        members: data.iter().enumerate().map(|(g, d)| (g as u64, d.len() as u32)).collect(),
+        members: data
+            .iter()
+            .enumerate()
+            .map(|(g, d)| (g as u64, d.len() as u32))
+            .collect(),
     };
     let mut ph = header(0, flags::PARITY);
     ph.fec_k = 3;
@@ -73,7 +81,10 @@ fn main() {
     ph.frame_count = 0;
     let parity_chunk = serialize(&ph, &info.encode(&parity[1])).unwrap();
     let empty = serialize(
-        &ChunkHeader { version: VERSION, ..Default::default() },
+        &ChunkHeader {
+            version: VERSION,
+            ..Default::default()
+        },
         &encode_frames(&[]),
     )
     .unwrap();

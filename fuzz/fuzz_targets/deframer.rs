@@ -4,7 +4,7 @@
 //! * byte 0, control: bits 0-3 = number `s` of split-size bytes that follow; bit 4 = use a small
 //!   `max_chunk_len` (1024) instead of the default; bit 5 = call `next_chunk` only at the end.
 //! * the next `s` bytes: piece sizes, used round-robin (0 pushes an empty slice);
-//!   `s == 0` pushes the whole stream at once.
+//!   `s == 0` or all sizes 0 pushes the whole stream at once.
 //! * the rest: the byte stream.
 //!
 //! Invariants:
@@ -29,13 +29,23 @@ struct Run {
 }
 
 fn pieces<'a>(stream: &'a [u8], sizes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    // All-zero sizes would never make progress: push everything at once instead.
+    let sizes = if sizes.iter().all(|&n| n == 0) {
+        &[][..]
+    } else {
+        sizes
+    };
     let mut pos = 0;
     let mut i = 0;
     std::iter::from_fn(move || {
         if pos >= stream.len() {
             return None;
         }
-        let n = if sizes.is_empty() { stream.len() } else { sizes[i % sizes.len()] as usize };
+        let n = if sizes.is_empty() {
+            stream.len()
+        } else {
+            sizes[i % sizes.len()] as usize
+        };
         i += 1;
         let end = (pos + n).min(stream.len());
         let piece = &stream[pos..end];
@@ -74,7 +84,11 @@ fn run(stream: &[u8], sizes: &[u8], max: Option<usize>, lazy: bool) -> Run {
     let tail = d.finish();
     let from_finish = tail.len();
     chunks.extend(tail);
-    Run { chunks, from_finish, deframer: d }
+    Run {
+        chunks,
+        from_finish,
+        deframer: d,
+    }
 }
 
 fn check_chunk(c: &Chunk, max: usize) {
@@ -86,7 +100,9 @@ fn check_chunk(c: &Chunk, max: usize) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&ctl, rest)) = data.split_first() else { return };
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
     let s = (ctl & 0x0f) as usize;
     if rest.len() < s {
         return;
@@ -101,7 +117,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(
         stats.bytes_skipped + chunk_bytes,
         stream.len() as u64,
-        "bytes lost or double counted: {stats:?}, {} chunks", r.chunks.len()
+        "bytes lost or double counted: {stats:?}, {} chunks",
+        r.chunks.len()
     );
     assert_eq!(r.deframer.pending(), 0);
     assert_eq!(stats.chunks, r.chunks.len() as u64);
@@ -122,7 +139,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // A stream made only of valid chunks must deframe cleanly, whatever the splits.
-    let clean: Vec<u8> = r.chunks.iter().flat_map(|c| c.bytes().iter().copied()).collect();
+    let clean: Vec<u8> = r
+        .chunks
+        .iter()
+        .flat_map(|c| c.bytes().iter().copied())
+        .collect();
     let r2 = run(&clean, sizes, max, lazy);
     assert_eq!(r2.chunks, r.chunks, "clean re-stream gave different chunks");
     let s2 = r2.deframer.stats();

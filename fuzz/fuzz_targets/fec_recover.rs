@@ -50,11 +50,18 @@ fuzz_target!(|data: &[u8]| {
         k: k as u8,
         m: m as u8,
         index: 0,
-        members: shards.iter().enumerate().map(|(i, s)| (i as u64, s.len() as u32)).collect(),
+        members: shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64, s.len() as u32))
+            .collect(),
     };
     // Every parity payload round-trips through encode/decode.
     for (j, p) in parity.iter().enumerate() {
-        let info_j = ParityInfo { index: j as u8, ..info.clone() };
+        let info_j = ParityInfo {
+            index: j as u8,
+            ..info.clone()
+        };
         let payload = info_j.encode(p);
         let (decoded, shard) = ParityInfo::decode(&payload).expect("decode own parity payload");
         assert_eq!(decoded, info_j);
@@ -62,10 +69,16 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let erased = |i: usize| mask & (1 << i) != 0;
-    let data_in: Vec<Option<Vec<u8>>> =
-        shards.iter().enumerate().map(|(i, s)| (!erased(i)).then(|| s.clone())).collect();
-    let parity_in: Vec<Option<Vec<u8>>> =
-        parity.iter().enumerate().map(|(j, p)| (!erased(k + j)).then(|| p.clone())).collect();
+    let data_in: Vec<Option<Vec<u8>>> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (!erased(i)).then(|| s.clone()))
+        .collect();
+    let parity_in: Vec<Option<Vec<u8>>> = parity
+        .iter()
+        .enumerate()
+        .map(|(j, p)| (!erased(k + j)).then(|| p.clone()))
+        .collect();
     let lost = (0..k + m).filter(|&i| erased(i)).count();
 
     let result = recover_group(&info, &data_in, &parity_in);
@@ -73,6 +86,9 @@ fuzz_target!(|data: &[u8]| {
         let rebuilt = result.unwrap_or_else(|e| panic!("{lost} of {m} lost, not recovered: {e}"));
         assert_eq!(rebuilt, shards, "recovered data differs");
     } else {
-        assert!(result.is_err(), "{lost} shards lost with m = {m}, yet recover_group succeeded");
+        assert!(
+            result.is_err(),
+            "{lost} shards lost with m = {m}, yet recover_group succeeded"
+        );
     }
 });

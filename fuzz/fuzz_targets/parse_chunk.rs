@@ -7,7 +7,9 @@
 //! * payloads that decode (frame table, parity info) re-encode byte-identically.
 #![no_main]
 
-use gopswarm_chunk::{ParityInfo, decode_frames, encode_frames, parse, parse_owned, peek_len, serialize};
+use gopswarm_chunk::{
+    ParityInfo, decode_frames, encode_frames, parse, parse_owned, peek_len, serialize,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn check_payload(payload: &[u8]) {
