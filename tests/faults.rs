@@ -33,25 +33,38 @@ fn kill_at(pipeline: &gst::Pipeline, host: &str, from: u64) -> Arc<Mutex<Vec<u64
     let cut = Arc::new(Mutex::new(Vec::new()));
     let dead = Arc::new(AtomicBool::new(false));
     let cut2 = cut.clone();
-    src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(buffer) = info.buffer() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let header = gopswarm_chunk::parse(&buffer.map_readable().unwrap())
-            .unwrap()
-            .0
-            .header;
-        if header.gop_index < from && !dead.load(Ordering::SeqCst) {
-            return gst::PadProbeReturn::Ok;
-        }
-        if !header.is_parity() {
-            cut2.lock().unwrap().push(header.gop_index);
-        }
-        if !dead.swap(true, Ordering::SeqCst) {
-            peer.send_event(gst::event::Eos::new());
-        }
-        gst::PadProbeReturn::Drop
-    });
+    // A killed host sends nothing more at all: after death its events are swallowed too.
+    // (Sticky events pushed at an EOS'd peer would return EOS upstream through the tee and stop
+    // the shared source for every branch, which no real host death can do to other hosts.)
+    src.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            if info.event().is_some() {
+                return if dead.load(Ordering::SeqCst) {
+                    gst::PadProbeReturn::Handled
+                } else {
+                    gst::PadProbeReturn::Ok
+                };
+            }
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let header = gopswarm_chunk::parse(&buffer.map_readable().unwrap())
+                .unwrap()
+                .0
+                .header;
+            if header.gop_index < from && !dead.load(Ordering::SeqCst) {
+                return gst::PadProbeReturn::Ok;
+            }
+            if !header.is_parity() {
+                cut2.lock().unwrap().push(header.gop_index);
+            }
+            if !dead.swap(true, Ordering::SeqCst) {
+                peer.send_event(gst::event::Eos::new());
+            }
+            gst::PadProbeReturn::Drop
+        },
+    );
     cut
 }
 
@@ -78,11 +91,28 @@ fn local_swarm(
 
 #[test]
 fn redundancy_one_survives_a_member_dying_at_a_random_gop() {
+    redundancy_death(None);
+}
+
+/// The earliest death: on the member's first primary GOP, after only its copy of GOP 0 went out.
+#[test]
+fn redundancy_one_survives_a_member_dying_on_its_first_primary_gop() {
+    redundancy_death(Some(1));
+}
+
+fn redundancy_death(forced: Option<u64>) {
     let clip = clip("bikes"); // 10 s: ten 1 s GOPs
-    let out = out_dir("redundancy-death");
+    let out = out_dir(&format!("redundancy-death-{forced:?}"));
     let (pipeline, output) = local_swarm(&clip, &out, &[("GOP", GOP_1S), ("REDUNDANCY", "1")]);
     let (mut rng, seed) = Rng::from_time();
-    let death = 1 + rng.below(7);
+    // GOPSWARM_DEATH_GOP replays a failing run.
+    let death = forced
+        .or_else(|| {
+            std::env::var("GOPSWARM_DEATH_GOP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(1 + rng.below(7));
     println!("seed {seed}: branch1 dies at GOP {death}");
     let cut = kill_at(&pipeline, "branch1", death);
     let outcome = run::play(&pipeline, TIMEOUT).unwrap();
@@ -90,6 +120,10 @@ fn redundancy_one_survives_a_member_dying_at_a_random_gop() {
 
     let report = qa::check_output(&clip, &output, &outcome).unwrap();
     qa::print_table(std::slice::from_ref(&report));
+    println!(
+        "merge summary: {:?}",
+        outcome.message("gopswarm-merge-summary")
+    );
     assert_frame_exact(&report);
     let summary = outcome.message("gopswarm-merge-summary").unwrap();
     assert_eq!(summary.get::<u64>("lost").unwrap(), 0);
