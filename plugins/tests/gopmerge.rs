@@ -125,7 +125,13 @@ impl Merged {
 
 /// Run gopmerge over `inputs` (one list of serialised chunks each). Inputs with `ends[i] ==
 /// false` never send EOS, like a host whose connection hangs.
-fn merge(inputs: Vec<Vec<Vec<u8>>>, ends: Vec<bool>, props: &[(&str, &str)]) -> Merged {
+/// appsrc inputs (one per partial stream) -> gopmerge -> appsink, PLAYING, chunks pushed.
+fn start(
+    inputs: Vec<Vec<Vec<u8>>>,
+    ends: Vec<bool>,
+    props: &[(&str, &str)],
+    before_play: impl FnOnce(&gst_app::AppSink),
+) -> (gst::Pipeline, gst::Element, gst_app::AppSink) {
     init();
     let pipeline = gst::Pipeline::new();
     let merger = gst::ElementFactory::make("gopmerge").build().unwrap();
@@ -149,19 +155,7 @@ fn merge(inputs: Vec<Vec<Vec<u8>>>, ends: Vec<bool>, props: &[(&str, &str)]) -> 
         src.link(&merger).unwrap();
         srcs.push(src);
     }
-    let caps_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = caps_seen.clone();
-    sink.static_pad("sink").unwrap().add_probe(
-        gst::PadProbeType::EVENT_DOWNSTREAM,
-        move |_, info| {
-            if let Some(gst::PadProbeData::Event(ref e)) = info.data
-                && let gst::EventView::Caps(c) = e.view()
-            {
-                seen.lock().unwrap().push(c.caps().to_string());
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
+    before_play(&sink);
     pipeline.set_state(gst::State::Playing).unwrap();
     for ((src, chunks), end) in srcs.iter().zip(inputs).zip(ends) {
         for c in chunks {
@@ -171,6 +165,34 @@ fn merge(inputs: Vec<Vec<Vec<u8>>>, ends: Vec<bool>, props: &[(&str, &str)]) -> 
             src.end_of_stream().unwrap();
         }
     }
+    (pipeline, merger, sink)
+}
+
+fn output_buffer(sample: &gst::Sample) -> (u64, String, bool) {
+    let b = sample.buffer().unwrap();
+    (
+        b.pts().unwrap().nseconds() - OUTPUT_BASE,
+        String::from_utf8(b.map_readable().unwrap().to_vec()).unwrap(),
+        b.flags().contains(gst::BufferFlags::DISCONT),
+    )
+}
+
+fn merge(inputs: Vec<Vec<Vec<u8>>>, ends: Vec<bool>, props: &[(&str, &str)]) -> Merged {
+    let caps_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = caps_seen.clone();
+    let (pipeline, merger, sink) = start(inputs, ends, props, move |sink| {
+        sink.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(ref e)) = info.data
+                    && let gst::EventView::Caps(c) = e.view()
+                {
+                    seen.lock().unwrap().push(c.caps().to_string());
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    });
     let bus = pipeline.bus().unwrap();
     let mut messages = Vec::new();
     loop {
@@ -186,12 +208,7 @@ fn merge(inputs: Vec<Vec<Vec<u8>>>, ends: Vec<bool>, props: &[(&str, &str)]) -> 
     }
     let mut buffers = Vec::new();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
-        let b = sample.buffer().unwrap();
-        buffers.push((
-            b.pts().unwrap().nseconds() - OUTPUT_BASE,
-            String::from_utf8(b.map_readable().unwrap().to_vec()).unwrap(),
-            b.flags().contains(gst::BufferFlags::DISCONT),
-        ));
+        buffers.push(output_buffer(&sample));
     }
     let stats = merger.property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
@@ -413,45 +430,13 @@ fn merge_until_gops(
     props: &[(&str, &str)],
     gops: usize,
 ) -> Merged {
-    init();
-    let pipeline = gst::Pipeline::new();
-    let merger = gst::ElementFactory::make("gopmerge").build().unwrap();
-    for (k, v) in props {
-        merger.set_property_from_str(k, v);
-    }
-    let sink = gst_app::AppSink::builder().sync(false).build();
-    pipeline.add_many([&merger, sink.upcast_ref()]).unwrap();
-    merger.link(&sink).unwrap();
-    let mut srcs = Vec::new();
-    for _ in &inputs {
-        let src = gst_app::AppSrc::builder()
-            .caps(&gst::Caps::builder(gstgopswarm::PARTIAL_CAPS_NAME).build())
-            .format(gst::Format::Time)
-            .build();
-        pipeline.add(&src).unwrap();
-        src.link(&merger).unwrap();
-        srcs.push(src);
-    }
-    pipeline.set_state(gst::State::Playing).unwrap();
-    for ((src, chunks), end) in srcs.iter().zip(inputs).zip(ends) {
-        for c in chunks {
-            src.push_buffer(gst::Buffer::from_slice(c)).unwrap();
-        }
-        if end {
-            src.end_of_stream().unwrap();
-        }
-    }
+    let (pipeline, merger, sink) = start(inputs, ends, props, |_| ());
     let mut buffers = Vec::new();
     while buffers.len() < gops * 5 {
         let sample = sink
             .try_pull_sample(gst::ClockTime::from_seconds(10))
             .expect("output within 10 s");
-        let b = sample.buffer().unwrap();
-        buffers.push((
-            b.pts().unwrap().nseconds() - OUTPUT_BASE,
-            String::from_utf8(b.map_readable().unwrap().to_vec()).unwrap(),
-            b.flags().contains(gst::BufferFlags::DISCONT),
-        ));
+        buffers.push(output_buffer(&sample));
     }
     let bus = pipeline.bus().unwrap();
     let messages = bus
