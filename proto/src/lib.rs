@@ -1,0 +1,788 @@
+//! The gopswarm control plane protocol: versioned MQTT topics and typed messages shared by the
+//! orchestrator, the encoder hosts and the merger, plus [`link`], a reconnecting MQTT link.
+//!
+//! # Topics (protocol version 1)
+//!
+//! | topic | from → to | retained | payload |
+//! |---|---|---|---|
+//! | `gopswarm/v1/host/{host}/birth` | host → all | yes | [`Birth`] |
+//! | `gopswarm/v1/host/{host}/death` | broker (last will) → all | yes | [`Death`] |
+//! | `gopswarm/v1/host/{host}/heartbeat` | host → orchestrator | no | [`Heartbeat`] |
+//! | `gopswarm/v1/host/{host}/assignment` | orchestrator → host | yes | [`Assignment`] (desired state) |
+//! | `gopswarm/v1/host/{host}/applied` | host → orchestrator | yes | [`Applied`] (reported state) |
+//! | `gopswarm/v1/host/{host}/cmd` | orchestrator → host | no | [`Command`] |
+//! | `gopswarm/v1/host/{host}/ack` | host → orchestrator | no | [`Ack`] |
+//! | `gopswarm/v1/stream/{stream}/def` | orchestrator → all | yes | [`StreamDef`] |
+//! | `gopswarm/v1/stream/{stream}/layout/{profile}` | orchestrator → merger | yes | [`Layout`] |
+//! | `gopswarm/v1/stream/{stream}/chunks/{profile}` | host → merger | no | a `gopswarm-chunk` chunk |
+//! | `gopswarm/v1/stream/{stream}/end/{profile}` | host → merger | no | [`StreamEnd`] |
+//! | `gopswarm/v1/stream/{stream}/resend/{profile}` | merger → hosts | no | [`Resend`] |
+//! | `gopswarm/v1/ctl/streams` | CLI → orchestrator | no | [`StreamCommand`] |
+//! | `gopswarm/v1/orchestrator/status` | orchestrator (+ will) | yes | [`OrchestratorStatus`] |
+//!
+//! Every JSON payload carries `"v": 1`. [`decode_publish`] is the one entry point for everything
+//! a part receives: it checks the topic, the size, the version and the content, and answers a
+//! [`Reject`] (counted by [`RejectCounters`]) instead of ever panicking.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod link;
+
+/// The protocol version this build speaks; the `v` field of every JSON payload.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Topic root of this protocol version.
+pub const ROOT: &str = "gopswarm/v1";
+/// Largest JSON control payload accepted.
+pub const MAX_CONTROL_PAYLOAD: usize = 64 * 1024;
+/// Largest chunk payload accepted over MQTT (a GOP of a high-bitrate profile fits).
+pub const MAX_CHUNK_PAYLOAD: usize = 32 * 1024 * 1024;
+/// MQTT packet size limit the parts configure (chunk plus topic and headers).
+pub const MAX_PACKET: usize = MAX_CHUNK_PAYLOAD + 64 * 1024;
+/// Longest host, stream or profile id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Whether `id` can name a host, stream or profile: 1 to 64 of `[A-Za-z0-9._-]`, so it is one
+/// MQTT topic level and never a wildcard.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A topic of the protocol, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Birth(String),
+    Death(String),
+    Heartbeat(String),
+    Assignment(String),
+    Applied(String),
+    Command(String),
+    Ack(String),
+    StreamDef(String),
+    Layout(String, String),
+    Chunks(String, String),
+    StreamEnd(String, String),
+    Resend(String, String),
+    StreamControl,
+    OrchestratorStatus,
+}
+
+impl Topic {
+    pub fn path(&self) -> String {
+        match self {
+            Topic::Birth(h) => format!("{ROOT}/host/{h}/birth"),
+            Topic::Death(h) => format!("{ROOT}/host/{h}/death"),
+            Topic::Heartbeat(h) => format!("{ROOT}/host/{h}/heartbeat"),
+            Topic::Assignment(h) => format!("{ROOT}/host/{h}/assignment"),
+            Topic::Applied(h) => format!("{ROOT}/host/{h}/applied"),
+            Topic::Command(h) => format!("{ROOT}/host/{h}/cmd"),
+            Topic::Ack(h) => format!("{ROOT}/host/{h}/ack"),
+            Topic::StreamDef(s) => format!("{ROOT}/stream/{s}/def"),
+            Topic::Layout(s, p) => format!("{ROOT}/stream/{s}/layout/{p}"),
+            Topic::Chunks(s, p) => format!("{ROOT}/stream/{s}/chunks/{p}"),
+            Topic::StreamEnd(s, p) => format!("{ROOT}/stream/{s}/end/{p}"),
+            Topic::Resend(s, p) => format!("{ROOT}/stream/{s}/resend/{p}"),
+            Topic::StreamControl => format!("{ROOT}/ctl/streams"),
+            Topic::OrchestratorStatus => format!("{ROOT}/orchestrator/status"),
+        }
+    }
+
+    /// Parse a topic name; `None` for anything outside this protocol version (including other
+    /// versions' roots and ids that are not [`valid_id`]).
+    pub fn parse(topic: &str) -> Option<Topic> {
+        let rest = topic.strip_prefix(ROOT)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let id = |s: &str| valid_id(s).then(|| s.to_string());
+        Some(match parts.as_slice() {
+            ["host", h, "birth"] => Topic::Birth(id(h)?),
+            ["host", h, "death"] => Topic::Death(id(h)?),
+            ["host", h, "heartbeat"] => Topic::Heartbeat(id(h)?),
+            ["host", h, "assignment"] => Topic::Assignment(id(h)?),
+            ["host", h, "applied"] => Topic::Applied(id(h)?),
+            ["host", h, "cmd"] => Topic::Command(id(h)?),
+            ["host", h, "ack"] => Topic::Ack(id(h)?),
+            ["stream", s, "def"] => Topic::StreamDef(id(s)?),
+            ["stream", s, "layout", p] => Topic::Layout(id(s)?, id(p)?),
+            ["stream", s, "chunks", p] => Topic::Chunks(id(s)?, id(p)?),
+            ["stream", s, "end", p] => Topic::StreamEnd(id(s)?, id(p)?),
+            ["stream", s, "resend", p] => Topic::Resend(id(s)?, id(p)?),
+            ["ctl", "streams"] => Topic::StreamControl,
+            ["orchestrator", "status"] => Topic::OrchestratorStatus,
+            _ => return None,
+        })
+    }
+}
+
+/// Subscription filters.
+pub mod filters {
+    use super::ROOT;
+    pub fn all_hosts(leaf: &str) -> String {
+        format!("{ROOT}/host/+/{leaf}")
+    }
+    pub fn host(host: &str, leaf: &str) -> String {
+        format!("{ROOT}/host/{host}/{leaf}")
+    }
+    pub fn all_streams(leaf: &str) -> String {
+        format!("{ROOT}/stream/+/{leaf}")
+    }
+    pub fn stream(stream: &str, leaf: &str, profile: &str) -> String {
+        format!("{ROOT}/stream/{stream}/{leaf}/{profile}")
+    }
+}
+
+/// Software versions a host or orchestrator runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    /// gopswarm agent version (semver).
+    pub agent: String,
+    /// Highest protocol version spoken.
+    pub protocol: u32,
+    /// Chunk wire format version.
+    pub chunk_format: u8,
+    pub gstreamer: String,
+}
+
+/// What a host can do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub cores: u32,
+    pub mem_bytes: u64,
+    /// Profile codecs it can encode (`h264`, `h265`, `vp9`, `av1`).
+    pub codecs: Vec<String>,
+    /// Tasks it takes at once.
+    pub max_tasks: u32,
+}
+
+/// Retained on `host/{host}/birth` at every (re)connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Birth {
+    pub host: String,
+    /// Per-connection sequence number: strictly increasing across the host's connections.
+    pub seq: u64,
+    pub versions: Versions,
+    pub capabilities: Capabilities,
+}
+
+/// Retained last will on `host/{host}/death`, carrying the seq of the connection that died.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Death {
+    pub host: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Process CPU, percent of one core.
+    pub cpu_percent: f32,
+    pub mem_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub encode_fps: f32,
+    /// Time from a GOP's last source frame to its chunk being sent (last GOP).
+    pub gop_latency_ms: f32,
+    pub dropped_frames: u64,
+}
+
+/// What a host does for one (stream, profile).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub stream: String,
+    pub profile: String,
+    /// Layout epoch the host applies (or has scheduled).
+    pub layout_epoch: u64,
+    /// GOP the source is at on this host, once it has seen frames.
+    pub current_gop: Option<u64>,
+    pub gops_sent: u64,
+    /// Pipeline running and pre-rolled (source frames flowing).
+    pub ready: bool,
+    /// Error that stops the task, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub host: String,
+    pub seq: u64,
+    pub metrics: Metrics,
+    pub tasks: Vec<TaskStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskRole {
+    /// Encode the slot's GOPs from `switch_gop` on.
+    Active,
+    /// Run and pre-roll the pipeline, encode nothing (ready to take over).
+    Standby,
+}
+
+/// One (stream, profile) slot given to a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub stream: String,
+    pub profile: String,
+    /// `profileenc` profile (GstStructure syntax).
+    pub profile_spec: String,
+    /// Source URL (`gdp+tcp://host:port` from `gopswarm source`, or a file path).
+    pub source: String,
+    pub role: TaskRole,
+    pub slot_index: u32,
+    pub slot_count: u32,
+    pub redundancy: u32,
+    /// Epoch of the stream layout this slot belongs to; stamped on every chunk.
+    pub layout_epoch: u64,
+    /// First GOP of this layout.
+    pub switch_gop: u64,
+    pub gop_ns: u64,
+}
+
+/// Retained desired state of one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub host: String,
+    /// Increases with every change of this host's assignment.
+    pub revision: u64,
+    pub tasks: Vec<Task>,
+}
+
+/// Retained reported state: the assignment revision the host applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub host: String,
+    pub revision: u64,
+    pub tasks: Vec<TaskStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CommandKind {
+    /// Start the task's pipeline in standby and ack once pre-rolled (with the current GOP).
+    Prepare { task: Task },
+    /// Take the slot from `task.switch_gop` on (the task carries the new layout epoch).
+    Commit { task: Task },
+    /// Forget a prepared task.
+    Abort { stream: String, profile: String },
+    /// Stop encoding the stream after `last_gop` (inclusive), then drop the task.
+    Drain {
+        stream: String,
+        profile: String,
+        last_gop: u64,
+    },
+}
+
+/// A command to one host. Handlers are idempotent: a repeated id gets the same ack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: String,
+    /// Orchestrator epoch (increases at every orchestrator start): commands of older
+    /// orchestrators are refused.
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub kind: CommandKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub host: String,
+    pub id: String,
+    pub ok: bool,
+    pub detail: String,
+    pub current_gop: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileDef {
+    pub id: String,
+    pub spec: String,
+}
+
+/// A stream the swarm encodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamDef {
+    pub id: String,
+    pub source: String,
+    pub profiles: Vec<ProfileDef>,
+    pub gop_ns: u64,
+    /// Redundant copies per GOP; `None`: the swarm controller decides.
+    pub redundancy: Option<u32>,
+    /// Hosts per profile; `None`: the swarm controller decides.
+    pub slots: Option<u32>,
+}
+
+/// One epoch of a (stream, profile) layout: which host holds which slot from `from_gop` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutEpoch {
+    pub epoch: u64,
+    pub from_gop: u64,
+    pub redundancy: u32,
+    /// Host of slot i.
+    pub hosts: Vec<String>,
+}
+
+/// Retained layout history of a (stream, profile), oldest first (the merger fences with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layout {
+    pub stream: String,
+    pub profile: String,
+    pub history: Vec<LayoutEpoch>,
+}
+
+impl Layout {
+    /// The layout epoch in force at GOP `gop`.
+    pub fn epoch_at(&self, gop: u64) -> Option<&LayoutEpoch> {
+        self.history.iter().rev().find(|e| e.from_gop <= gop)
+    }
+}
+
+/// A host reached the end of the source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    pub stream: String,
+    pub profile: String,
+    pub host: String,
+    /// Last GOP of the source.
+    pub last_gop: u64,
+}
+
+/// The merger asks the hosts for GOPs it misses (hosts keep their recent chunks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resend {
+    pub stream: String,
+    pub profile: String,
+    pub gops: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum StreamCommand {
+    Add {
+        stream: StreamDef,
+    },
+    Remove {
+        id: String,
+    },
+    /// Move the slot a host holds to another host at a GOP boundary.
+    Handoff {
+        stream: String,
+        profile: String,
+        from_host: String,
+        to_host: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrchestratorStatus {
+    pub online: bool,
+    pub epoch: u64,
+    pub versions: Versions,
+}
+
+/// A message body of this protocol.
+pub trait Message: Serialize + DeserializeOwned {
+    /// Content checks beyond the JSON shape.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn check_ids(ids: &[&str]) -> Result<(), String> {
+    match ids.iter().find(|i| !valid_id(i)) {
+        Some(bad) => Err(format!("invalid id {bad:?}")),
+        None => Ok(()),
+    }
+}
+
+fn check_task(t: &Task) -> Result<(), String> {
+    check_ids(&[&t.stream, &t.profile])?;
+    if t.slot_count == 0 || t.slot_index >= t.slot_count {
+        return Err(format!("slot {} of {}", t.slot_index, t.slot_count));
+    }
+    if t.redundancy >= t.slot_count {
+        return Err(format!(
+            "redundancy {} with {} slots",
+            t.redundancy, t.slot_count
+        ));
+    }
+    if t.gop_ns < 1_000_000 {
+        return Err(format!("gop_ns {}", t.gop_ns));
+    }
+    Ok(())
+}
+
+fn check_status(t: &TaskStatus) -> Result<(), String> {
+    check_ids(&[&t.stream, &t.profile])
+}
+
+impl Message for Birth {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])
+    }
+}
+impl Message for Death {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])
+    }
+}
+impl Message for Heartbeat {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])?;
+        self.tasks.iter().try_for_each(check_status)
+    }
+}
+impl Message for Assignment {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])?;
+        self.tasks.iter().try_for_each(check_task)
+    }
+}
+impl Message for Applied {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])?;
+        self.tasks.iter().try_for_each(check_status)
+    }
+}
+impl Message for Command {
+    fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 128 {
+            return Err("command id".into());
+        }
+        match &self.kind {
+            CommandKind::Prepare { task } | CommandKind::Commit { task } => check_task(task),
+            CommandKind::Abort { stream, profile }
+            | CommandKind::Drain {
+                stream, profile, ..
+            } => check_ids(&[stream, profile]),
+        }
+    }
+}
+impl Message for Ack {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])
+    }
+}
+impl Message for StreamDef {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.id])?;
+        if self.profiles.is_empty() {
+            return Err("no profiles".into());
+        }
+        for p in &self.profiles {
+            check_ids(&[&p.id])?;
+        }
+        if self.gop_ns < 100_000_000 {
+            return Err(format!("gop_ns {} below 100 ms", self.gop_ns));
+        }
+        if self.source.is_empty() {
+            return Err("empty source".into());
+        }
+        if self.slots == Some(0) {
+            return Err("0 slots".into());
+        }
+        Ok(())
+    }
+}
+impl Message for Layout {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.stream, &self.profile])?;
+        let ordered = self
+            .history
+            .windows(2)
+            .all(|w| w[0].epoch < w[1].epoch && w[0].from_gop <= w[1].from_gop);
+        if !ordered {
+            return Err("layout history out of order".into());
+        }
+        Ok(())
+    }
+}
+impl Message for StreamEnd {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.stream, &self.profile, &self.host])
+    }
+}
+impl Message for Resend {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.stream, &self.profile])?;
+        if self.gops.len() > 1024 {
+            return Err("too many GOPs".into());
+        }
+        Ok(())
+    }
+}
+impl Message for StreamCommand {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            StreamCommand::Add { stream } => stream.validate(),
+            StreamCommand::Remove { id } => check_ids(&[id]),
+            StreamCommand::Handoff {
+                stream,
+                profile,
+                from_host,
+                to_host,
+            } => {
+                check_ids(&[stream, profile, from_host])?;
+                to_host.as_deref().map_or(Ok(()), |h| check_ids(&[h]))
+            }
+        }
+    }
+}
+impl Message for OrchestratorStatus {}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Serialize a message with its version field.
+pub fn encode<T: Message>(msg: &T) -> Vec<u8> {
+    serde_json::to_vec(&EnvelopeOut {
+        v: PROTOCOL_VERSION,
+        body: msg,
+    })
+    .expect("protocol messages serialize")
+}
+
+/// Why a received payload was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Reject {
+    #[error("topic outside protocol v1: {0:?}")]
+    UnknownTopic(String),
+    #[error("payload of {0} bytes over the limit")]
+    Oversized(usize),
+    #[error("payload is not a JSON object: {0}")]
+    Malformed(String),
+    #[error("no protocol version field")]
+    MissingVersion,
+    #[error("protocol version {0} not supported (this build speaks {PROTOCOL_VERSION})")]
+    WrongVersion(u64),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("topic and payload disagree: {0}")]
+    Mismatch(String),
+}
+
+/// Decode a JSON control payload: size, version, shape, content.
+pub fn decode<T: Message>(payload: &[u8]) -> Result<T, Reject> {
+    if payload.len() > MAX_CONTROL_PAYLOAD {
+        return Err(Reject::Oversized(payload.len()));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| Reject::Malformed(e.to_string()))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| Reject::Malformed("not an object".into()))?;
+    match obj.remove("v") {
+        None => return Err(Reject::MissingVersion),
+        Some(v) => match v.as_u64() {
+            Some(v) if v == PROTOCOL_VERSION as u64 => {}
+            Some(v) => return Err(Reject::WrongVersion(v)),
+            None => return Err(Reject::Malformed(format!("version field {v}"))),
+        },
+    }
+    let msg: T = serde_json::from_value(value).map_err(|e| Reject::Invalid(e.to_string()))?;
+    msg.validate().map_err(Reject::Invalid)?;
+    Ok(msg)
+}
+
+/// Everything a part can receive, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Birth(Birth),
+    Death(Death),
+    Heartbeat(Heartbeat),
+    Assignment(Assignment),
+    /// An empty retained payload: the retained message was cleared.
+    AssignmentCleared(String),
+    Applied(Applied),
+    Command(String, Command),
+    Ack(Ack),
+    StreamDef(StreamDef),
+    StreamDefCleared(String),
+    Layout(Layout),
+    /// Raw chunk bytes (their own format checks them: CRC, version, lengths).
+    Chunk {
+        stream: String,
+        profile: String,
+        bytes: Vec<u8>,
+    },
+    StreamEnd(StreamEnd),
+    Resend(Resend),
+    StreamCommand(StreamCommand),
+    OrchestratorStatus(OrchestratorStatus),
+}
+
+fn same(what: &str, topic_id: &str, body_id: &str) -> Result<(), Reject> {
+    if topic_id == body_id {
+        Ok(())
+    } else {
+        Err(Reject::Mismatch(format!(
+            "{what} {body_id:?} on the topic of {topic_id:?}"
+        )))
+    }
+}
+
+/// Decode whatever arrived on `topic`. Never panics; every refusal says why.
+pub fn decode_publish(topic: &str, payload: &[u8]) -> Result<Inbound, Reject> {
+    let parsed = Topic::parse(topic)
+        .ok_or_else(|| Reject::UnknownTopic(topic.chars().take(200).collect::<String>()))?;
+    Ok(match parsed {
+        Topic::Birth(h) => {
+            let m: Birth = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Birth(m)
+        }
+        Topic::Death(h) => {
+            let m: Death = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Death(m)
+        }
+        Topic::Heartbeat(h) => {
+            let m: Heartbeat = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Heartbeat(m)
+        }
+        Topic::Assignment(h) if payload.is_empty() => Inbound::AssignmentCleared(h),
+        Topic::Assignment(h) => {
+            let m: Assignment = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Assignment(m)
+        }
+        Topic::Applied(h) => {
+            let m: Applied = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Applied(m)
+        }
+        Topic::Command(h) => Inbound::Command(h, decode(payload)?),
+        Topic::Ack(h) => {
+            let m: Ack = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Ack(m)
+        }
+        Topic::StreamDef(s) if payload.is_empty() => Inbound::StreamDefCleared(s),
+        Topic::StreamDef(s) => {
+            let m: StreamDef = decode(payload)?;
+            same("stream", &s, &m.id)?;
+            Inbound::StreamDef(m)
+        }
+        Topic::Layout(s, p) => {
+            let m: Layout = decode(payload)?;
+            same("stream", &s, &m.stream)?;
+            same("profile", &p, &m.profile)?;
+            Inbound::Layout(m)
+        }
+        Topic::Chunks(stream, profile) => {
+            if payload.len() > MAX_CHUNK_PAYLOAD {
+                return Err(Reject::Oversized(payload.len()));
+            }
+            Inbound::Chunk {
+                stream,
+                profile,
+                bytes: payload.to_vec(),
+            }
+        }
+        Topic::StreamEnd(s, p) => {
+            let m: StreamEnd = decode(payload)?;
+            same("stream", &s, &m.stream)?;
+            same("profile", &p, &m.profile)?;
+            Inbound::StreamEnd(m)
+        }
+        Topic::Resend(s, p) => {
+            let m: Resend = decode(payload)?;
+            same("stream", &s, &m.stream)?;
+            same("profile", &p, &m.profile)?;
+            Inbound::Resend(m)
+        }
+        Topic::StreamControl => Inbound::StreamCommand(decode(payload)?),
+        Topic::OrchestratorStatus => Inbound::OrchestratorStatus(decode(payload)?),
+    })
+}
+
+/// Counts of refused payloads, by reason (exported as metrics, logged).
+#[derive(Debug, Default)]
+pub struct RejectCounters {
+    pub unknown_topic: AtomicU64,
+    pub oversized: AtomicU64,
+    pub malformed: AtomicU64,
+    pub wrong_version: AtomicU64,
+    pub invalid: AtomicU64,
+}
+
+impl RejectCounters {
+    pub fn count(&self, reject: &Reject) {
+        let c = match reject {
+            Reject::UnknownTopic(_) => &self.unknown_topic,
+            Reject::Oversized(_) => &self.oversized,
+            Reject::Malformed(_) => &self.malformed,
+            Reject::MissingVersion | Reject::WrongVersion(_) => &self.wrong_version,
+            Reject::Invalid(_) | Reject::Mismatch(_) => &self.invalid,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        BTreeMap::from([
+            ("unknown-topic", self.unknown_topic.load(Ordering::Relaxed)),
+            ("oversized", self.oversized.load(Ordering::Relaxed)),
+            ("malformed", self.malformed.load(Ordering::Relaxed)),
+            ("wrong-version", self.wrong_version.load(Ordering::Relaxed)),
+            ("invalid", self.invalid.load(Ordering::Relaxed)),
+        ])
+    }
+}
+
+/// Versions of this build.
+pub fn this_build_versions(gstreamer: &str) -> Versions {
+    Versions {
+        agent: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: PROTOCOL_VERSION,
+        chunk_format: 1,
+        gstreamer: gstreamer.to_string(),
+    }
+}
+
+/// Whether a host with `theirs` can take slots from an orchestrator with `ours`: same
+/// protocol and chunk format, same agent major version (and minor, while major is 0).
+pub fn compatible(ours: &Versions, theirs: &Versions) -> Result<(), String> {
+    if theirs.protocol != ours.protocol {
+        return Err(format!(
+            "protocol {} (need {})",
+            theirs.protocol, ours.protocol
+        ));
+    }
+    if theirs.chunk_format != ours.chunk_format {
+        return Err(format!(
+            "chunk format {} (need {})",
+            theirs.chunk_format, ours.chunk_format
+        ));
+    }
+    let key = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
+        let major = it.next()??;
+        let minor = it.next()??;
+        Some(if major == 0 { (0, minor) } else { (major, 0) })
+    };
+    match (key(&ours.agent), key(&theirs.agent)) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        _ => Err(format!("agent {} (need {}.x)", theirs.agent, ours.agent)),
+    }
+}
+
+/// Microseconds since the Unix epoch: a connection seq that keeps increasing across restarts.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

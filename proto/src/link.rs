@@ -1,0 +1,330 @@
+//! A reconnecting MQTT link on rumqttc.
+//!
+//! What rumqttc 0.25 leaves to its user, done here:
+//! - reconnect with exponential backoff and full jitter (rumqttc retries at once, in a loop);
+//! - subscriptions restored after a session loss (ConnAck with `session_present = false`, e.g.
+//!   after a broker restart without persistence);
+//! - Sparkplug-style presence: a fresh per-connection `seq` for every connection, the last will
+//!   (death) re-armed with it before each reconnect, and the birth published on every ConnAck;
+//! - packet size limits raised for chunks ([`crate::MAX_PACKET`]);
+//! - manual acks, so a QoS 1 message is acknowledged only after the part handled it.
+
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl BrokerUrl {
+    /// `mqtt://[user:pass@]host[:port]` or `mqtts://...` (default ports 1883 and 8883).
+    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("broker URL {s:?}: {e}"))?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => {
+                return Err(format!(
+                    "broker URL scheme {other:?}: use mqtt:// or mqtts://"
+                ));
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("broker URL {s:?} has no host"))?
+            .to_string();
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        let username = (!url.username().is_empty()).then(|| url.username().to_string());
+        let password = url.password().map(str::to_string);
+        Ok(BrokerUrl {
+            host,
+            port,
+            tls,
+            username,
+            password,
+        })
+    }
+}
+
+/// Presence of a part: birth published at every connection, death as the last will.
+pub struct Presence {
+    pub birth_topic: String,
+    pub death_topic: String,
+    /// Birth payload for a connection seq.
+    pub birth: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+    /// Death payload for a connection seq.
+    pub death: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+}
+
+pub struct LinkOptions {
+    pub broker: BrokerUrl,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub subscriptions: Vec<(String, QoS)>,
+    pub presence: Option<Presence>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Messages the part handles itself may be acked late (at-least-once).
+    pub manual_acks: bool,
+}
+
+impl LinkOptions {
+    pub fn new(broker: BrokerUrl, client_id: &str) -> Self {
+        LinkOptions {
+            broker,
+            client_id: client_id.to_string(),
+            keep_alive: Duration::from_secs(2),
+            subscriptions: Vec::new(),
+            presence: None,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            manual_acks: false,
+        }
+    }
+}
+
+/// What the link tells its owner.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Connected (the birth, if any, is already queued). `seq` is this connection's number.
+    Connected {
+        session_present: bool,
+        seq: u64,
+    },
+    /// Lost the connection; the link retries after `retry_in`.
+    Disconnected {
+        error: String,
+        retry_in: Duration,
+    },
+    Message(Publish),
+}
+
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub resubscribes: AtomicU64,
+}
+
+/// A running link: publish through `client`, receive from `events`.
+pub struct Link {
+    pub client: AsyncClient,
+    pub events: mpsc::Receiver<LinkEvent>,
+    pub stats: Arc<LinkStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in [min, min(max, min * 2^attempt)].
+pub fn backoff_delay(min: Duration, max: Duration, attempt: u32, rng: &mut impl Rng) -> Duration {
+    let cap = min
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(max)
+        .max(min);
+    let span = (cap - min).as_micros() as u64;
+    min + Duration::from_micros(if span == 0 {
+        0
+    } else {
+        rng.random_range(0..=span)
+    })
+}
+
+fn next_seq(last: &AtomicU64) -> u64 {
+    let now = crate::unix_micros();
+    let mut prev = last.load(Ordering::Relaxed);
+    loop {
+        let seq = now.max(prev + 1);
+        match last.compare_exchange(prev, seq, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return seq,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+fn arm_will(opts: &mut MqttOptions, presence: &Presence, seq: u64) {
+    opts.set_last_will(LastWill::new(
+        &presence.death_topic,
+        (presence.death)(seq),
+        QoS::AtLeastOnce,
+        true,
+    ));
+}
+
+impl Link {
+    /// Start the link on the current tokio runtime.
+    pub fn start(options: LinkOptions) -> Link {
+        let b = &options.broker;
+        let mut mqtt = MqttOptions::new(&options.client_id, &b.host, b.port);
+        mqtt.set_keep_alive(options.keep_alive)
+            .set_max_packet_size(crate::MAX_PACKET, crate::MAX_PACKET)
+            .set_clean_session(false)
+            .set_manual_acks(options.manual_acks)
+            .set_inflight(100);
+        if let (Some(u), p) = (&b.username, &b.password) {
+            mqtt.set_credentials(u, p.clone().unwrap_or_default());
+        }
+        if b.tls {
+            mqtt.set_transport(rumqttc::Transport::tls_with_default_config());
+        }
+        let last_seq = Arc::new(AtomicU64::new(0));
+        let first_seq = next_seq(&last_seq);
+        if let Some(p) = &options.presence {
+            arm_will(&mut mqtt, p, first_seq);
+        }
+        let (client, eventloop) = AsyncClient::new(mqtt, 1024);
+        let (tx, rx) = mpsc::channel(1024);
+        let stats = Arc::new(LinkStats::default());
+        let task = tokio::spawn(drive(
+            eventloop,
+            client.clone(),
+            options,
+            tx,
+            stats.clone(),
+            last_seq,
+            first_seq,
+        ));
+        Link {
+            client,
+            events: rx,
+            stats,
+            task,
+        }
+    }
+}
+
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    options: LinkOptions,
+    tx: mpsc::Sender<LinkEvent>,
+    stats: Arc<LinkStats>,
+    last_seq: Arc<AtomicU64>,
+    mut seq: u64,
+) {
+    let mut attempt = 0u32;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                attempt = 0;
+                stats.connects.fetch_add(1, Ordering::Relaxed);
+                if !ack.session_present && !options.subscriptions.is_empty() {
+                    stats.resubscribes.fetch_add(1, Ordering::Relaxed);
+                    let filters = options
+                        .subscriptions
+                        .iter()
+                        .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+                    // try_* : the event loop is this task, awaiting a full channel would deadlock.
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        tracing::warn!("resubscribe: {e}");
+                    }
+                }
+                if let Some(p) = &options.presence
+                    && let Err(e) =
+                        client.try_publish(&p.birth_topic, QoS::AtLeastOnce, true, (p.birth)(seq))
+                {
+                    tracing::warn!("birth: {e}");
+                }
+                let ev = LinkEvent::Connected {
+                    session_present: ack.session_present,
+                    seq,
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx.send(LinkEvent::Message(p)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                let delay =
+                    backoff_delay(options.backoff_min, options.backoff_max, attempt, &mut rng);
+                attempt = attempt.saturating_add(1);
+                // The next connection is a new one: new seq, will re-armed with it.
+                seq = next_seq(&last_seq);
+                if let Some(p) = &options.presence {
+                    arm_will(&mut eventloop.mqtt_options, p, seq);
+                }
+                let ev = LinkEvent::Disconnected {
+                    error: e.to_string(),
+                    retry_in: delay,
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let mut rng = rand::rng();
+        let min = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let cap = (min * 2u32.pow(attempt.min(20))).min(max);
+            for _ in 0..50 {
+                let d = backoff_delay(min, max, attempt, &mut rng);
+                assert!(
+                    d >= min && d <= cap,
+                    "attempt {attempt}: {d:?} not in [{min:?}, {cap:?}]"
+                );
+            }
+        }
+        // Jitter: delays of one attempt differ (no synchronized reconnect storm).
+        let ds: std::collections::HashSet<_> = (0..20)
+            .map(|_| backoff_delay(min, max, 6, &mut rng))
+            .collect();
+        assert!(ds.len() > 10, "{ds:?}");
+    }
+
+    #[test]
+    fn seq_strictly_increases() {
+        let last = AtomicU64::new(0);
+        let mut prev = 0;
+        for _ in 0..1000 {
+            let s = next_seq(&last);
+            assert!(s > prev);
+            prev = s;
+        }
+    }
+
+    #[test]
+    fn broker_urls() {
+        let u = BrokerUrl::parse("mqtts://alice:secret@broker.local").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 8883);
+        assert_eq!(u.username.as_deref(), Some("alice"));
+        assert_eq!(u.password.as_deref(), Some("secret"));
+        let u = BrokerUrl::parse("mqtt://127.0.0.1:1999").unwrap();
+        assert!(!u.tls);
+        assert_eq!(u.port, 1999);
+        assert!(BrokerUrl::parse("http://x").is_err());
+        assert!(BrokerUrl::parse("not a url").is_err());
+    }
+}
