@@ -240,6 +240,9 @@ pub struct Task {
     pub layout_epoch: u64,
     /// First GOP of this layout.
     pub switch_gop: u64,
+    /// Last GOP this host encodes for the slot (set when the slot moves to another host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_gop: Option<u64>,
     pub gop_ns: u64,
 }
 

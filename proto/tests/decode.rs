@@ -20,6 +20,7 @@ fn task(stream: &str) -> Task {
         redundancy: 1,
         layout_epoch: 4,
         switch_gop: 12,
+        until_gop: None,
         gop_ns: 2_000_000_000,
     }
 }

@@ -1,0 +1,1166 @@
+//! The swarm controller: host registry, slot assignment, failure handling and the GOP-boundary
+//! handoff protocol, as a pure state machine. It takes decoded messages and clock ticks and
+//! returns the messages to publish; the service (`crate::service`) does the I/O and the store.
+//!
+//! # Layouts and epochs
+//!
+//! Each (stream, profile) has a layout history: epoch `e` from GOP `k` on, slot `i` held by
+//! host `hosts[i]`, redundancy `r`. Every change makes a new epoch that starts at a GOP at
+//! least `switch_margin_gops` ahead of every involved host, so every host applies it at the
+//! same GOP boundary. Hosts stamp the epoch on their chunks; the merger refuses chunks whose
+//! epoch is older than the epoch in force at their GOP (a stale holder cannot add anything).
+//!
+//! # Start and planned handoff
+//!
+//! Prepare (the new host runs its pipeline in standby and acks with the GOP it is at) → commit
+//! (the new host takes the slot from GOP `k`, acks while still before `k`) → drain (the old
+//! host stops after `k - 1`). The old host is told to stop only after the new one confirmed
+//! in time; a new host that is not ready before the deadline is aborted and the old one keeps
+//! going; a commit ack that comes too late moves `k` later with a new epoch.
+//!
+//! # Failure
+//!
+//! A death (last will with the live connection's seq) or missed heartbeats (`dead_after`)
+//! re-deals the host's slots over the surviving holders from the next safe GOP. With
+//! redundancy the dead host's GOPs up to then come from the redundant copies; without it
+//! they are lost, bounded by detection time + margin, and reported by the merger.
+
+use gopswarm_proto::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host heartbeat / MQTT keep-alive interval.
+    pub keepalive: Duration,
+    /// A host silent this long is dead (default 1.5 x keepalive).
+    pub dead_after: Duration,
+    /// GOPs between the furthest involved host and a switch GOP.
+    pub switch_margin_gops: u64,
+    /// How long a prepared host may take to ack ready.
+    pub prepare_timeout: Duration,
+    /// How long a commit may wait for its ack.
+    pub commit_timeout: Duration,
+    /// Hosts per profile when the stream does not say.
+    pub default_slots: u32,
+    pub default_redundancy: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let keepalive = Duration::from_secs(2);
+        Config {
+            keepalive,
+            dead_after: keepalive * 3 / 2,
+            switch_margin_gops: 2,
+            prepare_timeout: Duration::from_secs(20),
+            commit_timeout: Duration::from_secs(5),
+            default_slots: 3,
+            default_redundancy: 0,
+        }
+    }
+}
+
+/// A message to publish (QoS 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Out {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// What the registry keeps of a host (persisted).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub id: String,
+    pub seq: u64,
+    pub alive: bool,
+    pub versions: Option<Versions>,
+    pub capabilities: Option<Capabilities>,
+    /// Why it may not take slots.
+    pub incompatible: Option<String>,
+    pub revision: u64,
+    pub tasks: Vec<Task>,
+    pub applied_revision: u64,
+    pub births: u64,
+    pub deaths: u64,
+    #[serde(skip)]
+    pub last_seen: Option<Instant>,
+    #[serde(skip)]
+    pub status: BTreeMap<(String, String), TaskStatus>,
+    #[serde(skip)]
+    pub metrics: Metrics,
+}
+
+impl HostRecord {
+    fn new(id: &str) -> Self {
+        HostRecord {
+            id: id.to_string(),
+            seq: 0,
+            alive: false,
+            versions: None,
+            capabilities: None,
+            incompatible: None,
+            revision: 0,
+            tasks: Vec::new(),
+            applied_revision: 0,
+            births: 0,
+            deaths: 0,
+            last_seen: None,
+            status: BTreeMap::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    fn gop(&self, stream: &str, profile: &str) -> Option<u64> {
+        self.status
+            .get(&(stream.to_string(), profile.to_string()))
+            .and_then(|s| s.current_gop)
+    }
+
+    fn load(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn can_take(&self) -> bool {
+        let max = self.capabilities.as_ref().map_or(1, |c| c.max_tasks.max(1)) as usize;
+        self.alive && self.incompatible.is_none() && self.load() < max
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileState {
+    pub spec: String,
+    pub history: Vec<LayoutEpoch>,
+    #[serde(skip)]
+    pub op: Option<Op>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub def: StreamDef,
+    pub profiles: BTreeMap<String, ProfileState>,
+}
+
+/// An operation in flight on a (stream, profile).
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// First layout: waiting for the prepared hosts to be ready.
+    Start {
+        hosts: Vec<String>,
+        ready: BTreeMap<String, u64>,
+        deadline: Instant,
+    },
+    /// Planned move of one slot.
+    Handoff(Handoff),
+}
+
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    pub from: String,
+    pub to: String,
+    pub slot: u32,
+    pub stage: HandoffStage,
+    pub deadline: Instant,
+    pub started: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandoffStage {
+    Preparing { cmd: String },
+    Committing { cmd: String, epoch: u64, k: u64 },
+}
+
+/// A finished handoff, for reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandoffRecord {
+    pub stream: String,
+    pub profile: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    pub switch_gop: u64,
+    /// GOP the new host was at when it was asked to prepare.
+    pub decided_at_gop: Option<u64>,
+    pub retries: u32,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ControllerStats {
+    pub births: u64,
+    pub deaths: u64,
+    pub stale_deaths: u64,
+    pub missed_heartbeats: u64,
+    pub layouts: u64,
+    pub handoffs_done: u64,
+    pub handoffs_aborted: u64,
+    pub handoff_retries: u64,
+    pub commands: u64,
+    pub refused_incompatible: u64,
+}
+
+pub struct Controller {
+    pub cfg: Config,
+    pub versions: Versions,
+    /// Orchestrator epoch: increases at every start, carried by commands.
+    pub epoch: u64,
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub streams: BTreeMap<String, StreamRecord>,
+    pub next_cmd: u64,
+    pub stats: ControllerStats,
+    pub handoffs: Vec<HandoffRecord>,
+    /// Commands waiting for acks: id -> (host, stream, profile).
+    pending: HashMap<String, (String, String, String)>,
+    /// Hosts and streams whose persisted record changed since the last `take_dirty`.
+    dirty_hosts: BTreeSet<String>,
+    dirty_streams: BTreeSet<String>,
+    out: Vec<Out>,
+}
+
+impl Controller {
+    pub fn new(cfg: Config, versions: Versions, epoch: u64) -> Self {
+        Controller {
+            cfg,
+            versions,
+            epoch,
+            hosts: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            next_cmd: 0,
+            stats: ControllerStats::default(),
+            handoffs: Vec::new(),
+            pending: HashMap::new(),
+            dirty_hosts: BTreeSet::new(),
+            dirty_streams: BTreeSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Restore persisted state. Hosts get a full `dead_after` of grace from `now`: a restart
+    /// reassigns nothing by itself. Retained assignments and layouts are published again
+    /// (unchanged revisions: hosts ignore them).
+    pub fn restore(
+        &mut self,
+        hosts: Vec<HostRecord>,
+        streams: Vec<StreamRecord>,
+        next_cmd: u64,
+        now: Instant,
+    ) {
+        self.next_cmd = next_cmd;
+        for mut h in hosts {
+            h.last_seen = Some(now);
+            self.hosts.insert(h.id.clone(), h);
+        }
+        for s in streams {
+            self.streams.insert(s.def.id.clone(), s);
+        }
+        self.republish();
+    }
+
+    /// Publish every retained desired state again (after a restart of ours or the broker's).
+    pub fn republish(&mut self) {
+        let ids: Vec<String> = self.hosts.keys().cloned().collect();
+        for id in ids {
+            if self.hosts[&id].revision > 0 {
+                self.publish_assignment(&id);
+            }
+        }
+        let keys: Vec<(String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, r)| r.profiles.keys().map(move |p| (s.clone(), p.clone())))
+            .collect();
+        for (s, p) in keys {
+            self.publish_layout(&s, &p);
+        }
+        let defs: Vec<StreamDef> = self.streams.values().map(|s| s.def.clone()).collect();
+        for d in defs {
+            self.emit(Topic::StreamDef(d.id.clone()), encode(&d), true);
+        }
+    }
+
+    pub fn take_out(&mut self) -> Vec<Out> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn take_dirty(&mut self) -> (Vec<String>, Vec<String>) {
+        (
+            std::mem::take(&mut self.dirty_hosts).into_iter().collect(),
+            std::mem::take(&mut self.dirty_streams)
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn emit(&mut self, topic: Topic, payload: Vec<u8>, retain: bool) {
+        self.out.push(Out {
+            topic: topic.path(),
+            payload,
+            retain,
+        });
+    }
+
+    fn publish_assignment(&mut self, host: &str) {
+        let h = &self.hosts[host];
+        let msg = Assignment {
+            host: host.to_string(),
+            revision: h.revision,
+            tasks: h.tasks.clone(),
+        };
+        self.emit(Topic::Assignment(host.to_string()), encode(&msg), true);
+    }
+
+    fn publish_layout(&mut self, stream: &str, profile: &str) {
+        let history = self.streams[stream].profiles[profile].history.clone();
+        if history.is_empty() {
+            return;
+        }
+        let msg = Layout {
+            stream: stream.to_string(),
+            profile: profile.to_string(),
+            history,
+        };
+        self.emit(
+            Topic::Layout(stream.to_string(), profile.to_string()),
+            encode(&msg),
+            true,
+        );
+    }
+
+    fn command(&mut self, host: &str, stream: &str, profile: &str, kind: CommandKind) -> String {
+        self.next_cmd += 1;
+        let id = format!("o{}-c{}", self.epoch, self.next_cmd);
+        let cmd = Command {
+            id: id.clone(),
+            epoch: self.epoch,
+            kind,
+        };
+        self.stats.commands += 1;
+        self.pending.insert(
+            id.clone(),
+            (host.to_string(), stream.to_string(), profile.to_string()),
+        );
+        self.emit(Topic::Command(host.to_string()), encode(&cmd), false);
+        id
+    }
+
+    /// Replace (or remove, with `None`) a host's task for (stream, profile) and publish the
+    /// new desired state.
+    fn set_task(&mut self, host: &str, stream: &str, profile: &str, task: Option<Task>) {
+        let h = self.hosts.get_mut(host).expect("known host");
+        h.tasks
+            .retain(|t| !(t.stream == stream && t.profile == profile));
+        if let Some(t) = task {
+            h.tasks.push(t);
+        }
+        h.revision += 1;
+        self.dirty_hosts.insert(host.to_string());
+        self.publish_assignment(host);
+    }
+
+    fn task_of(&self, host: &str, stream: &str, profile: &str) -> Option<&Task> {
+        self.hosts
+            .get(host)?
+            .tasks
+            .iter()
+            .find(|t| t.stream == stream && t.profile == profile)
+    }
+
+    fn make_task(
+        &self,
+        stream: &str,
+        profile: &str,
+        role: TaskRole,
+        e: &LayoutEpoch,
+        slot: u32,
+    ) -> Task {
+        let s = &self.streams[stream];
+        Task {
+            stream: stream.to_string(),
+            profile: profile.to_string(),
+            profile_spec: s.profiles[profile].spec.clone(),
+            source: s.def.source.clone(),
+            role,
+            slot_index: slot,
+            slot_count: e.hosts.len() as u32,
+            redundancy: e.redundancy,
+            layout_epoch: e.epoch,
+            switch_gop: e.from_gop,
+            until_gop: None,
+            gop_ns: s.def.gop_ns,
+        }
+    }
+
+    /// Compatible, alive hosts with room, least loaded first (ties by id), excluding `busy`.
+    fn pick_hosts(&self, n: usize, exclude: &BTreeSet<&str>) -> Vec<String> {
+        let mut free: Vec<&HostRecord> = self
+            .hosts
+            .values()
+            .filter(|h| h.can_take() && !exclude.contains(h.id.as_str()))
+            .collect();
+        free.sort_by_key(|h| (h.load(), h.id.clone()));
+        free.into_iter().take(n).map(|h| h.id.clone()).collect()
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    pub fn on_birth(&mut self, b: Birth, now: Instant) {
+        let compat = compatible(&self.versions, &b.versions).err();
+        let h = self
+            .hosts
+            .entry(b.host.clone())
+            .or_insert_with(|| HostRecord::new(&b.host));
+        if b.seq < h.seq {
+            return; // an older connection's retained birth
+        }
+        let fresh_connection = b.seq > h.seq || !h.alive;
+        h.seq = b.seq;
+        h.alive = true;
+        h.last_seen = Some(now);
+        h.versions = Some(b.versions);
+        h.capabilities = Some(b.capabilities);
+        if let Some(why) = &compat
+            && h.incompatible.is_none()
+        {
+            tracing::warn!("host {} is incompatible: {why}; it gets no slot", b.host);
+            self.stats.refused_incompatible += 1;
+        }
+        h.incompatible = compat;
+        if fresh_connection {
+            h.births += 1;
+            self.stats.births += 1;
+        }
+        self.dirty_hosts.insert(b.host.clone());
+        if self.hosts[&b.host].incompatible.is_some() && !self.hosts[&b.host].tasks.is_empty() {
+            // Never leave a slot with a host that cannot hold it.
+            self.host_lost(&b.host, now);
+        }
+        self.try_start_waiting(now);
+    }
+
+    pub fn on_death(&mut self, d: Death, now: Instant) {
+        let Some(h) = self.hosts.get(&d.host) else {
+            return;
+        };
+        if d.seq < h.seq || !h.alive {
+            if d.seq < h.seq {
+                self.stats.stale_deaths += 1;
+                tracing::info!(
+                    "ignoring stale death of {} (seq {} < live seq {})",
+                    d.host,
+                    d.seq,
+                    h.seq
+                );
+            }
+            return;
+        }
+        tracing::warn!("host {} died (last will, seq {})", d.host, d.seq);
+        self.host_lost(&d.host, now);
+    }
+
+    pub fn on_heartbeat(&mut self, hb: Heartbeat, now: Instant) {
+        let Some(h) = self.hosts.get_mut(&hb.host) else {
+            return;
+        };
+        if hb.seq < h.seq || !h.alive {
+            // A heartbeat from an older connection, or of a host we buried: it must be born
+            // again (its birth is retained; a reconnect publishes a new one).
+            return;
+        }
+        h.last_seen = Some(now);
+        h.metrics = hb.metrics;
+        for t in hb.tasks {
+            h.status.insert((t.stream.clone(), t.profile.clone()), t);
+        }
+        self.cleanup_drained(&hb.host);
+    }
+
+    pub fn on_applied(&mut self, a: Applied) {
+        if let Some(h) = self.hosts.get_mut(&a.host) {
+            h.applied_revision = a.revision;
+            for t in a.tasks {
+                h.status.insert((t.stream.clone(), t.profile.clone()), t);
+            }
+            self.dirty_hosts.insert(a.host.clone());
+        }
+    }
+
+    pub fn on_ack(&mut self, ack: Ack, now: Instant) {
+        let Some((host, stream, profile)) = self.pending.remove(&ack.id) else {
+            return; // duplicate or unknown: handled already
+        };
+        if host != ack.host {
+            return;
+        }
+        if let (Some(g), Some(h)) = (ack.current_gop, self.hosts.get_mut(&host)) {
+            let key = (stream.clone(), profile.clone());
+            let st = h.status.entry(key).or_insert_with(|| TaskStatus {
+                stream: stream.clone(),
+                profile: profile.clone(),
+                layout_epoch: 0,
+                current_gop: None,
+                gops_sent: 0,
+                ready: false,
+                error: None,
+            });
+            st.current_gop = Some(st.current_gop.map_or(g, |c| c.max(g)));
+        }
+        let Some(ps) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.profiles.get_mut(&profile))
+        else {
+            return;
+        };
+        match ps.op.clone() {
+            Some(Op::Start {
+                hosts,
+                mut ready,
+                deadline,
+            }) if hosts.contains(&host) => {
+                if ack.ok {
+                    ready.insert(host, ack.current_gop.unwrap_or(0));
+                    ps.op = Some(Op::Start {
+                        hosts,
+                        ready,
+                        deadline,
+                    });
+                    self.try_commit_start(&stream, &profile, now, false);
+                } else {
+                    tracing::warn!("{host} cannot prepare {stream}/{profile}: {}", ack.detail);
+                }
+            }
+            Some(Op::Handoff(ho)) if ho.to == host => match &ho.stage {
+                HandoffStage::Preparing { cmd } if *cmd == ack.id => {
+                    if ack.ok {
+                        self.commit_handoff(&stream, &profile, ho, now);
+                    } else {
+                        self.abort_handoff(&stream, &profile, &ack.detail);
+                    }
+                }
+                HandoffStage::Committing { cmd, k, .. } if *cmd == ack.id => {
+                    let k = *k;
+                    match ack.current_gop {
+                        Some(g) if ack.ok && g < k => self.finish_handoff(&stream, &profile, ho),
+                        _ => {
+                            // Too late for k (or refused): the old host still holds the slot;
+                            // commit again further ahead.
+                            self.stats.handoff_retries += 1;
+                            if let Some(rec) = self.handoffs.last_mut()
+                                && rec.stream == stream
+                            {
+                                rec.retries += 1;
+                            }
+                            self.commit_handoff(&stream, &profile, ho, now);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// Add (or redefine) a stream: pick hosts, prepare them, commit the first layout when
+    /// they are ready.
+    pub fn add_stream(&mut self, def: StreamDef, now: Instant) -> Result<(), String> {
+        def.validate()?;
+        if self.streams.contains_key(&def.id) {
+            return Err(format!("stream {} exists", def.id));
+        }
+        let profiles = def
+            .profiles
+            .iter()
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    ProfileState {
+                        spec: p.spec.clone(),
+                        history: Vec::new(),
+                        op: None,
+                    },
+                )
+            })
+            .collect();
+        self.emit(Topic::StreamDef(def.id.clone()), encode(&def), true);
+        self.dirty_streams.insert(def.id.clone());
+        self.streams.insert(
+            def.id.clone(),
+            StreamRecord {
+                def: def.clone(),
+                profiles,
+            },
+        );
+        for p in &def.profiles {
+            self.start_profile(&def.id, &p.id, now);
+        }
+        Ok(())
+    }
+
+    pub fn remove_stream(&mut self, id: &str) {
+        let Some(s) = self.streams.remove(id) else {
+            return;
+        };
+        for p in s.profiles.keys() {
+            let holders: Vec<String> = self
+                .hosts
+                .values()
+                .filter(|h| h.tasks.iter().any(|t| t.stream == id && t.profile == *p))
+                .map(|h| h.id.clone())
+                .collect();
+            for h in holders {
+                self.set_task(&h, id, p, None);
+            }
+        }
+        self.emit(Topic::StreamDef(id.to_string()), Vec::new(), true);
+        self.dirty_streams.insert(id.to_string());
+    }
+
+    fn wanted_slots(&self, stream: &str) -> (usize, u32) {
+        let def = &self.streams[stream].def;
+        let n = def.slots.unwrap_or(self.cfg.default_slots).max(1) as usize;
+        let r = def.redundancy.unwrap_or(self.cfg.default_redundancy);
+        (n, r)
+    }
+
+    fn start_profile(&mut self, stream: &str, profile: &str, now: Instant) {
+        let (n, _) = self.wanted_slots(stream);
+        let hosts = self.pick_hosts(n, &BTreeSet::new());
+        if hosts.is_empty() {
+            tracing::warn!("{stream}/{profile}: no free compatible host yet; waiting");
+            return;
+        }
+        let standby = LayoutEpoch {
+            epoch: 0,
+            from_gop: 0,
+            redundancy: 0,
+            hosts: hosts.clone(),
+        };
+        for (i, h) in hosts.iter().enumerate() {
+            let task = self.make_task(stream, profile, TaskRole::Standby, &standby, i as u32);
+            self.set_task(h, stream, profile, Some(task.clone()));
+            self.command(h, stream, profile, CommandKind::Prepare { task });
+        }
+        let ps = self
+            .streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap();
+        ps.op = Some(Op::Start {
+            hosts,
+            ready: BTreeMap::new(),
+            deadline: now + self.cfg.prepare_timeout,
+        });
+    }
+
+    /// Profiles that found no host when added get one as hosts arrive.
+    fn try_start_waiting(&mut self, now: Instant) {
+        let waiting: Vec<(String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, r)| {
+                r.profiles
+                    .iter()
+                    .filter(|(_, p)| p.history.is_empty() && p.op.is_none())
+                    .map(move |(p, _)| (s.clone(), p.clone()))
+            })
+            .collect();
+        for (s, p) in waiting {
+            self.start_profile(&s, &p, now);
+        }
+    }
+
+    fn switch_gop_for(&self, stream: &str, profile: &str, hosts: &[String]) -> u64 {
+        let furthest = hosts
+            .iter()
+            .filter_map(|h| self.hosts.get(h).and_then(|r| r.gop(stream, profile)))
+            .max()
+            .unwrap_or(0);
+        let last_from = self.streams[stream].profiles[profile]
+            .history
+            .last()
+            .map_or(0, |e| e.from_gop + 1);
+        (furthest + self.cfg.switch_margin_gops).max(last_from)
+    }
+
+    /// Commit the first layout over the ready hosts (all of them, or at the deadline those
+    /// that made it).
+    fn try_commit_start(&mut self, stream: &str, profile: &str, now: Instant, deadline: bool) {
+        let Some(Op::Start { hosts, ready, .. }) =
+            self.streams[stream].profiles[profile].op.clone()
+        else {
+            return;
+        };
+        if !(ready.len() == hosts.len() || (deadline && !ready.is_empty())) {
+            return;
+        }
+        let chosen: Vec<String> = hosts
+            .iter()
+            .filter(|h| ready.contains_key(*h))
+            .cloned()
+            .collect();
+        for h in hosts.iter().filter(|h| !ready.contains_key(*h)) {
+            tracing::warn!("{h} not ready for {stream}/{profile} in time; left out");
+            self.set_task(h, stream, profile, None);
+        }
+        let (_, r) = self.wanted_slots(stream);
+        let k = self.switch_gop_for(stream, profile, &chosen);
+        self.new_layout(stream, profile, chosen, r, k);
+        self.streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap()
+            .op = None;
+        let _ = now;
+    }
+
+    /// Record and publish a new layout epoch from GOP `k`, and give every holder its task.
+    fn new_layout(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        hosts: Vec<String>,
+        r: u32,
+        k: u64,
+    ) -> u64 {
+        let ps = self
+            .streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap();
+        let epoch = ps.history.last().map_or(1, |e| e.epoch + 1);
+        let e = LayoutEpoch {
+            epoch,
+            from_gop: k,
+            redundancy: r.min(hosts.len().saturating_sub(1) as u32),
+            hosts: hosts.clone(),
+        };
+        ps.history.push(e.clone());
+        self.stats.layouts += 1;
+        self.dirty_streams.insert(stream.to_string());
+        self.publish_layout(stream, profile);
+        for (i, h) in hosts.iter().enumerate() {
+            let task = self.make_task(stream, profile, TaskRole::Active, &e, i as u32);
+            self.set_task(h, stream, profile, Some(task.clone()));
+            self.command(h, stream, profile, CommandKind::Commit { task });
+        }
+        tracing::info!(
+            "{stream}/{profile}: layout epoch {epoch} from GOP {k}: {hosts:?} r={}",
+            e.redundancy
+        );
+        epoch
+    }
+
+    /// A host is gone: re-deal its slots over the survivors from the next safe GOP.
+    fn host_lost(&mut self, host: &str, now: Instant) {
+        let h = self.hosts.get_mut(host).expect("known host");
+        h.alive = false;
+        h.deaths += 1;
+        h.status.clear();
+        self.stats.deaths += 1;
+        self.dirty_hosts.insert(host.to_string());
+        let held: Vec<Task> = std::mem::take(&mut self.hosts.get_mut(host).unwrap().tasks);
+        if !held.is_empty() {
+            let h = self.hosts.get_mut(host).unwrap();
+            h.revision += 1;
+            self.publish_assignment(host);
+        }
+        // Operations the host took part in.
+        let keys: Vec<(String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, r)| r.profiles.keys().map(move |p| (s.clone(), p.clone())))
+            .collect();
+        for (s, p) in keys {
+            match self.streams[&s].profiles[&p].op.clone() {
+                Some(Op::Handoff(ho)) if ho.to == host => {
+                    self.abort_handoff(&s, &p, "new host died");
+                }
+                Some(Op::Handoff(ho)) if ho.from == host => {
+                    // The new host is prepared: let the rest of the swarm re-deal without
+                    // the old one, then cancel the handoff (the new host stays free).
+                    self.abort_handoff(&s, &p, "old host died");
+                }
+                Some(Op::Start {
+                    hosts,
+                    mut ready,
+                    deadline,
+                }) if hosts.contains(&host.to_string()) => {
+                    let hosts: Vec<String> = hosts.into_iter().filter(|h| h != host).collect();
+                    ready.remove(host);
+                    self.streams
+                        .get_mut(&s)
+                        .unwrap()
+                        .profiles
+                        .get_mut(&p)
+                        .unwrap()
+                        .op = if hosts.is_empty() {
+                        None
+                    } else {
+                        Some(Op::Start {
+                            hosts,
+                            ready,
+                            deadline,
+                        })
+                    };
+                    self.try_commit_start(&s, &p, now, false);
+                }
+                _ => {}
+            }
+        }
+        for t in held {
+            let Some(cur) = self
+                .streams
+                .get(&t.stream)
+                .and_then(|s| s.profiles.get(&t.profile))
+                .and_then(|p| p.history.last().cloned())
+            else {
+                continue;
+            };
+            if !cur.hosts.iter().any(|x| x == host) {
+                continue;
+            }
+            let survivors: Vec<String> = cur.hosts.iter().filter(|x| *x != host).cloned().collect();
+            if survivors.is_empty() {
+                tracing::error!(
+                    "{}/{}: its last host {host} died; the stream stalls until a host joins",
+                    t.stream,
+                    t.profile
+                );
+                let ps = self
+                    .streams
+                    .get_mut(&t.stream)
+                    .unwrap()
+                    .profiles
+                    .get_mut(&t.profile)
+                    .unwrap();
+                ps.history.clear();
+                self.try_start_waiting(now);
+                continue;
+            }
+            let k = self.switch_gop_for(&t.stream, &t.profile, &survivors);
+            self.new_layout(&t.stream, &t.profile, survivors, cur.redundancy, k);
+        }
+    }
+
+    /// Start a planned handoff of `from`'s slot to `to` (or to the least loaded free host).
+    pub fn start_handoff(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        from: &str,
+        to: Option<&str>,
+        now: Instant,
+    ) -> Result<String, String> {
+        let ps = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.profiles.get(profile))
+            .ok_or_else(|| format!("no stream {stream}/{profile}"))?;
+        if ps.op.is_some() {
+            return Err(format!("{stream}/{profile}: an operation is in flight"));
+        }
+        let cur = ps.history.last().ok_or("stream not started")?.clone();
+        let slot = cur
+            .hosts
+            .iter()
+            .position(|h| h == from)
+            .ok_or_else(|| format!("{from} holds no slot of {stream}/{profile}"))?
+            as u32;
+        let exclude: BTreeSet<&str> = cur.hosts.iter().map(String::as_str).collect();
+        let to = match to {
+            Some(t) => {
+                let h = self
+                    .hosts
+                    .get(t)
+                    .ok_or_else(|| format!("unknown host {t}"))?;
+                if !h.can_take() || exclude.contains(t) {
+                    return Err(format!("host {t} cannot take the slot"));
+                }
+                t.to_string()
+            }
+            None => self
+                .pick_hosts(1, &exclude)
+                .pop()
+                .ok_or("no free compatible host")?,
+        };
+        let standby = LayoutEpoch {
+            epoch: cur.epoch,
+            from_gop: 0,
+            redundancy: cur.redundancy,
+            hosts: cur.hosts.clone(),
+        };
+        let task = self.make_task(stream, profile, TaskRole::Standby, &standby, slot);
+        self.set_task(&to, stream, profile, Some(task.clone()));
+        let cmd = self.command(&to, stream, profile, CommandKind::Prepare { task });
+        let decided_at_gop = self.hosts[from].gop(stream, profile);
+        self.handoffs.push(HandoffRecord {
+            stream: stream.to_string(),
+            profile: profile.to_string(),
+            from: from.to_string(),
+            to: to.clone(),
+            epoch: 0,
+            switch_gop: 0,
+            decided_at_gop,
+            retries: 0,
+        });
+        let ps = self
+            .streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap();
+        ps.op = Some(Op::Handoff(Handoff {
+            from: from.to_string(),
+            to: to.clone(),
+            slot,
+            stage: HandoffStage::Preparing { cmd },
+            deadline: now + self.cfg.prepare_timeout,
+            started: now,
+        }));
+        tracing::info!("{stream}/{profile}: handoff of slot {slot} {from} -> {to} prepared");
+        Ok(to)
+    }
+
+    fn commit_handoff(&mut self, stream: &str, profile: &str, ho: Handoff, now: Instant) {
+        let cur = self.streams[stream].profiles[profile]
+            .history
+            .last()
+            .cloned()
+            .expect("started");
+        let mut hosts = cur.hosts.clone();
+        hosts[ho.slot as usize] = ho.to.clone();
+        let k = self.switch_gop_for(stream, profile, &[ho.from.clone(), ho.to.clone()]);
+        // Only the new host hears of it now; the layout and the old host's drain follow its ack.
+        let epoch = cur.epoch + 1;
+        let e = LayoutEpoch {
+            epoch,
+            from_gop: k,
+            redundancy: cur.redundancy,
+            hosts,
+        };
+        let task = self.make_task(stream, profile, TaskRole::Active, &e, ho.slot);
+        // Keep the layout of the prepared task's stream untouched until confirmed.
+        let cmd = self.command(
+            &ho.to,
+            stream,
+            profile,
+            CommandKind::Commit { task: task.clone() },
+        );
+        let ps = self
+            .streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap();
+        ps.op = Some(Op::Handoff(Handoff {
+            stage: HandoffStage::Committing { cmd, epoch, k },
+            deadline: now + self.cfg.commit_timeout,
+            ..ho
+        }));
+        // Desired state of the new host (retained) only after the commit; a restart of it
+        // before the ack re-reads its Standby task and the handoff times out safely.
+    }
+
+    fn finish_handoff(&mut self, stream: &str, profile: &str, ho: Handoff) {
+        let HandoffStage::Committing { epoch, k, .. } = ho.stage else {
+            return;
+        };
+        let cur = self.streams[stream].profiles[profile]
+            .history
+            .last()
+            .cloned()
+            .expect("started");
+        let mut hosts = cur.hosts.clone();
+        hosts[ho.slot as usize] = ho.to.clone();
+        let e = LayoutEpoch {
+            epoch,
+            from_gop: k,
+            redundancy: cur.redundancy,
+            hosts: hosts.clone(),
+        };
+        let ps = self
+            .streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap();
+        ps.history.push(e.clone());
+        ps.op = None;
+        self.stats.layouts += 1;
+        self.stats.handoffs_done += 1;
+        self.dirty_streams.insert(stream.to_string());
+        self.publish_layout(stream, profile);
+        // Every holder moves to the new epoch at k (same slots); the new host is committed
+        // already, the old one drains after k - 1.
+        for (i, h) in hosts.iter().enumerate() {
+            let task = self.make_task(stream, profile, TaskRole::Active, &e, i as u32);
+            if *h == ho.to {
+                self.set_task(h, stream, profile, Some(task));
+            } else {
+                self.set_task(h, stream, profile, Some(task.clone()));
+                self.command(h, stream, profile, CommandKind::Commit { task });
+            }
+        }
+        if let Some(mut old) = self.task_of(&ho.from, stream, profile).cloned() {
+            old.until_gop = Some(k - 1);
+            self.set_task(&ho.from, stream, profile, Some(old));
+            self.command(
+                &ho.from,
+                stream,
+                profile,
+                CommandKind::Drain {
+                    stream: stream.to_string(),
+                    profile: profile.to_string(),
+                    last_gop: k - 1,
+                },
+            );
+        }
+        if let Some(rec) = self
+            .handoffs
+            .iter_mut()
+            .rev()
+            .find(|r| r.stream == stream && r.profile == profile && r.to == ho.to)
+        {
+            rec.epoch = epoch;
+            rec.switch_gop = k;
+        }
+        tracing::info!(
+            "{stream}/{profile}: slot {} {} -> {} at GOP {k} (epoch {epoch})",
+            ho.slot,
+            ho.from,
+            ho.to
+        );
+    }
+
+    fn abort_handoff(&mut self, stream: &str, profile: &str, why: &str) {
+        let Some(Op::Handoff(ho)) = self.streams[stream].profiles[profile].op.clone() else {
+            return;
+        };
+        tracing::warn!(
+            "{stream}/{profile}: handoff {} -> {} aborted: {why}; the old host keeps the slot",
+            ho.from,
+            ho.to
+        );
+        self.stats.handoffs_aborted += 1;
+        self.streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap()
+            .op = None;
+        if self.hosts.get(&ho.to).is_some_and(|h| h.alive) {
+            self.set_task(&ho.to, stream, profile, None);
+            self.command(
+                &ho.to,
+                stream,
+                profile,
+                CommandKind::Abort {
+                    stream: stream.to_string(),
+                    profile: profile.to_string(),
+                },
+            );
+        }
+        if let Some(pos) = self.handoffs.iter().rposition(|r| {
+            r.stream == stream && r.profile == profile && r.to == ho.to && r.switch_gop == 0
+        }) {
+            self.handoffs.remove(pos);
+        }
+    }
+
+    /// Drop a drained task once the host is past its last GOP.
+    fn cleanup_drained(&mut self, host: &str) {
+        let done: Vec<(String, String)> = self.hosts[host]
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.until_gop.is_some_and(|u| {
+                    self.hosts[host]
+                        .gop(&t.stream, &t.profile)
+                        .is_some_and(|g| g > u)
+                })
+            })
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
+        for (s, p) in done {
+            self.set_task(host, &s, &p, None);
+        }
+    }
+
+    /// Clock tick: missed heartbeats, operation deadlines.
+    pub fn tick(&mut self, now: Instant) {
+        let silent: Vec<String> = self
+            .hosts
+            .values()
+            .filter(|h| {
+                h.alive
+                    && h.last_seen
+                        .is_some_and(|t| now.saturating_duration_since(t) > self.cfg.dead_after)
+            })
+            .map(|h| h.id.clone())
+            .collect();
+        for h in silent {
+            tracing::warn!(
+                "host {h} missed its heartbeats for {:?}: dead",
+                self.cfg.dead_after
+            );
+            self.stats.missed_heartbeats += 1;
+            self.host_lost(&h, now);
+        }
+        let keys: Vec<(String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, r)| r.profiles.keys().map(move |p| (s.clone(), p.clone())))
+            .collect();
+        for (s, p) in keys {
+            match self.streams[&s].profiles[&p].op.clone() {
+                Some(Op::Start { deadline, .. }) if now >= deadline => {
+                    self.try_commit_start(&s, &p, now, true);
+                    if let Some(Op::Start { hosts, .. }) = self.streams[&s].profiles[&p].op.clone()
+                    {
+                        // Nobody was ready: forget them and try again with whoever is free.
+                        for h in hosts {
+                            self.set_task(&h, &s, &p, None);
+                        }
+                        self.streams
+                            .get_mut(&s)
+                            .unwrap()
+                            .profiles
+                            .get_mut(&p)
+                            .unwrap()
+                            .op = None;
+                        self.try_start_waiting(now);
+                    }
+                }
+                Some(Op::Handoff(ho)) if now >= ho.deadline => match ho.stage {
+                    HandoffStage::Preparing { .. } => {
+                        self.abort_handoff(&s, &p, "new host not ready in time")
+                    }
+                    HandoffStage::Committing { .. } => {
+                        self.stats.handoff_retries += 1;
+                        self.commit_handoff(&s, &p, ho, now);
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether any operation is in flight on (stream, profile).
+    pub fn busy(&self, stream: &str, profile: &str) -> bool {
+        self.streams
+            .get(stream)
+            .and_then(|s| s.profiles.get(profile))
+            .is_some_and(|p| p.op.is_some())
+    }
+}

@@ -1,0 +1,202 @@
+//! The orchestrator process: MQTT link + controller + state store.
+
+use crate::controller::{Config, Controller, Out};
+use crate::store::Store;
+use anyhow::Result;
+use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence};
+use gopswarm_proto::*;
+use rumqttc::QoS;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct ServiceOptions {
+    pub broker: BrokerUrl,
+    pub state: PathBuf,
+    pub cfg: Config,
+    pub client_id: String,
+    pub gstreamer_version: String,
+}
+
+/// A view of the controller for the process that runs the service (demo summary, status).
+pub type Shared = Arc<Mutex<Controller>>;
+
+pub struct Service {
+    pub controller: Shared,
+    pub rejects: Arc<RejectCounters>,
+}
+
+async fn publish_all(link: &Link, outs: Vec<Out>) {
+    for o in outs {
+        if let Err(e) = link
+            .client
+            .publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
+            .await
+        {
+            tracing::error!("publish: {e}");
+        }
+    }
+}
+
+fn persist(store: &Store, c: &mut Controller) {
+    let (hosts, streams) = c.take_dirty();
+    let hosts: Vec<_> = hosts.iter().filter_map(|h| c.hosts.get(h)).collect();
+    let streams: Vec<_> = streams
+        .iter()
+        .map(|s| (s.as_str(), c.streams.get(s)))
+        .collect();
+    if let Err(e) = store.save(c.epoch, c.next_cmd, &hosts, &streams) {
+        tracing::error!("state store: {e:#}");
+    }
+}
+
+impl Service {
+    /// Open the state, connect, and run until `shutdown` resolves.
+    pub async fn run(
+        opts: ServiceOptions,
+        shutdown: impl std::future::Future<Output = ()>,
+        ready: Option<tokio::sync::oneshot::Sender<Service>>,
+    ) -> Result<()> {
+        let store = Store::open(&opts.state)?;
+        let loaded = store.load()?;
+        let epoch = loaded.epoch + 1;
+        let versions = this_build_versions(&opts.gstreamer_version);
+        let mut c = Controller::new(opts.cfg.clone(), versions.clone(), epoch);
+        let restored = (loaded.hosts.len(), loaded.streams.len());
+        c.restore(
+            loaded.hosts,
+            loaded.streams,
+            loaded.next_cmd,
+            Instant::now(),
+        );
+        tracing::info!(
+            "orchestrator epoch {epoch}: {} hosts, {} streams restored from {}",
+            restored.0,
+            restored.1,
+            opts.state.display()
+        );
+        // Persist the new epoch right away: commands of this run carry it.
+        if let Err(e) = store.save(epoch, c.next_cmd, &[], &[]) {
+            tracing::error!("state store: {e:#}");
+        }
+        let controller: Shared = Arc::new(Mutex::new(c));
+        let rejects = Arc::new(RejectCounters::default());
+        if let Some(tx) = ready {
+            let _ = tx.send(Service {
+                controller: controller.clone(),
+                rejects: rejects.clone(),
+            });
+        }
+
+        let status = |online: bool| {
+            let versions = versions.clone();
+            move |_seq: u64| {
+                encode(&OrchestratorStatus {
+                    online,
+                    epoch,
+                    versions: versions.clone(),
+                })
+            }
+        };
+        let mut options = LinkOptions::new(opts.broker.clone(), &opts.client_id);
+        options.keep_alive = opts.cfg.keepalive;
+        options.subscriptions = ["birth", "death", "heartbeat", "applied", "ack"]
+            .iter()
+            .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
+            .chain([(Topic::StreamControl.path(), QoS::AtLeastOnce)])
+            .collect();
+        options.presence = Some(Presence {
+            birth_topic: Topic::OrchestratorStatus.path(),
+            death_topic: Topic::OrchestratorStatus.path(),
+            birth: Box::new(status(true)),
+            death: Box::new(status(false)),
+        });
+        let mut link = Link::start(options);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tokio::pin!(shutdown);
+        loop {
+            let outs = tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {
+                    let mut c = controller.lock().unwrap();
+                    c.tick(Instant::now());
+                    persist(&store, &mut c);
+                    c.take_out()
+                }
+                ev = link.events.recv() => {
+                    let Some(ev) = ev else { break };
+                    match ev {
+                        LinkEvent::Connected { session_present, .. } => {
+                            tracing::info!("connected to the broker (session present: {session_present})");
+                            if !session_present {
+                                // The broker lost its retained state (restart without
+                                // persistence): publish every desired state again.
+                                let mut c = controller.lock().unwrap();
+                                c.republish();
+                                c.take_out()
+                            } else {
+                                Vec::new()
+                            }
+                        }
+                        LinkEvent::Disconnected { error, retry_in } => {
+                            tracing::warn!("broker connection lost ({error}); retrying in {retry_in:?}");
+                            Vec::new()
+                        }
+                        LinkEvent::Message(p) => {
+                            let now = Instant::now();
+                            let mut c = controller.lock().unwrap();
+                            match decode_publish(&p.topic, &p.payload) {
+                                Ok(Inbound::Birth(b)) => c.on_birth(b, now),
+                                Ok(Inbound::Death(d)) => c.on_death(d, now),
+                                Ok(Inbound::Heartbeat(h)) => c.on_heartbeat(h, now),
+                                Ok(Inbound::Applied(a)) => c.on_applied(a),
+                                Ok(Inbound::Ack(a)) => c.on_ack(a, now),
+                                Ok(Inbound::StreamCommand(cmd)) => match cmd {
+                                    StreamCommand::Add { stream } => {
+                                        let id = stream.id.clone();
+                                        match c.add_stream(stream, now) {
+                                            Ok(()) => tracing::info!("stream {id} added"),
+                                            Err(e) => tracing::warn!("stream {id} refused: {e}"),
+                                        }
+                                    }
+                                    StreamCommand::Remove { id } => c.remove_stream(&id),
+                                    StreamCommand::Handoff { stream, profile, from_host, to_host } => {
+                                        if let Err(e) = c.start_handoff(&stream, &profile, &from_host, to_host.as_deref(), now) {
+                                            tracing::warn!("handoff refused: {e}");
+                                        }
+                                    }
+                                },
+                                Ok(_) => {}
+                                Err(reject) => {
+                                    rejects.count(&reject);
+                                    tracing::warn!("refused payload on {}: {reject}", p.topic);
+                                }
+                            }
+                            persist(&store, &mut c);
+                            c.take_out()
+                        }
+                    }
+                }
+            };
+            publish_all(&link, outs).await;
+        }
+        // Leave cleanly: mark offline (the will covers crashes).
+        let off = encode(&OrchestratorStatus {
+            online: false,
+            epoch,
+            versions,
+        });
+        let _ = link
+            .client
+            .publish(
+                Topic::OrchestratorStatus.path(),
+                QoS::AtLeastOnce,
+                true,
+                off,
+            )
+            .await;
+        let _ = link.client.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The orchestrator's state on disk (redb, one file): hosts with their history and desired
+//! assignments, streams with their layout histories, the orchestrator epoch and the command
+//! counter. Written after every change, read at start, so a restarted orchestrator carries on
+//! with the same epochs and assignments instead of re-dealing the swarm.
+
+use crate::controller::{HostRecord, StreamRecord};
+use anyhow::{Context, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+
+const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub struct Store {
+    db: Database,
+}
+
+/// What a start reads back.
+pub struct Loaded {
+    /// Epoch of the previous run (0 for a new store).
+    pub epoch: u64,
+    pub next_cmd: u64,
+    pub hosts: Vec<HostRecord>,
+    pub streams: Vec<StreamRecord>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        let db = Database::create(path)
+            .with_context(|| format!("opening state database {}", path.display()))?;
+        let w = db.begin_write()?;
+        w.open_table(HOSTS)?;
+        w.open_table(STREAMS)?;
+        w.open_table(META)?;
+        w.commit()?;
+        Ok(Store { db })
+    }
+
+    pub fn load(&self) -> Result<Loaded> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
+        let epoch = get("epoch")?;
+        let next_cmd = get("next_cmd")?;
+        let mut hosts = Vec::new();
+        for row in r.open_table(HOSTS)?.iter()? {
+            let (k, v) = row?;
+            match serde_json::from_slice::<HostRecord>(v.value()) {
+                Ok(h) => hosts.push(h),
+                Err(e) => tracing::error!("state: host {} unreadable, skipped: {e}", k.value()),
+            }
+        }
+        let mut streams = Vec::new();
+        for row in r.open_table(STREAMS)?.iter()? {
+            let (k, v) = row?;
+            match serde_json::from_slice::<StreamRecord>(v.value()) {
+                Ok(s) => streams.push(s),
+                Err(e) => tracing::error!("state: stream {} unreadable, skipped: {e}", k.value()),
+            }
+        }
+        Ok(Loaded {
+            epoch,
+            next_cmd,
+            hosts,
+            streams,
+        })
+    }
+
+    /// Write the changed records (a missing stream is deleted) in one transaction.
+    pub fn save(
+        &self,
+        epoch: u64,
+        next_cmd: u64,
+        hosts: &[&HostRecord],
+        streams: &[(&str, Option<&StreamRecord>)],
+    ) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut meta = w.open_table(META)?;
+            meta.insert("epoch", epoch)?;
+            meta.insert("next_cmd", next_cmd)?;
+            let mut t = w.open_table(HOSTS)?;
+            for h in hosts {
+                t.insert(h.id.as_str(), serde_json::to_vec(h)?.as_slice())?;
+            }
+            let mut t = w.open_table(STREAMS)?;
+            for (id, s) in streams {
+                match s {
+                    Some(s) => {
+                        t.insert(*id, serde_json::to_vec(s)?.as_slice())?;
+                    }
+                    None => {
+                        t.remove(*id)?;
+                    }
+                }
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,387 @@
+//! The swarm controller as a state machine: what it publishes for births, deaths, missed
+//! heartbeats, acks and handoffs, read back through the protocol decoder.
+
+use gopswarm_orchestrator::controller::{Config, Controller, Out};
+use gopswarm_orchestrator::store::Store;
+use gopswarm_proto::*;
+use std::time::{Duration, Instant};
+
+fn versions() -> Versions {
+    this_build_versions("1.22.0")
+}
+
+fn birth(host: &str, seq: u64) -> Birth {
+    Birth {
+        host: host.into(),
+        seq,
+        versions: versions(),
+        capabilities: Capabilities {
+            cores: 4,
+            mem_bytes: 1 << 32,
+            codecs: vec!["h264".into()],
+            max_tasks: 1,
+        },
+    }
+}
+
+fn stream(slots: u32, r: u32) -> StreamDef {
+    StreamDef {
+        id: "cam1".into(),
+        source: "gdp+tcp://127.0.0.1:7100".into(),
+        profiles: vec![ProfileDef {
+            id: "p360".into(),
+            spec: "h264, width=640, height=360".into(),
+        }],
+        gop_ns: 1_000_000_000,
+        redundancy: Some(r),
+        slots: Some(slots),
+    }
+}
+
+fn decoded(outs: &[Out]) -> Vec<Inbound> {
+    outs.iter()
+        .filter(|o| !o.payload.is_empty())
+        .map(|o| decode_publish(&o.topic, &o.payload).expect("controller output decodes"))
+        .collect()
+}
+
+fn commands(outs: &[Out]) -> Vec<(String, Command)> {
+    decoded(outs)
+        .into_iter()
+        .filter_map(|m| match m {
+            Inbound::Command(h, c) => Some((h, c)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn layouts(outs: &[Out]) -> Vec<Layout> {
+    decoded(outs)
+        .into_iter()
+        .filter_map(|m| match m {
+            Inbound::Layout(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+fn assignments(outs: &[Out]) -> Vec<Assignment> {
+    decoded(outs)
+        .into_iter()
+        .filter_map(|m| match m {
+            Inbound::Assignment(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ack(host: &str, id: &str, gop: u64) -> Ack {
+    Ack {
+        host: host.into(),
+        id: id.into(),
+        ok: true,
+        detail: String::new(),
+        current_gop: Some(gop),
+    }
+}
+
+fn heartbeat(host: &str, seq: u64, gop: u64) -> Heartbeat {
+    Heartbeat {
+        host: host.into(),
+        seq,
+        metrics: Metrics::default(),
+        tasks: vec![TaskStatus {
+            stream: "cam1".into(),
+            profile: "p360".into(),
+            layout_epoch: 1,
+            current_gop: Some(gop),
+            gops_sent: 0,
+            ready: true,
+            error: None,
+        }],
+    }
+}
+
+/// Three hosts, one stream started: returns the controller at layout epoch 1 from GOP 9.
+fn started(r: u32) -> (Controller, Instant) {
+    let t0 = Instant::now();
+    let mut c = Controller::new(Config::default(), versions(), 1);
+    for (i, h) in ["a", "b", "c", "d"].iter().enumerate() {
+        c.on_birth(birth(h, 100 + i as u64), t0);
+    }
+    c.add_stream(stream(3, r), t0).unwrap();
+    let outs = c.take_out();
+    let prepares = commands(&outs);
+    assert_eq!(prepares.len(), 3, "one prepare per chosen host");
+    for (i, (h, cmd)) in prepares.iter().enumerate() {
+        assert!(matches!(cmd.kind, CommandKind::Prepare { .. }));
+        c.on_ack(ack(h, &cmd.id, 5 + i as u64), t0);
+    }
+    let outs = c.take_out();
+    let l = layouts(&outs);
+    assert_eq!(l.len(), 1);
+    let e = &l[0].history[0];
+    assert_eq!(
+        (e.epoch, e.from_gop),
+        (1, 9),
+        "furthest host at GOP 7 + margin 2"
+    );
+    assert_eq!(e.hosts, ["a", "b", "c"]);
+    let commits = commands(&outs);
+    assert_eq!(commits.len(), 3);
+    for (_, cmd) in &commits {
+        let CommandKind::Commit { task } = &cmd.kind else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(
+            (task.layout_epoch, task.switch_gop, task.slot_count),
+            (1, 9, 3)
+        );
+        assert_eq!(task.role, TaskRole::Active);
+    }
+    (c, t0)
+}
+
+#[test]
+fn stream_start_prepares_then_commits_one_layout() {
+    let (c, _) = started(1);
+    assert_eq!(c.stats.layouts, 1);
+    assert!(c.hosts["d"].tasks.is_empty(), "a fourth host stays free");
+}
+
+#[test]
+fn death_re_deals_slots_and_stale_death_is_ignored() {
+    let (mut c, t0) = started(1);
+    // Death of an older connection of b: ignored.
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 50,
+        },
+        t0,
+    );
+    assert!(c.take_out().is_empty());
+    assert_eq!(c.stats.stale_deaths, 1);
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 12), t0);
+    }
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    let outs = c.take_out();
+    let l = layouts(&outs);
+    let e = l[0].history.last().unwrap();
+    assert_eq!((e.epoch, e.from_gop), (2, 14));
+    assert_eq!(e.hosts, ["a", "c"]);
+    assert_eq!(e.redundancy, 1);
+    let a = assignments(&outs);
+    let b = a.iter().find(|a| a.host == "b").unwrap();
+    assert!(
+        b.tasks.is_empty(),
+        "the dead host's desired state is emptied"
+    );
+    let cc = a.iter().find(|a| a.host == "c").unwrap();
+    assert_eq!((cc.tasks[0].slot_index, cc.tasks[0].slot_count), (1, 2));
+}
+
+#[test]
+fn missed_heartbeats_kill_within_one_and_a_half_keepalives() {
+    let (mut c, t0) = started(0);
+    let ka = c.cfg.keepalive;
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102), ("d", 103)] {
+        c.on_heartbeat(heartbeat(h, s, 10), t0);
+    }
+    let t1 = t0 + ka;
+    for (h, s) in [("a", 100), ("b", 101), ("d", 103)] {
+        c.on_heartbeat(heartbeat(h, s, 11), t1);
+    }
+    c.tick(t0 + ka * 3 / 2 - Duration::from_millis(1));
+    assert_eq!(c.stats.deaths, 0);
+    c.tick(t0 + ka * 3 / 2 + Duration::from_millis(101));
+    assert_eq!(c.stats.deaths, 1);
+    assert!(!c.hosts["c"].alive);
+    let l = layouts(&c.take_out());
+    assert_eq!(l[0].history.last().unwrap().hosts, ["a", "b"]);
+}
+
+#[test]
+fn planned_handoff_commits_new_host_then_drains_old_one() {
+    let (mut c, t0) = started(0);
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 20), t0);
+    }
+    c.take_out();
+    let to = c.start_handoff("cam1", "p360", "b", None, t0).unwrap();
+    assert_eq!(to, "d");
+    let outs = c.take_out();
+    let cmds = commands(&outs);
+    assert_eq!(cmds.len(), 1);
+    let (h, prep) = &cmds[0];
+    assert_eq!(h, "d");
+    c.on_ack(ack("d", &prep.id, 20), t0);
+    let outs = c.take_out();
+    assert!(
+        layouts(&outs).is_empty(),
+        "no layout before the new host confirms"
+    );
+    let cmds = commands(&outs);
+    let (h, commit) = &cmds[0];
+    assert_eq!(h, "d");
+    let CommandKind::Commit { task } = &commit.kind else {
+        panic!()
+    };
+    assert_eq!(
+        (task.switch_gop, task.layout_epoch, task.slot_index),
+        (22, 2, 1)
+    );
+    // Duplicate delivery of the prepare ack changes nothing.
+    c.on_ack(ack("d", &prep.id, 20), t0);
+    assert!(c.take_out().is_empty());
+    c.on_ack(ack("d", &commit.id, 21), t0);
+    let outs = c.take_out();
+    let l = layouts(&outs);
+    let e = l[0].history.last().unwrap();
+    assert_eq!((e.epoch, e.from_gop), (2, 22));
+    assert_eq!(e.hosts, ["a", "d", "c"]);
+    let drains: Vec<_> = commands(&outs)
+        .into_iter()
+        .filter(|(_, c)| matches!(c.kind, CommandKind::Drain { .. }))
+        .collect();
+    assert_eq!(drains.len(), 1);
+    assert_eq!(drains[0].0, "b");
+    assert!(matches!(
+        drains[0].1.kind,
+        CommandKind::Drain { last_gop: 21, .. }
+    ));
+    assert_eq!(c.stats.handoffs_done, 1);
+    // The old host's task goes once it is past its last GOP.
+    c.on_heartbeat(heartbeat("b", 101, 22), t0);
+    let a = assignments(&c.take_out());
+    assert!(a.iter().any(|a| a.host == "b" && a.tasks.is_empty()));
+}
+
+#[test]
+fn late_commit_moves_the_switch_later_and_unready_host_is_aborted() {
+    let (mut c, t0) = started(0);
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 20), t0);
+    }
+    c.take_out();
+    c.start_handoff("cam1", "p360", "a", Some("d"), t0).unwrap();
+    let prep = commands(&c.take_out()).remove(0).1;
+    c.on_ack(ack("d", &prep.id, 20), t0);
+    let commit = commands(&c.take_out()).remove(0).1;
+    // The ack says d is already at GOP 23, past k = 22: commit again further ahead.
+    c.on_ack(ack("d", &commit.id, 23), t0);
+    let outs = c.take_out();
+    assert!(layouts(&outs).is_empty());
+    let (_, again) = commands(&outs).remove(0);
+    let CommandKind::Commit { task } = &again.kind else {
+        panic!()
+    };
+    assert_eq!(task.switch_gop, 25);
+    c.on_ack(ack("d", &again.id, 23), t0);
+    let l = layouts(&c.take_out());
+    assert_eq!(l[0].history.last().unwrap().from_gop, 25);
+    assert_eq!(c.handoffs.last().unwrap().retries, 1);
+
+    // A host that never gets ready: aborted at the deadline, the old host keeps the slot.
+    c.on_birth(birth("e", 200), t0);
+    c.take_out();
+    c.start_handoff("cam1", "p360", "b", Some("e"), t0).unwrap();
+    c.take_out();
+    let late = t0 + c.cfg.prepare_timeout + Duration::from_millis(1);
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102), ("d", 103), ("e", 200)] {
+        c.on_heartbeat(heartbeat(h, s, 30), late);
+    }
+    c.tick(late);
+    let outs = c.take_out();
+    assert!(
+        commands(&outs)
+            .iter()
+            .any(|(h, cmd)| h == "e" && matches!(cmd.kind, CommandKind::Abort { .. }))
+    );
+    assert_eq!(c.stats.handoffs_aborted, 1);
+    assert!(
+        c.streams["cam1"].profiles["p360"]
+            .history
+            .last()
+            .unwrap()
+            .hosts
+            .contains(&"b".to_string())
+    );
+}
+
+#[test]
+fn incompatible_host_never_gets_a_slot() {
+    let t0 = Instant::now();
+    let mut c = Controller::new(Config::default(), versions(), 1);
+    let mut old = birth("old", 1);
+    old.versions.protocol = 0;
+    c.on_birth(old, t0);
+    let mut other = birth("other", 1);
+    other.versions.agent = "9.0.0".into();
+    c.on_birth(other, t0);
+    c.on_birth(birth("good", 1), t0);
+    c.add_stream(stream(3, 0), t0).unwrap();
+    let outs = c.take_out();
+    let hosts: Vec<String> = commands(&outs).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(hosts, ["good"]);
+    assert_eq!(c.stats.refused_incompatible, 2);
+    assert!(
+        c.start_handoff("cam1", "p360", "good", Some("old"), t0)
+            .is_err()
+    );
+}
+
+#[test]
+fn restart_from_the_store_keeps_assignments_and_reassigns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let (mut c, t0) = started(1);
+    let store = Store::open(&path).unwrap();
+    let (hosts, streams) = c.take_dirty();
+    let hosts: Vec<_> = hosts.iter().map(|h| &c.hosts[h]).collect();
+    let streams: Vec<_> = streams
+        .iter()
+        .map(|s| (s.as_str(), c.streams.get(s)))
+        .collect();
+    store.save(c.epoch, c.next_cmd, &hosts, &streams).unwrap();
+    let before: Vec<(String, u64)> = c
+        .hosts
+        .values()
+        .map(|h| (h.id.clone(), h.revision))
+        .collect();
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.epoch, 1);
+    let t1 = t0 + Duration::from_secs(60);
+    let mut c2 = Controller::new(Config::default(), versions(), loaded.epoch + 1);
+    c2.restore(loaded.hosts, loaded.streams, loaded.next_cmd, t1);
+    let outs = c2.take_out();
+    // Same desired state republished, same revisions, no command, no new layout epoch.
+    assert!(commands(&outs).is_empty());
+    let after: Vec<(String, u64)> = c2
+        .hosts
+        .values()
+        .map(|h| (h.id.clone(), h.revision))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(layouts(&outs)[0].history.len(), 1);
+    // Hosts keep heartbeating: nobody dies, nothing moves.
+    for i in 1..=10 {
+        let t = t1 + Duration::from_millis(500 * i);
+        for (h, s) in [("a", 100), ("b", 101), ("c", 102), ("d", 103)] {
+            c2.on_heartbeat(heartbeat(h, s, 30 + i), t);
+        }
+        c2.tick(t);
+    }
+    assert_eq!(c2.stats.deaths, 0);
+    assert!(commands(&c2.take_out()).is_empty());
+}
