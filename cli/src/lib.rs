@@ -6,6 +6,7 @@ pub mod pipelines;
 pub mod plot;
 pub mod qa;
 pub mod run;
+pub mod swarm;
 
 use std::path::PathBuf;
 

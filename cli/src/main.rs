@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-use gopswarm::{bench, qa};
+use gopswarm::{bench, qa, run};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +57,218 @@ enum Command {
     },
     /// Print the chunk headers of a partial stream file (what partialpay wrote).
     Chunks { file: PathBuf },
+    /// The whole swarm on this machine: embedded MQTT broker, orchestrator, a live-looped
+    /// sample clip, encoder host processes and the merger. Kills a host part-way, performs a
+    /// planned handoff later, prints progress and a summary, and checks the output with ffprobe.
+    Demo {
+        /// Clip name in test-media/cache or a path (H.264 MP4)
+        #[arg(long, default_value = "synthetic-720p25")]
+        clip: String,
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Seconds of live stream
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Hosts holding slots
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Extra hosts waiting for work (the planned handoff goes to one)
+        #[arg(long, default_value_t = 1)]
+        spares: usize,
+        #[arg(long, default_value_t = 1)]
+        redundancy: u32,
+        /// GOP duration, seconds
+        #[arg(long, default_value_t = 2.0)]
+        gop: f64,
+        #[arg(long, default_value = DEMO_PROFILE)]
+        profile: String,
+        /// SIGKILL a host after this many seconds (negative: never)
+        #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+        kill_at: f64,
+        /// Ask for a planned handoff after this many seconds (negative: never)
+        #[arg(long, default_value_t = 35.0, allow_negative_numbers = true)]
+        handoff_at: f64,
+        /// MQTT keep-alive and heartbeat interval, seconds
+        #[arg(long, default_value_t = 2.0)]
+        keepalive: f64,
+    },
+    /// Serve a clip as a live, looped mezzanine over TCP (GDP) for the hosts.
+    Source {
+        /// H.264 MP4 clip
+        #[arg(long)]
+        clip: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        /// Seconds of stream to serve (the clip loops), then EOS
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+    },
+    /// Run an encoder host: joins the swarm over MQTT and encodes what it is assigned.
+    Host {
+        /// Host id (1-64 of [A-Za-z0-9._-])
+        #[arg(long)]
+        id: String,
+        /// MQTT broker: mqtt://[user:pass@]host:port or mqtts://...
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// MQTT keep-alive; heartbeats go out twice per interval (seconds)
+        #[arg(long, default_value_t = 2.0)]
+        keepalive: f64,
+        /// Tasks (stream profiles) this host takes at once
+        #[arg(long, default_value_t = 1)]
+        max_tasks: u32,
+        /// Recent GOPs kept per task for the merger's resend requests
+        #[arg(long, default_value_t = 16)]
+        cache_gops: usize,
+        #[arg(long, hide = true)]
+        advertise_version: Option<String>,
+    },
+    /// Run the orchestrator: registry, swarm controller, handoffs. Embeds an MQTT broker unless
+    /// --broker names one.
+    Orchestrator {
+        /// External broker (mqtt:// or mqtts://, with user:pass@); default: embedded rumqttd
+        #[arg(long)]
+        broker: Option<String>,
+        /// Where the embedded broker listens
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        listen: String,
+        /// State database (survives restarts)
+        #[arg(long, default_value = "gopswarm-state.redb")]
+        state: PathBuf,
+        /// Heartbeat interval hosts use; a host silent 1.5 x this long is dead (seconds)
+        #[arg(long, default_value_t = 2.0)]
+        keepalive: f64,
+        /// GOPs between the furthest host and a switch GOP
+        #[arg(long, default_value_t = 2)]
+        switch_margin: u64,
+    },
+    /// Merge one stream profile from the hosts' chunks into MP4 and HLS.
+    Merge {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        profile: String,
+        /// Output prefix: writes OUT.mp4 and OUT-hls/
+        #[arg(long)]
+        out: PathBuf,
+        /// Wait for a missing GOP this many GOPs before reporting it lost
+        #[arg(long, default_value_t = 6)]
+        latency_gops: u64,
+        /// Finish when nothing arrived for this many seconds
+        #[arg(long, default_value_t = 30.0)]
+        idle_timeout: f64,
+        /// Write the summary as JSON here
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
+    /// Streams: add, remove, hand a slot over (published to the orchestrator over MQTT).
+    Stream {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[command(subcommand)]
+        op: StreamOp,
+    },
+}
+
+const DEMO_PROFILE: &str = "h264, width=640, height=360, bitrate=1200, complexity=3";
+
+#[derive(Subcommand)]
+enum StreamOp {
+    /// Add a stream
+    Add {
+        #[arg(long)]
+        id: String,
+        /// Source URL (gdp+tcp://host:port from `gopswarm source`)
+        #[arg(long)]
+        source: String,
+        /// Profile as ID=SPEC (SPEC: profileenc profile), repeatable
+        #[arg(long = "profile", required = true)]
+        profiles: Vec<String>,
+        /// GOP duration, seconds
+        #[arg(long, default_value_t = 2.0)]
+        gop: f64,
+        /// Redundant copies per GOP (default: the orchestrator decides)
+        #[arg(long)]
+        redundancy: Option<u32>,
+        /// Hosts per profile (default: the orchestrator decides)
+        #[arg(long)]
+        slots: Option<u32>,
+    },
+    /// Remove a stream
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
+    /// Move a host's slot to another host at a GOP boundary
+    Handoff {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        from: String,
+        /// Target host (default: the least loaded free host)
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+fn secs(s: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s).map_err(|e| anyhow::anyhow!("{s} s: {e}"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn broker_url(s: &str) -> Result<gopswarm_proto::link::BrokerUrl> {
+    gopswarm_proto::link::BrokerUrl::parse(s).map_err(anyhow::Error::msg)
+}
+
+/// Publish one control message and wait until the broker has it.
+fn publish_control(broker: &str, payload: Vec<u8>) -> Result<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let b = broker_url(broker)?;
+    runtime()?.block_on(async move {
+        let mut o = MqttOptions::new(
+            format!("gopswarm-ctl-{}", std::process::id()),
+            &b.host,
+            b.port,
+        );
+        if let Some(u) = &b.username {
+            o.set_credentials(u, b.password.clone().unwrap_or_default());
+        }
+        if b.tls {
+            o.set_transport(rumqttc::Transport::tls_with_default_config());
+        }
+        let (client, mut el) = AsyncClient::new(o, 8);
+        client
+            .publish(
+                gopswarm_proto::Topic::StreamControl.path(),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => anyhow::bail!("broker {broker}: {e}"),
+                Err(_) => anyhow::bail!("broker {broker}: no PUBACK within 10 s"),
+            }
+        }
+        let _ = client.disconnect().await;
+        Ok(())
+    })
 }
 
 fn main() -> Result<()> {
@@ -199,6 +411,209 @@ fn main() -> Result<()> {
                 "{} chunks; {} bytes skipped, {} corrupt",
                 s.chunks, s.bytes_skipped, s.corrupt
             );
+        }
+        Command::Demo {
+            clip,
+            out,
+            duration,
+            hosts,
+            spares,
+            redundancy,
+            gop,
+            profile,
+            kill_at,
+            handoff_at,
+            keepalive,
+        } => {
+            gopswarm::swarm::init_logging_quiet();
+            let clip = if std::path::Path::new(&clip).exists() {
+                PathBuf::from(clip)
+            } else {
+                qa::clip(&clip)?.path
+            };
+            let opts = gopswarm::swarm::demo::DemoOptions {
+                clip,
+                out,
+                duration: secs(duration)?,
+                hosts,
+                spares,
+                redundancy,
+                gop: secs(gop)?,
+                profile,
+                kill_at: (kill_at >= 0.0).then(|| secs(kill_at)).transpose()?,
+                handoff_at: (handoff_at >= 0.0).then(|| secs(handoff_at)).transpose()?,
+                keepalive: secs(keepalive)?,
+            };
+            let report = runtime()?.block_on(gopswarm::swarm::demo::run(opts))?;
+            print!("{}", gopswarm::swarm::demo::format_report(&report));
+            let ok = report.frames == report.expected_frames
+                && report.frames > 0
+                && report.timestamp_gaps == 0
+                && report.decode_errors.trim().is_empty()
+                && report.merge.lost_gops.is_empty();
+            println!("{}", if ok { "PASS" } else { "FAIL" });
+            if !ok {
+                std::process::exit(1);
+            }
+        }
+        Command::Source {
+            clip,
+            host,
+            port,
+            duration,
+        } => {
+            gopswarm::swarm::init_logging();
+            gopswarm::swarm::source::serve(
+                &gopswarm::swarm::source::SourceOptions {
+                    clip: &clip,
+                    listen_host: &host,
+                    port,
+                    duration: secs(duration)?,
+                },
+                true,
+            )?;
+        }
+        Command::Host {
+            id,
+            broker,
+            keepalive,
+            max_tasks,
+            cache_gops,
+            advertise_version,
+        } => {
+            gopswarm::swarm::init_logging();
+            let opts = gopswarm::swarm::host::HostOptions {
+                id,
+                broker: broker_url(&broker)?,
+                keepalive: secs(keepalive)?,
+                max_tasks,
+                cache_gops,
+                advertise_version,
+            };
+            runtime()?.block_on(gopswarm::swarm::host::run(
+                opts,
+                gopswarm::swarm::interrupted(),
+            ))?;
+        }
+        Command::Orchestrator {
+            broker,
+            listen,
+            state,
+            keepalive,
+            switch_margin,
+        } => {
+            gopswarm::swarm::init_logging();
+            run::init();
+            let broker = match broker {
+                Some(b) => broker_url(&b)?,
+                None => {
+                    let addr: std::net::SocketAddr = listen.parse().context("--listen")?;
+                    gopswarm_orchestrator::broker::start_embedded(addr)?;
+                    eprintln!("embedded MQTT broker on mqtt://{addr}");
+                    broker_url(&format!("mqtt://{addr}"))?
+                }
+            };
+            let keepalive = secs(keepalive)?;
+            let cfg = gopswarm_orchestrator::Config {
+                keepalive,
+                dead_after: keepalive * 3 / 2,
+                switch_margin_gops: switch_margin,
+                ..Default::default()
+            };
+            runtime()?.block_on(gopswarm_orchestrator::service::Service::run(
+                gopswarm_orchestrator::service::ServiceOptions {
+                    broker,
+                    state,
+                    cfg,
+                    client_id: "gopswarm-orchestrator".into(),
+                    gstreamer_version: gst::version_string().to_string(),
+                },
+                gopswarm::swarm::interrupted(),
+                None,
+            ))?;
+        }
+        Command::Merge {
+            broker,
+            stream,
+            profile,
+            out,
+            latency_gops,
+            idle_timeout,
+            summary,
+        } => {
+            gopswarm::swarm::init_logging();
+            let opts = gopswarm::swarm::merge::MergeOptions {
+                broker: broker_url(&broker)?,
+                stream,
+                profile,
+                out,
+                latency_gops,
+                idle_timeout: secs(idle_timeout)?,
+                progress: true,
+            };
+            let s = runtime()?.block_on(gopswarm::swarm::merge::run(
+                opts,
+                gopswarm::swarm::interrupted(),
+            ))?;
+            let json = serde_json::to_string_pretty(&s)?;
+            println!("{json}");
+            if let Some(path) = summary {
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Stream { broker, op } => {
+            use gopswarm_proto::{Message, ProfileDef, StreamCommand, StreamDef};
+            let cmd = match op {
+                StreamOp::Add {
+                    id,
+                    source,
+                    profiles,
+                    gop,
+                    redundancy,
+                    slots,
+                } => {
+                    let profiles = profiles
+                        .iter()
+                        .map(|p| {
+                            let (id, spec) = p
+                                .split_once('=')
+                                .with_context(|| format!("--profile {p:?}: expected ID=SPEC"))?;
+                            Ok(ProfileDef {
+                                id: id.into(),
+                                spec: spec.into(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let stream = StreamDef {
+                        id,
+                        source,
+                        profiles,
+                        gop_ns: secs(gop)?.as_nanos() as u64,
+                        redundancy,
+                        slots,
+                    };
+                    stream
+                        .validate()
+                        .map_err(|e| anyhow::anyhow!("stream refused: {e}"))?;
+                    StreamCommand::Add { stream }
+                }
+                StreamOp::Remove { id } => StreamCommand::Remove { id },
+                StreamOp::Handoff {
+                    stream,
+                    profile,
+                    from,
+                    to,
+                } => StreamCommand::Handoff {
+                    stream,
+                    profile,
+                    from_host: from,
+                    to_host: to,
+                },
+            };
+            cmd.validate()
+                .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+            publish_control(&broker, gopswarm_proto::encode(&cmd))?;
         }
     }
     Ok(())

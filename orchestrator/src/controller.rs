@@ -469,10 +469,15 @@ impl Controller {
         }
         h.last_seen = Some(now);
         h.metrics = hb.metrics;
+        let reported: BTreeSet<(String, String)> = hb
+            .tasks
+            .iter()
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
         for t in hb.tasks {
             h.status.insert((t.stream.clone(), t.profile.clone()), t);
         }
-        self.cleanup_drained(&hb.host);
+        self.cleanup_drained(&hb.host, &reported);
     }
 
     pub fn on_applied(&mut self, a: Applied) {
@@ -1078,17 +1083,14 @@ impl Controller {
         }
     }
 
-    /// Drop a drained task once the host is past its last GOP.
-    fn cleanup_drained(&mut self, host: &str) {
+    /// Drop a drained task once the host no longer runs it (its last GOP is out).
+    fn cleanup_drained(&mut self, host: &str, reported: &BTreeSet<(String, String)>) {
         let done: Vec<(String, String)> = self.hosts[host]
             .tasks
             .iter()
             .filter(|t| {
-                t.until_gop.is_some_and(|u| {
-                    self.hosts[host]
-                        .gop(&t.stream, &t.profile)
-                        .is_some_and(|g| g > u)
-                })
+                // Gone from the host's report: it drained and flushed its last GOP.
+                t.until_gop.is_some() && !reported.contains(&(t.stream.clone(), t.profile.clone()))
             })
             .map(|t| (t.stream.clone(), t.profile.clone()))
             .collect();

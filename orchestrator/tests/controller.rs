@@ -258,8 +258,13 @@ fn planned_handoff_commits_new_host_then_drains_old_one() {
         CommandKind::Drain { last_gop: 21, .. }
     ));
     assert_eq!(c.stats.handoffs_done, 1);
-    // The old host's task goes once it is past its last GOP.
+    // The old host's task stays while it still runs it (flushing its last GOP)...
     c.on_heartbeat(heartbeat("b", 101, 22), t0);
+    assert!(assignments(&c.take_out()).is_empty());
+    // ...and goes once the host reports it finished.
+    let mut done = heartbeat("b", 101, 22);
+    done.tasks.clear();
+    c.on_heartbeat(done, t0);
     let a = assignments(&c.take_out());
     assert!(a.iter().any(|a| a.host == "b" && a.tasks.is_empty()));
 }

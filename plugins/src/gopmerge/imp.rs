@@ -22,6 +22,8 @@ const DEFAULT_START_GOP: i64 = -1;
 /// Output timestamps sit this far above the timeline so B-frame DTS never go negative (the same
 /// trick x264enc uses).
 const OUTPUT_BASE: u64 = 1000 * 3600 * 1_000_000_000;
+/// Inputs are pads unless chunks of many hosts share one pad (MQTT).
+const DEFAULT_INPUTS_BY_HOST: bool = false;
 /// GOPs behind the output position for which received chunks are kept as parity shards.
 const RETAIN_GOPS: u64 = 64;
 /// How long the task sleeps without news before it looks again.
@@ -34,6 +36,7 @@ struct Settings {
     start_gop: i64,
     stream_id: String,
     profile_id: String,
+    inputs_by_host: bool,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             start_gop: DEFAULT_START_GOP,
             stream_id: String::new(),
             profile_id: String::new(),
+            inputs_by_host: DEFAULT_INPUTS_BY_HOST,
         }
     }
 }
@@ -68,6 +72,8 @@ struct Stats {
 #[derive(Debug, Default)]
 struct InputState {
     eos: bool,
+    /// Pad the input's chunks come through (inputs by host).
+    pad: String,
     last_data_gop: Option<u64>,
     /// Highest GOP covered by a parity group this input sent.
     last_parity_gop: Option<u64>,
@@ -103,6 +109,8 @@ struct ParityGroup {
 
 struct State {
     inputs: HashMap<String, InputState>,
+    /// Pads that ended (inputs by host: the stream is over once all of them did).
+    pad_eos: std::collections::HashSet<String>,
     pending: BTreeMap<u64, Copies>,
     /// Serialised chunks by (host, GOP), kept as data shards for parity recovery.
     received: HashMap<(String, u64), Vec<u8>>,
@@ -125,6 +133,7 @@ impl State {
     fn new() -> Self {
         State {
             inputs: HashMap::new(),
+            pad_eos: Default::default(),
             pending: BTreeMap::new(),
             received: HashMap::new(),
             groups: Vec::new(),
@@ -143,7 +152,11 @@ impl State {
     }
 
     fn all_inputs_ended(&self) -> bool {
-        !self.inputs.is_empty() && self.inputs.values().all(|i| i.eos)
+        if self.inputs.is_empty() {
+            // Inputs by host: pads that ended before any host spoke.
+            return !self.pad_eos.is_empty();
+        }
+        self.inputs.values().all(|i| i.eos)
     }
 
     fn any_input_may_send(&self, k: u64) -> bool {
@@ -257,7 +270,17 @@ impl GopMerge {
             );
             return;
         }
-        let input_state = state.inputs.entry(input.to_string()).or_default();
+        let key = if settings.inputs_by_host {
+            h.host_id.clone()
+        } else {
+            input.to_string()
+        };
+        let input_state = state.inputs.entry(key).or_default();
+        if settings.inputs_by_host {
+            // A host that sends is alive again (ended by `end-input` after a false alarm).
+            input_state.eos = false;
+            input_state.pad = input.to_string();
+        }
         if h.is_parity() {
             state.stats.parity_in += 1;
             let Ok((info, shard)) = ParityInfo::decode(chunk.payload()) else {
@@ -429,7 +452,8 @@ impl GopMerge {
                 return Step::Eos;
             }
         }
-        let certain = !state.any_input_may_send(next);
+        // No input known yet (inputs by host, nothing arrived): nothing is certain.
+        let certain = !state.inputs.is_empty() && !state.any_input_may_send(next);
         let deadline_passed = match latency {
             Some(l) if later_exists || known_to_exist => {
                 let since = *state.overdue_since.get_or_insert_with(Instant::now);
@@ -667,13 +691,18 @@ impl GopMerge {
         use gst::EventView;
         match event.view() {
             EventView::Eos(_) => {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .inputs
-                    .entry(pad.name().to_string())
-                    .or_default()
-                    .eos = true;
+                let by_host = self.settings.lock().unwrap().inputs_by_host;
+                let mut state = self.state.lock().unwrap();
+                if by_host {
+                    // Every host that came through this pad is done.
+                    for i in state.inputs.values_mut().filter(|i| i.pad == pad.name()) {
+                        i.eos = true;
+                    }
+                    state.pad_eos.insert(pad.name().to_string());
+                } else {
+                    state.inputs.entry(pad.name().to_string()).or_default().eos = true;
+                }
+                drop(state);
                 self.cond.notify_all();
                 true
             }
@@ -778,6 +807,12 @@ impl ObjectImpl for GopMerge {
                     .blurb("Only merge chunks of this profile (empty: the first chunk's profile)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("inputs-by-host")
+                    .nick("Inputs by host")
+                    .blurb("Track inputs by the chunks' host id instead of by pad (many hosts on one pad, e.g. chunks from MQTT); end a dead host's input with the end-input action signal")
+                    .default_value(DEFAULT_INPUTS_BY_HOST)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost")
@@ -794,6 +829,7 @@ impl ObjectImpl for GopMerge {
             "latency" => settings.latency = value.get().unwrap(),
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
             "start-gop" => settings.start_gop = value.get().unwrap(),
+            "inputs-by-host" => settings.inputs_by_host = value.get().unwrap(),
             "stream-id" => {
                 settings.stream_id = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
@@ -816,10 +852,39 @@ impl ObjectImpl for GopMerge {
             "latency" => settings.latency.to_value(),
             "min-epoch" => settings.min_epoch.to_value(),
             "start-gop" => settings.start_gop.to_value(),
+            "inputs-by-host" => settings.inputs_by_host.to_value(),
             "stream-id" => settings.stream_id.to_value(),
             "profile-id" => settings.profile_id.to_value(),
             _ => unimplemented!(),
         }
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                // end-input(name): the input (a pad name, or a host id with inputs-by-host)
+                // will send nothing more, e.g. its host died: stop waiting for it.
+                glib::subclass::Signal::builder("end-input")
+                    .param_types([String::static_type()])
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::GopMerge>().expect("gopmerge");
+                        let name = args[1].get::<String>().expect("input name");
+                        let imp = element.imp();
+                        imp.state
+                            .lock()
+                            .unwrap()
+                            .inputs
+                            .entry(name)
+                            .or_default()
+                            .eos = true;
+                        imp.cond.notify_all();
+                        None
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
     }
 
     fn constructed(&self) {
@@ -922,11 +987,13 @@ impl ElementImpl for GopMerge {
                 )
             })
             .build();
-        self.state
-            .lock()
-            .unwrap()
-            .inputs
-            .insert(name, InputState::default());
+        if !self.settings.lock().unwrap().inputs_by_host {
+            self.state
+                .lock()
+                .unwrap()
+                .inputs
+                .insert(name, InputState::default());
+        }
         pad.set_active(true).ok()?;
         self.obj().add_pad(&pad).ok()?;
         Some(pad)

@@ -14,6 +14,12 @@
 //! element message (gop, start, duration, reason), counts in `stats`, and the next buffer is
 //! flagged DISCONT. At EOS it posts `gopswarm-merge-summary`.
 //!
+//! Inputs are pads; with `inputs-by-host=true` they are the chunks' hosts instead, for one pad
+//! that carries many hosts (chunks taken from MQTT by an `appsrc`): each host delivers its
+//! GOPs in order, so a host that moved past a GOP will not send it. The `end-input` action
+//! signal (a pad name, or a host id) tells the merger an input will send nothing more (its host
+//! died), so missing GOPs are settled at once (redundant copy or gap) instead of at `latency`.
+//!
 //! ## Example
 //!
 //! ```text

@@ -128,6 +128,9 @@ struct State {
     segment: gst::FormattedSegment<gst::ClockTime>,
     compressed: bool,
     active: Assignment,
+    /// The assignment before the last switch and the GOP the switch happened at: frames of
+    /// earlier GOPs that arrive after the switch (decode order) still belong to it.
+    previous: Option<(Assignment, u64)>,
     applied_generation: u64,
     current_gop: Option<u64>,
     /// GOP of the last frame pushed, and whether a frame was discarded since: the next push is
@@ -147,11 +150,24 @@ struct State {
 }
 
 impl State {
+    /// The assignment in force at GOP `k`.
+    fn assignment_at(&self, k: u64) -> &Assignment {
+        match &self.previous {
+            Some((prev, switched_at)) if k < *switched_at => prev,
+            _ => &self.active,
+        }
+    }
+
+    fn role_at(&self, k: u64) -> Option<Role> {
+        self.assignment_at(k).slots().role(k)
+    }
+
     fn new(settings: &Settings) -> State {
         State {
             segment: gst::FormattedSegment::new(),
             compressed: false,
             active: settings.desired.clone(),
+            previous: None,
             applied_generation: settings.generation,
             current_gop: None,
             last_pushed_gop: None,
@@ -198,7 +214,8 @@ impl GopSelect {
         if settings.generation != state.applied_generation && due {
             state.applied_generation = settings.generation;
             if state.active != settings.desired {
-                state.active = settings.desired.clone();
+                let old = std::mem::replace(&mut state.active, settings.desired.clone());
+                state.previous = Some((old, k));
                 state.stats.assignments_applied += 1;
                 gst::info!(
                     CAT,
@@ -220,7 +237,7 @@ impl GopSelect {
                 );
             }
         }
-        if state.active.slots().role(k).is_some() {
+        if state.role_at(k).is_some() {
             state.stats.gops_kept += 1;
         } else {
             state.stats.gops_skipped += 1;
@@ -241,7 +258,7 @@ impl GopSelect {
             gop_start: grid.start_of(k),
             gop_duration: grid.gop_duration,
             time_offset: offset,
-            epoch: state.active.epoch,
+            epoch: state.assignment_at(k).epoch,
             redundant: role == Some(Role::Redundant),
             preroll: role.is_none(),
         }
@@ -307,7 +324,7 @@ impl GopSelect {
             return vec![];
         };
         messages.extend(self.on_gop_start(state, settings, k));
-        let role = state.active.slots().role(k);
+        let role = state.role_at(k);
         if role.is_none() {
             state.stats.frames_dropped += 1;
             state.discarded_since_push = true;
@@ -367,7 +384,7 @@ impl GopSelect {
                 messages.extend(self.on_gop_start(state, settings, k));
             }
         }
-        let role = k.and_then(|k| state.active.slots().role(k));
+        let role = k.and_then(|k| state.role_at(k));
         let info = self.frame_info(state, grid, offset, k.unwrap_or(0), role);
         {
             let b = buffer.make_mut();

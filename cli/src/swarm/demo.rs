@@ -1,0 +1,374 @@
+//! `gopswarm demo`: the whole swarm on one machine. Embedded MQTT broker and orchestrator (in
+//! this process), a live-looped sample clip served by `gopswarm source`, encoder hosts as
+//! separate `gopswarm host` processes, and the merger. Part-way through it SIGKILLs a host
+//! and later asks for a planned handoff; it prints progress while it runs and a summary at the
+//! end, and checks the output with ffprobe.
+
+use crate::swarm::merge::{self, MergeOptions, MergeSummary};
+use anyhow::{Context, Result, bail};
+use gopswarm_orchestrator::controller::{Config, HandoffRecord};
+use gopswarm_orchestrator::service::{Service, ServiceOptions};
+use gopswarm_proto::link::BrokerUrl;
+use gopswarm_proto::*;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct DemoOptions {
+    pub clip: PathBuf,
+    pub out: PathBuf,
+    pub duration: Duration,
+    pub hosts: usize,
+    pub spares: usize,
+    pub redundancy: u32,
+    pub gop: Duration,
+    pub profile: String,
+    pub kill_at: Option<Duration>,
+    pub handoff_at: Option<Duration>,
+    pub keepalive: Duration,
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Child processes that die with the demo.
+pub struct Children(pub Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn spawn_logged(name: &str, args: &[String], log_dir: &Path) -> Result<Child> {
+    let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
+    Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("RUST_LOG", "info,rumqttc=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {name}"))
+}
+
+#[derive(Debug)]
+pub struct DemoReport {
+    pub merge: MergeSummary,
+    pub handoffs: Vec<HandoffRecord>,
+    pub killed: Option<String>,
+    pub frames: u64,
+    pub expected_frames: u64,
+    /// ffmpeg's error output decoding the MP4 (empty when clean).
+    pub decode_errors: String,
+    /// Frame timestamps not 1/fps after the previous one.
+    pub timestamp_gaps: usize,
+}
+
+pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
+    crate::run::init();
+    if !opts.clip.exists() {
+        bail!(
+            "clip {} not found (run test-media/fetch.sh)",
+            opts.clip.display()
+        );
+    }
+    std::fs::create_dir_all(&opts.out)?;
+    let logs = opts.out.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let state = opts.out.join("state.redb");
+    let _ = std::fs::remove_file(&state);
+
+    let broker_port = free_port()?;
+    let source_port = free_port()?;
+    gopswarm_orchestrator::broker::start_embedded(format!("127.0.0.1:{broker_port}").parse()?)?;
+    let broker_url = format!("mqtt://127.0.0.1:{broker_port}");
+    eprintln!("demo: embedded MQTT broker on {broker_url}");
+
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = Config {
+        keepalive: opts.keepalive,
+        dead_after: opts.keepalive * 3 / 2,
+        ..Config::default()
+    };
+    let orchestrator = tokio::spawn(Service::run(
+        ServiceOptions {
+            broker: BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
+            state: state.clone(),
+            cfg,
+            client_id: "gopswarm-orchestrator".into(),
+            gstreamer_version: gst::version_string().to_string(),
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+        Some(ready_tx),
+    ));
+    let service: Service = ready_rx.await.context("orchestrator did not start")?;
+
+    let mut children = Children(Vec::new());
+    let total = opts.duration;
+    children.0.push((
+        "source".into(),
+        spawn_logged(
+            "source",
+            &[
+                "source".into(),
+                "--clip".into(),
+                opts.clip.display().to_string(),
+                "--port".into(),
+                source_port.to_string(),
+                "--duration".into(),
+                total.as_secs_f64().to_string(),
+            ],
+            &logs,
+        )?,
+    ));
+    // Let the source listen before hosts connect.
+    wait_listen(source_port, Duration::from_secs(10))?;
+    let host_ids: Vec<String> = (0..opts.hosts + opts.spares)
+        .map(|i| format!("host-{}", (b'a' + i as u8) as char))
+        .collect();
+    for id in &host_ids {
+        children.0.push((
+            id.clone(),
+            spawn_logged(
+                id,
+                &[
+                    "host".into(),
+                    "--id".into(),
+                    id.clone(),
+                    "--broker".into(),
+                    broker_url.clone(),
+                    "--keepalive".into(),
+                    opts.keepalive.as_secs_f64().to_string(),
+                ],
+                &logs,
+            )?,
+        ));
+    }
+    eprintln!(
+        "demo: source {} for {:.0} s on port {source_port}; hosts {}",
+        opts.clip.display(),
+        total.as_secs_f64(),
+        host_ids.join(", ")
+    );
+    // Wait for the hosts' births, then add the stream through MQTT like any client would.
+    let t0 = Instant::now();
+    while service.controller.lock().unwrap().hosts.len() < host_ids.len() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("hosts did not join within 20 s (see {})", logs.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ctl = control_client(broker_port, "gopswarm-demo-ctl").await?;
+    let def = StreamDef {
+        id: "demo".into(),
+        source: format!("gdp+tcp://127.0.0.1:{source_port}"),
+        profiles: vec![ProfileDef {
+            id: "p360".into(),
+            spec: opts.profile.clone(),
+        }],
+        gop_ns: opts.gop.as_nanos() as u64,
+        redundancy: Some(opts.redundancy),
+        slots: Some(opts.hosts as u32),
+    };
+    ctl.publish(
+        Topic::StreamControl.path(),
+        QoS::AtLeastOnce,
+        false,
+        encode(&StreamCommand::Add { stream: def }),
+    )
+    .await?;
+    let merge_task = tokio::spawn(merge::run(
+        MergeOptions {
+            broker: BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
+            stream: "demo".into(),
+            profile: "p360".into(),
+            out: opts.out.join("demo"),
+            latency_gops: opts.hosts as u64 + 3,
+            idle_timeout: Duration::from_secs(30),
+            progress: false,
+        },
+        std::future::pending::<()>(),
+    ));
+
+    let start = Instant::now();
+    let mut killed: Option<String> = None;
+    let mut handed = false;
+    let mut last_progress = Instant::now();
+    while !merge_task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let el = start.elapsed();
+        let (layout, alive) = {
+            let c = service.controller.lock().unwrap();
+            let layout = c
+                .streams
+                .get("demo")
+                .and_then(|s| s.profiles.get("p360"))
+                .and_then(|p| p.history.last().cloned());
+            let alive = c.hosts.values().filter(|h| h.alive).count();
+            (layout, alive)
+        };
+        if let (Some(at), None, Some(l)) = (opts.kill_at, &killed, &layout)
+            && el >= at
+        {
+            let victim = l.hosts[l.hosts.len() / 2].clone();
+            if let Some((_, child)) = children.0.iter_mut().find(|(n, _)| *n == victim) {
+                // SIGKILL: no goodbye, the broker publishes the last will.
+                child.kill()?;
+                eprintln!("demo: {:>5.1} s  SIGKILL {victim}", el.as_secs_f64());
+                killed = Some(victim);
+            }
+        }
+        if let (Some(at), false, Some(l)) = (opts.handoff_at, handed, &layout)
+            && el >= at
+        {
+            let from = l.hosts[0].clone();
+            ctl.publish(
+                Topic::StreamControl.path(),
+                QoS::AtLeastOnce,
+                false,
+                encode(&StreamCommand::Handoff {
+                    stream: "demo".into(),
+                    profile: "p360".into(),
+                    from_host: from.clone(),
+                    to_host: None,
+                }),
+            )
+            .await?;
+            eprintln!(
+                "demo: {:>5.1} s  planned handoff requested: {from} -> a spare host",
+                el.as_secs_f64()
+            );
+            handed = true;
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            last_progress = Instant::now();
+            match &layout {
+                Some(l) => eprintln!(
+                    "demo: {:>5.1} s  layout epoch {} from GOP {}: {} (r={}), {alive} hosts alive",
+                    el.as_secs_f64(),
+                    l.epoch,
+                    l.from_gop,
+                    l.hosts.join(" "),
+                    l.redundancy
+                ),
+                None => eprintln!("demo: {:>5.1} s  preparing hosts", el.as_secs_f64()),
+            }
+        }
+        if el > total + Duration::from_secs(120) {
+            bail!("demo did not finish in time");
+        }
+    }
+    let summary = merge_task.await??;
+    std::fs::write(
+        opts.out.join("merge-summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    let handoffs = service.controller.lock().unwrap().handoffs.clone();
+    let _ = stop_tx.send(());
+    let _ = orchestrator.await;
+    drop(children);
+
+    let mp4 = summary.mp4.clone();
+    let frames = crate::media::video_frames(&mp4)?;
+    let decode_errors = crate::media::decode_errors(&mp4)?;
+    let gop_frames = {
+        let info = crate::media::stream_info(&opts.clip)?;
+        (opts.gop.as_secs_f64() * info.fps.0 as f64 / info.fps.1 as f64).round() as u64
+    };
+    let info = crate::media::stream_info(&opts.clip)?;
+    let frame_ns = 1_000_000_000i64 * info.fps.1 as i64 / info.fps.0 as i64;
+    let timestamp_gaps = frames
+        .windows(2)
+        .filter(|w| (w[1].ts_ns - w[0].ts_ns - frame_ns).abs() > 1_000_000)
+        .count();
+    let expected = match (summary.first_gop, summary.last_gop) {
+        (Some(a), Some(b)) => (b - a + 1) * gop_frames,
+        _ => 0,
+    };
+    let report = DemoReport {
+        frames: frames.len() as u64,
+        expected_frames: expected,
+        decode_errors,
+        timestamp_gaps,
+        merge: summary,
+        handoffs,
+        killed,
+    };
+    std::fs::write(opts.out.join("summary.txt"), format_report(&report))?;
+    Ok(report)
+}
+
+pub fn format_report(r: &DemoReport) -> String {
+    let mut s = String::new();
+    let m = &r.merge;
+    s += &format!(
+        "stream {}/{}: GOPs {:?}..{:?}\n",
+        m.stream, m.profile, m.first_gop, m.last_gop
+    );
+    s += "GOPs per host:\n";
+    for (h, n) in &m.gops_by_host {
+        s += &format!("  {h:<24} {n}\n");
+    }
+    if let Some(k) = &r.killed {
+        s += &format!("killed: {k}\n");
+    }
+    for h in &r.handoffs {
+        s += &format!(
+            "handoff: {} -> {} at GOP {} (epoch {}, decided at GOP {:?}, {} retries)\n",
+            h.from, h.to, h.switch_gop, h.epoch, h.decided_at_gop, h.retries
+        );
+    }
+    s += &format!(
+        "layout epochs: {}; fenced stale chunks: {}; duplicates dropped: {}; resend requests: {}\n",
+        m.layout_epochs, m.fenced_stale, m.duplicates, m.resend_requests
+    );
+    s += &format!("lost GOPs: {:?}\n", m.lost_gops);
+    s += &format!(
+        "output: {} ({} frames, {} expected, {} timestamp gaps, decode: {}), {}/index.m3u8\n",
+        m.mp4.display(),
+        r.frames,
+        r.expected_frames,
+        r.timestamp_gaps,
+        if r.decode_errors.trim().is_empty() {
+            "clean"
+        } else {
+            "ERRORS"
+        },
+        m.hls.display()
+    );
+    s
+}
+
+async fn control_client(port: u16, id: &str) -> Result<AsyncClient> {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok(client)
+}
+
+pub fn wait_listen(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}

@@ -1,0 +1,734 @@
+//! `gopswarm host`: an encoder host. Joins the swarm over MQTT (retained birth, last-will
+//! death with a per-connection seq), takes its retained assignment and the orchestrator's
+//! commands, runs one GStreamer pipeline per task built from the plugin's elements
+//!
+//! ```text
+//! tcpclientsrc ! gdpdepay ! h264parse ! gopselect ! queue ! profileenc ! partialpay ! appsink
+//! ```
+//!
+//! applies slot and epoch changes at GOP boundaries through `gopselect`'s atomic `assignment`
+//! property (the pipeline never restarts), publishes its chunks on the stream's chunk topic,
+//! keeps the last GOPs to answer the merger's resend requests, and reports heartbeats with
+//! metrics and what it applied.
+
+use anyhow::{Context, Result, bail};
+use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence};
+use gopswarm_proto::*;
+use gst::prelude::*;
+use rumqttc::QoS;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub struct HostOptions {
+    pub id: String,
+    pub broker: BrokerUrl,
+    pub keepalive: Duration,
+    pub max_tasks: u32,
+    /// GOPs of chunks kept per task for resend requests.
+    pub cache_gops: usize,
+    /// Advertise another agent version (tests of version fencing).
+    pub advertise_version: Option<String>,
+}
+
+/// A chunk out of a task's pipeline.
+struct ChunkOut {
+    stream: String,
+    profile: String,
+    bytes: Vec<u8>,
+}
+
+struct Runner {
+    task: Task,
+    pipeline: gst::Pipeline,
+    select: gst::Element,
+    /// EOS sent by us (drain finished) rather than the source's end.
+    finishing: bool,
+    ended: bool,
+    error: Option<String>,
+    gops_sent: u64,
+    last_gop_sent: Option<u64>,
+    cache: VecDeque<(u64, Vec<u8>)>,
+    /// When the source moved past each recent GOP (for the per-GOP latency).
+    gop_ends: VecDeque<(u64, Instant)>,
+    last_current: Option<u64>,
+    /// frames-in when the source first moved past the drained slot's last GOP.
+    drain_mark: Option<u64>,
+}
+
+/// Frames to let through after a drained slot's last GOP (gopselect's default max-reorder).
+const DRAIN_REORDER_FRAMES: u64 = 16;
+
+fn parse_source(url: &str) -> Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("gdp+tcp://")
+        .with_context(|| format!("source {url:?}: expected gdp+tcp://host:port"))?;
+    let (h, p) = rest
+        .rsplit_once(':')
+        .with_context(|| format!("source {url:?} has no port"))?;
+    Ok((h.to_string(), p.parse().context("source port")?))
+}
+
+fn assignment_for(task: &Task) -> String {
+    match task.role {
+        TaskRole::Standby => "assignment, gops=(string)none".to_string(),
+        TaskRole::Active => format!(
+            "assignment, index=(uint){}, count=(uint){}, redundancy=(uint){}, epoch=(guint64){}, switch-gop=(gint64){}, gops=(string)\"\"",
+            task.slot_index, task.slot_count, task.redundancy, task.layout_epoch, task.switch_gop
+        ),
+    }
+}
+
+impl Runner {
+    fn start(task: &Task, host: &str, tx: mpsc::UnboundedSender<ChunkOut>) -> Result<Runner> {
+        let (src_host, src_port) = parse_source(&task.source)?;
+        let pipeline = gst::parse::launch(&format!(
+            "tcpclientsrc host={src_host} port={src_port} ! gdpdepay ! h264parse \
+             ! video/x-h264,alignment=au ! gopselect name=sel gop-duration={} \
+             ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
+             ! profileenc name=enc ! partialpay name=pay ! appsink name=out sync=false",
+            task.gop_ns
+        ))
+        .context("host pipeline")?
+        .downcast::<gst::Pipeline>()
+        .expect("pipeline");
+        let select = pipeline.by_name("sel").unwrap();
+        pipeline
+            .by_name("enc")
+            .unwrap()
+            .set_property("profile", &task.profile_spec);
+        let pay = pipeline.by_name("pay").unwrap();
+        pay.set_property("stream-id", &task.stream);
+        pay.set_property("profile-id", &task.profile);
+        pay.set_property("host-id", host);
+        let sink = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let (stream, profile) = (task.stream.clone(), task.profile.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(buf) = sample.buffer()
+                        && let Ok(map) = buf.map_readable()
+                    {
+                        let _ = tx.send(ChunkOut {
+                            stream: stream.clone(),
+                            profile: profile.clone(),
+                            bytes: map.to_vec(),
+                        });
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        let r = Runner {
+            task: task.clone(),
+            pipeline,
+            select,
+            finishing: false,
+            ended: false,
+            error: None,
+            gops_sent: 0,
+            last_gop_sent: None,
+            cache: VecDeque::new(),
+            gop_ends: VecDeque::new(),
+            last_current: None,
+            drain_mark: None,
+        };
+        r.select.set_property("assignment", assignment_for(task));
+        r.pipeline
+            .set_state(gst::State::Playing)
+            .context("starting the host pipeline")?;
+        Ok(r)
+    }
+
+    fn current_gop(&self) -> Option<u64> {
+        let st = self.select.property::<gst::Structure>("stats");
+        st.get::<i64>("current-gop")
+            .ok()
+            .filter(|g| *g >= 0)
+            .map(|g| g as u64)
+    }
+
+    fn frames_in(&self) -> u64 {
+        let st = self.select.property::<gst::Structure>("stats");
+        st.get::<u64>("frames-in").unwrap_or(0)
+    }
+
+    /// Apply a new desired task for this (stream, profile) at its GOP boundary.
+    fn apply(&mut self, task: &Task) {
+        if *task == self.task {
+            return;
+        }
+        let only_until_changed = Task {
+            until_gop: task.until_gop,
+            ..self.task.clone()
+        } == *task;
+        if only_until_changed && let Some(last) = task.until_gop {
+            self.select.set_property(
+                "assignment",
+                format!(
+                    "assignment, gops=(string)none, switch-gop=(gint64){}",
+                    last + 1
+                ),
+            );
+        } else {
+            self.select.set_property("assignment", assignment_for(task));
+        }
+        self.task = task.clone();
+    }
+
+    fn status(&self) -> TaskStatus {
+        let current = self.current_gop();
+        TaskStatus {
+            stream: self.task.stream.clone(),
+            profile: self.task.profile.clone(),
+            layout_epoch: self.task.layout_epoch,
+            current_gop: current,
+            gops_sent: self.gops_sent,
+            ready: current.is_some() && self.error.is_none(),
+            error: self.error.clone(),
+        }
+    }
+
+    fn stop(&self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+struct Agent {
+    id: String,
+    opts_cache_gops: usize,
+    runners: BTreeMap<(String, String), Runner>,
+    tx: mpsc::UnboundedSender<ChunkOut>,
+    applied_revision: u64,
+    orchestrator_epoch: u64,
+    acks: HashMap<String, Ack>,
+    /// Prepare commands waiting for their pipeline to be ready.
+    pending_ready: Vec<(String, (String, String))>,
+    seq: u64,
+    rejects: RejectCounters,
+    out: Vec<(String, Vec<u8>, bool)>,
+    cpu: CpuMeter,
+    max_tasks: u32,
+    /// Drained tasks already finished (stream, profile, epoch): never restarted.
+    finished: std::collections::HashSet<(String, String, u64)>,
+}
+
+impl Agent {
+    fn publish<M: Message>(&mut self, topic: Topic, msg: &M, retain: bool) {
+        self.out.push((topic.path(), encode(msg), retain));
+    }
+
+    fn ack(&mut self, id: &str, ok: bool, detail: &str, gop: Option<u64>) {
+        let ack = Ack {
+            host: self.id.clone(),
+            id: id.to_string(),
+            ok,
+            detail: detail.to_string(),
+            current_gop: gop,
+        };
+        self.acks.insert(id.to_string(), ack.clone());
+        if self.acks.len() > 4096 {
+            self.acks.clear();
+        }
+        self.publish(Topic::Ack(self.id.clone()), &ack, false);
+    }
+
+    fn ensure(&mut self, task: &Task) -> Result<()> {
+        let key = (task.stream.clone(), task.profile.clone());
+        if task.until_gop.is_some()
+            && self.finished.contains(&(
+                task.stream.clone(),
+                task.profile.clone(),
+                task.layout_epoch,
+            ))
+        {
+            return Ok(());
+        }
+        if let Some(r) = self.runners.get_mut(&key) {
+            if r.error.is_none() && !r.ended {
+                r.apply(task);
+                return Ok(());
+            }
+            r.stop();
+            self.runners.remove(&key);
+        }
+        if self.runners.len() >= self.max_tasks as usize {
+            bail!("host is full ({} tasks)", self.max_tasks);
+        }
+        let r = Runner::start(task, &self.id, self.tx.clone())?;
+        tracing::info!(
+            "{}: task {}/{} started ({:?}, slot {}/{}, epoch {}, from GOP {})",
+            self.id,
+            task.stream,
+            task.profile,
+            task.role,
+            task.slot_index,
+            task.slot_count,
+            task.layout_epoch,
+            task.switch_gop
+        );
+        self.runners.insert(key, r);
+        Ok(())
+    }
+
+    fn drop_task(&mut self, stream: &str, profile: &str) {
+        if let Some(r) = self
+            .runners
+            .remove(&(stream.to_string(), profile.to_string()))
+        {
+            r.stop();
+            tracing::info!("{}: task {stream}/{profile} stopped", self.id);
+        }
+    }
+
+    fn on_assignment(&mut self, a: Assignment) {
+        if a.revision <= self.applied_revision {
+            return;
+        }
+        let wanted: Vec<(String, String)> = a
+            .tasks
+            .iter()
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
+        // A draining task finishes on its own (its last GOP is still in the encoder).
+        let gone: Vec<(String, String)> = self
+            .runners
+            .iter()
+            .filter(|(k, r)| !wanted.contains(k) && r.task.until_gop.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (s, p) in gone {
+            self.drop_task(&s, &p);
+        }
+        for t in &a.tasks {
+            if let Err(e) = self.ensure(t) {
+                tracing::error!("{}: task {}/{}: {e:#}", self.id, t.stream, t.profile);
+            }
+        }
+        self.applied_revision = a.revision;
+        let applied = Applied {
+            host: self.id.clone(),
+            revision: a.revision,
+            tasks: self.runners.values().map(Runner::status).collect(),
+        };
+        self.publish(Topic::Applied(self.id.clone()), &applied, true);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        if let Some(ack) = self.acks.get(&cmd.id).cloned() {
+            // A duplicate (QoS 1 redelivery): same answer, nothing done twice.
+            self.publish(Topic::Ack(self.id.clone()), &ack, false);
+            return;
+        }
+        if cmd.epoch < self.orchestrator_epoch {
+            self.ack(&cmd.id, false, "command of an older orchestrator", None);
+            return;
+        }
+        self.orchestrator_epoch = cmd.epoch;
+        match cmd.kind {
+            CommandKind::Prepare { task } => match self.ensure(&task) {
+                Ok(()) => self
+                    .pending_ready
+                    .push((cmd.id, (task.stream.clone(), task.profile.clone()))),
+                Err(e) => self.ack(&cmd.id, false, &format!("{e:#}"), None),
+            },
+            CommandKind::Commit { task } => {
+                let key = (task.stream.clone(), task.profile.clone());
+                match self.ensure(&task) {
+                    Ok(()) => {
+                        let gop = self.runners.get(&key).and_then(Runner::current_gop);
+                        self.ack(&cmd.id, true, "", gop);
+                    }
+                    Err(e) => self.ack(&cmd.id, false, &format!("{e:#}"), None),
+                }
+            }
+            CommandKind::Abort { stream, profile } => {
+                self.drop_task(&stream, &profile);
+                self.ack(&cmd.id, true, "", None);
+            }
+            CommandKind::Drain {
+                stream,
+                profile,
+                last_gop,
+            } => {
+                let key = (stream, profile);
+                let gop = match self.runners.get_mut(&key) {
+                    Some(r) => {
+                        let t = Task {
+                            until_gop: Some(last_gop),
+                            ..r.task.clone()
+                        };
+                        r.apply(&t);
+                        r.current_gop()
+                    }
+                    None => None,
+                };
+                self.ack(&cmd.id, true, "", gop);
+            }
+        }
+    }
+
+    /// Bus messages, readiness, drains that are done, latency bookkeeping.
+    fn poll_runners(&mut self) {
+        let mut ends = Vec::new();
+        for (key, r) in self.runners.iter_mut() {
+            let bus = r.pipeline.bus().unwrap();
+            while let Some(msg) = bus.pop() {
+                match msg.view() {
+                    gst::MessageView::Error(e) => {
+                        let text = format!("{} ({:?})", e.error(), e.debug());
+                        tracing::error!("task {}/{}: {text}", key.0, key.1);
+                        r.error = Some(text);
+                    }
+                    gst::MessageView::Eos(_) => {
+                        r.ended = true;
+                        if !r.finishing {
+                            ends.push((key.clone(), r.current_gop()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let current = r.current_gop();
+            if current != r.last_current {
+                if let Some(prev) = r.last_current {
+                    r.gop_ends.push_back((prev, Instant::now()));
+                    if r.gop_ends.len() > 64 {
+                        r.gop_ends.pop_front();
+                    }
+                }
+                r.last_current = current;
+            }
+            if let (Some(u), Some(g)) = (r.task.until_gop, current)
+                && g > u
+                && !r.finishing
+            {
+                // Past the last GOP of a drained slot. Frames displayed before the next GOP's
+                // keyframe may still follow it in decode order (gopselect passes up to
+                // max-reorder of them): wait for those, then EOS pushes the encoder's tail out.
+                let frames = r.frames_in();
+                let mark = *r.drain_mark.get_or_insert(frames);
+                if frames >= mark + DRAIN_REORDER_FRAMES {
+                    r.finishing = true;
+                    r.pipeline.send_event(gst::event::Eos::new());
+                }
+            }
+        }
+        for ((s, p), last) in ends {
+            if let Some(last_gop) = last {
+                let end = StreamEnd {
+                    stream: s.clone(),
+                    profile: p.clone(),
+                    host: self.id.clone(),
+                    last_gop,
+                };
+                self.publish(Topic::StreamEnd(s.clone(), p.clone()), &end, false);
+            }
+            tracing::info!("{}: source of {s}/{p} ended", self.id);
+        }
+        let mut still = Vec::new();
+        for (id, key) in std::mem::take(&mut self.pending_ready) {
+            match self.runners.get(&key) {
+                Some(r) if r.error.is_some() => {
+                    let e = r.error.clone().unwrap();
+                    self.ack(&id, false, &e, None);
+                }
+                Some(r) => match r.current_gop() {
+                    Some(g) => self.ack(&id, true, "ready", Some(g)),
+                    None => still.push((id, key)),
+                },
+                None => self.ack(&id, false, "task dropped", None),
+            }
+        }
+        self.pending_ready = still;
+    }
+
+    fn on_chunk(&mut self, c: ChunkOut) -> Option<(String, Vec<u8>)> {
+        let key = (c.stream.clone(), c.profile.clone());
+        let (header, _) = match gopswarm_chunk::parse_ref(&c.bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("own chunk unreadable: {e}");
+                return None;
+            }
+        };
+        if let Some(r) = self.runners.get_mut(&key) {
+            r.gops_sent += 1;
+            r.last_gop_sent = Some(header.gop_index);
+            r.cache.push_back((header.gop_index, c.bytes.clone()));
+            while r.cache.len() > self.opts_cache_gops {
+                r.cache.pop_front();
+            }
+        }
+        Some((Topic::Chunks(c.stream, c.profile).path(), c.bytes))
+    }
+
+    fn heartbeat(&mut self) -> Heartbeat {
+        let frames: u64 = self.runners.values().map(Runner::frames_in).sum();
+        let dt_frames = frames.saturating_sub(self.cpu.last_frames);
+        self.cpu.last_frames = frames;
+        let (cpu, dt) = self.cpu.sample();
+        let latency = self
+            .runners
+            .values()
+            .filter_map(|r| {
+                let g = r.last_gop_sent?;
+                let ended = r.gop_ends.iter().find(|(k, _)| *k == g)?.1;
+                Some(ended.elapsed().as_secs_f32() * 1000.0)
+            })
+            .fold(0f32, f32::max);
+        Heartbeat {
+            host: self.id.clone(),
+            seq: self.seq,
+            metrics: Metrics {
+                cpu_percent: cpu,
+                mem_bytes: rss_bytes(),
+                net_rx_bytes: net_bytes().0,
+                net_tx_bytes: net_bytes().1,
+                encode_fps: if dt > 0.0 { dt_frames as f32 / dt } else { 0.0 },
+                gop_latency_ms: latency,
+                dropped_frames: self
+                    .runners
+                    .values()
+                    .map(|r| {
+                        r.pipeline
+                            .by_name("pay")
+                            .map(|p| p.property::<gst::Structure>("stats"))
+                            .and_then(|s| s.get::<u64>("dropped-frames").ok())
+                            .unwrap_or(0)
+                    })
+                    .sum(),
+            },
+            tasks: self.runners.values().map(Runner::status).collect(),
+        }
+    }
+}
+
+struct CpuMeter {
+    last_ticks: u64,
+    last_at: Instant,
+    last_frames: u64,
+}
+
+impl CpuMeter {
+    fn ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime is the 14th field.
+        let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        num(11) + num(12)
+    }
+
+    /// CPU percent of one core since the last sample, and the seconds elapsed.
+    fn sample(&mut self) -> (f32, f32) {
+        let ticks = Self::ticks();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f32;
+        let dt = self.last_at.elapsed().as_secs_f32();
+        let cpu = if dt > 0.0 {
+            (ticks.saturating_sub(self.last_ticks)) as f32 / hz / dt * 100.0
+        } else {
+            0.0
+        };
+        self.last_ticks = ticks;
+        self.last_at = Instant::now();
+        (cpu, dt)
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64
+}
+
+fn net_bytes() -> (u64, u64) {
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    dev.lines().skip(2).fold((0, 0), |(rx, tx), line| {
+        let f: Vec<&str> = line
+            .split_once(':')
+            .map(|x| x.1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        (rx + n(0), tx + n(8))
+    })
+}
+
+fn capabilities(max_tasks: u32) -> Capabilities {
+    let codecs = [
+        ("h264", "x264enc"),
+        ("h265", "x265enc"),
+        ("vp9", "vp9enc"),
+        ("av1", "av1enc"),
+    ]
+    .iter()
+    .filter(|(_, f)| gst::ElementFactory::find(f).is_some())
+    .map(|(c, _)| c.to_string())
+    .collect();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    Capabilities {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        mem_bytes: mem,
+        codecs,
+        max_tasks,
+    }
+}
+
+/// Run the host until `shutdown` resolves.
+pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    crate::run::init();
+    if !valid_id(&opts.id) {
+        bail!("host id {:?}: use 1-64 of [A-Za-z0-9._-]", opts.id);
+    }
+    let mut versions = this_build_versions(&gst::version_string());
+    if let Some(v) = &opts.advertise_version {
+        versions.agent = v.clone();
+    }
+    let caps = capabilities(opts.max_tasks);
+    let (host, v2, c2) = (opts.id.clone(), versions.clone(), caps.clone());
+    let host2 = opts.id.clone();
+    let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-host-{}", opts.id));
+    options.keep_alive = opts.keepalive;
+    options.subscriptions = vec![
+        (filters::host(&opts.id, "assignment"), QoS::AtLeastOnce),
+        (filters::host(&opts.id, "cmd"), QoS::AtLeastOnce),
+        (format!("{ROOT}/stream/+/resend/+"), QoS::AtLeastOnce),
+    ];
+    options.presence = Some(Presence {
+        birth_topic: Topic::Birth(opts.id.clone()).path(),
+        death_topic: Topic::Death(opts.id.clone()).path(),
+        birth: Box::new(move |seq| {
+            encode(&Birth {
+                host: host.clone(),
+                seq,
+                versions: v2.clone(),
+                capabilities: c2.clone(),
+            })
+        }),
+        death: Box::new(move |seq| {
+            encode(&Death {
+                host: host2.clone(),
+                seq,
+            })
+        }),
+    });
+    let mut link = Link::start(options);
+    let (tx, mut chunks) = mpsc::unbounded_channel();
+    let mut agent = Agent {
+        id: opts.id.clone(),
+        opts_cache_gops: opts.cache_gops,
+        runners: BTreeMap::new(),
+        tx,
+        applied_revision: 0,
+        orchestrator_epoch: 0,
+        acks: HashMap::new(),
+        pending_ready: Vec::new(),
+        seq: 0,
+        rejects: RejectCounters::default(),
+        out: Vec::new(),
+        cpu: CpuMeter {
+            last_ticks: CpuMeter::ticks(),
+            last_at: Instant::now(),
+            last_frames: 0,
+        },
+        max_tasks: opts.max_tasks,
+        finished: Default::default(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut beat = tokio::time::interval(opts.keepalive / 2);
+    tokio::pin!(shutdown);
+    loop {
+        let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => agent.poll_runners(),
+            _ = beat.tick() => {
+                let hb = agent.heartbeat();
+                agent.publish(Topic::Heartbeat(agent.id.clone()), &hb, false);
+            }
+            Some(c) = chunks.recv() => {
+                if let Some(p) = agent.on_chunk(c) { raw.push(p); }
+            }
+            ev = link.events.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    LinkEvent::Connected { seq, session_present } => {
+                        tracing::info!("{}: connected (seq {seq}, session present {session_present})", agent.id);
+                        agent.seq = seq;
+                    }
+                    LinkEvent::Disconnected { error, retry_in } => {
+                        tracing::warn!("{}: broker connection lost ({error}); retry in {retry_in:?}", agent.id);
+                    }
+                    LinkEvent::Message(p) => match decode_publish(&p.topic, &p.payload) {
+                        Ok(Inbound::Assignment(a)) if a.host == agent.id => agent.on_assignment(a),
+                        Ok(Inbound::AssignmentCleared(_)) => {}
+                        Ok(Inbound::Command(h, c)) if h == agent.id => agent.on_command(c),
+                        Ok(Inbound::Resend(r)) => {
+                            if let Some(run) = agent.runners.get(&(r.stream.clone(), r.profile.clone())) {
+                                let topic = Topic::Chunks(r.stream.clone(), r.profile.clone()).path();
+                                for (g, bytes) in &run.cache {
+                                    if r.gops.contains(g) {
+                                        raw.push((topic.clone(), bytes.clone()));
+                                    }
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(reject) => {
+                            agent.rejects.count(&reject);
+                            tracing::warn!("{}: refused payload on {}: {reject}", agent.id, p.topic);
+                        }
+                    },
+                }
+            }
+        }
+        // Retire pipelines whose drain finished.
+        let done: Vec<(String, String)> = agent
+            .runners
+            .iter()
+            .filter(|(_, r)| r.finishing && r.ended)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (s, p) in done {
+            let epoch = agent.runners[&(s.clone(), p.clone())].task.layout_epoch;
+            agent.finished.insert((s.clone(), p.clone(), epoch));
+            agent.drop_task(&s, &p);
+        }
+        for (topic, payload, retain) in std::mem::take(&mut agent.out) {
+            let _ = link
+                .client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await;
+        }
+        for (topic, payload) in raw {
+            let _ = link
+                .client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await;
+        }
+    }
+    for r in agent.runners.values() {
+        r.stop();
+    }
+    let _ = link.client.disconnect().await;
+    Ok(())
+}

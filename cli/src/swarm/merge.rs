@@ -1,0 +1,341 @@
+//! `gopswarm merge`: the merger of one (stream, profile). Takes the hosts' chunks from MQTT
+//! (or from TCP partial streams), fences them with the layout history (a chunk whose epoch is
+//! older than the epoch in force at its GOP is refused: a stale holder adds nothing), drops
+//! duplicates, asks hosts to resend GOPs it misses, and runs
+//!
+//! ```text
+//! appsrc ! partialdepay ! gopmerge ! tee ! h264parse ! mp4mux ! filesink
+//!                                      tee ! h264parse ! hlssink2
+//! ```
+//!
+//! It ends when a host reports the source's end and every GOP up to it is out (or given up
+//! after the latency), and prints a summary: GOPs per host, fenced, duplicates, lost GOPs.
+
+use anyhow::{Context, Result, bail};
+use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions};
+use gopswarm_proto::*;
+use gst::prelude::*;
+use rumqttc::QoS;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct MergeOptions {
+    pub broker: BrokerUrl,
+    pub stream: String,
+    pub profile: String,
+    /// Output prefix: PREFIX.mp4 and PREFIX-hls/.
+    pub out: PathBuf,
+    /// How long a missing GOP is waited for, in GOPs.
+    pub latency_gops: u64,
+    /// Stop when nothing arrived for this long (after the first chunk).
+    pub idle_timeout: Duration,
+    pub progress: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MergeSummary {
+    pub stream: String,
+    pub profile: String,
+    pub first_gop: Option<u64>,
+    pub last_gop: Option<u64>,
+    pub chunks_in: u64,
+    pub gops_by_host: BTreeMap<String, u64>,
+    pub fenced_stale: u64,
+    pub duplicates: u64,
+    pub corrupt: u64,
+    pub resend_requests: u64,
+    pub lost_gops: Vec<u64>,
+    /// gopmerge's own counters.
+    pub merger: BTreeMap<String, u64>,
+    pub layout_epochs: u64,
+    pub mp4: PathBuf,
+    pub hls: PathBuf,
+    pub rejected_payloads: u64,
+    /// Every chunk that went into the merger, in arrival order.
+    pub chunks: Vec<ChunkSeen>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkSeen {
+    pub gop: u64,
+    pub host: String,
+    pub epoch: u64,
+    pub frames: u32,
+    pub short: bool,
+}
+
+struct Merger {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    merge: gst::Element,
+}
+
+impl Merger {
+    fn start(out: &std::path::Path, start_gop: u64, latency: u64, gop_ns: u64) -> Result<Merger> {
+        crate::run::prepare_out(out)?;
+        let mp4 = format!("{}.mp4", out.display());
+        let hls = format!("{}-hls", out.display());
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time is-live=false max-bytes=0 ! partialdepay \
+             ! gopmerge name=merge inputs-by-host=true start-gop={start_gop} latency={latency} ! tee name=v \
+             v. ! queue ! h264parse ! mp4mux ! filesink location=\"{mp4}\" \
+             v. ! queue ! h264parse ! hlssink2 target-duration={} playlist-length=0 max-files=0 \
+                location=\"{hls}/segment%05d.ts\" playlist-location=\"{hls}/index.m3u8\"",
+            (gop_ns / 1_000_000_000).max(1)
+        ))
+        .context("merger pipeline")?
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        src.set_caps(Some(&gst::Caps::new_empty_simple(
+            "application/x-gopswarm-stream",
+        )));
+        let merge = pipeline.by_name("merge").unwrap();
+        pipeline.set_state(gst::State::Playing)?;
+        Ok(Merger {
+            pipeline,
+            src,
+            merge,
+        })
+    }
+
+    fn stats(&self) -> BTreeMap<String, u64> {
+        let st = self.merge.property::<gst::Structure>("stats");
+        st.iter()
+            .filter_map(|(k, v)| v.get::<u64>().ok().map(|v| (k.to_string(), v)))
+            .collect()
+    }
+}
+
+/// Run until the stream ended (or `shutdown`), then finalize the outputs.
+pub async fn run(
+    opts: MergeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<MergeSummary> {
+    crate::run::init();
+    let mut options = LinkOptions::new(
+        opts.broker.clone(),
+        &format!("gopswarm-merge-{}-{}", opts.stream, opts.profile),
+    );
+    options.manual_acks = true;
+    options.subscriptions = ["chunks", "layout", "end"]
+        .iter()
+        .map(|l| {
+            (
+                filters::stream(&opts.stream, l, &opts.profile),
+                QoS::AtLeastOnce,
+            )
+        })
+        .chain([
+            (
+                Topic::StreamDef(opts.stream.clone()).path(),
+                QoS::AtLeastOnce,
+            ),
+            (filters::all_hosts("death"), QoS::AtLeastOnce),
+        ])
+        .collect();
+    let mut link = Link::start(options);
+    let rejects = RejectCounters::default();
+    let mut summary = MergeSummary {
+        stream: opts.stream.clone(),
+        profile: opts.profile.clone(),
+        mp4: PathBuf::from(format!("{}.mp4", opts.out.display())),
+        hls: PathBuf::from(format!("{}-hls", opts.out.display())),
+        ..Default::default()
+    };
+    let mut layout: Option<Layout> = None;
+    let mut gop_ns: u64 = 0;
+    let mut merger: Option<Merger> = None;
+    let mut seen: HashSet<(String, u64, bool)> = HashSet::new();
+    let mut have: BTreeSet<u64> = BTreeSet::new();
+    let mut primaries: BTreeSet<u64> = BTreeSet::new();
+    let mut asked: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut end_gop: Option<u64> = None;
+    let mut end_seen_at: Option<Instant> = None;
+    let mut last_arrival: Option<Instant> = None;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_report = Instant::now();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                let Some(l) = &layout else { continue };
+                let Some(first) = l.history.first() else { continue };
+                if gop_ns == 0 { continue }
+                let gop_dur = Duration::from_nanos(gop_ns);
+                // Missing GOPs with later ones here: ask the hosts again (once per GOP time).
+                if let Some(&top) = have.iter().next_back() {
+                    let missing: Vec<u64> = (first.from_gop..top.saturating_sub(1))
+                        .filter(|g| !have.contains(g))
+                        .filter(|g| asked.get(g).is_none_or(|t| t.elapsed() > gop_dur))
+                        .take(64)
+                        .collect();
+                    if !missing.is_empty() {
+                        for g in &missing {
+                            asked.insert(*g, Instant::now());
+                        }
+                        summary.resend_requests += 1;
+                        let msg = Resend { stream: opts.stream.clone(), profile: opts.profile.clone(), gops: missing };
+                        let _ = link.client.publish(Topic::Resend(opts.stream.clone(), opts.profile.clone()).path(), QoS::AtLeastOnce, false, encode(&msg)).await;
+                    }
+                }
+                if opts.progress && last_report.elapsed() > Duration::from_secs(5) {
+                    last_report = Instant::now();
+                    eprintln!("merge {}/{}: {} GOPs in (up to {:?}), {} fenced, {} duplicates",
+                        opts.stream, opts.profile, have.len(), have.iter().next_back(), summary.fenced_stale, summary.duplicates);
+                }
+                let complete = end_gop.is_some_and(|e| (first.from_gop..=e).all(|g| have.contains(&g)));
+                let waited = end_seen_at.is_some_and(|t| t.elapsed() > gop_dur * opts.latency_gops as u32 + Duration::from_secs(2));
+                let idle = last_arrival.is_some_and(|t| t.elapsed() > opts.idle_timeout);
+                if complete || waited || idle {
+                    if idle && end_gop.is_none() {
+                        eprintln!("merge: nothing for {:?}; finishing", opts.idle_timeout);
+                    }
+                    break;
+                }
+            }
+            ev = link.events.recv() => {
+                let Some(ev) = ev else { break };
+                let LinkEvent::Message(p) = ev else { continue };
+                match decode_publish(&p.topic, &p.payload) {
+                    Ok(Inbound::Layout(l)) => {
+                        if layout.as_ref().is_none_or(|old| old.history.len() <= l.history.len()) {
+                            summary.layout_epochs = l.history.len() as u64;
+                            layout = Some(l);
+                        }
+                    }
+                    Ok(Inbound::StreamDef(d)) => gop_ns = d.gop_ns,
+                    Ok(Inbound::Death(d)) => {
+                        // A dead host sends nothing more: settle its GOPs now (copies or gaps).
+                        if let Some(m) = &merger
+                            && summary.gops_by_host.keys().any(|h| h.split(' ').next() == Some(d.host.as_str()))
+                        {
+                            tracing::info!("merge: {} died; not waiting for it", d.host);
+                            m.merge.emit_by_name::<()>("end-input", &[&d.host]);
+                        }
+                    }
+                    Ok(Inbound::StreamEnd(e)) => {
+                        end_gop = Some(end_gop.map_or(e.last_gop, |g: u64| g.max(e.last_gop)));
+                        end_seen_at.get_or_insert_with(Instant::now);
+                    }
+                    Ok(Inbound::Chunk { bytes, .. }) => held.push(bytes),
+                    Ok(_) => {}
+                    Err(reject) => {
+                        rejects.count(&reject);
+                        tracing::warn!("merge: refused payload on {}: {reject}", p.topic);
+                    }
+                }
+                // Acknowledge only once handled (held chunks are handled below).
+                let _ = link.client.ack(&p).await;
+            }
+        }
+        // Chunks go in once the layout (and so the start GOP) is known.
+        let Some(l) = &layout else { continue };
+        if gop_ns == 0 || l.history.is_empty() {
+            continue;
+        }
+        if merger.is_none() {
+            let first = &l.history[0];
+            let latency = gop_ns * opts.latency_gops;
+            merger = Some(Merger::start(&opts.out, first.from_gop, latency, gop_ns)?);
+            summary.first_gop = Some(first.from_gop);
+        }
+        let m = merger.as_ref().unwrap();
+        for bytes in held.drain(..) {
+            let header = match gopswarm_chunk::parse_ref(&bytes) {
+                Ok((h, _)) => h,
+                Err(e) => {
+                    summary.corrupt += 1;
+                    tracing::warn!("merge: corrupt chunk refused: {e}");
+                    continue;
+                }
+            };
+            let g = header.gop_index;
+            let Some(in_force) = l.epoch_at(g) else {
+                continue;
+            };
+            if header.epoch < in_force.epoch {
+                summary.fenced_stale += 1;
+                tracing::info!(
+                    "merge: GOP {g} from {} refused: epoch {} < {} in force",
+                    header.host_id,
+                    header.epoch,
+                    in_force.epoch
+                );
+                continue;
+            }
+            let key = (header.host_id.clone(), g, header.is_redundant());
+            // Drop exact repeats (QoS 1 redelivery, resends) and copies of what is already in;
+            // a primary still goes in after a redundant copy (gopmerge prefers it).
+            let repeat = !seen.insert(key);
+            let redundant_after_any = header.is_redundant() && have.contains(&g);
+            let primary_again = !header.is_redundant() && primaries.contains(&g);
+            if !header.is_parity() && (repeat || redundant_after_any || primary_again) {
+                summary.duplicates += 1;
+                continue;
+            }
+            if !header.is_parity() {
+                have.insert(g);
+                let who = if header.is_redundant() {
+                    format!("{} (redundant)", header.host_id)
+                } else {
+                    primaries.insert(g);
+                    header.host_id.clone()
+                };
+                *summary.gops_by_host.entry(who.clone()).or_default() += 1;
+                summary.chunks.push(ChunkSeen {
+                    gop: g,
+                    host: who,
+                    epoch: header.epoch,
+                    frames: header.frame_count,
+                    short: header.flags & gopswarm_chunk::flags::SHORT != 0,
+                });
+            }
+            summary.chunks_in += 1;
+            last_arrival = Some(Instant::now());
+            if m.src
+                .push_buffer(gst::Buffer::from_mut_slice(bytes))
+                .is_err()
+            {
+                bail!("merger pipeline stopped");
+            }
+        }
+    }
+    summary.rejected_payloads = rejects.total();
+    if let Some(m) = merger {
+        let _ = m.src.end_of_stream();
+        let bus = m.pipeline.bus().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => break,
+                gst::MessageView::Error(e) => bail!("merger: {} ({:?})", e.error(), e.debug()),
+                gst::MessageView::Element(e) => {
+                    if let Some(s) = e.structure()
+                        && s.name() == "gopswarm-gap"
+                        && let Ok(g) = s.get::<u64>("gop")
+                    {
+                        summary.lost_gops.push(g);
+                    }
+                }
+                _ => {}
+            }
+        }
+        summary.merger = m.stats();
+        summary.last_gop = have.iter().next_back().copied();
+        m.pipeline.set_state(gst::State::Null)?;
+    }
+    let _ = link.client.disconnect().await;
+    Ok(summary)
+}
