@@ -124,6 +124,8 @@ enum Command {
         cache_gops: usize,
         #[arg(long, hide = true)]
         advertise_version: Option<String>,
+        #[arg(long, hide = true)]
+        freeze_after_commit: bool,
     },
     /// Run the orchestrator: registry, swarm controller, handoffs. Embeds an MQTT broker unless
     /// --broker names one.
@@ -480,6 +482,7 @@ fn main() -> Result<()> {
             max_tasks,
             cache_gops,
             advertise_version,
+            freeze_after_commit,
         } => {
             gopswarm::swarm::init_logging();
             let opts = gopswarm::swarm::host::HostOptions {
@@ -489,6 +492,7 @@ fn main() -> Result<()> {
                 max_tasks,
                 cache_gops,
                 advertise_version,
+                freeze_after_commit,
             };
             runtime()?.block_on(gopswarm::swarm::host::run(
                 opts,

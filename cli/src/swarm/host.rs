@@ -29,6 +29,9 @@ pub struct HostOptions {
     pub cache_gops: usize,
     /// Advertise another agent version (tests of version fencing).
     pub advertise_version: Option<String>,
+    /// Test hook: after the first commit, hear nothing more from the orchestrator (a host cut
+    /// off from the control plane that keeps encoding with a stale epoch).
+    pub freeze_after_commit: bool,
 }
 
 /// A chunk out of a task's pipeline.
@@ -214,6 +217,8 @@ struct Agent {
     out: Vec<(String, Vec<u8>, bool)>,
     cpu: CpuMeter,
     max_tasks: u32,
+    freeze_after_commit: bool,
+    frozen: bool,
     /// Drained tasks already finished (stream, profile, epoch): never restarted.
     finished: std::collections::HashSet<(String, String, u64)>,
 }
@@ -287,6 +292,9 @@ impl Agent {
     }
 
     fn on_assignment(&mut self, a: Assignment) {
+        if self.frozen {
+            return;
+        }
         if a.revision <= self.applied_revision {
             return;
         }
@@ -320,6 +328,13 @@ impl Agent {
     }
 
     fn on_command(&mut self, cmd: Command) {
+        if self.frozen {
+            return;
+        }
+        if self.freeze_after_commit && matches!(cmd.kind, CommandKind::Commit { .. }) {
+            tracing::warn!("{}: test hook: frozen after this commit", self.id);
+            self.frozen = true;
+        }
         if let Some(ack) = self.acks.get(&cmd.id).cloned() {
             // A duplicate (QoS 1 redelivery): same answer, nothing done twice.
             self.publish(Topic::Ack(self.id.clone()), &ack, false);
@@ -651,6 +666,8 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
             last_frames: 0,
         },
         max_tasks: opts.max_tasks,
+        freeze_after_commit: opts.freeze_after_commit,
+        frozen: false,
         finished: Default::default(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));

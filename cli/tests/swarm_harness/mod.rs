@@ -1,0 +1,552 @@
+//! A real swarm for tests: mosquitto started and stopped here, the orchestrator, a live source,
+//! encoder hosts and the merger as `gopswarm` processes, and an MQTT observer that records
+//! every message on the wire. Everything is on loopback and is killed when dropped.
+
+#![allow(dead_code)]
+
+use gopswarm_proto::*;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gopswarm");
+pub const STREAM: &str = "cam1";
+pub const PROFILE: &str = "p360";
+pub const SPEC: &str = "h264, width=480, height=270, bitrate=800, complexity=2";
+
+/// The control-plane tests share the machine's two cores: one swarm at a time.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn clip() -> PathBuf {
+    let p = gopswarm::media_dir().join("synthetic-720p25.mp4");
+    assert!(p.exists(), "{} missing: run test-media/fetch.sh", p.display());
+    p
+}
+
+/// A child process killed on drop; its stderr goes to DIR/NAME.log.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(dir: &Path, name: &str, args: &[String]) -> Proc {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info,rumqttc=warn")
+            .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Wait for a clean exit.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let c = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not finish within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// mosquitto on a loopback port of its own, started and stopped by the test.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        m.run();
+        m
+    }
+
+    fn run(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n\
+                 log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n\
+                 log_type information\nconnection_messages true\n",
+                self.port,
+                self.dir.join("mosquitto.log").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto installed (scripts/setup-debian.sh)");
+        self.child = Some(child);
+        assert!(
+            wait_port(self.port, Duration::from_secs(10)),
+            "mosquitto did not listen"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// How many times a client id connected, from mosquitto's own log.
+    pub fn connects(&self, client_id: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {client_id} ")))
+            .count()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message seen on the wire.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: Instant,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Records every message under the protocol root (re-subscribing after broker restarts).
+pub struct Observer {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    client: Client,
+}
+
+impl Observer {
+    pub fn start(port: u16) -> Observer {
+        let mut o = MqttOptions::new(format!("test-observer-{port}"), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        let (client, mut connection) = Client::new(o, 64);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let c2 = client.clone();
+        std::thread::spawn(move || {
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c2.try_subscribe(format!("{ROOT}/#"), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => s2.lock().unwrap().push(Seen {
+                        at: Instant::now(),
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        Observer { seen, client }
+    }
+
+    pub fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .unwrap();
+    }
+
+    pub fn decoded(&self) -> Vec<(Instant, Inbound)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| decode_publish(&s.topic, &s.payload).ok().map(|m| (s.at, m)))
+            .collect()
+    }
+
+    /// The newest layout of the test stream.
+    pub fn layout(&self) -> Option<Layout> {
+        self.decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Layout(l) => Some(l),
+                _ => None,
+            })
+            .max_by_key(|l| l.history.len())
+    }
+
+    pub fn layout_epochs(&self) -> usize {
+        self.layout().map_or(0, |l| l.history.len())
+    }
+
+    /// When each layout epoch was first seen.
+    pub fn layout_times(&self) -> Vec<(u64, Instant)> {
+        let mut out: Vec<(u64, Instant)> = Vec::new();
+        for (at, m) in self.decoded() {
+            if let Inbound::Layout(l) = m
+                && let Some(e) = l.history.last()
+                && !out.iter().any(|(x, _)| *x == e.epoch)
+            {
+                out.push((e.epoch, at));
+            }
+        }
+        out
+    }
+
+    pub fn births(&self) -> Vec<Birth> {
+        self.decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Birth(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn assignments(&self, host: &str) -> Vec<Assignment> {
+        self.decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Assignment(a) if a.host == host => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The latest current GOP any host reported for the test stream.
+    pub fn current_gop(&self) -> Option<u64> {
+        self.decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Heartbeat(h) => h.tasks.iter().filter_map(|t| t.current_gop).max(),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// Chunk headers seen on the wire: (time, header).
+    pub fn chunks(&self) -> Vec<(Instant, gopswarm_chunk::ChunkHeader)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.topic.contains("/chunks/"))
+            .filter_map(|s| {
+                gopswarm_chunk::parse_ref(&s.payload)
+                    .ok()
+                    .map(|(h, _)| (s.at, h))
+            })
+            .collect()
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Observer) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub struct SwarmOptions {
+    pub hosts: usize,
+    pub redundancy: u32,
+    pub slots: u32,
+    pub gop_s: f64,
+    pub duration_s: f64,
+    pub keepalive_s: f64,
+    /// Extra arguments per host index.
+    pub host_args: Vec<(usize, Vec<String>)>,
+    pub latency_gops: u64,
+}
+
+impl Default for SwarmOptions {
+    fn default() -> Self {
+        SwarmOptions {
+            hosts: 3,
+            redundancy: 1,
+            slots: 3,
+            gop_s: 2.0,
+            duration_s: 30.0,
+            keepalive_s: 1.0,
+            host_args: Vec::new(),
+            latency_gops: 6,
+        }
+    }
+}
+
+pub struct Swarm {
+    pub dir: PathBuf,
+    pub broker: Mosquitto,
+    pub orchestrator: Proc,
+    pub source: Proc,
+    pub hosts: Vec<Proc>,
+    pub merger: Proc,
+    pub obs: Observer,
+    pub opts: SwarmOptions,
+}
+
+pub fn host_id(i: usize) -> String {
+    format!("host-{i}")
+}
+
+impl Swarm {
+    pub fn orchestrator_args(&self) -> Vec<String> {
+        orchestrator_args(&self.dir, &self.broker, self.opts.keepalive_s)
+    }
+
+    pub fn start(name: &str, opts: SwarmOptions) -> Swarm {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("control-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let broker = Mosquitto::start(&dir);
+        let obs = Observer::start(broker.port);
+        let orchestrator = Proc::spawn(&dir, "orchestrator", &orchestrator_args(&dir, &broker, opts.keepalive_s));
+        let source_port = free_port();
+        let source = Proc::spawn(
+            &dir,
+            "source",
+            &[
+                "source".into(),
+                "--clip".into(),
+                clip().display().to_string(),
+                "--port".into(),
+                source_port.to_string(),
+                "--duration".into(),
+                opts.duration_s.to_string(),
+            ],
+        );
+        assert!(wait_port(source_port, Duration::from_secs(10)), "source did not listen");
+        let mut hosts = Vec::new();
+        for i in 0..opts.hosts {
+            let mut args = vec![
+                "host".into(),
+                "--id".into(),
+                host_id(i),
+                "--broker".into(),
+                broker.url(),
+                "--keepalive".into(),
+                opts.keepalive_s.to_string(),
+            ];
+            for (j, extra) in &opts.host_args {
+                if *j == i {
+                    args.extend(extra.iter().cloned());
+                }
+            }
+            hosts.push(Proc::spawn(&dir, &host_id(i), &args));
+        }
+        obs.wait_for("host births", Duration::from_secs(20), |o| {
+            let b = o.births();
+            (0..opts.hosts).all(|i| b.iter().any(|x| x.host == host_id(i)))
+        });
+        let merger = Proc::spawn(
+            &dir,
+            "merger",
+            &[
+                "merge".into(),
+                "--broker".into(),
+                broker.url(),
+                "--stream".into(),
+                STREAM.into(),
+                "--profile".into(),
+                PROFILE.into(),
+                "--out".into(),
+                dir.join("out").display().to_string(),
+                "--summary".into(),
+                dir.join("summary.json").display().to_string(),
+                "--latency-gops".into(),
+                opts.latency_gops.to_string(),
+                "--idle-timeout".into(),
+                "20".into(),
+            ],
+        );
+        let st = Command::new(BIN)
+            .args([
+                "stream",
+                "--broker",
+                &broker.url(),
+                "add",
+                "--id",
+                STREAM,
+                "--source",
+                &format!("gdp+tcp://127.0.0.1:{source_port}"),
+                "--profile",
+                &format!("{PROFILE}={SPEC}"),
+                "--gop",
+                &opts.gop_s.to_string(),
+                "--redundancy",
+                &opts.redundancy.to_string(),
+                "--slots",
+                &opts.slots.to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "gopswarm stream add failed");
+        obs.wait_for("first layout", Duration::from_secs(30), |o| o.layout_epochs() >= 1);
+        Swarm {
+            dir,
+            broker,
+            orchestrator,
+            source,
+            hosts,
+            merger,
+            obs,
+            opts,
+        }
+    }
+
+    /// Wait for the source to end and the merger to finish; the merger's summary.
+    pub fn finish(&mut self) -> serde_json::Value {
+        let budget = Duration::from_secs_f64(self.opts.duration_s + 90.0);
+        let st = self.merger.wait(budget);
+        assert!(st.success(), "merger failed: see {}", self.dir.display());
+        let text = std::fs::read_to_string(self.dir.join("summary.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Sleep until a GOP boundary has just passed on the hosts, then half a GOP more.
+    pub fn wait_mid_gop(&self) {
+        let start = self.obs.current_gop();
+        self.obs.wait_for("a GOP boundary", Duration::from_secs(10), |o| o.current_gop() != start);
+        std::thread::sleep(Duration::from_secs_f64(self.opts.gop_s / 2.0));
+    }
+}
+
+pub fn orchestrator_args(dir: &Path, broker: &Mosquitto, keepalive_s: f64) -> Vec<String> {
+    vec![
+        "orchestrator".into(),
+        "--broker".into(),
+        broker.url(),
+        "--state".into(),
+        dir.join("state.redb").display().to_string(),
+        "--keepalive".into(),
+        keepalive_s.to_string(),
+    ]
+}
+
+/// The merged output checked with ffprobe/ffmpeg.
+#[derive(Debug)]
+pub struct OutputCheck {
+    pub frames: usize,
+    pub expected: usize,
+    /// Frame-to-frame steps that are not one frame duration (gaps or duplicates).
+    pub bad_steps: usize,
+    pub decode_errors: String,
+    /// GOPs (indices) with no frame in the output.
+    pub missing_gops: Vec<u64>,
+}
+
+pub fn check_output(dir: &Path, summary: &serde_json::Value, gop_s: f64) -> OutputCheck {
+    let mp4 = dir.join("out.mp4");
+    let frames = gopswarm::media::video_frames(&mp4).unwrap();
+    let decode_errors = gopswarm::media::decode_errors(&mp4).unwrap();
+    let first = summary["first_gop"].as_u64().unwrap();
+    let last = summary["last_gop"].as_u64().unwrap();
+    let gop_frames = (gop_s * 25.0).round() as usize;
+    let frame_ns = 40_000_000i64;
+    let bad_steps = frames
+        .windows(2)
+        .filter(|w| w[1].ts_ns - w[0].ts_ns != frame_ns)
+        .count();
+    // The MP4 starts at 0 at the first GOP: GOP of a frame from its timestamp.
+    let t0 = frames.first().map_or(0, |f| f.ts_ns);
+    let gop_ns = (gop_s * 1e9) as i64;
+    let present: std::collections::BTreeSet<u64> = frames
+        .iter()
+        .map(|f| first + ((f.ts_ns - t0) / gop_ns) as u64)
+        .collect();
+    let missing_gops = (first..=last).filter(|g| !present.contains(g)).collect();
+    OutputCheck {
+        frames: frames.len(),
+        expected: (last - first + 1) as usize * gop_frames,
+        bad_steps,
+        decode_errors,
+        missing_gops,
+    }
+}
