@@ -14,7 +14,10 @@ fn assert_frame_exact(swarm: &Swarm, summary: &serde_json::Value) -> OutputCheck
     assert_eq!(c.frames, c.expected, "{c:?}\n{summary:#}");
     assert_eq!(c.bad_steps, 0, "{c:?}");
     assert!(c.decode_errors.is_empty(), "{c:?}");
-    assert!(summary["lost_gops"].as_array().unwrap().is_empty(), "{summary:#}");
+    assert!(
+        summary["lost_gops"].as_array().unwrap().is_empty(),
+        "{summary:#}"
+    );
     c
 }
 
@@ -22,18 +25,34 @@ fn assert_frame_exact(swarm: &Swarm, summary: &serde_json::Value) -> OutputCheck
 fn host_killed_mid_gop_with_redundancy_loses_nothing() {
     let _serial = serial();
     let mut swarm = Swarm::start("kill-r1", SwarmOptions::default());
-    swarm.obs.wait_for("a few GOPs merged", Duration::from_secs(30), |o| o.chunks().len() >= 6);
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 6
+        });
     let victim_slot = 1;
     let victim = swarm.obs.layout().unwrap().history[0].hosts[victim_slot].clone();
     swarm.wait_mid_gop();
     let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
     let killed_at = Instant::now();
     swarm.hosts[i].signal(libc::SIGKILL);
-    swarm.obs.wait_for("the re-deal", Duration::from_secs(10), |o| o.layout_epochs() >= 2);
-    let (_, seen_at) = swarm.obs.layout_times().into_iter().find(|(e, _)| *e == 2).unwrap();
+    swarm
+        .obs
+        .wait_for("the re-deal", Duration::from_secs(10), |o| {
+            o.layout_epochs() >= 2
+        });
+    let (_, seen_at) = swarm
+        .obs
+        .layout_times()
+        .into_iter()
+        .find(|(e, _)| *e == 2)
+        .unwrap();
     let detect = seen_at.duration_since(killed_at);
     let limit = Duration::from_secs_f64(1.5 * swarm.opts.keepalive_s);
-    assert!(detect <= limit, "re-deal {detect:?} after the kill (limit {limit:?})");
+    assert!(
+        detect <= limit,
+        "re-deal {detect:?} after the kill (limit {limit:?})"
+    );
     let l = swarm.obs.layout().unwrap();
     assert!(!l.history[1].hosts.contains(&victim));
     let summary = swarm.finish();
@@ -51,7 +70,11 @@ fn host_killed_without_redundancy_loses_only_reported_gops() {
             ..Default::default()
         },
     );
-    swarm.obs.wait_for("a few GOPs merged", Duration::from_secs(30), |o| o.chunks().len() >= 4);
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 4
+        });
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
     swarm.wait_mid_gop();
     let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
@@ -67,7 +90,10 @@ fn host_killed_without_redundancy_loses_only_reported_gops() {
     // Bounded: the victim's GOPs between its death and the switch GOP (margin 2): at most one
     // in three GOPs over ~3 GOPs.
     assert!(!lost.is_empty() && lost.len() <= 2, "lost {lost:?}");
-    assert_eq!(lost, c.missing_gops, "reported gaps must be what ffprobe finds missing");
+    assert_eq!(
+        lost, c.missing_gops,
+        "reported gaps must be what ffprobe finds missing"
+    );
     assert_eq!(c.frames, c.expected - lost.len() * 50, "{c:?}");
     assert!(c.decode_errors.is_empty(), "{c:?}");
 }
@@ -92,7 +118,11 @@ fn fifty_planned_handoffs_land_on_their_committed_gops() {
     let mut last_request = Instant::now() - Duration::from_secs(60);
     let deadline = Instant::now() + Duration::from_secs(200);
     while swarm.obs.layout_epochs() < handoffs + 1 {
-        assert!(Instant::now() < deadline, "only {} layouts after {requested} requests", swarm.obs.layout_epochs());
+        assert!(
+            Instant::now() < deadline,
+            "only {} layouts after {requested} requests",
+            swarm.obs.layout_epochs()
+        );
         let epochs = swarm.obs.layout_epochs();
         // One at a time: ask once the previous one landed; ask again while it is refused
         // (the last holder still drains its final GOP, the orchestrator is busy).
@@ -105,7 +135,9 @@ fn fifty_planned_handoffs_land_on_their_committed_gops() {
                 from_host: from,
                 to_host: None,
             };
-            swarm.obs.publish(&Topic::StreamControl.path(), encode(&cmd), false);
+            swarm
+                .obs
+                .publish(&Topic::StreamControl.path(), encode(&cmd), false);
             if epochs == requested + 1 {
                 requested += 1;
             }
@@ -125,11 +157,261 @@ fn fifty_planned_handoffs_land_on_their_committed_gops() {
         let host = c["host"].as_str().unwrap();
         let e = layout.epoch_at(g).unwrap();
         let holder = &e.hosts[(g % e.hosts.len() as u64) as usize];
-        assert_eq!(host, holder, "GOP {g}: from {host}, layout epoch {} says {holder}", e.epoch);
+        assert_eq!(
+            host, holder,
+            "GOP {g}: from {host}, layout epoch {} says {holder}",
+            e.epoch
+        );
         assert_eq!(c["epoch"].as_u64().unwrap(), e.epoch, "GOP {g}");
     }
     let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
     assert_eq!(check.bad_steps, 0, "{check:?}");
     assert!(check.decode_errors.is_empty(), "{check:?}");
     assert!(check.missing_gops.is_empty(), "{check:?}");
+}
+
+#[test]
+fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let _serial = serial();
+    let mut swarm = Swarm::start("broker-restart", SwarmOptions::default());
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 6
+        });
+    let epochs_before = swarm.obs.layout_epochs();
+    swarm.broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    swarm.broker.restart();
+    let summary = swarm.finish();
+    let c = assert_frame_exact(&swarm, &summary);
+    // Nobody was declared dead for the outage: the layout did not change.
+    assert_eq!(swarm.obs.layout_epochs(), epochs_before);
+    // Reconnected with backoff, once each: no storm (mosquitto's own log).
+    for i in 0..swarm.opts.hosts {
+        let n = swarm
+            .broker
+            .connects(&format!("gopswarm-host-{}", host_id(i)));
+        assert!((2..=3).contains(&n), "host-{i} connected {n} times");
+    }
+    let n = swarm.broker.connects("gopswarm-orchestrator");
+    assert!((2..=3).contains(&n), "orchestrator connected {n} times");
+    eprintln!(
+        "broker restart: {} frames, {} resend requests, {} duplicates dropped",
+        c.frames, summary["resend_requests"], summary["duplicates"]
+    );
+}
+
+#[test]
+fn orchestrator_restart_keeps_assignments() {
+    let _serial = serial();
+    let mut swarm = Swarm::start("orchestrator-restart", SwarmOptions::default());
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 4
+        });
+    let revisions = |o: &Observer| -> Vec<u64> {
+        (0..3)
+            .map(|i| {
+                o.assignments(&host_id(i))
+                    .iter()
+                    .map(|a| a.revision)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let before = revisions(&swarm.obs);
+    swarm.orchestrator.signal(libc::SIGKILL);
+    swarm.orchestrator.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let args = swarm.orchestrator_args();
+    swarm.orchestrator = Proc::spawn(&swarm.dir, "orchestrator-2", &args);
+    // It is back (its retained status says online with a new epoch) ...
+    swarm
+        .obs
+        .wait_for("orchestrator epoch 2", Duration::from_secs(15), |o| {
+            o.decoded().iter().any(
+                |(_, m)| matches!(m, Inbound::OrchestratorStatus(s) if s.online && s.epoch == 2),
+            )
+        });
+    std::thread::sleep(Duration::from_secs(4));
+    // ... and changed nobody's assignment.
+    assert_eq!(revisions(&swarm.obs), before);
+    assert_eq!(swarm.obs.layout_epochs(), 1);
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    assert_eq!(
+        swarm.obs.layout_epochs(),
+        1,
+        "no reassignment without cause"
+    );
+}
+
+#[test]
+fn stale_epoch_host_is_fenced_by_the_merger() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "stale-epoch",
+        SwarmOptions {
+            hosts: 4,
+            redundancy: 0,
+            host_args: vec![(0, vec!["--freeze-after-commit".into()])],
+            ..Default::default()
+        },
+    );
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 3
+        });
+    let l = swarm.obs.layout().unwrap();
+    assert_eq!(l.history[0].hosts[0], host_id(0));
+    let cmd = StreamCommand::Handoff {
+        stream: STREAM.into(),
+        profile: PROFILE.into(),
+        from_host: host_id(0),
+        to_host: Some(host_id(3)),
+    };
+    swarm
+        .obs
+        .publish(&Topic::StreamControl.path(), encode(&cmd), false);
+    swarm
+        .obs
+        .wait_for("the handoff", Duration::from_secs(20), |o| {
+            o.layout_epochs() >= 2
+        });
+    let k = swarm.obs.layout().unwrap().history[1].from_gop;
+    // The frozen host never heard of it and goes on with epoch 1 past k ...
+    swarm
+        .obs
+        .wait_for("stale chunks on the wire", Duration::from_secs(30), |o| {
+            o.chunks()
+                .iter()
+                .any(|(_, h)| h.host_id == host_id(0) && h.gop_index >= k && h.epoch == 1)
+        });
+    let summary = swarm.finish();
+    // ... and the merger refused every one of them.
+    assert!(
+        summary["fenced_stale"].as_u64().unwrap() >= 1,
+        "{summary:#}"
+    );
+    for c in summary["chunks"].as_array().unwrap() {
+        let g = c["gop"].as_u64().unwrap();
+        if g >= k {
+            assert_ne!(
+                c["host"].as_str().unwrap(),
+                host_id(0),
+                "GOP {g} from the stale host"
+            );
+        }
+    }
+    assert_frame_exact(&swarm, &summary);
+}
+
+#[test]
+fn bad_payloads_on_every_topic_change_nothing() {
+    let _serial = serial();
+    let mut swarm = Swarm::start("bad-payloads", SwarmOptions::default());
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 4
+        });
+    let h = host_id(0);
+    let topics = [
+        Topic::Birth(h.clone()),
+        Topic::Death(h.clone()),
+        Topic::Heartbeat(h.clone()),
+        Topic::Assignment(h.clone()),
+        Topic::Applied(h.clone()),
+        Topic::Command(h.clone()),
+        Topic::Ack(h.clone()),
+        Topic::StreamDef(STREAM.into()),
+        Topic::Layout(STREAM.into(), PROFILE.into()),
+        Topic::Chunks(STREAM.into(), PROFILE.into()),
+        Topic::StreamEnd(STREAM.into(), PROFILE.into()),
+        Topic::Resend(STREAM.into(), PROFILE.into()),
+        Topic::StreamControl,
+        Topic::OrchestratorStatus,
+    ];
+    let oversized = format!(
+        "{{\"v\":1,\"pad\":\"{}\"}}",
+        "x".repeat(MAX_CONTROL_PAYLOAD + 10)
+    );
+    let payloads: Vec<Vec<u8>> = vec![
+        b"{not json".to_vec(),
+        br#"{"v":99,"host":"host-0","seq":1}"#.to_vec(),
+        br#"{"host":"host-0","seq":1}"#.to_vec(),
+        oversized.into_bytes(),
+        br#"{"v":1,"host":"someone-else","seq":1}"#.to_vec(),
+        (0..=255u8).collect(),
+    ];
+    for t in &topics {
+        for p in &payloads {
+            swarm.obs.publish(&t.path(), p.clone(), false);
+        }
+    }
+    // A well-formed death of an old connection: stale, must not kill host-0.
+    swarm.obs.publish(
+        &Topic::Death(h.clone()).path(),
+        encode(&Death {
+            host: h.clone(),
+            seq: 1,
+        }),
+        false,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for p in swarm.hosts.iter_mut() {
+        assert!(p.alive(), "{} died", p.name);
+    }
+    assert!(swarm.orchestrator.alive(), "orchestrator died");
+    assert_eq!(swarm.obs.layout_epochs(), 1, "bad input changed the layout");
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    assert!(
+        summary["rejected_payloads"].as_u64().unwrap() >= 5,
+        "{summary:#}"
+    );
+    assert!(summary["corrupt"].as_u64().unwrap() >= 1, "{summary:#}");
+    let log = std::fs::read_to_string(swarm.dir.join("orchestrator.log")).unwrap();
+    let refused = log.matches("refused payload").count();
+    // Five topics the orchestrator listens to (birth, death, heartbeat, applied, ack, ctl) x
+    // the payloads that cannot decode.
+    assert!(refused >= 25, "orchestrator refused {refused} payloads");
+    assert!(log.contains("stale death"), "stale death not reported");
+}
+
+#[test]
+fn incompatible_host_never_gets_a_slot() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "incompatible",
+        SwarmOptions {
+            hosts: 2,
+            slots: 2,
+            redundancy: 0,
+            duration_s: 14.0,
+            host_args: vec![(1, vec!["--advertise-version".into(), "9.9.0".into()])],
+            ..Default::default()
+        },
+    );
+    let l = swarm.obs.layout().unwrap();
+    assert_eq!(l.history[0].hosts, vec![host_id(0)]);
+    let summary = swarm.finish();
+    assert!(
+        swarm
+            .obs
+            .assignments(&host_id(1))
+            .iter()
+            .all(|a| a.tasks.is_empty())
+    );
+    assert!(
+        !summary["gops_by_host"]
+            .as_object()
+            .unwrap()
+            .contains_key(&host_id(1))
+    );
+    assert_frame_exact(&swarm, &summary);
 }

@@ -257,6 +257,14 @@ impl Controller {
         self.republish();
     }
 
+    /// Our own link to the broker was down: silence in that time says nothing about the hosts.
+    /// Give every live host a fresh `dead_after` from `now`.
+    pub fn grace(&mut self, now: Instant) {
+        for h in self.hosts.values_mut().filter(|h| h.alive) {
+            h.last_seen = Some(now);
+        }
+    }
+
     /// Publish every retained desired state again (after a restart of ours or the broker's).
     pub fn republish(&mut self) {
         let ids: Vec<String> = self.hosts.keys().cloned().collect();

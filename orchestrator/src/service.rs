@@ -113,13 +113,16 @@ impl Service {
         });
         let mut link = Link::start(options);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut connected = false;
         tokio::pin!(shutdown);
         loop {
             let outs = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
                     let mut c = controller.lock().unwrap();
-                    c.tick(Instant::now());
+                    if connected {
+                        c.tick(Instant::now());
+                    }
                     persist(&store, &mut c);
                     c.take_out()
                 }
@@ -128,6 +131,8 @@ impl Service {
                     match ev {
                         LinkEvent::Connected { session_present, .. } => {
                             tracing::info!("connected to the broker (session present: {session_present})");
+                            connected = true;
+                            controller.lock().unwrap().grace(Instant::now());
                             if !session_present {
                                 // The broker lost its retained state (restart without
                                 // persistence): publish every desired state again.
@@ -139,6 +144,7 @@ impl Service {
                             }
                         }
                         LinkEvent::Disconnected { error, retry_in } => {
+                            connected = false;
                             tracing::warn!("broker connection lost ({error}); retrying in {retry_in:?}");
                             Vec::new()
                         }

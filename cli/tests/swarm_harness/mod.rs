@@ -45,7 +45,11 @@ pub fn wait_port(port: u16, timeout: Duration) -> bool {
 
 pub fn clip() -> PathBuf {
     let p = gopswarm::media_dir().join("synthetic-720p25.mp4");
-    assert!(p.exists(), "{} missing: run test-media/fetch.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run test-media/fetch.sh",
+        p.display()
+    );
     p
 }
 
@@ -182,7 +186,9 @@ impl Mosquitto {
     pub fn connects(&self, client_id: &str) -> usize {
         let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
         log.lines()
-            .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {client_id} ")))
+            .filter(|l| {
+                l.contains("New client connected") && l.contains(&format!(" as {client_id} "))
+            })
             .count()
     }
 }
@@ -387,7 +393,11 @@ impl Swarm {
         std::fs::create_dir_all(&dir).unwrap();
         let broker = Mosquitto::start(&dir);
         let obs = Observer::start(broker.port);
-        let orchestrator = Proc::spawn(&dir, "orchestrator", &orchestrator_args(&dir, &broker, opts.keepalive_s));
+        let orchestrator = Proc::spawn(
+            &dir,
+            "orchestrator",
+            &orchestrator_args(&dir, &broker, opts.keepalive_s),
+        );
         let source_port = free_port();
         let source = Proc::spawn(
             &dir,
@@ -402,7 +412,10 @@ impl Swarm {
                 opts.duration_s.to_string(),
             ],
         );
-        assert!(wait_port(source_port, Duration::from_secs(10)), "source did not listen");
+        assert!(
+            wait_port(source_port, Duration::from_secs(10)),
+            "source did not listen"
+        );
         let mut hosts = Vec::new();
         for i in 0..opts.hosts {
             let mut args = vec![
@@ -468,7 +481,9 @@ impl Swarm {
             .status()
             .unwrap();
         assert!(st.success(), "gopswarm stream add failed");
-        obs.wait_for("first layout", Duration::from_secs(30), |o| o.layout_epochs() >= 1);
+        obs.wait_for("first layout", Duration::from_secs(30), |o| {
+            o.layout_epochs() >= 1
+        });
         Swarm {
             dir,
             broker,
@@ -493,7 +508,10 @@ impl Swarm {
     /// Sleep until a GOP boundary has just passed on the hosts, then half a GOP more.
     pub fn wait_mid_gop(&self) {
         let start = self.obs.current_gop();
-        self.obs.wait_for("a GOP boundary", Duration::from_secs(10), |o| o.current_gop() != start);
+        self.obs
+            .wait_for("a GOP boundary", Duration::from_secs(10), |o| {
+                o.current_gop() != start
+            });
         std::thread::sleep(Duration::from_secs_f64(self.opts.gop_s / 2.0));
     }
 }
