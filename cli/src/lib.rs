@@ -1,6 +1,7 @@
 //! Library behind the `gopswarm` command: media checks, the shipped pipelines, QA and benchmarks.
 
 pub mod bench;
+pub mod bench_control;
 pub mod media;
 pub mod pipelines;
 pub mod plot;

@@ -57,6 +57,23 @@ enum Command {
     },
     /// Print the chunk headers of a partial stream file (what partialpay wrote).
     Chunks { file: PathBuf },
+    /// Control-plane benchmarks: the orchestrator's assignment round for a large simulated
+    /// swarm (p50/p99), and control messages per second through mosquitto and the embedded
+    /// broker on loopback.
+    BenchControl {
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 2_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 3)]
+        slots: u32,
+        /// Rounds to time
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Messages per broker throughput run
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+    },
     /// The whole swarm on this machine: embedded MQTT broker, orchestrator, a live-looped
     /// sample clip, encoder host processes and the merger. Kills a host part-way, performs a
     /// planned handoff later, prints progress and a summary, and checks the output with ffprobe.
@@ -413,6 +430,16 @@ fn main() -> Result<()> {
                 "{} chunks; {} bytes skipped, {} corrupt",
                 s.chunks, s.bytes_skipped, s.corrupt
             );
+        }
+        Command::BenchControl {
+            hosts,
+            streams,
+            slots,
+            rounds,
+            messages,
+        } => {
+            gopswarm::bench_control::print_assignment(hosts, streams, slots, rounds);
+            gopswarm::bench_control::print_throughput(messages)?;
         }
         Command::Demo {
             clip,

@@ -206,6 +206,9 @@ pub struct Controller {
     /// Orchestrator epoch: increases at every start, carried by commands.
     pub epoch: u64,
     pub hosts: BTreeMap<String, HostRecord>,
+    /// Hosts that can take a task, least loaded first (ties by id).
+    free: BTreeSet<(usize, String)>,
+    indexed_load: HashMap<String, usize>,
     pub streams: BTreeMap<String, StreamRecord>,
     pub next_cmd: u64,
     pub stats: ControllerStats,
@@ -225,6 +228,8 @@ impl Controller {
             versions,
             epoch,
             hosts: BTreeMap::new(),
+            free: BTreeSet::new(),
+            indexed_load: HashMap::new(),
             streams: BTreeMap::new(),
             next_cmd: 0,
             stats: ControllerStats::default(),
@@ -249,7 +254,9 @@ impl Controller {
         self.next_cmd = next_cmd;
         for mut h in hosts {
             h.last_seen = Some(now);
-            self.hosts.insert(h.id.clone(), h);
+            let id = h.id.clone();
+            self.hosts.insert(id.clone(), h);
+            self.reindex(&id);
         }
         for s in streams {
             self.streams.insert(s.def.id.clone(), s);
@@ -358,12 +365,19 @@ impl Controller {
         let h = self.hosts.get_mut(host).expect("known host");
         h.tasks
             .retain(|t| !(t.stream == stream && t.profile == profile));
+        // A standby task travels in its Prepare command only: it is transient (committed or
+        // aborted within the prepare timeout), and a host that restarts meanwhile simply
+        // lets the prepare time out. It still counts in the host's load.
+        let standby = task.as_ref().is_some_and(|t| t.role == TaskRole::Standby);
         if let Some(t) = task {
             h.tasks.push(t);
         }
         h.revision += 1;
         self.dirty_hosts.insert(host.to_string());
-        self.publish_assignment(host);
+        if !standby {
+            self.publish_assignment(host);
+        }
+        self.reindex(host);
     }
 
     fn task_of(&self, host: &str, stream: &str, profile: &str) -> Option<&Task> {
@@ -401,13 +415,25 @@ impl Controller {
 
     /// Compatible, alive hosts with room, least loaded first (ties by id), excluding `busy`.
     fn pick_hosts(&self, n: usize, exclude: &BTreeSet<&str>) -> Vec<String> {
-        let mut free: Vec<&HostRecord> = self
-            .hosts
-            .values()
-            .filter(|h| h.can_take() && !exclude.contains(h.id.as_str()))
-            .collect();
-        free.sort_by_key(|h| (h.load(), h.id.clone()));
-        free.into_iter().take(n).map(|h| h.id.clone()).collect()
+        self.free
+            .iter()
+            .filter(|(_, id)| !exclude.contains(id.as_str()))
+            .take(n)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// Keep the free-host index (hosts that can take a task, by load) in step with `host`.
+    fn reindex(&mut self, host: &str) {
+        if let Some(load) = self.indexed_load.remove(host) {
+            self.free.remove(&(load, host.to_string()));
+        }
+        if let Some(h) = self.hosts.get(host)
+            && h.can_take()
+        {
+            self.free.insert((h.load(), host.to_string()));
+            self.indexed_load.insert(host.to_string(), h.load());
+        }
     }
 
     // ---- inputs --------------------------------------------------------------------------
@@ -439,6 +465,7 @@ impl Controller {
             self.stats.births += 1;
         }
         self.dirty_hosts.insert(b.host.clone());
+        self.reindex(&b.host);
         if self.hosts[&b.host].incompatible.is_some() && !self.hosts[&b.host].tasks.is_empty() {
             // Never leave a slot with a host that cannot hold it.
             self.host_lost(&b.host, now);
@@ -784,6 +811,7 @@ impl Controller {
             h.revision += 1;
             self.publish_assignment(host);
         }
+        self.reindex(host);
         // Operations the host took part in.
         let keys: Vec<(String, String)> = self
             .streams

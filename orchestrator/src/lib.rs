@@ -1,6 +1,7 @@
 //! gopswarm orchestrator: the swarm controller ([`controller`]), its state store ([`store`]),
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]).
 
+pub mod bench;
 pub mod broker;
 pub mod controller;
 pub mod service;

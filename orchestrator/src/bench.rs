@@ -1,0 +1,104 @@
+//! Benchmarks of the controller alone (no network): one assignment round places every stream
+//! of a large swarm (prepare, ready acks, first layout), as the orchestrator does after a
+//! cold start with an empty state.
+
+use crate::controller::{Config, Controller};
+use gopswarm_proto::*;
+use std::time::{Duration, Instant};
+
+pub struct RoundTimes {
+    /// Whole rounds (all streams placed and committed).
+    pub rounds: Vec<Duration>,
+    /// Single stream placements (add + acks + commit) across all rounds.
+    pub per_stream: Vec<Duration>,
+    pub messages_per_round: usize,
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn versions() -> Versions {
+    this_build_versions("bench")
+}
+
+/// A controller with `hosts` live hosts (each takes `tasks_per_host` tasks).
+pub fn swarm(hosts: usize, tasks_per_host: u32) -> Controller {
+    let now = Instant::now();
+    let mut c = Controller::new(Config::default(), versions(), 1);
+    for i in 0..hosts {
+        c.on_birth(
+            Birth {
+                host: format!("h{i:05}"),
+                seq: 1,
+                versions: versions(),
+                capabilities: Capabilities {
+                    cores: 16,
+                    mem_bytes: 1 << 34,
+                    codecs: vec!["h264".into()],
+                    max_tasks: tasks_per_host,
+                },
+            },
+            now,
+        );
+    }
+    c.take_out();
+    c
+}
+
+/// Place `streams` streams of `slots` slots over a fresh swarm of `hosts`, `repeat` times.
+pub fn assignment_rounds(hosts: usize, streams: usize, slots: u32, repeat: usize) -> RoundTimes {
+    let mut out = RoundTimes {
+        rounds: Vec::new(),
+        per_stream: Vec::new(),
+        messages_per_round: 0,
+    };
+    for _ in 0..repeat {
+        let mut c = swarm(hosts, 2);
+        let round = Instant::now();
+        let mut messages = 0;
+        for s in 0..streams {
+            let t = Instant::now();
+            let def = StreamDef {
+                id: format!("s{s:05}"),
+                source: "gdp+tcp://127.0.0.1:7000".into(),
+                profiles: vec![ProfileDef {
+                    id: "p720".into(),
+                    spec: "h264, bitrate=3000".into(),
+                }],
+                gop_ns: 2_000_000_000,
+                redundancy: Some(1),
+                slots: Some(slots),
+            };
+            c.add_stream(def, Instant::now()).expect("stream added");
+            let outs = c.take_out();
+            messages += outs.len();
+            // Every prepared host answers ready.
+            for o in outs.iter().filter(|o| o.topic.ends_with("/cmd")) {
+                if let Ok(Inbound::Command(h, cmd)) = decode_publish(&o.topic, &o.payload) {
+                    c.on_ack(
+                        Ack {
+                            host: h,
+                            id: cmd.id,
+                            ok: true,
+                            detail: String::new(),
+                            current_gop: Some(10),
+                        },
+                        Instant::now(),
+                    );
+                }
+            }
+            messages += c.take_out().len();
+            out.per_stream.push(t.elapsed());
+        }
+        out.rounds.push(round.elapsed());
+        out.messages_per_round = messages;
+    }
+    out.rounds.sort();
+    out.per_stream.sort();
+    out
+}
