@@ -105,6 +105,9 @@ enum Command {
         /// Ask for a planned handoff after this many seconds (negative: never)
         #[arg(long, default_value_t = 35.0, allow_negative_numbers = true)]
         handoff_at: f64,
+        /// Planned handoffs to perform, one after the other
+        #[arg(long, default_value_t = 1)]
+        handoffs: usize,
         /// MQTT keep-alive and heartbeat interval, seconds
         #[arg(long, default_value_t = 2.0)]
         keepalive: f64,
@@ -452,6 +455,7 @@ fn main() -> Result<()> {
             profile,
             kill_at,
             handoff_at,
+            handoffs,
             keepalive,
         } => {
             gopswarm::swarm::init_logging_quiet();
@@ -471,6 +475,7 @@ fn main() -> Result<()> {
                 profile,
                 kill_at: (kill_at >= 0.0).then(|| secs(kill_at)).transpose()?,
                 handoff_at: (handoff_at >= 0.0).then(|| secs(handoff_at)).transpose()?,
+                handoffs,
                 keepalive: secs(keepalive)?,
             };
             let report = runtime()?.block_on(gopswarm::swarm::demo::run(opts))?;

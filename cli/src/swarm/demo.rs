@@ -27,6 +27,8 @@ pub struct DemoOptions {
     pub profile: String,
     pub kill_at: Option<Duration>,
     pub handoff_at: Option<Duration>,
+    /// Planned handoffs to perform, one after the other, from `handoff_at` on.
+    pub handoffs: usize,
     pub keepalive: Duration,
 }
 
@@ -201,7 +203,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
 
     let start = Instant::now();
     let mut killed: Option<String> = None;
-    let mut handed = false;
+    let mut handed = 0usize;
+    let mut last_handoff = Instant::now();
     let mut last_progress = Instant::now();
     while !merge_task.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -227,10 +230,27 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
                 killed = Some(victim);
             }
         }
-        if let (Some(at), false, Some(l)) = (opts.handoff_at, handed, &layout)
+        let landed = service
+            .controller
+            .lock()
+            .unwrap()
+            .handoffs
+            .iter()
+            .filter(|h| h.switch_gop > 0)
+            .count();
+        // One handoff at a time: the next once the previous landed; a refused one (the last
+        // holder still drains its final GOP) is asked again after 2 s.
+        if let (Some(at), Some(l)) = (opts.handoff_at, &layout)
             && el >= at
+            && handed < opts.handoffs
+            && (landed == handed || last_handoff.elapsed() > Duration::from_secs(2))
+            && !(landed < handed && last_handoff.elapsed() < Duration::from_secs(2))
         {
-            let from = l.hosts[0].clone();
+            if landed == handed {
+                handed += 1;
+            }
+            last_handoff = Instant::now();
+            let from = l.hosts[(handed - 1) % l.hosts.len()].clone();
             ctl.publish(
                 Topic::StreamControl.path(),
                 QoS::AtLeastOnce,
@@ -244,10 +264,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             )
             .await?;
             eprintln!(
-                "demo: {:>5.1} s  planned handoff requested: {from} -> a spare host",
-                el.as_secs_f64()
+                "demo: {:>5.1} s  planned handoff {handed}/{} requested: {from} -> a spare host",
+                el.as_secs_f64(),
+                opts.handoffs
             );
-            handed = true;
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
             last_progress = Instant::now();
@@ -325,6 +345,21 @@ pub fn format_report(r: &DemoReport) -> String {
         s += &format!(
             "handoff: {} -> {} at GOP {} (epoch {}, decided at GOP {:?}, {} retries)\n",
             h.from, h.to, h.switch_gop, h.epoch, h.decided_at_gop, h.retries
+        );
+    }
+    let mut lat: Vec<u64> = r
+        .handoffs
+        .iter()
+        .filter(|h| h.switch_gop > 0)
+        .filter_map(|h| h.decided_at_gop.map(|d| h.switch_gop.saturating_sub(d)))
+        .collect();
+    lat.sort();
+    if !lat.is_empty() {
+        s += &format!(
+            "decision-to-switch: median {} GOPs, max {} GOPs over {} handoffs\n",
+            lat[lat.len() / 2],
+            lat[lat.len() - 1],
+            lat.len()
         );
     }
     s += &format!(
