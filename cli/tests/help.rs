@@ -9,6 +9,15 @@ fn every_subcommand_has_help() {
         vec!["qa", "--help"],
         vec!["bench", "--help"],
         vec!["chunks", "--help"],
+        vec!["demo", "--help"],
+        vec!["source", "--help"],
+        vec!["host", "--help"],
+        vec!["orchestrator", "--help"],
+        vec!["merge", "--help"],
+        vec!["stream", "--help"],
+        vec!["stream", "add", "--help"],
+        vec!["stream", "handoff", "--help"],
+        vec!["bench-control", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)
@@ -23,4 +32,39 @@ fn every_subcommand_has_help() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn bad_arguments_get_a_clear_error() {
+    // A broker URL that is not one, an id that cannot be a topic level: refused before any I/O.
+    for (args, want) in [
+        (
+            vec!["host", "--id", "a/b", "--broker", "mqtt://127.0.0.1:1"],
+            "host id",
+        ),
+        (vec!["host", "--id", "a", "--broker", "http://x"], "scheme"),
+        (
+            vec![
+                "stream",
+                "--broker",
+                "mqtt://127.0.0.1:1",
+                "add",
+                "--id",
+                "s",
+                "--source",
+                "x",
+                "--profile",
+                "nospec",
+            ],
+            "ID=SPEC",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
