@@ -165,6 +165,11 @@ enum Command {
         /// GOPs between the furthest host and a switch GOP
         #[arg(long, default_value_t = 2)]
         switch_margin: u64,
+        /// Swarm sizing from content complexity, JSON, any of: si_low, ti_low, si_high,
+        /// ti_high (P.910 SI/TI at 320x180), slots ([low, medium, high]), redundancy.
+        /// Default: {"si_low":50,"ti_low":10,"si_high":150,"ti_high":40,"slots":[2,3,4],"redundancy":1}
+        #[arg(long)]
+        sizing: Option<String>,
     },
     /// Merge one stream profile from the hosts' chunks into MP4 and HLS.
     Merge {
@@ -216,9 +221,12 @@ enum StreamOp {
         /// Redundant copies per GOP (default: the orchestrator decides)
         #[arg(long)]
         redundancy: Option<u32>,
-        /// Hosts per profile (default: the orchestrator decides)
+        /// Hosts per profile (default: the orchestrator decides from the measured complexity)
         #[arg(long)]
         slots: Option<u32>,
+        /// Do not sample the source for its complexity (SI/TI)
+        #[arg(long)]
+        no_measure: bool,
     },
     /// Remove a stream
     Remove {
@@ -537,6 +545,7 @@ fn main() -> Result<()> {
             state,
             keepalive,
             switch_margin,
+            sizing,
         } => {
             gopswarm::swarm::init_logging();
             run::init();
@@ -554,6 +563,10 @@ fn main() -> Result<()> {
                 keepalive,
                 dead_after: keepalive * 3 / 2,
                 switch_margin_gops: switch_margin,
+                sizing: match sizing {
+                    Some(j) => serde_json::from_str(&j).context("--sizing")?,
+                    None => Default::default(),
+                },
                 ..Default::default()
             };
             runtime()?.block_on(gopswarm_orchestrator::service::Service::run(
@@ -608,6 +621,7 @@ fn main() -> Result<()> {
                     gop,
                     redundancy,
                     slots,
+                    no_measure,
                 } => {
                     let profiles = profiles
                         .iter()
@@ -621,14 +635,28 @@ fn main() -> Result<()> {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    let stream = StreamDef {
+                    let mut stream = StreamDef {
                         id,
                         source,
                         profiles,
                         gop_ns: secs(gop)?.as_nanos() as u64,
                         redundancy,
                         slots,
+                        complexity: None,
                     };
+                    if !no_measure && (slots.is_none() || redundancy.is_none()) {
+                        let c = gopswarm::swarm::complexity::measure(
+                            &stream.source,
+                            50,
+                            5,
+                            std::time::Duration::from_secs(30),
+                        )?;
+                        eprintln!(
+                            "{}: SI {:.1}, TI {:.1} over {} sampled frames",
+                            stream.id, c.si, c.ti, c.frames
+                        );
+                        stream.complexity = Some(c);
+                    }
                     stream
                         .validate()
                         .map_err(|e| anyhow::anyhow!("stream refused: {e}"))?;

@@ -73,6 +73,7 @@ pub fn assignment_rounds(hosts: usize, streams: usize, slots: u32, repeat: usize
                 gop_ns: 2_000_000_000,
                 redundancy: Some(1),
                 slots: Some(slots),
+                complexity: None,
             };
             c.add_stream(def, Instant::now()).expect("stream added");
             let outs = c.take_out();

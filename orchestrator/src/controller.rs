@@ -42,9 +42,79 @@ pub struct Config {
     pub prepare_timeout: Duration,
     /// How long a commit may wait for its ack.
     pub commit_timeout: Duration,
-    /// Hosts per profile when the stream does not say.
+    /// Hosts per profile when the stream does not say and carries no complexity.
     pub default_slots: u32,
     pub default_redundancy: u32,
+    /// Swarm sizing from content complexity.
+    pub sizing: Sizing,
+}
+
+/// Complexity level of a stream's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    Low,
+    Medium,
+    High,
+}
+
+/// How the swarm controller sizes a stream from its measured complexity and the free hosts.
+/// Thresholds are P.910 SI/TI on the 8-bit luma scale of the sampled (downscaled) frames.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sizing {
+    /// Below both: low complexity.
+    pub si_low: f64,
+    pub ti_low: f64,
+    /// Above either: high complexity.
+    pub si_high: f64,
+    pub ti_high: f64,
+    /// Hosts per profile for low, medium and high complexity.
+    pub slots: [u32; 3],
+    /// Redundant copies when there are hosts enough for it; 0 on a swarm too small to keep
+    /// one free host besides the slots (an encoder fleet running at its limit).
+    pub redundancy: u32,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        // Calibrated on the sample clips (320x180 luma): bigbuckbunny SI 76 TI 18 and carphone
+        // SI 92 TI 9 are medium; the synthetic zone plate and snow (SI 218) and bikes (TI 63)
+        // are high.
+        Sizing {
+            si_low: 50.0,
+            ti_low: 10.0,
+            si_high: 150.0,
+            ti_high: 40.0,
+            slots: [2, 3, 4],
+            redundancy: 1,
+        }
+    }
+}
+
+impl Sizing {
+    pub fn level(&self, c: &ContentComplexity) -> Level {
+        if c.si > self.si_high || c.ti > self.ti_high {
+            Level::High
+        } else if c.si < self.si_low && c.ti < self.ti_low {
+            Level::Low
+        } else {
+            Level::Medium
+        }
+    }
+
+    /// (slots, redundancy, level) for a stream of complexity `c` with `free` hosts available.
+    pub fn plan(&self, c: &ContentComplexity, free: usize) -> (u32, u32, Level) {
+        let level = self.level(c);
+        let want = self.slots[level as usize];
+        let slots = want.min(free.max(1) as u32);
+        let redundancy = if slots >= 2 && free > slots as usize {
+            self.redundancy.min(slots - 1)
+        } else {
+            0
+        };
+        (slots, redundancy, level)
+    }
 }
 
 impl Default for Config {
@@ -58,6 +128,7 @@ impl Default for Config {
             commit_timeout: Duration::from_secs(5),
             default_slots: 3,
             default_redundancy: 0,
+            sizing: Sizing::default(),
         }
     }
 }
@@ -656,15 +727,41 @@ impl Controller {
         self.dirty_streams.insert(id.to_string());
     }
 
+    /// Slots and redundancy of a stream: what its definition says, else what its measured
+    /// complexity and the free hosts call for, else the defaults.
     fn wanted_slots(&self, stream: &str) -> (usize, u32) {
         let def = &self.streams[stream].def;
-        let n = def.slots.unwrap_or(self.cfg.default_slots).max(1) as usize;
-        let r = def.redundancy.unwrap_or(self.cfg.default_redundancy);
+        let planned = def
+            .complexity
+            .as_ref()
+            .map(|c| self.cfg.sizing.plan(c, self.free.len()));
+        let n = def
+            .slots
+            .or(planned.map(|p| p.0))
+            .unwrap_or(self.cfg.default_slots)
+            .max(1) as usize;
+        let r = def
+            .redundancy
+            .or(planned.map(|p| p.1))
+            .unwrap_or(self.cfg.default_redundancy);
         (n, r)
     }
 
     fn start_profile(&mut self, stream: &str, profile: &str, now: Instant) {
-        let (n, _) = self.wanted_slots(stream);
+        let (n, r) = self.wanted_slots(stream);
+        // Decided once: later placements (and a restart) keep this size.
+        let def = &mut self.streams.get_mut(stream).unwrap().def;
+        def.slots.get_or_insert(n as u32);
+        def.redundancy.get_or_insert(r);
+        self.dirty_streams.insert(stream.to_string());
+        if let Some(c) = &self.streams[stream].def.complexity {
+            tracing::info!(
+                "{stream}: complexity SI {:.1} TI {:.1} ({:?}) -> {n} slots, redundancy {r}",
+                c.si,
+                c.ti,
+                self.cfg.sizing.level(c)
+            );
+        }
         let hosts = self.pick_hosts(n, &BTreeSet::new());
         if hosts.is_empty() {
             tracing::warn!("{stream}/{profile}: no free compatible host yet; waiting");

@@ -35,6 +35,7 @@ fn stream(slots: u32, r: u32) -> StreamDef {
         gop_ns: 1_000_000_000,
         redundancy: Some(r),
         slots: Some(slots),
+        complexity: None,
     }
 }
 
@@ -389,4 +390,41 @@ fn restart_from_the_store_keeps_assignments_and_reassigns_nothing() {
     }
     assert_eq!(c2.stats.deaths, 0);
     assert!(commands(&c2.take_out()).is_empty());
+}
+
+#[test]
+fn measured_complexity_and_free_hosts_size_the_swarm() {
+    use gopswarm_orchestrator::controller::{Level, Sizing};
+    let s = Sizing::default();
+    let c = |si, ti| ContentComplexity { si, ti, frames: 50 };
+    assert_eq!(s.plan(&c(30.0, 5.0), 10), (2, 1, Level::Low));
+    assert_eq!(s.plan(&c(90.0, 18.0), 10), (3, 1, Level::Medium));
+    assert_eq!(s.plan(&c(218.0, 17.0), 10), (4, 1, Level::High));
+    assert_eq!(s.plan(&c(90.0, 63.0), 10), (4, 1, Level::High));
+    // Too few hosts: fewer slots, no redundancy when no host would be left free.
+    assert_eq!(s.plan(&c(218.0, 17.0), 3), (3, 0, Level::High));
+    assert_eq!(s.plan(&c(218.0, 17.0), 1), (1, 0, Level::High));
+
+    // Through the controller: a high-complexity stream without slots gets four hosts, r=1.
+    let t0 = Instant::now();
+    let mut ctl = Controller::new(Config::default(), versions(), 1);
+    for i in 0..6 {
+        ctl.on_birth(birth(&format!("h{i}"), 1), t0);
+    }
+    let mut def = stream(1, 0);
+    def.slots = None;
+    def.redundancy = None;
+    def.complexity = Some(c(218.0, 17.0));
+    ctl.add_stream(def, t0).unwrap();
+    let outs = ctl.take_out();
+    let prepares = commands(&outs);
+    assert_eq!(prepares.len(), 4);
+    for (i, (h, cmd)) in prepares.iter().enumerate() {
+        ctl.on_ack(ack(h, &cmd.id, 3 + i as u64), t0);
+    }
+    let l = layouts(&ctl.take_out());
+    assert_eq!(l[0].history[0].hosts.len(), 4);
+    assert_eq!(l[0].history[0].redundancy, 1);
+    // Decided once and kept in the stream definition.
+    assert_eq!(ctl.streams["cam1"].def.slots, Some(4));
 }

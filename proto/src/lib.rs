@@ -317,6 +317,20 @@ pub struct StreamDef {
     pub redundancy: Option<u32>,
     /// Hosts per profile; `None`: the swarm controller decides.
     pub slots: Option<u32>,
+    /// Content complexity measured from the source (`gopswarm stream add` samples it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<ContentComplexity>,
+}
+
+/// ITU-T P.910 spatial and temporal information of sampled source frames (luma, 8-bit scale):
+/// SI = max over frames of the standard deviation of the Sobel-filtered frame, TI = max over
+/// frames of the standard deviation of the difference to the previous frame.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ContentComplexity {
+    pub si: f64,
+    pub ti: f64,
+    /// Frames sampled.
+    pub frames: u32,
 }
 
 /// One epoch of a (stream, profile) layout: which host holds which slot from `from_gop` on.
@@ -487,6 +501,11 @@ impl Message for StreamDef {
         }
         if self.slots == Some(0) {
             return Err("0 slots".into());
+        }
+        if let Some(c) = &self.complexity
+            && !(c.si.is_finite() && c.ti.is_finite() && c.si >= 0.0 && c.ti >= 0.0)
+        {
+            return Err("complexity out of range".into());
         }
         Ok(())
     }

@@ -50,6 +50,11 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         gop_ns: 2_000_000_000,
         redundancy: Some(1),
         slots: None,
+        complexity: Some(ContentComplexity {
+            si: 55.2,
+            ti: 12.5,
+            frames: 50,
+        }),
     };
     vec![
         (

@@ -180,6 +180,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         gop_ns: opts.gop.as_nanos() as u64,
         redundancy: Some(opts.redundancy),
         slots: Some(opts.hosts as u32),
+        complexity: None,
     };
     ctl.publish(
         Topic::StreamControl.path(),

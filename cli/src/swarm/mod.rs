@@ -1,6 +1,7 @@
 //! The swarm's processes: live source, encoder host, merger, and the demo that runs them with
 //! the orchestrator.
 
+pub mod complexity;
 pub mod demo;
 pub mod host;
 pub mod merge;
