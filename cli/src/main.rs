@@ -191,6 +191,9 @@ enum Command {
         /// Write the summary as JSON here
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Also take partial streams over TCP here (tcp://host:port), from any number of hosts
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Streams: add, remove, hand a slot over (published to the orchestrator over MQTT).
     Stream {
@@ -227,6 +230,9 @@ enum StreamOp {
         /// Do not sample the source for its complexity (SI/TI)
         #[arg(long)]
         no_measure: bool,
+        /// Hosts send chunks to a merger listening here (tcp://host:port) instead of MQTT
+        #[arg(long)]
+        chunks: Option<String>,
     },
     /// Remove a stream
     Remove {
@@ -589,6 +595,7 @@ fn main() -> Result<()> {
             latency_gops,
             idle_timeout,
             summary,
+            listen,
         } => {
             gopswarm::swarm::init_logging();
             let opts = gopswarm::swarm::merge::MergeOptions {
@@ -599,6 +606,7 @@ fn main() -> Result<()> {
                 latency_gops,
                 idle_timeout: secs(idle_timeout)?,
                 progress: true,
+                listen,
             };
             let s = runtime()?.block_on(gopswarm::swarm::merge::run(
                 opts,
@@ -622,6 +630,7 @@ fn main() -> Result<()> {
                     redundancy,
                     slots,
                     no_measure,
+                    chunks,
                 } => {
                     let profiles = profiles
                         .iter()
@@ -643,6 +652,7 @@ fn main() -> Result<()> {
                         redundancy,
                         slots,
                         complexity: None,
+                        chunk_sink: chunks,
                     };
                     if !no_measure && (slots.is_none() || redundancy.is_none()) {
                         let c = gopswarm::swarm::complexity::measure(

@@ -415,3 +415,28 @@ fn incompatible_host_never_gets_a_slot() {
     );
     assert_frame_exact(&swarm, &summary);
 }
+
+#[test]
+fn chunks_over_tcp_with_a_host_killed() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "tcp-chunks",
+        SwarmOptions {
+            tcp_chunks: true,
+            ..Default::default()
+        },
+    );
+    swarm.obs.wait_for("layout", Duration::from_secs(30), |o| {
+        o.layout_epochs() >= 1
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
+    swarm.wait_mid_gop();
+    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
+    swarm.hosts[i].signal(libc::SIGKILL);
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    // Everything came over TCP: no chunk crossed the broker.
+    assert!(swarm.obs.chunks().is_empty());
+    assert!(summary["chunks_in"].as_u64().unwrap() >= 10, "{summary:#}");
+}

@@ -74,6 +74,7 @@ pub fn assignment_rounds(hosts: usize, streams: usize, slots: u32, repeat: usize
                 redundancy: Some(1),
                 slots: Some(slots),
                 complexity: None,
+                chunk_sink: None,
             };
             c.add_stream(def, Instant::now()).expect("stream added");
             let outs = c.take_out();

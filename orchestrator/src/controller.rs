@@ -480,6 +480,7 @@ impl Controller {
             layout_epoch: e.epoch,
             switch_gop: e.from_gop,
             until_gop: None,
+            chunk_sink: s.def.chunk_sink.clone(),
             gop_ns: s.def.gop_ns,
         }
     }

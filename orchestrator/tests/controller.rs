@@ -36,6 +36,7 @@ fn stream(slots: u32, r: u32) -> StreamDef {
         redundancy: Some(r),
         slots: Some(slots),
         complexity: None,
+        chunk_sink: None,
     }
 }
 

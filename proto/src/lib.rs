@@ -240,6 +240,9 @@ pub struct Task {
     pub layout_epoch: u64,
     /// First GOP of this layout.
     pub switch_gop: u64,
+    /// Where to send chunks (`None`: MQTT; `tcp://host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_sink: Option<String>,
     /// Last GOP this host encodes for the slot (set when the slot moves to another host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_gop: Option<u64>,
@@ -317,6 +320,10 @@ pub struct StreamDef {
     pub redundancy: Option<u32>,
     /// Hosts per profile; `None`: the swarm controller decides.
     pub slots: Option<u32>,
+    /// Where hosts send chunks: `None` for MQTT (`stream/{s}/chunks/{p}`), or
+    /// `tcp://host:port` of a merger listening for partial streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_sink: Option<String>,
     /// Content complexity measured from the source (`gopswarm stream add` samples it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complexity: Option<ContentComplexity>,
@@ -430,7 +437,16 @@ fn check_task(t: &Task) -> Result<(), String> {
     if t.gop_ns < 1_000_000 {
         return Err(format!("gop_ns {}", t.gop_ns));
     }
-    Ok(())
+    check_chunk_sink(&t.chunk_sink)
+}
+
+fn check_chunk_sink(sink: &Option<String>) -> Result<(), String> {
+    match sink {
+        Some(s) if !s.starts_with("tcp://") || s.len() > 256 => {
+            Err(format!("chunk sink {s:?}: expected tcp://host:port"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_status(t: &TaskStatus) -> Result<(), String> {
@@ -502,6 +518,7 @@ impl Message for StreamDef {
         if self.slots == Some(0) {
             return Err("0 slots".into());
         }
+        check_chunk_sink(&self.chunk_sink)?;
         if let Some(c) = &self.complexity
             && !(c.si.is_finite() && c.ti.is_finite() && c.si >= 0.0 && c.ti >= 0.0)
         {

@@ -21,6 +21,7 @@ fn task(stream: &str) -> Task {
         layout_epoch: 4,
         switch_gop: 12,
         until_gop: None,
+        chunk_sink: None,
         gop_ns: 2_000_000_000,
     }
 }
@@ -50,6 +51,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         gop_ns: 2_000_000_000,
         redundancy: Some(1),
         slots: None,
+        chunk_sink: Some("tcp://127.0.0.1:7400".into()),
         complexity: Some(ContentComplexity {
             si: 55.2,
             ti: 12.5,

@@ -181,6 +181,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         redundancy: Some(opts.redundancy),
         slots: Some(opts.hosts as u32),
         complexity: None,
+        chunk_sink: None,
     };
     ctl.publish(
         Topic::StreamControl.path(),
@@ -198,6 +199,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             latency_gops: opts.hosts as u64 + 3,
             idle_timeout: Duration::from_secs(30),
             progress: false,
+            listen: None,
         },
         std::future::pending::<()>(),
     ));

@@ -34,6 +34,12 @@ pub struct HostOptions {
     pub freeze_after_commit: bool,
 }
 
+/// Where a chunk goes.
+enum Dest {
+    Mqtt(String),
+    Tcp(String),
+}
+
 /// A chunk out of a task's pipeline.
 struct ChunkOut {
     stream: String,
@@ -219,6 +225,8 @@ struct Agent {
     max_tasks: u32,
     freeze_after_commit: bool,
     frozen: bool,
+    /// Connections to mergers that take partial streams over TCP.
+    tcp: HashMap<String, std::net::TcpStream>,
     /// Drained tasks already finished (stream, profile, epoch): never restarted.
     finished: std::collections::HashSet<(String, String, u64)>,
 }
@@ -463,7 +471,7 @@ impl Agent {
         self.pending_ready = still;
     }
 
-    fn on_chunk(&mut self, c: ChunkOut) -> Option<(String, Vec<u8>)> {
+    fn on_chunk(&mut self, c: ChunkOut) -> Option<(Dest, Vec<u8>)> {
         let key = (c.stream.clone(), c.profile.clone());
         let (header, _) = match gopswarm_chunk::parse_ref(&c.bytes) {
             Ok(h) => h,
@@ -472,6 +480,7 @@ impl Agent {
                 return None;
             }
         };
+        let dest = self.dest(&c.stream, &c.profile);
         if let Some(r) = self.runners.get_mut(&key) {
             r.gops_sent += 1;
             r.last_gop_sent = Some(header.gop_index);
@@ -480,7 +489,52 @@ impl Agent {
                 r.cache.pop_front();
             }
         }
-        Some((Topic::Chunks(c.stream, c.profile).path(), c.bytes))
+        Some((dest, c.bytes))
+    }
+
+    fn dest(&self, stream: &str, profile: &str) -> Dest {
+        let sink = self
+            .runners
+            .get(&(stream.to_string(), profile.to_string()))
+            .and_then(|r| r.task.chunk_sink.clone());
+        match sink.as_deref().and_then(|s| s.strip_prefix("tcp://")) {
+            Some(addr) => Dest::Tcp(addr.to_string()),
+            None => Dest::Mqtt(Topic::Chunks(stream.to_string(), profile.to_string()).path()),
+        }
+    }
+
+    /// Send a chunk to a merger over TCP (connecting, or reconnecting once, as needed).
+    fn send_tcp(&mut self, addr: &str, bytes: &[u8]) {
+        use std::io::Write;
+        for attempt in 0..2 {
+            if !self.tcp.contains_key(addr) {
+                let conn = addr
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))
+                            .map_err(|e| e.to_string())
+                    });
+                match conn {
+                    Ok(stream) => {
+                        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                        self.tcp.insert(addr.to_string(), stream);
+                    }
+                    Err(e) => {
+                        tracing::warn!("{}: merger {addr}: {e}", self.id);
+                        return;
+                    }
+                }
+            }
+            let stream = self.tcp.get_mut(addr).unwrap();
+            match stream.write_all(bytes) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("{}: merger {addr} (attempt {attempt}): {e}", self.id);
+                    self.tcp.remove(addr);
+                }
+            }
+        }
     }
 
     fn heartbeat(&mut self) -> Heartbeat {
@@ -668,13 +722,14 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         max_tasks: opts.max_tasks,
         freeze_after_commit: opts.freeze_after_commit,
         frozen: false,
+        tcp: HashMap::new(),
         finished: Default::default(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut beat = tokio::time::interval(opts.keepalive / 2);
     tokio::pin!(shutdown);
     loop {
-        let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut raw: Vec<(Dest, Vec<u8>)> = Vec::new();
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => agent.poll_runners(),
@@ -701,10 +756,9 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                         Ok(Inbound::Command(h, c)) if h == agent.id => agent.on_command(c),
                         Ok(Inbound::Resend(r)) => {
                             if let Some(run) = agent.runners.get(&(r.stream.clone(), r.profile.clone())) {
-                                let topic = Topic::Chunks(r.stream.clone(), r.profile.clone()).path();
                                 for (g, bytes) in &run.cache {
                                     if r.gops.contains(g) {
-                                        raw.push((topic.clone(), bytes.clone()));
+                                        raw.push((agent.dest(&r.stream, &r.profile), bytes.clone()));
                                     }
                                 }
                             }
@@ -736,11 +790,16 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                 .publish(topic, QoS::AtLeastOnce, retain, payload)
                 .await;
         }
-        for (topic, payload) in raw {
-            let _ = link
-                .client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await;
+        for (dest, payload) in raw {
+            match dest {
+                Dest::Mqtt(topic) => {
+                    let _ = link
+                        .client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .await;
+                }
+                Dest::Tcp(addr) => agent.send_tcp(&addr, &payload),
+            }
         }
     }
     for r in agent.runners.values() {

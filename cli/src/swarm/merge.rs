@@ -32,6 +32,51 @@ pub struct MergeOptions {
     /// Stop when nothing arrived for this long (after the first chunk).
     pub idle_timeout: Duration,
     pub progress: bool,
+    /// Also take partial streams over TCP on this address (`tcp://host:port`), from any
+    /// number of hosts at once.
+    pub listen: Option<String>,
+}
+
+/// Accept partial streams over TCP; every complete chunk goes to `tx`.
+fn listen_tcp(addr: &str, tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>) -> Result<()> {
+    let addr = addr
+        .strip_prefix("tcp://")
+        .with_context(|| format!("--listen {addr:?}: expected tcp://host:port"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut deframer = gopswarm_chunk::Deframer::default();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            deframer.push(&buf[..n]);
+                            while let Some(c) = deframer.next_chunk() {
+                                if tx.send(c.into_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                let s = deframer.stats();
+                if s.corrupt > 0 || s.bytes_skipped > 0 {
+                    tracing::warn!(
+                        "merge: a TCP partial stream had {} corrupt chunks, {} bytes skipped",
+                        s.corrupt,
+                        s.bytes_skipped
+                    );
+                }
+            });
+        }
+    });
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -141,6 +186,12 @@ pub async fn run(
         ])
         .collect();
     let mut link = Link::start(options);
+    let (tcp_tx, mut tcp_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    if let Some(addr) = &opts.listen {
+        listen_tcp(addr, tcp_tx)?;
+    } else {
+        drop(tcp_tx);
+    }
     let rejects = RejectCounters::default();
     let mut summary = MergeSummary {
         stream: opts.stream.clone(),
@@ -202,6 +253,7 @@ pub async fn run(
                     break;
                 }
             }
+            Some(bytes) = tcp_rx.recv() => held.push(bytes),
             ev = link.events.recv() => {
                 let Some(ev) = ev else { break };
                 let LinkEvent::Message(p) = ev else { continue };

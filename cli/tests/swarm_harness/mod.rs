@@ -350,6 +350,8 @@ pub struct SwarmOptions {
     /// Extra arguments per host index.
     pub host_args: Vec<(usize, Vec<String>)>,
     pub latency_gops: u64,
+    /// Chunks over TCP to the merger instead of MQTT.
+    pub tcp_chunks: bool,
 }
 
 impl Default for SwarmOptions {
@@ -363,6 +365,7 @@ impl Default for SwarmOptions {
             keepalive_s: 1.0,
             host_args: Vec::new(),
             latency_gops: 6,
+            tcp_chunks: false,
         }
     }
 }
@@ -438,11 +441,17 @@ impl Swarm {
             let b = o.births();
             (0..opts.hosts).all(|i| b.iter().any(|x| x.host == host_id(i)))
         });
-        let merger = Proc::spawn(
-            &dir,
-            "merger",
-            &[
-                "merge".into(),
+        let tcp_sink = opts
+            .tcp_chunks
+            .then(|| format!("tcp://127.0.0.1:{}", free_port()));
+        let mut merge_args: Vec<String> = tcp_sink
+            .iter()
+            .flat_map(|a| ["--listen".to_string(), a.clone()])
+            .collect();
+        merge_args.splice(
+            0..0,
+            [
+                "merge".to_string(),
                 "--broker".into(),
                 broker.url(),
                 "--stream".into(),
@@ -459,27 +468,40 @@ impl Swarm {
                 "20".into(),
             ],
         );
-        let st = Command::new(BIN)
-            .args([
-                "stream",
-                "--broker",
-                &broker.url(),
-                "add",
-                "--id",
-                STREAM,
-                "--source",
-                &format!("gdp+tcp://127.0.0.1:{source_port}"),
-                "--profile",
-                &format!("{PROFILE}={SPEC}"),
-                "--gop",
-                &opts.gop_s.to_string(),
-                "--redundancy",
-                &opts.redundancy.to_string(),
-                "--slots",
-                &opts.slots.to_string(),
-            ])
-            .status()
-            .unwrap();
+        let merger = Proc::spawn(&dir, "merger", &merge_args);
+        if let Some(a) = &tcp_sink {
+            let port: u16 = a.rsplit(':').next().unwrap().parse().unwrap();
+            assert!(
+                wait_port(port, Duration::from_secs(10)),
+                "merger did not listen"
+            );
+        }
+        let mut add: Vec<String> = tcp_sink
+            .iter()
+            .flat_map(|a| ["--chunks".to_string(), a.clone()])
+            .collect();
+        add.splice(
+            0..0,
+            [
+                "stream".to_string(),
+                "--broker".into(),
+                broker.url(),
+                "add".into(),
+                "--id".into(),
+                STREAM.into(),
+                "--source".into(),
+                format!("gdp+tcp://127.0.0.1:{source_port}"),
+                "--profile".into(),
+                format!("{PROFILE}={SPEC}"),
+                "--gop".into(),
+                opts.gop_s.to_string(),
+                "--redundancy".into(),
+                opts.redundancy.to_string(),
+                "--slots".into(),
+                opts.slots.to_string(),
+            ],
+        );
+        let st = Command::new(BIN).args(&add).status().unwrap();
         assert!(st.success(), "gopswarm stream add failed");
         obs.wait_for("first layout", Duration::from_secs(30), |o| {
             o.layout_epochs() >= 1
