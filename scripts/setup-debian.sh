@@ -18,6 +18,7 @@ PACKAGES=(
   mosquitto
   pkg-config
   libssl-dev
+  openssl
   unzip
   ca-certificates
 )

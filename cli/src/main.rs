@@ -270,20 +270,10 @@ fn broker_url(s: &str) -> Result<gopswarm_proto::link::BrokerUrl> {
 
 /// Publish one control message and wait until the broker has it.
 fn publish_control(broker: &str, payload: Vec<u8>) -> Result<()> {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
     let b = broker_url(broker)?;
     runtime()?.block_on(async move {
-        let mut o = MqttOptions::new(
-            format!("gopswarm-ctl-{}", std::process::id()),
-            &b.host,
-            b.port,
-        );
-        if let Some(u) = &b.username {
-            o.set_credentials(u, b.password.clone().unwrap_or_default());
-        }
-        if b.tls {
-            o.set_transport(rumqttc::Transport::tls_with_default_config());
-        }
+        let o = b.mqtt_options(&format!("gopswarm-ctl-{}", std::process::id()));
         let (client, mut el) = AsyncClient::new(o, 8);
         client
             .publish(

@@ -24,10 +24,13 @@ pub struct BrokerUrl {
     pub tls: bool,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM CA certificates to trust for `mqtts://` (from `?ca=PATH`); default: the system's.
+    pub ca: Option<Vec<u8>>,
 }
 
 impl BrokerUrl {
-    /// `mqtt://[user:pass@]host[:port]` or `mqtts://...` (default ports 1883 and 8883).
+    /// `mqtt://[user:pass@]host[:port]` or `mqtts://...[?ca=PATH]` (default ports 1883 and
+    /// 8883; `ca`: a PEM file of CA certificates to trust instead of the system's).
     pub fn parse(s: &str) -> Result<BrokerUrl, String> {
         let url = url::Url::parse(s).map_err(|e| format!("broker URL {s:?}: {e}"))?;
         let tls = match url.scheme() {
@@ -46,13 +49,43 @@ impl BrokerUrl {
         let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
         let username = (!url.username().is_empty()).then(|| url.username().to_string());
         let password = url.password().map(str::to_string);
+        let mut ca = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "ca" => {
+                    let pem = std::fs::read(v.as_ref())
+                        .map_err(|e| format!("broker URL: CA file {v}: {e}"))?;
+                    ca = Some(pem);
+                }
+                other => return Err(format!("broker URL: unknown parameter {other:?}")),
+            }
+        }
+        if ca.is_some() && !tls {
+            return Err("broker URL: ca= needs mqtts://".into());
+        }
         Ok(BrokerUrl {
             host,
             port,
             tls,
             username,
             password,
+            ca,
         })
+    }
+
+    /// The rumqttc options to reach this broker (transport and credentials).
+    pub fn mqtt_options(&self, client_id: &str) -> MqttOptions {
+        let mut mqtt = MqttOptions::new(client_id, &self.host, self.port);
+        if let Some(u) = &self.username {
+            mqtt.set_credentials(u, self.password.clone().unwrap_or_default());
+        }
+        if self.tls {
+            mqtt.set_transport(match &self.ca {
+                Some(ca) => rumqttc::Transport::tls(ca.clone(), None, None),
+                None => rumqttc::Transport::tls_with_default_config(),
+            });
+        }
+        mqtt
     }
 }
 
@@ -168,19 +201,12 @@ fn arm_will(opts: &mut MqttOptions, presence: &Presence, seq: u64) {
 impl Link {
     /// Start the link on the current tokio runtime.
     pub fn start(options: LinkOptions) -> Link {
-        let b = &options.broker;
-        let mut mqtt = MqttOptions::new(&options.client_id, &b.host, b.port);
+        let mut mqtt = options.broker.mqtt_options(&options.client_id);
         mqtt.set_keep_alive(options.keep_alive)
             .set_max_packet_size(crate::MAX_PACKET, crate::MAX_PACKET)
             .set_clean_session(false)
             .set_manual_acks(options.manual_acks)
             .set_inflight(100);
-        if let (Some(u), p) = (&b.username, &b.password) {
-            mqtt.set_credentials(u, p.clone().unwrap_or_default());
-        }
-        if b.tls {
-            mqtt.set_transport(rumqttc::Transport::tls_with_default_config());
-        }
         let last_seq = Arc::new(AtomicU64::new(0));
         let first_seq = next_seq(&last_seq);
         if let Some(p) = &options.presence {
@@ -325,6 +351,12 @@ mod tests {
         assert!(!u.tls);
         assert_eq!(u.port, 1999);
         assert!(BrokerUrl::parse("http://x").is_err());
+        assert!(
+            BrokerUrl::parse("mqtts://x?ca=/nonexistent.pem")
+                .unwrap_err()
+                .contains("CA file")
+        );
+        assert!(BrokerUrl::parse("mqtt://x?frob=1").is_err());
         assert!(BrokerUrl::parse("not a url").is_err());
     }
 }
