@@ -381,6 +381,14 @@ fn bad_payloads_on_every_topic_change_nothing() {
     // the payloads that cannot decode.
     assert!(refused >= 25, "orchestrator refused {refused} payloads");
     assert!(log.contains("stale death"), "stale death not reported");
+    // host-0 counted what it refused and says so in its heartbeats.
+    let counted = swarm.obs.decoded().iter().any(|(_, m)| {
+        matches!(m, Inbound::Heartbeat(h) if h.host == host_id(0) && h.metrics.rejected_payloads >= 10)
+    });
+    assert!(
+        counted,
+        "host-0 heartbeats do not count its refused payloads"
+    );
 }
 
 #[test]

@@ -187,6 +187,9 @@ pub struct Metrics {
     /// Time from a GOP's last source frame to its chunk being sent (last GOP).
     pub gop_latency_ms: f32,
     pub dropped_frames: u64,
+    /// Payloads this part refused (malformed, oversized, wrong version, ...), since start.
+    #[serde(default)]
+    pub rejected_payloads: u64,
 }
 
 /// What a host does for one (stream, profile).

@@ -206,6 +206,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
 
     let start = Instant::now();
     let mut killed: Option<String> = None;
+    let mut kill_gop: Option<u64> = None;
     let mut handed = 0usize;
     let mut last_handoff = Instant::now();
     let mut last_progress = Instant::now();
@@ -226,6 +227,13 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             && el >= at
         {
             let victim = l.hosts[l.hosts.len() / 2].clone();
+            kill_gop = service
+                .controller
+                .lock()
+                .unwrap()
+                .hosts
+                .get(&victim)
+                .and_then(|h| h.status.values().filter_map(|t| t.current_gop).max());
             if let Some((_, child)) = children.0.iter_mut().find(|(n, _)| *n == victim) {
                 // SIGKILL: no goodbye, the broker publishes the last will.
                 child.kill()?;
@@ -295,7 +303,35 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         opts.out.join("merge-summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    let handoffs = service.controller.lock().unwrap().handoffs.clone();
+    let (handoffs, history) = {
+        let c = service.controller.lock().unwrap();
+        let history: Vec<(u64, u64, Vec<String>)> = c
+            .streams
+            .get("demo")
+            .and_then(|s| s.profiles.get("p360"))
+            .map(|p| {
+                p.history
+                    .iter()
+                    .map(|e| (e.epoch, e.from_gop, e.hosts.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (c.handoffs.clone(), history)
+    };
+    std::fs::write(
+        opts.out.join("timeline.svg"),
+        crate::swarm::timeline::svg(
+            &format!(
+                "gopswarm demo: {} hosts, r={}, {} s GOPs: which host's GOP reached the merger",
+                opts.hosts,
+                opts.redundancy,
+                opts.gop.as_secs_f64()
+            ),
+            &summary,
+            &history,
+            killed.as_deref().map(|k| (k, kill_gop)),
+        ),
+    )?;
     let _ = stop_tx.send(());
     let _ = orchestrator.await;
     drop(children);
@@ -383,6 +419,9 @@ pub fn format_report(r: &DemoReport) -> String {
         },
         m.hls.display()
     );
+    if let Some(dir) = m.mp4.parent() {
+        s += &format!("timeline: {}\n", dir.join("timeline.svg").display());
+    }
     s
 }
 

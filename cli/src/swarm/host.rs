@@ -572,6 +572,7 @@ impl Agent {
                             .unwrap_or(0)
                     })
                     .sum(),
+                rejected_payloads: self.rejects.total(),
             },
             tasks: self.runners.values().map(Runner::status).collect(),
         }

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod host;
 pub mod merge;
 pub mod source;
+pub mod timeline;
 
 /// Log lines to stderr; `RUST_LOG` overrides the level (default `info`).
 pub fn init_logging() {
