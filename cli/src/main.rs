@@ -146,6 +146,10 @@ enum Command {
         advertise_version: Option<String>,
         #[arg(long, hide = true)]
         freeze_after_commit: bool,
+        /// Serve partial streams of tasks with chunk sink `srt` as an SRT listener here
+        /// (srt://ip:port); announced in the host's birth
+        #[arg(long)]
+        srt_listen: Option<String>,
     },
     /// Run the orchestrator: registry, swarm controller, handoffs. Embeds an MQTT broker unless
     /// --broker names one.
@@ -194,6 +198,10 @@ enum Command {
         /// Also take partial streams over TCP here (tcp://host:port), from any number of hosts
         #[arg(long)]
         listen: Option<String>,
+        /// Call the hosts' SRT listeners for their partial streams (streams added with
+        /// --chunks srt; hosts run with --srt-listen)
+        #[arg(long)]
+        pull_srt: bool,
     },
     /// Streams: add, remove, hand a slot over (published to the orchestrator over MQTT).
     Stream {
@@ -230,7 +238,8 @@ enum StreamOp {
         /// Do not sample the source for its complexity (SI/TI)
         #[arg(long)]
         no_measure: bool,
-        /// Hosts send chunks to a merger listening here (tcp://host:port) instead of MQTT
+        /// Chunk transport instead of MQTT: tcp://host:port (hosts push to a merger listening
+        /// there) or srt (hosts serve SRT, the merger pulls)
         #[arg(long)]
         chunks: Option<String>,
     },
@@ -519,6 +528,7 @@ fn main() -> Result<()> {
             cache_gops,
             advertise_version,
             freeze_after_commit,
+            srt_listen,
         } => {
             gopswarm::swarm::init_logging();
             let opts = gopswarm::swarm::host::HostOptions {
@@ -529,6 +539,7 @@ fn main() -> Result<()> {
                 cache_gops,
                 advertise_version,
                 freeze_after_commit,
+                srt_listen,
             };
             runtime()?.block_on(gopswarm::swarm::host::run(
                 opts,
@@ -586,6 +597,7 @@ fn main() -> Result<()> {
             idle_timeout,
             summary,
             listen,
+            pull_srt,
         } => {
             gopswarm::swarm::init_logging();
             let opts = gopswarm::swarm::merge::MergeOptions {
@@ -597,6 +609,7 @@ fn main() -> Result<()> {
                 idle_timeout: secs(idle_timeout)?,
                 progress: true,
                 listen,
+                pull_srt,
             };
             let s = runtime()?.block_on(gopswarm::swarm::merge::run(
                 opts,

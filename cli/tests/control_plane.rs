@@ -640,3 +640,55 @@ fn tls_broker_with_credentials() {
     assert!(!log("orchestrator").contains("intruder"));
     drop((orch, host, intruder));
 }
+
+#[test]
+fn late_merger_gets_missed_gops_resent_from_the_hosts() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "late-merger",
+        SwarmOptions {
+            // The first chunks leave the hosts about 3 GOPs after the first layout GOP.
+            merger_delay_s: 14.0,
+            duration_s: 36.0,
+            ..Default::default()
+        },
+    );
+    let summary = swarm.finish();
+    let layout = swarm.obs.layout().unwrap();
+    // Output starts at the first layout GOP even though the merger came up GOPs later.
+    assert_eq!(
+        summary["first_gop"].as_u64(),
+        Some(layout.history[0].from_gop)
+    );
+    assert!(
+        summary["resend_requests"].as_u64().unwrap() >= 1,
+        "{summary:#}"
+    );
+    assert_frame_exact(&swarm, &summary);
+}
+
+#[test]
+fn chunks_over_srt_with_a_host_killed() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "srt-chunks",
+        SwarmOptions {
+            srt_chunks: true,
+            ..Default::default()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
+    swarm.wait_mid_gop();
+    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
+    swarm.hosts[i].signal(libc::SIGKILL);
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    // The partial streams came over SRT only, none over the broker.
+    assert!(swarm.obs.chunks().is_empty());
+    let log = std::fs::read_to_string(swarm.dir.join("merger.log")).unwrap();
+    assert!(
+        log.contains("pulling host-0's partial stream from srt://"),
+        "{log}"
+    );
+}

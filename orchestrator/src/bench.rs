@@ -41,6 +41,7 @@ pub fn swarm(hosts: usize, tasks_per_host: u32) -> Controller {
                     mem_bytes: 1 << 34,
                     codecs: vec!["h264".into()],
                     max_tasks: tasks_per_host,
+                    srt_endpoint: None,
                 },
             },
             now,

@@ -38,6 +38,9 @@ pub struct Config {
     pub dead_after: Duration,
     /// GOPs between the furthest involved host and a switch GOP.
     pub switch_margin_gops: u64,
+    /// After our own reconnect to the broker: how long hosts get to reconnect (their
+    /// backoff tops out at 5 s) before silence counts again.
+    pub reconnect_grace: Duration,
     /// How long a prepared host may take to ack ready.
     pub prepare_timeout: Duration,
     /// How long a commit may wait for its ack.
@@ -124,6 +127,7 @@ impl Default for Config {
             keepalive,
             dead_after: keepalive * 3 / 2,
             switch_margin_gops: 2,
+            reconnect_grace: Duration::from_secs(6),
             prepare_timeout: Duration::from_secs(20),
             commit_timeout: Duration::from_secs(5),
             default_slots: 3,
@@ -335,11 +339,13 @@ impl Controller {
         self.republish();
     }
 
-    /// Our own link to the broker was down: silence in that time says nothing about the hosts.
-    /// Give every live host a fresh `dead_after` from `now`.
+    /// Our own link to the broker was down: silence in that time says nothing about the hosts,
+    /// and they come back on their own backoff. Give every live host `reconnect_grace` plus a
+    /// full `dead_after` from `now`.
     pub fn grace(&mut self, now: Instant) {
+        let until = now + self.cfg.reconnect_grace;
         for h in self.hosts.values_mut().filter(|h| h.alive) {
-            h.last_seen = Some(now);
+            h.last_seen = Some(until);
         }
     }
 

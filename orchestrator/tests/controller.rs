@@ -20,6 +20,7 @@ fn birth(host: &str, seq: u64) -> Birth {
             mem_bytes: 1 << 32,
             codecs: vec!["h264".into()],
             max_tasks: 1,
+            srt_endpoint: None,
         },
     }
 }

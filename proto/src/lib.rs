@@ -157,6 +157,9 @@ pub struct Capabilities {
     pub codecs: Vec<String>,
     /// Tasks it takes at once.
     pub max_tasks: u32,
+    /// Where the host serves its partial streams over SRT (listener), `srt://ip:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_endpoint: Option<String>,
 }
 
 /// Retained on `host/{host}/birth` at every (re)connection.
@@ -323,8 +326,9 @@ pub struct StreamDef {
     pub redundancy: Option<u32>,
     /// Hosts per profile; `None`: the swarm controller decides.
     pub slots: Option<u32>,
-    /// Where hosts send chunks: `None` for MQTT (`stream/{s}/chunks/{p}`), or
-    /// `tcp://host:port` of a merger listening for partial streams.
+    /// Where hosts send chunks: `None` for MQTT (`stream/{s}/chunks/{p}`), `tcp://host:port`
+    /// of a merger listening for partial streams, or `srt`: every host serves its partial
+    /// stream as an SRT listener (its birth's `srt_endpoint`) and the merger calls it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_sink: Option<String>,
     /// Content complexity measured from the source (`gopswarm stream add` samples it).
@@ -445,9 +449,9 @@ fn check_task(t: &Task) -> Result<(), String> {
 
 fn check_chunk_sink(sink: &Option<String>) -> Result<(), String> {
     match sink {
-        Some(s) if !s.starts_with("tcp://") || s.len() > 256 => {
-            Err(format!("chunk sink {s:?}: expected tcp://host:port"))
-        }
+        Some(s) if !(s.starts_with("tcp://") || s == "srt") || s.len() > 256 => Err(format!(
+            "chunk sink {s:?}: expected tcp://host:port (push to a merger) or srt (hosts serve, the merger pulls)"
+        )),
         _ => Ok(()),
     }
 }

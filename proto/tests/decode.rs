@@ -70,6 +70,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                     mem_bytes: 1 << 33,
                     codecs: vec!["h264".into()],
                     max_tasks: 2,
+                    srt_endpoint: None,
                 },
             }),
         ),

@@ -200,6 +200,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             idle_timeout: Duration::from_secs(30),
             progress: false,
             listen: None,
+            pull_srt: false,
         },
         std::future::pending::<()>(),
     ));

@@ -29,6 +29,8 @@ pub struct HostOptions {
     pub cache_gops: usize,
     /// Advertise another agent version (tests of version fencing).
     pub advertise_version: Option<String>,
+    /// Serve partial streams of `srt` tasks as an SRT listener here (`srt://ip:port`).
+    pub srt_listen: Option<String>,
     /// Test hook: after the first commit, hear nothing more from the orchestrator (a host cut
     /// off from the control plane that keeps encoding with a stale epoch).
     pub freeze_after_commit: bool,
@@ -38,6 +40,51 @@ pub struct HostOptions {
 enum Dest {
     Mqtt(String),
     Tcp(String),
+    /// The host's own SRT listener (the merger calls it).
+    Srt,
+}
+
+/// The host's SRT server: `appsrc ! srtsink mode=listener`. Every caller (merger) gets the
+/// partial streams from the moment it connects; earlier GOPs come by resend requests.
+struct SrtServer {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+}
+
+impl SrtServer {
+    fn start(endpoint: &str) -> Result<SrtServer> {
+        let rest = endpoint
+            .strip_prefix("srt://")
+            .with_context(|| format!("--srt-listen {endpoint:?}: expected srt://ip:port"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .with_context(|| format!("--srt-listen {endpoint:?} has no port"))?;
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src is-live=true format=bytes block=false max-bytes=64000000 \
+             ! srtsink uri=srt://{host}:{port}?mode=listener wait-for-connection=false sync=false latency=200"
+        ))
+        .context("SRT server pipeline")?
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        src.set_caps(Some(&gst::Caps::new_empty_simple(
+            "application/x-gopswarm-stream",
+        )));
+        pipeline
+            .set_state(gst::State::Playing)
+            .context("starting the SRT listener")?;
+        Ok(SrtServer { pipeline, src })
+    }
+}
+
+impl Drop for SrtServer {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
 }
 
 /// A chunk out of a task's pipeline.
@@ -227,6 +274,7 @@ struct Agent {
     frozen: bool,
     /// Connections to mergers that take partial streams over TCP.
     tcp: HashMap<String, std::net::TcpStream>,
+    srt: Option<SrtServer>,
     /// Drained tasks already finished (stream, profile, epoch): never restarted.
     finished: std::collections::HashSet<(String, String, u64)>,
 }
@@ -497,9 +545,10 @@ impl Agent {
             .runners
             .get(&(stream.to_string(), profile.to_string()))
             .and_then(|r| r.task.chunk_sink.clone());
-        match sink.as_deref().and_then(|s| s.strip_prefix("tcp://")) {
-            Some(addr) => Dest::Tcp(addr.to_string()),
-            None => Dest::Mqtt(Topic::Chunks(stream.to_string(), profile.to_string()).path()),
+        match sink.as_deref() {
+            Some("srt") => Dest::Srt,
+            Some(s) if s.starts_with("tcp://") => Dest::Tcp(s["tcp://".len()..].to_string()),
+            _ => Dest::Mqtt(Topic::Chunks(stream.to_string(), profile.to_string()).path()),
         }
     }
 
@@ -660,6 +709,7 @@ fn capabilities(max_tasks: u32) -> Capabilities {
         mem_bytes: mem,
         codecs,
         max_tasks,
+        srt_endpoint: None,
     }
 }
 
@@ -673,7 +723,12 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     if let Some(v) = &opts.advertise_version {
         versions.agent = v.clone();
     }
-    let caps = capabilities(opts.max_tasks);
+    let mut caps = capabilities(opts.max_tasks);
+    let srt = match &opts.srt_listen {
+        Some(e) => Some(SrtServer::start(e)?),
+        None => None,
+    };
+    caps.srt_endpoint = opts.srt_listen.clone();
     let (host, v2, c2) = (opts.id.clone(), versions.clone(), caps.clone());
     let host2 = opts.id.clone();
     let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-host-{}", opts.id));
@@ -724,6 +779,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         freeze_after_commit: opts.freeze_after_commit,
         frozen: false,
         tcp: HashMap::new(),
+        srt,
         finished: Default::default(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -800,6 +856,15 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                         .await;
                 }
                 Dest::Tcp(addr) => agent.send_tcp(&addr, &payload),
+                Dest::Srt => match &agent.srt {
+                    Some(srv) => {
+                        let _ = srv.src.push_buffer(gst::Buffer::from_mut_slice(payload));
+                    }
+                    None => tracing::error!(
+                        "{}: a task sends chunks over SRT but the host has no --srt-listen",
+                        agent.id
+                    ),
+                },
             }
         }
     }

@@ -35,6 +35,61 @@ pub struct MergeOptions {
     /// Also take partial streams over TCP on this address (`tcp://host:port`), from any
     /// number of hosts at once.
     pub listen: Option<String>,
+    /// Call every host of the layout at its SRT endpoint (from its birth) for its partial
+    /// stream (streams defined with chunk sink `srt`).
+    pub pull_srt: bool,
+}
+
+/// Call a host's SRT listener and feed its partial stream to `tx`, reconnecting until `stop`.
+fn pull_srt(
+    host: String,
+    endpoint: String,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let Some(rest) = endpoint.strip_prefix("srt://") else {
+            tracing::warn!("merge: {host} has SRT endpoint {endpoint:?}: not srt://ip:port");
+            return;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let pipeline = match gst::parse::launch(&format!(
+                "srtsrc uri=srt://{rest}?mode=caller latency=200 ! appsink name=out sync=false"
+            )) {
+                Ok(p) => p.downcast::<gst::Pipeline>().unwrap(),
+                Err(e) => {
+                    tracing::error!("merge: SRT pipeline for {host}: {e}");
+                    return;
+                }
+            };
+            let sink = pipeline
+                .by_name("out")
+                .unwrap()
+                .downcast::<gst_app::AppSink>()
+                .unwrap();
+            let _ = pipeline.set_state(gst::State::Playing);
+            let mut deframer = gopswarm_chunk::Deframer::default();
+            let bus = pipeline.bus().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+                    if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                        deframer.push(map.as_slice());
+                    }
+                    while let Some(c) = deframer.next_chunk() {
+                        if tx.send(c.into_bytes()).is_err() {
+                            let _ = pipeline.set_state(gst::State::Null);
+                            return;
+                        }
+                    }
+                } else if sink.is_eos() || bus.pop_filtered(&[gst::MessageType::Error]).is_some() {
+                    break;
+                }
+            }
+            let _ = pipeline.set_state(gst::State::Null);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
 }
 
 /// Accept partial streams over TCP; every complete chunk goes to `tx`.
@@ -183,15 +238,17 @@ pub async fn run(
                 QoS::AtLeastOnce,
             ),
             (filters::all_hosts("death"), QoS::AtLeastOnce),
+            (filters::all_hosts("birth"), QoS::AtLeastOnce),
         ])
         .collect();
     let mut link = Link::start(options);
     let (tcp_tx, mut tcp_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     if let Some(addr) = &opts.listen {
-        listen_tcp(addr, tcp_tx)?;
-    } else {
-        drop(tcp_tx);
+        listen_tcp(addr, tcp_tx.clone())?;
     }
+    let srt_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut srt_endpoints: BTreeMap<String, String> = BTreeMap::new();
+    let mut srt_pulled: BTreeSet<String> = BTreeSet::new();
     let rejects = RejectCounters::default();
     let mut summary = MergeSummary {
         stream: opts.stream.clone(),
@@ -265,6 +322,11 @@ pub async fn run(
                         }
                     }
                     Ok(Inbound::StreamDef(d)) => gop_ns = d.gop_ns,
+                    Ok(Inbound::Birth(b)) => {
+                        if let Some(e) = b.capabilities.srt_endpoint {
+                            srt_endpoints.insert(b.host, e);
+                        }
+                    }
                     Ok(Inbound::Death(d)) => {
                         // A dead host sends nothing more: settle its GOPs now (copies or gaps).
                         if let Some(m) = &merger
@@ -291,6 +353,17 @@ pub async fn run(
         }
         // Chunks go in once the layout (and so the start GOP) is known.
         let Some(l) = &layout else { continue };
+        if opts.pull_srt {
+            for h in l.history.iter().flat_map(|e| e.hosts.iter()) {
+                if !srt_pulled.contains(h)
+                    && let Some(e) = srt_endpoints.get(h)
+                {
+                    tracing::info!("merge: pulling {h}'s partial stream from {e}");
+                    pull_srt(h.clone(), e.clone(), tcp_tx.clone(), srt_stop.clone());
+                    srt_pulled.insert(h.clone());
+                }
+            }
+        }
         if gop_ns == 0 || l.history.is_empty() {
             continue;
         }
@@ -361,6 +434,7 @@ pub async fn run(
             }
         }
     }
+    srt_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     summary.rejected_payloads = rejects.total();
     if let Some(m) = merger {
         let _ = m.src.end_of_stream();

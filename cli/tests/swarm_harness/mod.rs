@@ -352,6 +352,10 @@ pub struct SwarmOptions {
     pub latency_gops: u64,
     /// Chunks over TCP to the merger instead of MQTT.
     pub tcp_chunks: bool,
+    /// Start the merger this long after the first layout (it misses the first GOPs).
+    pub merger_delay_s: f64,
+    /// Hosts serve SRT, the merger pulls.
+    pub srt_chunks: bool,
 }
 
 impl Default for SwarmOptions {
@@ -366,6 +370,8 @@ impl Default for SwarmOptions {
             host_args: Vec::new(),
             latency_gops: 6,
             tcp_chunks: false,
+            merger_delay_s: 0.0,
+            srt_chunks: false,
         }
     }
 }
@@ -430,6 +436,10 @@ impl Swarm {
                 "--keepalive".into(),
                 opts.keepalive_s.to_string(),
             ];
+            if opts.srt_chunks {
+                args.push("--srt-listen".into());
+                args.push(format!("srt://127.0.0.1:{}", free_port()));
+            }
             for (j, extra) in &opts.host_args {
                 if *j == i {
                     args.extend(extra.iter().cloned());
@@ -468,7 +478,11 @@ impl Swarm {
                 "20".into(),
             ],
         );
-        let merger = Proc::spawn(&dir, "merger", &merge_args);
+        if opts.srt_chunks {
+            merge_args.push("--pull-srt".into());
+        }
+        let delayed = opts.merger_delay_s > 0.0;
+        let mut merger = (!delayed).then(|| Proc::spawn(&dir, "merger", &merge_args));
         if let Some(a) = &tcp_sink {
             let port: u16 = a.rsplit(':').next().unwrap().parse().unwrap();
             assert!(
@@ -501,11 +515,20 @@ impl Swarm {
                 opts.slots.to_string(),
             ],
         );
+        if opts.srt_chunks {
+            add.push("--chunks".into());
+            add.push("srt".into());
+        }
         let st = Command::new(BIN).args(&add).status().unwrap();
         assert!(st.success(), "gopswarm stream add failed");
         obs.wait_for("first layout", Duration::from_secs(30), |o| {
             o.layout_epochs() >= 1
         });
+        if delayed {
+            std::thread::sleep(Duration::from_secs_f64(opts.merger_delay_s));
+            merger = Some(Proc::spawn(&dir, "merger", &merge_args));
+        }
+        let merger = merger.unwrap();
         Swarm {
             dir,
             broker,

@@ -74,6 +74,9 @@ struct InputState {
     eos: bool,
     /// Pad the input's chunks come through (inputs by host).
     pad: String,
+    /// A host input: its chunks can come out of order (resends after a transport outage),
+    /// so having passed a GOP proves nothing; only its end does.
+    by_host: bool,
     last_data_gop: Option<u64>,
     /// Highest GOP covered by a parity group this input sent.
     last_parity_gop: Option<u64>,
@@ -85,6 +88,9 @@ impl InputState {
     fn may_still_send(&self, k: u64) -> bool {
         if self.eos {
             return false;
+        }
+        if self.by_host {
+            return true;
         }
         let past_data = self.last_data_gop.is_some_and(|g| g >= k);
         if self.fec_k == 0 {
@@ -280,6 +286,7 @@ impl GopMerge {
             // A host that sends is alive again (ended by `end-input` after a false alarm).
             input_state.eos = false;
             input_state.pad = input.to_string();
+            input_state.by_host = true;
         }
         if h.is_parity() {
             state.stats.parity_in += 1;

@@ -15,8 +15,9 @@
 //! flagged DISCONT. At EOS it posts `gopswarm-merge-summary`.
 //!
 //! Inputs are pads; with `inputs-by-host=true` they are the chunks' hosts instead, for one pad
-//! that carries many hosts (chunks taken from MQTT by an `appsrc`): each host delivers its
-//! GOPs in order, so a host that moved past a GOP will not send it. The `end-input` action
+//! that carries many hosts (chunks taken from MQTT by an `appsrc`). A host's chunks may come
+//! out of order (resent after a transport outage), so a missing GOP is settled when every
+//! host that could send it has ended, or after `latency`. The `end-input` action
 //! signal (a pad name, or a host id) tells the merger an input will send nothing more (its host
 //! died), so missing GOPs are settled at once (redundant copy or gap) instead of at `latency`.
 //!
