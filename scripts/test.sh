@@ -39,7 +39,7 @@ gst-inspect-1.0 gopswarm
 step "pipelines/run self-test"
 pipelines/run selftest FRAMES=25 TIMEOUT=60
 
-step "cargo test --workspace -- --test-threads=2"
-cargo test --workspace -- --test-threads=2
+step "cargo test --workspace --no-fail-fast -- --test-threads=2"
+cargo test --workspace --no-fail-fast -- --test-threads=2
 
 step "all tests passed in $((SECONDS - START)) s"
