@@ -2,6 +2,7 @@
 //! large simulated swarm, and control messages per second through real brokers on loopback
 //! (mosquitto, started here, and the embedded rumqttd), measured side by side in one run.
 
+use crate::swarm::demo::free_port;
 use anyhow::{Context, Result, bail};
 use gopswarm_orchestrator::bench::{assignment_rounds, percentile};
 use gopswarm_proto::*;
@@ -88,12 +89,6 @@ async fn throughput(port: u16, n: usize) -> Result<f64> {
         bail!("only {got} of {n} messages arrived");
     }
     Ok(n as f64 / end.duration_since(start).as_secs_f64())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 pub fn print_throughput(n: usize) -> Result<()> {

@@ -38,6 +38,15 @@ pub fn parse(description: &str) -> Result<gst::Pipeline> {
         .map_err(|_| anyhow::anyhow!("not a pipeline"))
 }
 
+/// The element `name` of a pipeline built from a description we wrote ourselves, as `T`.
+pub fn by_name<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) -> T {
+    pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("our pipeline has no element {name}"))
+        .downcast::<T>()
+        .unwrap_or_else(|_| panic!("element {name} has another type"))
+}
+
 /// Play until EOS, an error or `timeout`; the pipeline is set to NULL afterwards in every case.
 pub fn play(pipeline: &gst::Pipeline, timeout: Duration) -> Result<Outcome> {
     let start = Instant::now();

@@ -74,19 +74,13 @@ pub fn measure(
             format!("filesrc location=\"{source}\"")
         }
     };
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = crate::run::parse(&format!(
         "{input} ! decodebin ! videoconvert ! videoscale \
          ! video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT},pixel-aspect-ratio=1/1 \
          ! appsink name=out sync=false max-buffers=8"
     ))
-    .context("complexity pipeline")?
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    .context("complexity pipeline")?;
+    let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
     pipeline.set_state(gst::State::Playing)?;
     let deadline = std::time::Instant::now() + timeout;
     let (mut si, mut ti, mut n, mut index) = (0f64, 0f64, 0u32, 0u64);

@@ -59,18 +59,12 @@ impl SrtServer {
         let (host, port) = rest
             .rsplit_once(':')
             .with_context(|| format!("--srt-listen {endpoint:?} has no port"))?;
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = crate::run::parse(&format!(
             "appsrc name=src is-live=true format=bytes block=false max-bytes=64000000 \
              ! srtsink uri=srt://{host}:{port}?mode=listener wait-for-connection=false sync=false latency=200"
         ))
-        .context("SRT server pipeline")?
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
+        .context("SRT server pipeline")?;
+        let src = crate::run::by_name::<gst_app::AppSrc>(&pipeline, "src");
         src.set_caps(Some(&gst::Caps::new_empty_simple(
             "application/x-gopswarm-stream",
         )));
@@ -138,16 +132,14 @@ fn assignment_for(task: &Task) -> String {
 impl Runner {
     fn start(task: &Task, host: &str, tx: mpsc::UnboundedSender<ChunkOut>) -> Result<Runner> {
         let (src_host, src_port) = parse_source(&task.source)?;
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = crate::run::parse(&format!(
             "tcpclientsrc host={src_host} port={src_port} ! gdpdepay ! h264parse \
              ! video/x-h264,alignment=au ! gopselect name=sel gop-duration={} \
              ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
              ! profileenc name=enc ! partialpay name=pay ! appsink name=out sync=false",
             task.gop_ns
         ))
-        .context("host pipeline")?
-        .downcast::<gst::Pipeline>()
-        .expect("pipeline");
+        .context("host pipeline")?;
         let select = pipeline.by_name("sel").unwrap();
         pipeline
             .by_name("enc")
@@ -157,11 +149,7 @@ impl Runner {
         pay.set_property("stream-id", &task.stream);
         pay.set_property("profile-id", &task.profile);
         pay.set_property("host-id", host);
-        let sink = pipeline
-            .by_name("out")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
         let (stream, profile) = (task.stream.clone(), task.profile.clone());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()

@@ -54,20 +54,16 @@ fn pull_srt(
             return;
         };
         while !stop.load(Ordering::Relaxed) {
-            let pipeline = match gst::parse::launch(&format!(
+            let pipeline = match crate::run::parse(&format!(
                 "srtsrc uri=srt://{rest}?mode=caller latency=200 ! appsink name=out sync=false"
             )) {
-                Ok(p) => p.downcast::<gst::Pipeline>().unwrap(),
+                Ok(p) => p,
                 Err(e) => {
                     tracing::error!("merge: SRT pipeline for {host}: {e}");
                     return;
                 }
             };
-            let sink = pipeline
-                .by_name("out")
-                .unwrap()
-                .downcast::<gst_app::AppSink>()
-                .unwrap();
+            let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
             let _ = pipeline.set_state(gst::State::Playing);
             let mut deframer = gopswarm_chunk::Deframer::default();
             let bus = pipeline.bus().unwrap();
@@ -177,7 +173,7 @@ impl Merger {
         crate::run::prepare_out(out)?;
         let mp4 = format!("{}.mp4", out.display());
         let hls = format!("{}-hls", out.display());
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = crate::run::parse(&format!(
             "appsrc name=src format=time is-live=false max-bytes=0 ! partialdepay \
              ! gopmerge name=merge inputs-by-host=true start-gop={start_gop} latency={latency} ! tee name=v \
              v. ! queue ! h264parse ! mp4mux ! filesink location=\"{mp4}\" \
@@ -185,14 +181,8 @@ impl Merger {
                 location=\"{hls}/segment%05d.ts\" playlist-location=\"{hls}/index.m3u8\"",
             (gop_ns / 1_000_000_000).max(1)
         ))
-        .context("merger pipeline")?
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
+        .context("merger pipeline")?;
+        let src = crate::run::by_name::<gst_app::AppSrc>(&pipeline, "src");
         src.set_caps(Some(&gst::Caps::new_empty_simple(
             "application/x-gopswarm-stream",
         )));

@@ -31,34 +31,22 @@ pub fn serve(opts: &SourceOptions, progress: bool) -> Result<()> {
     if !opts.clip.exists() {
         bail!("clip {} not found", opts.clip.display());
     }
-    let reader = gst::parse::launch(&format!(
+    let reader = crate::run::parse(&format!(
         "filesrc location=\"{}\" ! qtdemux ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au \
          ! appsink name=frames sync=false max-buffers=64",
         opts.clip.display()
     ))
-    .context("clip reader")?
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let frames = reader
-        .by_name("frames")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    .context("clip reader")?;
+    let frames = crate::run::by_name::<gst_app::AppSink>(&reader, "frames");
     frames.set_property("wait-on-eos", false);
-    let server = gst::parse::launch(&format!(
+    let server = crate::run::parse(&format!(
         "appsrc name=src is-live=true format=time block=true max-bytes=8000000 \
          ! gdppay ! tcpserversink name=sink host={} port={} sync=true sync-method=latest-keyframe",
         opts.listen_host, opts.port
     ))
-    .context("server pipeline")?
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = server
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    .context("server pipeline")?;
+    let src = crate::run::by_name::<gst_app::AppSrc>(&server, "src");
     reader.set_state(gst::State::Playing)?;
     // The first frame's running time is TIMELINE_START: make that "now" for the clock sync,
     // so the stream starts at once instead of TIMELINE_START later.
