@@ -46,6 +46,7 @@ async fn throughput(port: u16, n: usize) -> Result<f64> {
             ready: true,
             error: None,
         }],
+        score: None,
     };
     let payload = encode(&hb);
     let topic = Topic::Heartbeat("bench-host".into()).path();
@@ -135,6 +136,7 @@ fn encode_len() -> usize {
         seq: 1,
         metrics: Metrics::default(),
         tasks: vec![],
+        score: None,
     })
     .len()
 }

@@ -125,6 +125,25 @@ enum Command {
         #[arg(long, default_value_t = 60.0)]
         duration: f64,
     },
+    /// Print a host's scores and tier with the inputs and arithmetic behind them (from the
+    /// orchestrator's retained score messages).
+    ///
+    /// stability = 100 x (0.25 network + 0.10 device + 0.20 power + 0.05 region + 0.10
+    /// interface + 0.30 history); fitness = 100 x compatible x (0.4 speed + 0.3 headroom + 0.3
+    /// quality); combined = 0.5 stability + 0.5 fitness; tiers gold > 90, silver > 70, else
+    /// bronze, with 5 points of hysteresis. The orchestrator's --scores and --tiers change them.
+    Explain {
+        /// Host id; all hosts when left out
+        host: Option<String>,
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Print JSON lines instead of text
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for the retained scores (seconds)
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+    },
     /// Run an encoder host: joins the swarm over MQTT and encodes what it is assigned.
     Host {
         /// Host id (1-64 of [A-Za-z0-9._-])
@@ -150,6 +169,32 @@ enum Command {
         /// (srt://ip:port); announced in the host's birth
         #[arg(long)]
         srt_listen: Option<String>,
+        /// Device class for the stability score: server, desktop, laptop, embedded
+        #[arg(long)]
+        device_class: Option<String>,
+        /// Network interface for the stability score: ethernet, wifi, cellular
+        #[arg(long)]
+        interface: Option<String>,
+        /// Region the host runs in (compared with the orchestrator's --region)
+        #[arg(long)]
+        region: Option<String>,
+        /// Uplink bandwidth, Mbit/s, for the stability score
+        #[arg(long)]
+        bandwidth_mbps: Option<f64>,
+        /// Profile of the encode benchmark run at join (repeatable; default: a 640x360 H.264
+        /// reference profile)
+        #[arg(long = "bench-profile")]
+        bench_profiles: Vec<String>,
+        /// Frames encoded per benchmark profile at join (0: no benchmark)
+        #[arg(long, default_value_t = 90)]
+        bench_frames: u32,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+        #[arg(long, hide = true)]
+        throttle_fps: Option<f64>,
+        #[arg(long, hide = true)]
+        advertise_encoder: Vec<String>,
     },
     /// Run the orchestrator: registry, swarm controller, handoffs. Embeds an MQTT broker unless
     /// --broker names one.
@@ -174,6 +219,22 @@ enum Command {
         /// Default: {"si_low":50,"ti_low":10,"si_high":150,"ti_high":40,"slots":[2,3,4],"redundancy":1}
         #[arg(long)]
         sizing: Option<String>,
+        /// Tier thresholds on the combined score, JSON, any of: gold, silver, hysteresis,
+        /// stability_weight. Default: {"gold":90,"silver":70,"hysteresis":5,"stability_weight":0.5}
+        #[arg(long)]
+        tiers: Option<String>,
+        /// Score reference points and weights, JSON (see `gopswarm explain --help`)
+        #[arg(long)]
+        scores: Option<String>,
+        /// The swarm's home region (hosts in another region score lower)
+        #[arg(long)]
+        region: Option<String>,
+        /// Do not hand the slots of hosts that fall to bronze to better spares
+        #[arg(long)]
+        no_peer_swap: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Merge one stream profile from the hosts' chunks into MP4 and HLS.
     Merge {
@@ -529,6 +590,15 @@ fn main() -> Result<()> {
             advertise_version,
             freeze_after_commit,
             srt_listen,
+            device_class,
+            interface,
+            region,
+            bandwidth_mbps,
+            bench_profiles,
+            bench_frames,
+            metrics_listen,
+            throttle_fps,
+            advertise_encoder,
         } => {
             gopswarm::swarm::init_logging();
             let opts = gopswarm::swarm::host::HostOptions {
@@ -540,6 +610,15 @@ fn main() -> Result<()> {
                 advertise_version,
                 freeze_after_commit,
                 srt_listen,
+                device_class,
+                interface,
+                region,
+                bandwidth_mbps,
+                bench_profiles,
+                bench_frames,
+                throttle_fps,
+                advertise_encoder,
+                metrics_listen,
             };
             runtime()?.block_on(gopswarm::swarm::host::run(
                 opts,
@@ -553,6 +632,11 @@ fn main() -> Result<()> {
             keepalive,
             switch_margin,
             sizing,
+            tiers,
+            scores,
+            region,
+            no_peer_swap,
+            metrics_listen,
         } => {
             gopswarm::swarm::init_logging();
             run::init();
@@ -574,8 +658,22 @@ fn main() -> Result<()> {
                     Some(j) => serde_json::from_str(&j).context("--sizing")?,
                     None => Default::default(),
                 },
+                tiers: match tiers {
+                    Some(j) => serde_json::from_str(&j).context("--tiers")?,
+                    None => Default::default(),
+                },
+                scores: match scores {
+                    Some(j) => serde_json::from_str(&j).context("--scores")?,
+                    None => Default::default(),
+                },
+                home_region: region,
+                peer_swap: !no_peer_swap,
                 ..Default::default()
             };
+            cfg.tiers
+                .validate()
+                .map_err(anyhow::Error::msg)
+                .context("--tiers")?;
             runtime()?.block_on(gopswarm_orchestrator::service::Service::run(
                 gopswarm_orchestrator::service::ServiceOptions {
                     broker,
@@ -583,6 +681,7 @@ fn main() -> Result<()> {
                     cfg,
                     client_id: "gopswarm-orchestrator".into(),
                     gstreamer_version: gst::version_string().to_string(),
+                    metrics_listen,
                 },
                 gopswarm::swarm::interrupted(),
                 None,
@@ -621,6 +720,19 @@ fn main() -> Result<()> {
                 std::fs::write(&path, &json)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+        }
+        Command::Explain {
+            host,
+            broker,
+            json,
+            wait,
+        } => {
+            runtime()?.block_on(gopswarm::swarm::explain::run(
+                broker_url(&broker)?,
+                host,
+                json,
+                secs(wait)?,
+            ))?;
         }
         Command::Stream { broker, op } => {
             use gopswarm_proto::{Message, ProfileDef, StreamCommand, StreamDef};

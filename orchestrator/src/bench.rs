@@ -42,6 +42,7 @@ pub fn swarm(hosts: usize, tasks_per_host: u32) -> Controller {
                     codecs: vec!["h264".into()],
                     max_tasks: tasks_per_host,
                     srt_endpoint: None,
+                    ..Default::default()
                 },
             },
             now,

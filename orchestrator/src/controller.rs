@@ -50,6 +50,16 @@ pub struct Config {
     pub default_redundancy: u32,
     /// Swarm sizing from content complexity.
     pub sizing: Sizing,
+    /// Score reference points and weights.
+    pub scores: crate::score::ScoreConfig,
+    /// Tier thresholds and hysteresis.
+    pub tiers: crate::score::TierConfig,
+    /// The swarm's home region (hosts elsewhere score lower on region).
+    pub home_region: Option<String>,
+    /// Hand a slot holder's slots to the best spare when it falls to bronze.
+    pub peer_swap: bool,
+    /// Slots moved by peer swapping per scoring round, at most.
+    pub max_swaps_per_round: usize,
 }
 
 /// Complexity level of a stream's content.
@@ -133,6 +143,11 @@ impl Default for Config {
             default_slots: 3,
             default_redundancy: 0,
             sizing: Sizing::default(),
+            scores: Default::default(),
+            tiers: Default::default(),
+            home_region: None,
+            peer_swap: true,
+            max_swaps_per_round: 2,
         }
     }
 }
@@ -166,6 +181,14 @@ pub struct HostRecord {
     pub status: BTreeMap<(String, String), TaskStatus>,
     #[serde(skip)]
     pub metrics: Metrics,
+    /// What the stability score remembers of the host (persisted).
+    #[serde(default)]
+    pub history: crate::fleet::HostHistory,
+    /// Current tier (persisted: hysteresis continues across orchestrator restarts).
+    #[serde(default)]
+    pub tier: Option<crate::score::Tier>,
+    #[serde(skip)]
+    pub live: crate::fleet::LiveStats,
 }
 
 impl HostRecord {
@@ -185,6 +208,9 @@ impl HostRecord {
             last_seen: None,
             status: BTreeMap::new(),
             metrics: Metrics::default(),
+            history: Default::default(),
+            tier: None,
+            live: Default::default(),
         }
     }
 
@@ -194,12 +220,20 @@ impl HostRecord {
             .and_then(|s| s.current_gop)
     }
 
-    fn load(&self) -> usize {
+    pub fn load(&self) -> usize {
         self.tasks.len()
     }
 
-    fn can_take(&self) -> bool {
-        let max = self.capabilities.as_ref().map_or(1, |c| c.max_tasks.max(1)) as usize;
+    pub fn max_tasks(&self) -> u32 {
+        self.capabilities.as_ref().map_or(1, |c| c.max_tasks.max(1))
+    }
+
+    /// Room for another task within what its tier allows.
+    fn can_take(&self, tiers: &crate::score::TierConfig) -> bool {
+        let max = match self.tier {
+            Some(t) => tiers.slots(t, self.max_tasks()),
+            None => self.max_tasks(),
+        } as usize;
         self.alive && self.incompatible.is_none() && self.load() < max
     }
 }
@@ -273,6 +307,7 @@ pub struct ControllerStats {
     pub handoff_retries: u64,
     pub commands: u64,
     pub refused_incompatible: u64,
+    pub peer_swaps: u64,
 }
 
 pub struct Controller {
@@ -281,9 +316,11 @@ pub struct Controller {
     /// Orchestrator epoch: increases at every start, carried by commands.
     pub epoch: u64,
     pub hosts: BTreeMap<String, HostRecord>,
-    /// Hosts that can take a task, least loaded first (ties by id).
-    free: BTreeSet<(usize, String)>,
-    indexed_load: HashMap<String, usize>,
+    /// Hosts that can take a task: best tier first, then least loaded, then id.
+    free: BTreeSet<(u8, usize, String)>,
+    indexed_load: HashMap<String, (u8, usize)>,
+    /// Round-trip probes in flight: command id -> (host, sent at).
+    pub(crate) pings: HashMap<String, (String, Instant)>,
     pub streams: BTreeMap<String, StreamRecord>,
     pub next_cmd: u64,
     pub stats: ControllerStats,
@@ -305,6 +342,7 @@ impl Controller {
             hosts: BTreeMap::new(),
             free: BTreeSet::new(),
             indexed_load: HashMap::new(),
+            pings: HashMap::new(),
             streams: BTreeMap::new(),
             next_cmd: 0,
             stats: ControllerStats::default(),
@@ -384,7 +422,7 @@ impl Controller {
         )
     }
 
-    fn emit(&mut self, topic: Topic, payload: Vec<u8>, retain: bool) {
+    pub(crate) fn emit(&mut self, topic: Topic, payload: Vec<u8>, retain: bool) {
         self.out.push(Out {
             topic: topic.path(),
             payload,
@@ -495,22 +533,28 @@ impl Controller {
     fn pick_hosts(&self, n: usize, exclude: &BTreeSet<&str>) -> Vec<String> {
         self.free
             .iter()
-            .filter(|(_, id)| !exclude.contains(id.as_str()))
+            .filter(|(_, _, id)| !exclude.contains(id.as_str()))
             .take(n)
-            .map(|(_, id)| id.clone())
+            .map(|(_, _, id)| id.clone())
             .collect()
     }
 
-    /// Keep the free-host index (hosts that can take a task, by load) in step with `host`.
-    fn reindex(&mut self, host: &str) {
-        if let Some(load) = self.indexed_load.remove(host) {
-            self.free.remove(&(load, host.to_string()));
+    /// Hosts with room, in placement order (best tier, least loaded, id).
+    pub fn free_hosts(&self) -> impl Iterator<Item = &str> {
+        self.free.iter().map(|(_, _, id)| id.as_str())
+    }
+
+    /// Keep the free-host index in step with `host`.
+    pub(crate) fn reindex(&mut self, host: &str) {
+        if let Some((rank, load)) = self.indexed_load.remove(host) {
+            self.free.remove(&(rank, load, host.to_string()));
         }
         if let Some(h) = self.hosts.get(host)
-            && h.can_take()
+            && h.can_take(&self.cfg.tiers)
         {
-            self.free.insert((h.load(), host.to_string()));
-            self.indexed_load.insert(host.to_string(), h.load());
+            let rank = h.tier.map_or(2, crate::score::Tier::rank);
+            self.free.insert((rank, h.load(), host.to_string()));
+            self.indexed_load.insert(host.to_string(), (rank, h.load()));
         }
     }
 
@@ -543,6 +587,10 @@ impl Controller {
             self.stats.births += 1;
         }
         self.dirty_hosts.insert(b.host.clone());
+        if fresh_connection {
+            self.hosts.get_mut(&b.host).unwrap().live.joined = Some(now);
+        }
+        self.rescore_host(&b.host, now);
         self.reindex(&b.host);
         if self.hosts[&b.host].incompatible.is_some() && !self.hosts[&b.host].tasks.is_empty() {
             // Never leave a slot with a host that cannot hold it.
@@ -580,6 +628,13 @@ impl Controller {
             // again (its birth is retained; a reconnect publishes a new one).
             return;
         }
+        if let Some(prev) = h.last_seen {
+            // Online time, counting at most one heartbeat gap (silence is not uptime).
+            let gap = now.saturating_duration_since(prev).min(self.cfg.dead_after);
+            h.history.online_secs += gap.as_secs_f64();
+        }
+        h.history.count(&hb.metrics);
+        h.live.observe_speed(&hb.metrics);
         h.last_seen = Some(now);
         h.metrics = hb.metrics;
         let reported: BTreeSet<(String, String)> = hb
@@ -604,6 +659,14 @@ impl Controller {
     }
 
     pub fn on_ack(&mut self, ack: Ack, now: Instant) {
+        if let Some((host, sent)) = self.pings.remove(&ack.id) {
+            if host == ack.host
+                && let Some(h) = self.hosts.get_mut(&host)
+            {
+                h.live.rtt.push(now.saturating_duration_since(sent));
+            }
+            return;
+        }
         let Some((host, stream, profile)) = self.pending.remove(&ack.id) else {
             return; // duplicate or unknown: handled already
         };
@@ -1025,7 +1088,7 @@ impl Controller {
                     .hosts
                     .get(t)
                     .ok_or_else(|| format!("unknown host {t}"))?;
-                if !h.can_take() || exclude.contains(t) {
+                if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
                     return Err(format!("host {t} cannot take the slot"));
                 }
                 t.to_string()

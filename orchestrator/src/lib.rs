@@ -4,6 +4,9 @@
 pub mod bench;
 pub mod broker;
 pub mod controller;
+pub mod fleet;
+pub mod metrics;
+pub mod score;
 pub mod service;
 pub mod store;
 

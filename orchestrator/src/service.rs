@@ -16,6 +16,109 @@ pub struct ServiceOptions {
     pub cfg: Config,
     pub client_id: String,
     pub gstreamer_version: String,
+    /// Serve Prometheus metrics here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Mirror the controller into Prometheus metrics (called once per scoring round).
+pub fn export_metrics(
+    m: &crate::metrics::Registry,
+    c: &Controller,
+    rejects: &RejectCounters,
+) -> Result<()> {
+    let host_gauges = [
+        ("gopswarm_host_stability_score", "Stability score 0-100"),
+        (
+            "gopswarm_host_fitness_score",
+            "Fitness score 0-100 (encoder state evaluator)",
+        ),
+        (
+            "gopswarm_host_combined_score",
+            "Score the tiers are cut on, 0-100",
+        ),
+        (
+            "gopswarm_host_tier",
+            "Resource allocation tier: 1 gold, 2 silver, 3 bronze",
+        ),
+        (
+            "gopswarm_host_slots_allowed",
+            "Slots the host's tier allows",
+        ),
+        ("gopswarm_host_tasks", "Tasks the host holds"),
+        (
+            "gopswarm_host_rtt_ms",
+            "Median round trip orchestrator-host over MQTT",
+        ),
+        (
+            "gopswarm_host_jitter_ms",
+            "Mean absolute deviation of the round trips",
+        ),
+        (
+            "gopswarm_host_keep_up_ratio",
+            "Frames through over frames real time needs (median)",
+        ),
+        ("gopswarm_host_alive", "1 while the host is connected"),
+    ];
+    for (name, help) in host_gauges {
+        m.gauge(name, help, &["host"])?;
+    }
+    for h in c.hosts.values() {
+        let l = [("host", h.id.as_str())];
+        if let Some(s) = c.host_score(&h.id) {
+            m.set("gopswarm_host_stability_score", &l, s.stability)?;
+            m.set("gopswarm_host_fitness_score", &l, s.fitness)?;
+            m.set("gopswarm_host_combined_score", &l, s.combined)?;
+            m.set("gopswarm_host_slots_allowed", &l, s.slots as f64)?;
+        }
+        if let Some(t) = h.tier {
+            m.set("gopswarm_host_tier", &l, t.rank() as f64)?;
+        }
+        m.set("gopswarm_host_tasks", &l, h.tasks.len() as f64)?;
+        m.set("gopswarm_host_alive", &l, if h.alive { 1.0 } else { 0.0 })?;
+        if let Some(r) = h.live.rtt.median_ms() {
+            m.set("gopswarm_host_rtt_ms", &l, r)?;
+        }
+        if let Some(j) = h.live.rtt.jitter_ms() {
+            m.set("gopswarm_host_jitter_ms", &l, j)?;
+        }
+        if let Some(k) = h.live.speed_ratio() {
+            m.set("gopswarm_host_keep_up_ratio", &l, k)?;
+        }
+    }
+    let st = &c.stats;
+    for (name, help, v) in [
+        ("gopswarm_births_total", "Host connections seen", st.births),
+        (
+            "gopswarm_deaths_total",
+            "Hosts lost (will or silence)",
+            st.deaths,
+        ),
+        ("gopswarm_layouts_total", "Layout epochs made", st.layouts),
+        (
+            "gopswarm_handoffs_total",
+            "Handoffs completed",
+            st.handoffs_done,
+        ),
+        (
+            "gopswarm_handoffs_aborted_total",
+            "Handoffs aborted",
+            st.handoffs_aborted,
+        ),
+        (
+            "gopswarm_peer_swaps_total",
+            "Handoffs started by peer swapping",
+            st.peer_swaps,
+        ),
+        ("gopswarm_commands_total", "Commands sent", st.commands),
+        (
+            "gopswarm_rejected_payloads_total",
+            "Payloads the orchestrator refused",
+            rejects.total(),
+        ),
+    ] {
+        m.counter(name, help, &[])?.set(&[], v as f64)?;
+    }
+    Ok(())
 }
 
 /// A view of the controller for the process that runs the service (demo summary, status).
@@ -113,6 +216,13 @@ impl Service {
         });
         let mut link = Link::start(options);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // Scores, round-trip probes and metrics once per keep-alive.
+        let mut scoring = tokio::time::interval(opts.cfg.keepalive);
+        let registry = Arc::new(crate::metrics::Registry::new());
+        if let Some(addr) = opts.metrics_listen {
+            let (bound, _) = crate::metrics::serve(registry.clone(), addr).await?;
+            tracing::info!("Prometheus metrics on http://{bound}/metrics");
+        }
         let mut connected = false;
         tokio::pin!(shutdown);
         loop {
@@ -122,6 +232,19 @@ impl Service {
                     let mut c = controller.lock().unwrap();
                     if connected {
                         c.tick(Instant::now());
+                    }
+                    persist(&store, &mut c);
+                    c.take_out()
+                }
+                _ = scoring.tick() => {
+                    let mut c = controller.lock().unwrap();
+                    if connected {
+                        let now = Instant::now();
+                        c.rescore(now);
+                        c.probe(now);
+                    }
+                    if let Err(e) = export_metrics(&registry, &c, &rejects) {
+                        tracing::error!("metrics: {e:#}");
                     }
                     persist(&store, &mut c);
                     c.take_out()

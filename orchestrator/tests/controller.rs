@@ -21,6 +21,7 @@ fn birth(host: &str, seq: u64) -> Birth {
             codecs: vec!["h264".into()],
             max_tasks: 1,
             srt_endpoint: None,
+            ..Default::default()
         },
     }
 }
@@ -102,6 +103,7 @@ fn heartbeat(host: &str, seq: u64, gop: u64) -> Heartbeat {
             ready: true,
             error: None,
         }],
+        score: None,
     }
 }
 

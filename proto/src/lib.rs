@@ -12,6 +12,7 @@
 //! | `gopswarm/v1/host/{host}/applied` | host → orchestrator | yes | [`Applied`] (reported state) |
 //! | `gopswarm/v1/host/{host}/cmd` | orchestrator → host | no | [`Command`] |
 //! | `gopswarm/v1/host/{host}/ack` | host → orchestrator | no | [`Ack`] |
+//! | `gopswarm/v1/host/{host}/score` | orchestrator → host, operators | yes | [`HostScore`] |
 //! | `gopswarm/v1/stream/{stream}/def` | orchestrator → all | yes | [`StreamDef`] |
 //! | `gopswarm/v1/stream/{stream}/layout/{profile}` | orchestrator → merger | yes | [`Layout`] |
 //! | `gopswarm/v1/stream/{stream}/chunks/{profile}` | host → merger | no | a `gopswarm-chunk` chunk |
@@ -64,6 +65,7 @@ pub enum Topic {
     Applied(String),
     Command(String),
     Ack(String),
+    Score(String),
     StreamDef(String),
     Layout(String, String),
     Chunks(String, String),
@@ -83,6 +85,7 @@ impl Topic {
             Topic::Applied(h) => format!("{ROOT}/host/{h}/applied"),
             Topic::Command(h) => format!("{ROOT}/host/{h}/cmd"),
             Topic::Ack(h) => format!("{ROOT}/host/{h}/ack"),
+            Topic::Score(h) => format!("{ROOT}/host/{h}/score"),
             Topic::StreamDef(s) => format!("{ROOT}/stream/{s}/def"),
             Topic::Layout(s, p) => format!("{ROOT}/stream/{s}/layout/{p}"),
             Topic::Chunks(s, p) => format!("{ROOT}/stream/{s}/chunks/{p}"),
@@ -107,6 +110,7 @@ impl Topic {
             ["host", h, "applied"] => Topic::Applied(id(h)?),
             ["host", h, "cmd"] => Topic::Command(id(h)?),
             ["host", h, "ack"] => Topic::Ack(id(h)?),
+            ["host", h, "score"] => Topic::Score(id(h)?),
             ["stream", s, "def"] => Topic::StreamDef(id(s)?),
             ["stream", s, "layout", p] => Topic::Layout(id(s)?, id(p)?),
             ["stream", s, "chunks", p] => Topic::Chunks(id(s)?, id(p)?),
@@ -146,10 +150,14 @@ pub struct Versions {
     /// Chunk wire format version.
     pub chunk_format: u8,
     pub gstreamer: String,
+    /// Encoder libraries by codec (`h264` → `x264enc 1.22.0`): hosts that contribute GOPs
+    /// to one profile must agree on the entry of its codec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encoders: BTreeMap<String, String>,
 }
 
 /// What a host can do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub cores: u32,
     pub mem_bytes: u64,
@@ -160,6 +168,30 @@ pub struct Capabilities {
     /// Where the host serves its partial streams over SRT (listener), `srt://ip:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srt_endpoint: Option<String>,
+    /// `server`, `desktop`, `laptop`, `embedded` (stability score input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<String>,
+    /// `ethernet`, `wifi`, `cellular`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Uplink bandwidth the host has, Mbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<f64>,
+    /// Encode benchmark run at join: frames per second per profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bench: Vec<BenchResult>,
+}
+
+/// One profile of the join benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// `profileenc` profile spec that was encoded.
+    pub profile: String,
+    pub fps: f64,
+    /// Frames per second that profile needs for real time.
+    pub realtime_fps: f64,
 }
 
 /// Retained on `host/{host}/birth` at every (re)connection.
@@ -193,6 +225,17 @@ pub struct Metrics {
     /// Payloads this part refused (malformed, oversized, wrong version, ...), since start.
     #[serde(default)]
     pub rejected_payloads: u64,
+    /// Frames per second the host's tasks need for real time (their sources' rates).
+    #[serde(default)]
+    pub realtime_fps: f32,
+    /// GOPs that failed to encode or to go out, since start.
+    #[serde(default)]
+    pub failed_gops: u64,
+    #[serde(default)]
+    pub gops_sent: u64,
+    /// Sampled PSNR of the output against the decoded input, dB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr_db: Option<f32>,
 }
 
 /// What a host does for one (stream, profile).
@@ -218,6 +261,37 @@ pub struct Heartbeat {
     pub seq: u64,
     pub metrics: Metrics,
     pub tasks: Vec<TaskStatus>,
+    /// The score the orchestrator last gave this host, echoed (what it is judged by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<ScoreEcho>,
+}
+
+/// A host's score as the host repeats it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreEcho {
+    pub stability: f64,
+    pub fitness: f64,
+    pub tier: String,
+}
+
+/// Retained on `host/{host}/score`: the host's scores, tier, slot allowance, and the
+/// arithmetic behind them (`gopswarm explain` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostScore {
+    pub host: String,
+    pub stability: f64,
+    pub fitness: f64,
+    pub combined: f64,
+    pub tier: String,
+    /// Slots the tier allows out of the host's `max_tasks`.
+    pub slots: u32,
+    /// Human-readable arithmetic, one block per score, and the tier decision.
+    pub explanation: String,
+    /// Probability of a disconnect within the next interval from the learned model, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_risk: Option<f64>,
+    /// Milliseconds since the Unix epoch when computed.
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +361,8 @@ pub enum CommandKind {
         profile: String,
         last_gop: u64,
     },
+    /// Ack at once: the orchestrator's round-trip-time probe (through the broker).
+    Ping,
 }
 
 /// A command to one host. Handlers are idempotent: a repeated id gets the same ack.
@@ -499,6 +575,7 @@ impl Message for Command {
             | CommandKind::Drain {
                 stream, profile, ..
             } => check_ids(&[stream, profile]),
+            CommandKind::Ping => Ok(()),
         }
     }
 }
@@ -579,6 +656,17 @@ impl Message for StreamCommand {
     }
 }
 impl Message for OrchestratorStatus {}
+impl Message for HostScore {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])?;
+        for v in [self.stability, self.fitness, self.combined] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("score {v} outside 0..100"));
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Serialize)]
 struct EnvelopeOut<'a, T> {
@@ -663,6 +751,8 @@ pub enum Inbound {
     Resend(Resend),
     StreamCommand(StreamCommand),
     OrchestratorStatus(OrchestratorStatus),
+    Score(HostScore),
+    ScoreCleared(String),
 }
 
 fn same(what: &str, topic_id: &str, body_id: &str) -> Result<(), Reject> {
@@ -748,6 +838,12 @@ pub fn decode_publish(topic: &str, payload: &[u8]) -> Result<Inbound, Reject> {
         }
         Topic::StreamControl => Inbound::StreamCommand(decode(payload)?),
         Topic::OrchestratorStatus => Inbound::OrchestratorStatus(decode(payload)?),
+        Topic::Score(h) if payload.is_empty() => Inbound::ScoreCleared(h),
+        Topic::Score(h) => {
+            let m: HostScore = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Score(m)
+        }
     })
 }
 
@@ -795,6 +891,7 @@ pub fn this_build_versions(gstreamer: &str) -> Versions {
         protocol: PROTOCOL_VERSION,
         chunk_format: 1,
         gstreamer: gstreamer.to_string(),
+        encoders: BTreeMap::new(),
     }
 }
 

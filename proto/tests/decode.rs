@@ -71,6 +71,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                     codecs: vec!["h264".into()],
                     max_tasks: 2,
                     srt_endpoint: None,
+                    ..Default::default()
                 },
             }),
         ),
@@ -92,6 +93,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                     ..Default::default()
                 },
                 tasks: vec![status()],
+                score: None,
             }),
         ),
         (

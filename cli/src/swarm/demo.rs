@@ -106,6 +106,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             cfg,
             client_id: "gopswarm-orchestrator".into(),
             gstreamer_version: gst::version_string().to_string(),
+            metrics_listen: None,
         },
         async {
             let _ = stop_rx.await;

@@ -34,7 +34,26 @@ pub struct HostOptions {
     /// Test hook: after the first commit, hear nothing more from the orchestrator (a host cut
     /// off from the control plane that keeps encoding with a stale epoch).
     pub freeze_after_commit: bool,
+    /// What the host says about itself for its stability score.
+    pub device_class: Option<String>,
+    pub interface: Option<String>,
+    pub region: Option<String>,
+    pub bandwidth_mbps: Option<f64>,
+    /// Profiles of the encode benchmark run at join (frames each; 0 frames: no benchmark).
+    pub bench_profiles: Vec<String>,
+    pub bench_frames: u32,
+    /// Test hook: frames reach this host's pipelines no faster than this (a slow host).
+    pub throttle_fps: Option<f64>,
+    /// Test hook: advertise another encoder library version (`codec=version`).
+    pub advertise_encoder: Vec<String>,
+    /// Serve Prometheus metrics here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
+
+/// Reference profile of the join benchmark when none is given.
+pub const DEFAULT_BENCH_PROFILE: &str = "h264, width=640, height=360, bitrate=1500";
+/// Frame rate the benchmark's reference source runs at (its real time).
+const BENCH_FPS: f64 = 30.0;
 
 /// Where a chunk goes.
 enum Dest {
@@ -130,11 +149,21 @@ fn assignment_for(task: &Task) -> String {
 }
 
 impl Runner {
-    fn start(task: &Task, host: &str, tx: mpsc::UnboundedSender<ChunkOut>) -> Result<Runner> {
+    fn start(
+        task: &Task,
+        host: &str,
+        tx: mpsc::UnboundedSender<ChunkOut>,
+        throttle_fps: Option<f64>,
+    ) -> Result<Runner> {
         let (src_host, src_port) = parse_source(&task.source)?;
+        // A slow host: every frame waits before selection, so the host falls behind real time.
+        let throttle = throttle_fps
+            .filter(|f| *f > 0.0)
+            .map(|f| format!("identity sleep-time={} ! ", (1e6 / f) as u64))
+            .unwrap_or_default();
         let pipeline = crate::run::parse(&format!(
             "tcpclientsrc host={src_host} port={src_port} ! gdpdepay ! h264parse \
-             ! video/x-h264,alignment=au ! gopselect name=sel gop-duration={} \
+             ! video/x-h264,alignment=au ! {throttle}gopselect name=sel gop-duration={} \
              ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
              ! profileenc name=enc ! partialpay name=pay ! appsink name=out sync=false",
             task.gop_ns
@@ -195,6 +224,19 @@ impl Runner {
             .ok()
             .filter(|g| *g >= 0)
             .map(|g| g as u64)
+    }
+
+    /// Frame rate of the task's source (0 until caps are known).
+    fn source_fps(&self) -> f64 {
+        self.select
+            .static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .and_then(|c| {
+                c.structure(0)
+                    .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+            })
+            .filter(|f| f.denom() > 0)
+            .map_or(0.0, |f| f.numer() as f64 / f.denom() as f64)
     }
 
     fn frames_in(&self) -> u64 {
@@ -265,6 +307,13 @@ struct Agent {
     srt: Option<SrtServer>,
     /// Drained tasks already finished (stream, profile, epoch): never restarted.
     finished: std::collections::HashSet<(String, String, u64)>,
+    throttle_fps: Option<f64>,
+    /// The orchestrator's latest verdict on this host, echoed in heartbeats.
+    score: Option<ScoreEcho>,
+    /// Tasks that stopped on an error, since start (failed GOPs of the history).
+    failed_tasks: u64,
+    gops_sent_total: u64,
+    metrics: std::sync::Arc<gopswarm_orchestrator::metrics::Registry>,
 }
 
 impl Agent {
@@ -309,7 +358,7 @@ impl Agent {
         if self.runners.len() >= self.max_tasks as usize {
             bail!("host is full ({} tasks)", self.max_tasks);
         }
-        let r = Runner::start(task, &self.id, self.tx.clone())?;
+        let r = Runner::start(task, &self.id, self.tx.clone(), self.throttle_fps)?;
         tracing::info!(
             "{}: task {}/{} started ({:?}, slot {}/{}, epoch {}, from GOP {})",
             self.id,
@@ -429,6 +478,7 @@ impl Agent {
                 };
                 self.ack(&cmd.id, true, "", gop);
             }
+            CommandKind::Ping => self.ack(&cmd.id, true, "pong", None),
         }
     }
 
@@ -442,6 +492,9 @@ impl Agent {
                     gst::MessageView::Error(e) => {
                         let text = format!("{} ({:?})", e.error(), e.debug());
                         tracing::error!("task {}/{}: {text}", key.0, key.1);
+                        if r.error.is_none() {
+                            self.failed_tasks += 1;
+                        }
                         r.error = Some(text);
                     }
                     gst::MessageView::Eos(_) => {
@@ -517,6 +570,7 @@ impl Agent {
             }
         };
         let dest = self.dest(&c.stream, &c.profile);
+        self.gops_sent_total += 1;
         if let Some(r) = self.runners.get_mut(&key) {
             r.gops_sent += 1;
             r.last_gop_sent = Some(header.gop_index);
@@ -610,9 +664,92 @@ impl Agent {
                     })
                     .sum(),
                 rejected_payloads: self.rejects.total(),
+                realtime_fps: self
+                    .runners
+                    .values()
+                    .map(Runner::source_fps)
+                    .fold(0.0, |a, b| a + b) as f32,
+                failed_gops: self.failed_tasks,
+                gops_sent: self.gops_sent_total,
+                psnr_db: None,
             },
             tasks: self.runners.values().map(Runner::status).collect(),
+            score: self.score.clone(),
         }
+    }
+
+    /// Mirror the heartbeat into the Prometheus registry.
+    fn export(&self, hb: &Heartbeat) -> Result<()> {
+        let m = &self.metrics;
+        let x = &hb.metrics;
+        let mut gauges = vec![
+            (
+                "gopswarm_host_cpu_percent",
+                "Process CPU, percent of one core",
+                x.cpu_percent as f64,
+            ),
+            (
+                "gopswarm_host_rss_bytes",
+                "Resident memory of the host process",
+                x.mem_bytes as f64,
+            ),
+            (
+                "gopswarm_host_encode_fps",
+                "Frames per second through the host's pipelines",
+                x.encode_fps as f64,
+            ),
+            (
+                "gopswarm_host_realtime_fps",
+                "Frames per second its tasks need for real time",
+                x.realtime_fps as f64,
+            ),
+            (
+                "gopswarm_host_gop_latency_ms",
+                "Last GOP: source end to chunk out",
+                x.gop_latency_ms as f64,
+            ),
+            (
+                "gopswarm_host_tasks",
+                "Tasks the host runs",
+                hb.tasks.len() as f64,
+            ),
+        ];
+        if let Some(s) = &hb.score {
+            gauges.push((
+                "gopswarm_host_stability_score",
+                "Stability score the orchestrator gave this host (0-100)",
+                s.stability,
+            ));
+            gauges.push((
+                "gopswarm_host_fitness_score",
+                "Fitness score the orchestrator gave this host (0-100)",
+                s.fitness,
+            ));
+        }
+        for (name, help, v) in gauges {
+            m.gauge(name, help, &[])?.set(&[], v)?;
+        }
+        for (name, help, v) in [
+            ("gopswarm_host_gops_sent_total", "GOPs sent", x.gops_sent),
+            (
+                "gopswarm_host_failed_tasks_total",
+                "Tasks stopped by an error",
+                x.failed_gops,
+            ),
+            (
+                "gopswarm_host_rejected_payloads_total",
+                "Payloads refused",
+                x.rejected_payloads,
+            ),
+            (
+                "gopswarm_host_dropped_frames_total",
+                "Frames partialpay dropped",
+                x.dropped_frames,
+            ),
+        ] {
+            m.counter(name, help, &[])?.set(&[], v as f64)?;
+        }
+        Ok(())
     }
 }
 
@@ -672,6 +809,64 @@ fn net_bytes() -> (u64, u64) {
     })
 }
 
+/// Encoder library of each codec found: its element and plugin version.
+fn encoder_versions() -> BTreeMap<String, String> {
+    [
+        ("h264", "x264enc"),
+        ("h265", "x265enc"),
+        ("vp9", "vp9enc"),
+        ("av1", "av1enc"),
+    ]
+    .iter()
+    .filter_map(|(codec, factory)| {
+        let f = gst::ElementFactory::find(factory)?;
+        let version = f
+            .plugin()
+            .map(|p| p.version().to_string())
+            .unwrap_or_default();
+        Some((codec.to_string(), format!("{factory} {version}")))
+    })
+    .collect()
+}
+
+/// The join benchmark: encode `frames` frames of a test pattern at 30 fps per profile, as
+/// fast as the host can; frames per second of wall time.
+pub fn join_benchmark(profiles: &[String], frames: u32) -> Vec<BenchResult> {
+    if frames == 0 {
+        return Vec::new();
+    }
+    profiles
+        .iter()
+        .filter_map(|spec| {
+            let run = || -> Result<f64> {
+                let pipeline = crate::run::parse(&format!(
+                    "videotestsrc num-buffers={frames} pattern=ball \
+                     ! video/x-raw,width=1280,height=720,framerate=30/1 \
+                     ! profileenc name=enc ! fakesink sync=false"
+                ))?;
+                pipeline
+                    .by_name("enc")
+                    .unwrap()
+                    .set_property("profile", spec);
+                let started = Instant::now();
+                crate::run::play(&pipeline, Duration::from_secs(60))?;
+                Ok(frames as f64 / started.elapsed().as_secs_f64().max(1e-6))
+            };
+            match run() {
+                Ok(fps) => Some(BenchResult {
+                    profile: spec.clone(),
+                    fps,
+                    realtime_fps: BENCH_FPS,
+                }),
+                Err(e) => {
+                    tracing::warn!("join benchmark of {spec:?} failed: {e:#}");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 fn capabilities(max_tasks: u32) -> Capabilities {
     let codecs = [
         ("h264", "x264enc"),
@@ -698,6 +893,7 @@ fn capabilities(max_tasks: u32) -> Capabilities {
         codecs,
         max_tasks,
         srt_endpoint: None,
+        ..Default::default()
     }
 }
 
@@ -711,7 +907,40 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     if let Some(v) = &opts.advertise_version {
         versions.agent = v.clone();
     }
+    versions.encoders = encoder_versions();
+    for pin in &opts.advertise_encoder {
+        let (codec, version) = pin
+            .split_once('=')
+            .with_context(|| format!("--advertise-encoder {pin:?}: expected codec=version"))?;
+        versions
+            .encoders
+            .insert(codec.to_string(), version.to_string());
+    }
     let mut caps = capabilities(opts.max_tasks);
+    caps.device_class = opts.device_class.clone();
+    caps.interface = opts.interface.clone();
+    caps.region = opts.region.clone();
+    caps.bandwidth_mbps = opts.bandwidth_mbps;
+    let profiles = if opts.bench_profiles.is_empty() {
+        vec![DEFAULT_BENCH_PROFILE.to_string()]
+    } else {
+        opts.bench_profiles.clone()
+    };
+    let frames = opts.bench_frames;
+    caps.bench = tokio::task::spawn_blocking(move || join_benchmark(&profiles, frames)).await?;
+    for b in &caps.bench {
+        tracing::info!(
+            "{}: join benchmark {:.1} fps ({})",
+            opts.id,
+            b.fps,
+            b.profile
+        );
+    }
+    let metrics = std::sync::Arc::new(gopswarm_orchestrator::metrics::Registry::new());
+    if let Some(addr) = opts.metrics_listen {
+        let (bound, _) = gopswarm_orchestrator::metrics::serve(metrics.clone(), addr).await?;
+        tracing::info!("{}: Prometheus metrics on http://{bound}/metrics", opts.id);
+    }
     let srt = match &opts.srt_listen {
         Some(e) => Some(SrtServer::start(e)?),
         None => None,
@@ -724,6 +953,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     options.subscriptions = vec![
         (filters::host(&opts.id, "assignment"), QoS::AtLeastOnce),
         (filters::host(&opts.id, "cmd"), QoS::AtLeastOnce),
+        (filters::host(&opts.id, "score"), QoS::AtLeastOnce),
         (format!("{ROOT}/stream/+/resend/+"), QoS::AtLeastOnce),
     ];
     options.presence = Some(Presence {
@@ -769,6 +999,11 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         tcp: HashMap::new(),
         srt,
         finished: Default::default(),
+        throttle_fps: opts.throttle_fps,
+        score: None,
+        failed_tasks: 0,
+        gops_sent_total: 0,
+        metrics,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut beat = tokio::time::interval(opts.keepalive / 2);
@@ -780,6 +1015,9 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
             _ = tick.tick() => agent.poll_runners(),
             _ = beat.tick() => {
                 let hb = agent.heartbeat();
+                if let Err(e) = agent.export(&hb) {
+                    tracing::error!("{}: metrics: {e:#}", agent.id);
+                }
                 agent.publish(Topic::Heartbeat(agent.id.clone()), &hb, false);
             }
             Some(c) = chunks.recv() => {
@@ -799,6 +1037,9 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                         Ok(Inbound::Assignment(a)) if a.host == agent.id => agent.on_assignment(a),
                         Ok(Inbound::AssignmentCleared(_)) => {}
                         Ok(Inbound::Command(h, c)) if h == agent.id => agent.on_command(c),
+                        Ok(Inbound::Score(s)) if s.host == agent.id => {
+                            agent.score = Some(ScoreEcho { stability: s.stability, fitness: s.fitness, tier: s.tier });
+                        }
                         Ok(Inbound::Resend(r)) => {
                             if let Some(run) = agent.runners.get(&(r.stream.clone(), r.profile.clone())) {
                                 for (g, bytes) in &run.cache {

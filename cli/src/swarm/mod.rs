@@ -3,6 +3,7 @@
 
 pub mod complexity;
 pub mod demo;
+pub mod explain;
 pub mod host;
 pub mod merge;
 pub mod source;

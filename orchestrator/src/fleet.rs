@@ -1,0 +1,422 @@
+//! The swarm's view of its hosts: what the controller measures and remembers of each host
+//! (round trips over MQTT, encode speed, history), their scores and tiers
+//! ([`crate::score`]), and peer swapping: a slot holder that falls to bronze has its slots
+//! handed to the best spare by the controller's GOP-boundary handoff.
+
+use crate::controller::{Controller, HostRecord};
+use crate::score::{self, Explained, FitnessInputs, StabilityInputs, Tier};
+use gopswarm_proto::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Round trips kept per host.
+const RTT_WINDOW: usize = 16;
+/// Encode-speed samples (heartbeats) kept per host; the fitness uses their median so one
+/// heartbeat that straddles a task start does not move a host.
+const SPEED_WINDOW: usize = 5;
+/// Heartbeats with work a host needs before it can be swapped out for being slow.
+const MIN_SPEED_SAMPLES: usize = 3;
+
+/// What the stability score remembers of a host, persisted across orchestrator restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostHistory {
+    pub online_secs: f64,
+    pub gops: u64,
+    pub failed_gops: u64,
+    /// The host's own counters at its last heartbeat (they restart with the host process).
+    last_gops_counter: u64,
+    last_failed_counter: u64,
+}
+
+impl HostHistory {
+    /// Add what a heartbeat's counters moved by since the last one.
+    pub fn count(&mut self, m: &Metrics) {
+        let delta = |now: u64, last: u64| if now >= last { now - last } else { now };
+        self.gops += delta(m.gops_sent, self.last_gops_counter);
+        self.failed_gops += delta(m.failed_gops, self.last_failed_counter);
+        self.last_gops_counter = m.gops_sent;
+        self.last_failed_counter = m.failed_gops;
+    }
+}
+
+/// Round-trip times of the orchestrator's pings (command → ack through the broker).
+#[derive(Debug, Clone, Default)]
+pub struct RttWindow {
+    samples: VecDeque<f64>,
+}
+
+impl RttWindow {
+    pub fn push(&mut self, rtt: Duration) {
+        self.samples.push_back(rtt.as_secs_f64() * 1000.0);
+        if self.samples.len() > RTT_WINDOW {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Median, ms.
+    pub fn median_ms(&self) -> Option<f64> {
+        median(self.samples.iter().copied())
+    }
+
+    /// Mean absolute deviation from the median, ms.
+    pub fn jitter_ms(&self) -> Option<f64> {
+        let m = self.median_ms()?;
+        if self.samples.len() < 2 {
+            return None;
+        }
+        Some(self.samples.iter().map(|x| (x - m).abs()).sum::<f64>() / self.samples.len() as f64)
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+fn median(it: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = it.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Live measurements of a host (not persisted).
+#[derive(Debug, Clone, Default)]
+pub struct LiveStats {
+    pub rtt: RttWindow,
+    /// Frames through / frames real time needs, per heartbeat with work.
+    speed: VecDeque<f64>,
+    pub joined: Option<Instant>,
+    pub last_swap: Option<Instant>,
+    pub stability: Option<Explained>,
+    pub fitness: Option<Explained>,
+    pub combined: f64,
+    /// Tier reasoning of the last scoring.
+    pub tier_note: String,
+    /// Last published score (to publish again only on change).
+    published: Option<(String, i64, i64)>,
+}
+
+impl LiveStats {
+    pub fn observe_speed(&mut self, m: &Metrics) {
+        if m.realtime_fps > 0.0 && m.encode_fps.is_finite() {
+            self.speed
+                .push_back((m.encode_fps / m.realtime_fps).min(2.0) as f64);
+            if self.speed.len() > SPEED_WINDOW {
+                self.speed.pop_front();
+            }
+        }
+    }
+
+    /// Median keep-up ratio of the recent heartbeats with work.
+    pub fn speed_ratio(&self) -> Option<f64> {
+        median(self.speed.iter().copied())
+    }
+
+    pub fn speed_samples(&self) -> usize {
+        self.speed.len()
+    }
+}
+
+/// The score inputs the controller has for a host.
+pub fn stability_inputs(h: &HostRecord, home_region: Option<&str>) -> StabilityInputs {
+    let caps = h.capabilities.clone().unwrap_or_default();
+    let bench = caps.bench.first();
+    StabilityInputs {
+        bandwidth_mbps: caps.bandwidth_mbps,
+        rtt_ms: h.live.rtt.median_ms(),
+        jitter_ms: h.live.rtt.jitter_ms(),
+        device_class: caps
+            .device_class
+            .as_deref()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_default(),
+        bench_fps: bench.map(|b| b.fps),
+        realtime_fps: bench.map_or(30.0, |b| b.realtime_fps),
+        home_region: match (caps.region.as_deref(), home_region) {
+            (Some(r), Some(home)) => Some(r == home),
+            _ => None,
+        },
+        interface: caps
+            .interface
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_default(),
+        sessions: h.births,
+        disconnects: h.deaths,
+        online_hours: h.history.online_secs / 3600.0,
+        gops_encoded: h.history.gops,
+        failed_gops: h.history.failed_gops,
+    }
+}
+
+pub fn fitness_inputs(h: &HostRecord) -> FitnessInputs {
+    let caps = h.capabilities.clone().unwrap_or_default();
+    let m = &h.metrics;
+    let cores = caps.cores.max(1) as f64;
+    let bench = caps.bench.first();
+    FitnessInputs {
+        speed_ratio: h.live.speed_ratio(),
+        bench_ratio: bench
+            .filter(|b| b.realtime_fps > 0.0)
+            .map(|b| b.fps / b.realtime_fps),
+        cpu_used: h.last_seen.map(|_| m.cpu_percent as f64 / (100.0 * cores)),
+        mem_used: (caps.mem_bytes > 0 && h.last_seen.is_some())
+            .then(|| m.mem_bytes as f64 / caps.mem_bytes as f64),
+        psnr_db: m.psnr_db.map(f64::from),
+        incompatible: h.incompatible.clone(),
+    }
+}
+
+impl Controller {
+    /// Send a round-trip probe to every live host (a `ping` command; its ack closes the
+    /// round trip). Probes that never come back are forgotten at the next round.
+    pub fn probe(&mut self, now: Instant) {
+        self.pings.clear();
+        let live: Vec<String> = self
+            .hosts
+            .values()
+            .filter(|h| h.alive)
+            .map(|h| h.id.clone())
+            .collect();
+        for host in live {
+            self.next_cmd += 1;
+            let id = format!("o{}-p{}", self.epoch, self.next_cmd);
+            let cmd = Command {
+                id: id.clone(),
+                epoch: self.epoch,
+                kind: CommandKind::Ping,
+            };
+            self.pings.insert(id, (host.clone(), now));
+            self.emit(Topic::Command(host), encode(&cmd), false);
+        }
+    }
+
+    /// Score one host and move its tier (with hysteresis).
+    pub(crate) fn rescore_host(&mut self, host: &str, _now: Instant) {
+        let home = self.cfg.home_region.clone();
+        let Some(h) = self.hosts.get(host) else {
+            return;
+        };
+        let st = score::stability(&stability_inputs(h, home.as_deref()), &self.cfg.scores);
+        let fit = score::fitness(&fitness_inputs(h), &self.cfg.scores);
+        let tiers = &self.cfg.tiers;
+        let combined = tiers.combined(st.score, fit.score);
+        let previous = h.tier;
+        let tier = tiers.next(previous, combined);
+        let note = format!(
+            "combined = {:.2} x stability {:.1} + {:.2} x fitness {:.1} = {combined:.1}; \
+             thresholds gold > {}, silver > {} (hysteresis {} points); previous tier {}; now {} \
+             ({} of {} slots)",
+            tiers.stability_weight,
+            st.score,
+            1.0 - tiers.stability_weight,
+            fit.score,
+            tiers.gold,
+            tiers.silver,
+            tiers.hysteresis,
+            previous.map_or("none".to_string(), |t| format!("{t:?}").to_lowercase()),
+            format!("{tier:?}").to_lowercase(),
+            tiers.slots(tier, h.max_tasks()),
+            h.max_tasks(),
+        );
+        let h = self.hosts.get_mut(host).unwrap();
+        if previous != Some(tier) {
+            tracing::info!(
+                "host {host}: tier {:?} -> {tier:?} (score {combined:.1})",
+                previous
+            );
+        }
+        h.tier = Some(tier);
+        h.live.stability = Some(st);
+        h.live.fitness = Some(fit);
+        h.live.combined = combined;
+        h.live.tier_note = note;
+        self.reindex(host);
+    }
+
+    /// Score every live host, publish the scores that changed, and swap out slot holders
+    /// that fell to bronze. Call once per keep-alive.
+    pub fn rescore(&mut self, now: Instant) {
+        let live: Vec<String> = self
+            .hosts
+            .values()
+            .filter(|h| h.alive)
+            .map(|h| h.id.clone())
+            .collect();
+        for host in &live {
+            self.rescore_host(host, now);
+            self.publish_score(host);
+        }
+        if self.cfg.peer_swap {
+            self.swap_out_weak(now);
+        }
+    }
+
+    fn publish_score(&mut self, host: &str) {
+        let Some(msg) = self.host_score(host) else {
+            return;
+        };
+        let key = (
+            msg.tier.clone(),
+            msg.stability.round() as i64,
+            msg.fitness.round() as i64,
+        );
+        let h = self.hosts.get_mut(host).unwrap();
+        if h.live.published.as_ref() == Some(&key) {
+            return;
+        }
+        h.live.published = Some(key);
+        self.emit(Topic::Score(host.to_string()), encode(&msg), true);
+    }
+
+    /// The score message of a host (what `gopswarm explain` prints).
+    pub fn host_score(&self, host: &str) -> Option<HostScore> {
+        let h = self.hosts.get(host)?;
+        let (st, fit) = (h.live.stability.as_ref()?, h.live.fitness.as_ref()?);
+        let tier = h.tier?;
+        Some(HostScore {
+            host: host.to_string(),
+            stability: st.score,
+            fitness: fit.score,
+            combined: h.live.combined.clamp(0.0, 100.0),
+            tier: format!("{tier:?}").to_lowercase(),
+            slots: self.cfg.tiers.slots(tier, h.max_tasks()),
+            explanation: format!("{st}\n{fit}\n{}", h.live.tier_note),
+            disconnect_risk: None,
+            at_ms: unix_micros() / 1000,
+        })
+    }
+
+    /// Slot holders in bronze hand one slot each (per round, up to `max_swaps_per_round`) to
+    /// the best spare of a better tier. Hysteresis in the tiers keeps a host that wobbles
+    /// around the threshold where it is; a host is judged on its speed only once it has
+    /// `MIN_SPEED_SAMPLES` heartbeats with work.
+    fn swap_out_weak(&mut self, now: Instant) {
+        let mut weak: Vec<(f64, String)> = self
+            .hosts
+            .values()
+            .filter(|h| h.alive && h.tier == Some(Tier::Bronze) && !h.tasks.is_empty())
+            .filter(|h| h.live.speed_samples() >= MIN_SPEED_SAMPLES)
+            .map(|h| (h.live.combined, h.id.clone()))
+            .collect();
+        weak.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut swaps = 0;
+        for (_, host) in weak {
+            if swaps >= self.cfg.max_swaps_per_round {
+                break;
+            }
+            let slots: Vec<(String, String)> = self.hosts[&host]
+                .tasks
+                .iter()
+                .filter(|t| t.role == TaskRole::Active && t.until_gop.is_none())
+                .map(|t| (t.stream.clone(), t.profile.clone()))
+                .collect();
+            for (stream, profile) in slots {
+                if self.busy(&stream, &profile) {
+                    continue;
+                }
+                let holders: BTreeSet<String> = self.streams[&stream].profiles[&profile]
+                    .history
+                    .last()
+                    .map(|e| e.hosts.iter().cloned().collect())
+                    .unwrap_or_default();
+                let spare = self
+                    .free_hosts()
+                    .find(|id| {
+                        !holders.contains(*id)
+                            && self.hosts[*id].tier.is_some_and(|t| t < Tier::Bronze)
+                    })
+                    .map(str::to_string);
+                let Some(spare) = spare else {
+                    tracing::warn!(
+                        "host {host} is bronze but no better spare is free for {stream}/{profile}"
+                    );
+                    continue;
+                };
+                match self.start_handoff(&stream, &profile, &host, Some(&spare), now) {
+                    Ok(to) => {
+                        tracing::info!(
+                            "peer swap: {stream}/{profile} slot of {host} (score {:.1}) -> {to} (score {:.1})",
+                            self.hosts[&host].live.combined,
+                            self.hosts[&to].live.combined
+                        );
+                        self.stats.peer_swaps += 1;
+                        self.hosts.get_mut(&host).unwrap().live.last_swap = Some(now);
+                        swaps += 1;
+                    }
+                    Err(e) => tracing::warn!("peer swap of {host}: {e}"),
+                }
+                if swaps >= self.cfg.max_swaps_per_round {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_median_and_jitter() {
+        let mut w = RttWindow::default();
+        assert_eq!(w.median_ms(), None);
+        for ms in [10, 12, 11, 50, 9] {
+            w.push(Duration::from_millis(ms));
+        }
+        assert_eq!(w.median_ms(), Some(11.0));
+        // |10-11| + |12-11| + 0 + |50-11| + |9-11| = 43, / 5
+        assert!((w.jitter_ms().unwrap() - 8.6).abs() < 1e-9);
+        for _ in 0..40 {
+            w.push(Duration::from_millis(1));
+        }
+        assert_eq!(w.len(), RTT_WINDOW);
+        assert_eq!(w.median_ms(), Some(1.0));
+    }
+
+    #[test]
+    fn history_counts_across_host_restarts() {
+        let mut h = HostHistory::default();
+        let m = |gops, failed| Metrics {
+            gops_sent: gops,
+            failed_gops: failed,
+            ..Default::default()
+        };
+        h.count(&m(10, 0));
+        h.count(&m(25, 1));
+        // The host process restarted: its counters start again from zero.
+        h.count(&m(4, 0));
+        assert_eq!(h.gops, 29);
+        assert_eq!(h.failed_gops, 1);
+    }
+
+    #[test]
+    fn speed_is_a_median_of_heartbeats_with_work() {
+        let mut l = LiveStats::default();
+        let m = |fps: f32, rt: f32| Metrics {
+            encode_fps: fps,
+            realtime_fps: rt,
+            ..Default::default()
+        };
+        l.observe_speed(&m(0.0, 0.0)); // idle: not a sample
+        assert_eq!(l.speed_samples(), 0);
+        for fps in [30.0, 29.0, 12.0, 30.0, 31.0] {
+            l.observe_speed(&m(fps, 30.0));
+        }
+        // One heartbeat that straddled a task start does not count.
+        assert!((l.speed_ratio().unwrap() - 1.0).abs() < 1e-6);
+    }
+}
