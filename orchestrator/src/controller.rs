@@ -634,7 +634,7 @@ impl Controller {
             h.history.online_secs += gap.as_secs_f64();
         }
         h.history.count(&hb.metrics);
-        h.live.observe_speed(&hb.metrics);
+        h.live.observe_speed(&hb.metrics, now);
         h.last_seen = Some(now);
         h.metrics = hb.metrics;
         let reported: BTreeSet<(String, String)> = hb

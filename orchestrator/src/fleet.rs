@@ -17,6 +17,9 @@ const RTT_WINDOW: usize = 16;
 const SPEED_WINDOW: usize = 5;
 /// Heartbeats with work a host needs before it can be swapped out for being slow.
 const MIN_SPEED_SAMPLES: usize = 3;
+/// How long a host's measured speed outweighs its join benchmark once it is idle again: a
+/// host swapped out for being slow is not the first pick for the next slot.
+const SPEED_MEMORY: Duration = Duration::from_secs(600);
 
 /// What the stability score remembers of a host, persisted across orchestrator restarts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,7 +99,7 @@ fn median(it: impl Iterator<Item = f64>) -> Option<f64> {
 pub struct LiveStats {
     pub rtt: RttWindow,
     /// Frames through / frames real time needs, per heartbeat with work.
-    speed: VecDeque<f64>,
+    speed: VecDeque<(Instant, f64)>,
     pub joined: Option<Instant>,
     pub last_swap: Option<Instant>,
     pub stability: Option<Explained>,
@@ -109,19 +112,28 @@ pub struct LiveStats {
 }
 
 impl LiveStats {
-    pub fn observe_speed(&mut self, m: &Metrics) {
+    pub fn observe_speed(&mut self, m: &Metrics, now: Instant) {
         if m.realtime_fps > 0.0 && m.encode_fps.is_finite() {
             self.speed
-                .push_back((m.encode_fps / m.realtime_fps).min(2.0) as f64);
+                .push_back((now, (m.encode_fps / m.realtime_fps).min(2.0) as f64));
             if self.speed.len() > SPEED_WINDOW {
                 self.speed.pop_front();
             }
         }
     }
 
-    /// Median keep-up ratio of the recent heartbeats with work.
-    pub fn speed_ratio(&self) -> Option<f64> {
-        median(self.speed.iter().copied())
+    /// Median keep-up ratio of the recent heartbeats with work, once there are enough of
+    /// them to judge.
+    pub fn speed_ratio(&self, now: Instant) -> Option<f64> {
+        if self.speed.len() < MIN_SPEED_SAMPLES
+            || self
+                .speed
+                .back()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > SPEED_MEMORY)
+        {
+            return None;
+        }
+        median(self.speed.iter().map(|(_, r)| *r))
     }
 
     pub fn speed_samples(&self) -> usize {
@@ -161,13 +173,13 @@ pub fn stability_inputs(h: &HostRecord, home_region: Option<&str>) -> StabilityI
     }
 }
 
-pub fn fitness_inputs(h: &HostRecord) -> FitnessInputs {
+pub fn fitness_inputs(h: &HostRecord, now: Instant) -> FitnessInputs {
     let caps = h.capabilities.clone().unwrap_or_default();
     let m = &h.metrics;
     let cores = caps.cores.max(1) as f64;
     let bench = caps.bench.first();
     FitnessInputs {
-        speed_ratio: h.live.speed_ratio(),
+        speed_ratio: h.live.speed_ratio(now),
         bench_ratio: bench
             .filter(|b| b.realtime_fps > 0.0)
             .map(|b| b.fps / b.realtime_fps),
@@ -204,13 +216,13 @@ impl Controller {
     }
 
     /// Score one host and move its tier (with hysteresis).
-    pub(crate) fn rescore_host(&mut self, host: &str, _now: Instant) {
+    pub(crate) fn rescore_host(&mut self, host: &str, now: Instant) {
         let home = self.cfg.home_region.clone();
         let Some(h) = self.hosts.get(host) else {
             return;
         };
         let st = score::stability(&stability_inputs(h, home.as_deref()), &self.cfg.scores);
-        let fit = score::fitness(&fitness_inputs(h), &self.cfg.scores);
+        let fit = score::fitness(&fitness_inputs(h, now), &self.cfg.scores);
         let tiers = &self.cfg.tiers;
         let combined = tiers.combined(st.score, fit.score);
         let previous = h.tier;
@@ -406,17 +418,29 @@ mod tests {
     #[test]
     fn speed_is_a_median_of_heartbeats_with_work() {
         let mut l = LiveStats::default();
+        let t0 = Instant::now();
         let m = |fps: f32, rt: f32| Metrics {
             encode_fps: fps,
             realtime_fps: rt,
             ..Default::default()
         };
-        l.observe_speed(&m(0.0, 0.0)); // idle: not a sample
+        l.observe_speed(&m(0.0, 0.0), t0); // idle: not a sample
         assert_eq!(l.speed_samples(), 0);
+        l.observe_speed(&m(10.0, 30.0), t0);
+        l.observe_speed(&m(10.0, 30.0), t0);
+        assert_eq!(
+            l.speed_ratio(t0),
+            None,
+            "two heartbeats are too few to judge"
+        );
         for fps in [30.0, 29.0, 12.0, 30.0, 31.0] {
-            l.observe_speed(&m(fps, 30.0));
+            l.observe_speed(&m(fps, 30.0), t0);
         }
         // One heartbeat that straddled a task start does not count.
-        assert!((l.speed_ratio().unwrap() - 1.0).abs() < 1e-6);
+        assert!((l.speed_ratio(t0).unwrap() - 1.0).abs() < 1e-6);
+        // Idle again: the measured speed counts for a while, then the benchmark again.
+        l.observe_speed(&m(0.0, 0.0), t0);
+        assert!(l.speed_ratio(t0 + Duration::from_secs(60)).is_some());
+        assert_eq!(l.speed_ratio(t0 + SPEED_MEMORY * 2), None);
     }
 }

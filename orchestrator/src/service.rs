@@ -81,7 +81,7 @@ pub fn export_metrics(
         if let Some(j) = h.live.rtt.jitter_ms() {
             m.set("gopswarm_host_jitter_ms", &l, j)?;
         }
-        if let Some(k) = h.live.speed_ratio() {
+        if let Some(k) = h.live.speed_ratio(Instant::now()) {
             m.set("gopswarm_host_keep_up_ratio", &l, k)?;
         }
     }

@@ -123,6 +123,8 @@ struct Runner {
     last_current: Option<u64>,
     /// frames-in when the source first moved past the drained slot's last GOP.
     drain_mark: Option<u64>,
+    /// frames-in at the last heartbeat, while frames flow.
+    frames_at_beat: Option<u64>,
 }
 
 /// Frames to let through after a drained slot's last GOP (gopselect's default max-reorder).
@@ -210,6 +212,7 @@ impl Runner {
             gop_ends: VecDeque::new(),
             last_current: None,
             drain_mark: None,
+            frames_at_beat: None,
         };
         r.select.set_property("assignment", assignment_for(task));
         r.pipeline
@@ -629,10 +632,19 @@ impl Agent {
     }
 
     fn heartbeat(&mut self) -> Heartbeat {
-        let frames: u64 = self.runners.values().map(Runner::frames_in).sum();
-        let dt_frames = frames.saturating_sub(self.cpu.last_frames);
-        self.cpu.last_frames = frames;
         let (cpu, dt) = self.cpu.sample();
+        // Speed against real time over the pipelines that ran the whole interval: a task
+        // that starts, ends or errs in it would read as a host falling behind.
+        let (mut dt_frames, mut realtime_fps) = (0u64, 0f64);
+        for r in self.runners.values_mut() {
+            let frames = r.frames_in();
+            let live = !r.ended && !r.finishing && r.error.is_none() && frames > 0;
+            if live && let Some(prev) = r.frames_at_beat {
+                dt_frames += frames.saturating_sub(prev);
+                realtime_fps += r.source_fps();
+            }
+            r.frames_at_beat = live.then_some(frames);
+        }
         let latency = self
             .runners
             .values()
@@ -664,11 +676,7 @@ impl Agent {
                     })
                     .sum(),
                 rejected_payloads: self.rejects.total(),
-                realtime_fps: self
-                    .runners
-                    .values()
-                    .map(Runner::source_fps)
-                    .fold(0.0, |a, b| a + b) as f32,
+                realtime_fps: realtime_fps as f32,
                 failed_gops: self.failed_tasks,
                 gops_sent: self.gops_sent_total,
                 psnr_db: None,
@@ -756,7 +764,6 @@ impl Agent {
 struct CpuMeter {
     last_ticks: u64,
     last_at: Instant,
-    last_frames: u64,
 }
 
 impl CpuMeter {
@@ -991,7 +998,6 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         cpu: CpuMeter {
             last_ticks: CpuMeter::ticks(),
             last_at: Instant::now(),
-            last_frames: 0,
         },
         max_tasks: opts.max_tasks,
         freeze_after_commit: opts.freeze_after_commit,

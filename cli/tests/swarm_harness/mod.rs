@@ -550,6 +550,25 @@ impl Swarm {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// Start host `i` now (after the first layout: a spare), with extra arguments.
+    pub fn add_host(&mut self, i: usize, extra: &[String]) {
+        let mut args = vec![
+            "host".into(),
+            "--id".into(),
+            host_id(i),
+            "--broker".into(),
+            self.broker.url(),
+            "--keepalive".into(),
+            self.opts.keepalive_s.to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        self.hosts.push(Proc::spawn(&self.dir, &host_id(i), &args));
+        self.obs
+            .wait_for("the new host's birth", Duration::from_secs(20), |o| {
+                o.births().iter().any(|b| b.host == host_id(i))
+            });
+    }
+
     /// Sleep until a GOP boundary has just passed on the hosts, then half a GOP more.
     pub fn wait_mid_gop(&self) {
         let start = self.obs.current_gop();
