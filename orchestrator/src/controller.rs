@@ -1057,6 +1057,83 @@ impl Controller {
         }
     }
 
+    /// Add a slot to a running (stream, profile): prepare `to` (or the best free host), then
+    /// commit a layout with one more host at a safe GOP. A layout that shrank after host
+    /// deaths grows back this way. The running holders count as ready already; if the new
+    /// host is not ready in time the layout stays as it is.
+    pub fn grow(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        to: Option<&str>,
+        now: Instant,
+    ) -> Result<String, String> {
+        let ps = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.profiles.get(profile))
+            .ok_or_else(|| format!("no stream {stream}/{profile}"))?;
+        if ps.op.is_some() {
+            return Err(format!("{stream}/{profile}: an operation is in flight"));
+        }
+        let cur = ps.history.last().ok_or("stream not started")?.clone();
+        let exclude: BTreeSet<&str> = cur.hosts.iter().map(String::as_str).collect();
+        let to = match to {
+            Some(t) => {
+                let h = self
+                    .hosts
+                    .get(t)
+                    .ok_or_else(|| format!("unknown host {t}"))?;
+                if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
+                    return Err(format!("host {t} cannot take a slot"));
+                }
+                t.to_string()
+            }
+            None => self
+                .pick_hosts(1, &exclude)
+                .pop()
+                .ok_or("no free compatible host")?,
+        };
+        let mut hosts = cur.hosts.clone();
+        hosts.push(to.clone());
+        let standby = LayoutEpoch {
+            epoch: 0,
+            from_gop: 0,
+            redundancy: 0,
+            hosts: hosts.clone(),
+        };
+        let task = self.make_task(
+            stream,
+            profile,
+            TaskRole::Standby,
+            &standby,
+            cur.hosts.len() as u32,
+        );
+        self.set_task(&to, stream, profile, Some(task.clone()));
+        self.command(&to, stream, profile, CommandKind::Prepare { task });
+        let ready: BTreeMap<String, u64> = cur
+            .hosts
+            .iter()
+            .map(|h| (h.clone(), self.hosts[h].gop(stream, profile).unwrap_or(0)))
+            .collect();
+        self.streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap()
+            .op = Some(Op::Start {
+            hosts,
+            ready,
+            deadline: now + self.cfg.prepare_timeout,
+        });
+        tracing::info!(
+            "{stream}/{profile}: growing to {} slots with {to}",
+            cur.hosts.len() + 1
+        );
+        Ok(to)
+    }
+
     /// Start a planned handoff of `from`'s slot to `to` (or to the least loaded free host).
     pub fn start_handoff(
         &mut self,

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod controller;
 pub mod fleet;
 pub mod metrics;
+pub mod provision;
 pub mod score;
 pub mod service;
 pub mod store;

@@ -432,3 +432,60 @@ fn measured_complexity_and_free_hosts_size_the_swarm() {
     // Decided once and kept in the stream definition.
     assert_eq!(ctl.streams["cam1"].def.slots, Some(4));
 }
+
+#[test]
+fn a_layout_shrunk_by_a_death_grows_back_with_a_prepared_host() {
+    let (mut c, t0) = started(0);
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102), ("d", 103)] {
+        c.on_heartbeat(heartbeat(h, s, 12), t0);
+    }
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    let _ = c.take_out();
+    assert_eq!(
+        c.streams["cam1"].profiles["p360"]
+            .history
+            .last()
+            .unwrap()
+            .hosts,
+        ["a", "c"]
+    );
+    let to = c.grow("cam1", "p360", None, t0).unwrap();
+    assert_eq!(to, "d");
+    assert!(
+        c.grow("cam1", "p360", None, t0).is_err(),
+        "one operation at a time"
+    );
+    let outs = c.take_out();
+    let cmds = commands(&outs);
+    assert_eq!(cmds.len(), 1, "only the new host is prepared: {cmds:?}");
+    assert!(
+        layouts(&outs).is_empty(),
+        "nothing changes before it is ready"
+    );
+    let (h, cmd) = &cmds[0];
+    assert_eq!(h, "d");
+    c.on_ack(ack("d", &cmd.id, 13), t0);
+    let outs = c.take_out();
+    let l = layouts(&outs);
+    let e = l[0].history.last().unwrap();
+    assert_eq!(e.hosts, ["a", "c", "d"]);
+    assert_eq!(
+        (e.epoch, e.from_gop),
+        (3, 15),
+        "furthest host at GOP 13 + margin 2"
+    );
+    let commits = commands(&outs);
+    assert_eq!(commits.len(), 3, "every holder moves to the new layout");
+    for (_, cmd) in commits {
+        let CommandKind::Commit { task } = cmd.kind else {
+            panic!()
+        };
+        assert_eq!((task.slot_count, task.switch_gop), (3, 15));
+    }
+}
