@@ -144,6 +144,35 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         wait: f64,
     },
+    /// Simulate the swarm (simulated clock, the real controller, churn, daily demand with
+    /// events) under the reactive and the proactive policy; writes a report with plots.
+    Simulate {
+        /// Hosts that exist (provisioned or in the pool)
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 300)]
+        streams: usize,
+        /// Simulated days (the first half is warm-up for the forecasters)
+        #[arg(long, default_value_t = 4)]
+        days: u32,
+        /// Mean demand, encoding slots
+        #[arg(long, default_value_t = 1100.0)]
+        demand: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Steps (minutes) the proactive policy looks ahead
+        #[arg(long, default_value_t = 10)]
+        horizon: usize,
+        /// Minutes a provisioned host takes to join
+        #[arg(long, default_value_t = 5.0)]
+        boot_minutes: f64,
+        /// No host drops out (only the demand moves)
+        #[arg(long)]
+        no_churn: bool,
+        /// Output directory: report.md, comparison.json, demand.svg, hosts.svg, overload.svg
+        #[arg(long, default_value = "out/sim")]
+        out: PathBuf,
+    },
     /// Run an encoder host: joins the swarm over MQTT and encodes what it is assigned.
     Host {
         /// Host id (1-64 of [A-Za-z0-9._-])
@@ -720,6 +749,38 @@ fn main() -> Result<()> {
                 std::fs::write(&path, &json)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+        }
+        Command::Simulate {
+            hosts,
+            streams,
+            days,
+            demand,
+            seed,
+            horizon,
+            boot_minutes,
+            no_churn,
+            out,
+        } => {
+            let defaults = gopswarm_orchestrator::sim::SimConfig::default();
+            let cfg = gopswarm_orchestrator::sim::SimConfig {
+                seed,
+                hosts,
+                streams,
+                trace: gopswarm_orchestrator::traces::TraceConfig {
+                    seed,
+                    days,
+                    base: demand,
+                    ..defaults.trace.clone()
+                },
+                warmup_days: days as f64 / 2.0,
+                horizon,
+                boot_minutes,
+                churn: !no_churn,
+                ..defaults
+            };
+            let c = gopswarm::swarm::simulate::run(cfg, &out)?;
+            print!("{}", gopswarm::swarm::simulate::report(&c));
+            println!("report, plots and JSON in {}", out.display());
         }
         Command::Explain {
             host,

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod explain;
 pub mod host;
 pub mod merge;
+pub mod simulate;
 pub mod source;
 pub mod timeline;
 
