@@ -1058,7 +1058,7 @@ impl Simulation {
     /// policy, as it arrives for the reactive one.
     fn repair(&mut self, signal: &[f64], planned: &mut [f64]) {
         let now = self.now();
-        let mut short: Vec<(usize, String)> = self
+        let mut short: Vec<(usize, String, usize)> = self
             .controller
             .streams
             .iter()
@@ -1067,12 +1067,13 @@ impl Simulation {
                 let e = p.history.last()?;
                 let s = stream_index(id);
                 let want = self.desired_slots(s, signal[s]);
-                (p.op.is_none() && e.hosts.len() < want).then(|| (want - e.hosts.len(), id.clone()))
+                (p.op.is_none() && e.hosts.len() < want)
+                    .then(|| (want - e.hosts.len(), id.clone(), want))
             })
             .collect();
         short.sort_by_key(|x| std::cmp::Reverse(x.0));
         let mut grown = 0;
-        for (missing, stream) in short {
+        for (missing, stream, want) in short {
             let s = stream_index(&stream);
             for _ in 0..missing {
                 if grown >= self.cfg.max_moves_per_step {
@@ -1083,7 +1084,8 @@ impl Simulation {
                     .last()
                     .map(|e| e.hosts.iter().cloned().collect())
                     .unwrap_or_default();
-                let cost = signal[s] / (holders.len() + 1) as f64;
+                // What each slot carries once the layout has grown to what it wants.
+                let cost = signal[s] / want as f64;
                 let Some(j) = self.target(planned, cost, &holders) else {
                     break;
                 };
