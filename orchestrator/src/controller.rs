@@ -530,13 +530,81 @@ impl Controller {
     }
 
     /// Compatible, alive hosts with room, least loaded first (ties by id), excluding `busy`.
-    fn pick_hosts(&self, n: usize, exclude: &BTreeSet<&str>) -> Vec<String> {
-        self.free
+    /// Up to `n` hosts with room for a slot of (stream, profile), in placement order, that
+    /// run the same encoder library as the profile's holders (or, for a new layout, as the
+    /// first host picked): GOPs of one profile must all come from one encoder version.
+    fn pick_hosts(
+        &self,
+        stream: &str,
+        profile: &str,
+        n: usize,
+        exclude: &BTreeSet<&str>,
+    ) -> Vec<String> {
+        let mut want = self.holders_encoder(stream, profile);
+        let mut picked = Vec::new();
+        for (_, _, id) in &self.free {
+            if picked.len() >= n {
+                break;
+            }
+            if exclude.contains(id.as_str()) {
+                continue;
+            }
+            let theirs = self.encoder_of(id, stream, profile);
+            match &want {
+                Some(w) if *w != theirs => continue,
+                Some(_) => {}
+                None => want = Some(theirs),
+            }
+            picked.push(id.clone());
+        }
+        picked
+    }
+
+    /// The codec of a profile: the first word of its spec (`h264, bitrate=...`).
+    fn codec_of(&self, stream: &str, profile: &str) -> Option<String> {
+        let spec = &self.streams.get(stream)?.profiles.get(profile)?.spec;
+        spec.split(',').next().map(|c| c.trim().to_string())
+    }
+
+    /// The encoder library a host runs for a profile's codec (`None`: it did not say).
+    pub fn encoder_of(&self, host: &str, stream: &str, profile: &str) -> Option<String> {
+        let codec = self.codec_of(stream, profile)?;
+        self.hosts
+            .get(host)?
+            .versions
+            .as_ref()?
+            .encoders
+            .get(&codec)
+            .cloned()
+    }
+
+    /// The encoder library the current holders of a profile run, if it has holders.
+    fn holders_encoder(&self, stream: &str, profile: &str) -> Option<Option<String>> {
+        let e = self
+            .streams
+            .get(stream)?
+            .profiles
+            .get(profile)?
+            .history
+            .last()?;
+        let first = e
+            .hosts
             .iter()
-            .filter(|(_, _, id)| !exclude.contains(id.as_str()))
-            .take(n)
-            .map(|(_, _, id)| id.clone())
-            .collect()
+            .find(|h| self.hosts.get(*h).is_some_and(|r| r.alive))?;
+        Some(self.encoder_of(first, stream, profile))
+    }
+
+    /// Why `host` may not take a slot of (stream, profile) next to its holders, if it may not.
+    pub fn encoder_mismatch(&self, host: &str, stream: &str, profile: &str) -> Option<String> {
+        let want = self.holders_encoder(stream, profile)?;
+        let theirs = self.encoder_of(host, stream, profile);
+        (want != theirs).then(|| {
+            format!(
+                "host {host} encodes with {} but {stream}/{profile} is encoded with {}",
+                theirs.as_deref().unwrap_or("an unreported encoder"),
+                want.as_deref().unwrap_or("an unreported encoder")
+            )
+        })
     }
 
     /// Hosts with room, in placement order (best tier, least loaded, id).
@@ -832,7 +900,7 @@ impl Controller {
                 self.cfg.sizing.level(c)
             );
         }
-        let hosts = self.pick_hosts(n, &BTreeSet::new());
+        let hosts = self.pick_hosts(stream, profile, n, &BTreeSet::new());
         if hosts.is_empty() {
             tracing::warn!("{stream}/{profile}: no free compatible host yet; waiting");
             return;
@@ -1087,10 +1155,13 @@ impl Controller {
                 if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
                     return Err(format!("host {t} cannot take a slot"));
                 }
+                if let Some(why) = self.encoder_mismatch(t, stream, profile) {
+                    return Err(why);
+                }
                 t.to_string()
             }
             None => self
-                .pick_hosts(1, &exclude)
+                .pick_hosts(stream, profile, 1, &exclude)
                 .pop()
                 .ok_or("no free compatible host")?,
         };
@@ -1168,10 +1239,13 @@ impl Controller {
                 if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
                     return Err(format!("host {t} cannot take the slot"));
                 }
+                if let Some(why) = self.encoder_mismatch(t, stream, profile) {
+                    return Err(why);
+                }
                 t.to_string()
             }
             None => self
-                .pick_hosts(1, &exclude)
+                .pick_hosts(stream, profile, 1, &exclude)
                 .pop()
                 .ok_or("no free compatible host")?,
         };

@@ -349,6 +349,7 @@ impl Controller {
                     .find(|id| {
                         !holders.contains(*id)
                             && self.hosts[*id].tier.is_some_and(|t| t < Tier::Bronze)
+                            && self.encoder_mismatch(id, &stream, &profile).is_none()
                     })
                     .map(str::to_string);
                 let Some(spare) = spare else {

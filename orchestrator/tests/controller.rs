@@ -489,3 +489,52 @@ fn a_layout_shrunk_by_a_death_grows_back_with_a_prepared_host() {
         assert_eq!((task.slot_count, task.switch_gop), (3, 15));
     }
 }
+
+fn birth_with_encoder(host: &str, seq: u64, x264: &str) -> Birth {
+    let mut b = birth(host, seq);
+    b.versions.encoders.insert("h264".into(), x264.into());
+    b
+}
+
+#[test]
+fn one_profile_never_mixes_encoder_versions() {
+    let t0 = Instant::now();
+    let mut c = Controller::new(Config::default(), versions(), 1);
+    // The newer encoder host is first in placement order (ties go by id).
+    c.on_birth(birth_with_encoder("a", 100, "x264enc 1.24.0"), t0);
+    c.on_birth(birth_with_encoder("b", 101, "x264enc 1.22.0"), t0);
+    c.on_birth(birth_with_encoder("c", 102, "x264enc 1.24.0"), t0);
+    c.on_birth(birth_with_encoder("d", 103, "x264enc 1.22.0"), t0);
+    c.on_birth(birth_with_encoder("e", 104, "x264enc 1.22.0"), t0);
+    c.add_stream(stream(2, 0), t0).unwrap();
+    let outs = c.take_out();
+    let prepared: Vec<String> = commands(&outs).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(
+        prepared,
+        ["a", "c"],
+        "a new layout takes hosts of one encoder version"
+    );
+    for (h, cmd) in commands(&outs) {
+        c.on_ack(ack(&h, &cmd.id, 5), t0);
+    }
+    let _ = c.take_out();
+    // A handoff may only go to a host of the same version.
+    let err = c
+        .start_handoff("cam1", "p360", "a", Some("b"), t0)
+        .unwrap_err();
+    assert!(
+        err.contains("x264enc 1.22.0") && err.contains("x264enc 1.24.0"),
+        "{err}"
+    );
+    assert!(
+        c.start_handoff("cam1", "p360", "a", None, t0).is_err(),
+        "no 1.24 spare left"
+    );
+    assert_eq!(
+        c.encoder_of("b", "cam1", "p360").as_deref(),
+        Some("x264enc 1.22.0")
+    );
+    // A 1.24 spare joins: the handoff finds it.
+    c.on_birth(birth_with_encoder("f", 105, "x264enc 1.24.0"), t0);
+    assert_eq!(c.start_handoff("cam1", "p360", "a", None, t0).unwrap(), "f");
+}
