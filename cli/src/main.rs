@@ -173,6 +173,16 @@ enum Command {
         #[arg(long, default_value = "out/sim")]
         out: PathBuf,
     },
+    /// Train the learned disconnect model on the host history in the orchestrator's state
+    /// database; prints its held-out AUC next to the stability score's and writes the model.
+    Learn {
+        /// State database of the orchestrator
+        #[arg(long, default_value = "gopswarm-state.redb")]
+        state: PathBuf,
+        /// Where to write the model (JSON)
+        #[arg(long, default_value = "disconnect-model.json")]
+        out: PathBuf,
+    },
     /// Run an encoder host: joins the swarm over MQTT and encodes what it is assigned.
     Host {
         /// Host id (1-64 of [A-Za-z0-9._-])
@@ -264,6 +274,10 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Learned disconnect model from `gopswarm learn`: each host's score carries its
+        /// predicted disconnect risk
+        #[arg(long)]
+        disconnect_model: Option<PathBuf>,
     },
     /// Merge one stream profile from the hosts' chunks into MP4 and HLS.
     Merge {
@@ -666,6 +680,7 @@ fn main() -> Result<()> {
             region,
             no_peer_swap,
             metrics_listen,
+            disconnect_model,
         } => {
             gopswarm::swarm::init_logging();
             run::init();
@@ -711,6 +726,10 @@ fn main() -> Result<()> {
                     client_id: "gopswarm-orchestrator".into(),
                     gstreamer_version: gst::version_string().to_string(),
                     metrics_listen,
+                    disconnect_model: disconnect_model
+                        .as_deref()
+                        .map(gopswarm::swarm::learn::load_model)
+                        .transpose()?,
                 },
                 gopswarm::swarm::interrupted(),
                 None,
@@ -781,6 +800,11 @@ fn main() -> Result<()> {
             let c = gopswarm::swarm::simulate::run(cfg, &out)?;
             print!("{}", gopswarm::swarm::simulate::report(&c));
             println!("report, plots and JSON in {}", out.display());
+        }
+        Command::Learn { state, out } => {
+            let r = gopswarm::swarm::learn::run(&state, &out)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("model written to {}", out.display());
         }
         Command::Explain {
             host,

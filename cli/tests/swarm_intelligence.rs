@@ -142,3 +142,62 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
         }
     }
 }
+
+#[test]
+fn learn_trains_on_persisted_history_and_reports_held_out_auc() {
+    use gopswarm_orchestrator::fleet::HistorySample;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("learn-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.redb");
+    // Simulated host history stands in for weeks of a real swarm's.
+    let history: Vec<HistorySample> = gopswarm_orchestrator::churn::history(5, 45, 2.0, 10.0)
+        .into_iter()
+        .map(|s| HistorySample {
+            host: format!("h{}", s.host),
+            at_ms: s.t_interval as u64 * 600_000,
+            inputs: s.inputs,
+            minute_of_day: s.minute_of_day,
+            load_fraction: s.load_fraction,
+            label: s.label,
+        })
+        .collect();
+    let store = gopswarm_orchestrator::store::Store::open(&state).unwrap();
+    store.append_samples(&history).unwrap();
+    drop(store);
+    let model = dir.join("model.json");
+    let out = Command::new(BIN)
+        .args(["learn", "--state"])
+        .arg(&state)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(text.split("model written").next().unwrap()).unwrap();
+    assert_eq!(json["samples"].as_u64().unwrap() as usize, history.len());
+    let learned = json["auc_learned"].as_f64().unwrap();
+    let hand = json["auc_hand"].as_f64().unwrap();
+    assert!(learned > 0.6 && hand > 0.5, "{json}");
+    // The orchestrator takes the model.
+    let m: gopswarm_orchestrator::learn::Model =
+        serde_json::from_slice(&std::fs::read(&model).unwrap()).unwrap();
+    let p = m.disconnect_probability(&history[0].inputs, 600, 0.5);
+    assert!((0.0..=1.0).contains(&p));
+    // An empty state is a clear error.
+    let empty = Command::new(BIN)
+        .args(["learn", "--state"])
+        .arg(dir.join("empty.redb"))
+        .arg("--out")
+        .arg(dir.join("m2.json"))
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no host history"));
+}

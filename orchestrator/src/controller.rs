@@ -60,6 +60,9 @@ pub struct Config {
     pub peer_swap: bool,
     /// Slots moved by peer swapping per scoring round, at most.
     pub max_swaps_per_round: usize,
+    /// Length of one host history sample (the learned model predicts a disconnect within
+    /// one such interval); zero: no samples.
+    pub history_interval: Duration,
 }
 
 /// Complexity level of a stream's content.
@@ -148,6 +151,7 @@ impl Default for Config {
             home_region: None,
             peer_swap: true,
             max_swaps_per_round: 2,
+            history_interval: Duration::from_secs(600),
         }
     }
 }
@@ -321,6 +325,9 @@ pub struct Controller {
     indexed_load: HashMap<String, (u8, usize)>,
     /// Round-trip probes in flight: command id -> (host, sent at).
     pub(crate) pings: HashMap<String, (String, Instant)>,
+    /// Learned disconnect model, when one is loaded.
+    pub disconnect_model: Option<crate::learn::Model>,
+    pub(crate) samples_out: Vec<crate::fleet::HistorySample>,
     pub streams: BTreeMap<String, StreamRecord>,
     pub next_cmd: u64,
     pub stats: ControllerStats,
@@ -343,6 +350,8 @@ impl Controller {
             free: BTreeSet::new(),
             indexed_load: HashMap::new(),
             pings: HashMap::new(),
+            disconnect_model: None,
+            samples_out: Vec::new(),
             streams: BTreeMap::new(),
             next_cmd: 0,
             stats: ControllerStats::default(),

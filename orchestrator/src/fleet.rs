@@ -94,6 +94,34 @@ fn median(it: impl Iterator<Item = f64>) -> Option<f64> {
     })
 }
 
+/// One interval of a host's life for the learned disconnect model: what the orchestrator
+/// knew at its start and whether the host disconnected before its end. Persisted in the
+/// state store; `gopswarm learn` trains on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistorySample {
+    pub host: String,
+    /// Start of the interval, ms since the Unix epoch.
+    pub at_ms: u64,
+    pub inputs: StabilityInputs,
+    /// UTC minute of the day at the start.
+    pub minute_of_day: usize,
+    /// Tasks over the tasks it may hold.
+    pub load_fraction: f64,
+    pub label: bool,
+}
+
+/// A sample waiting for its interval to end.
+#[derive(Debug, Clone)]
+pub struct OpenSample {
+    pub started: Instant,
+    pub sample: HistorySample,
+    pub deaths_at_start: u64,
+}
+
+fn utc_minute_of_day() -> usize {
+    ((unix_micros() / 60_000_000) % 1440) as usize
+}
+
 /// Live measurements of a host (not persisted).
 #[derive(Debug, Clone, Default)]
 pub struct LiveStats {
@@ -109,6 +137,10 @@ pub struct LiveStats {
     pub tier_note: String,
     /// Last published score (to publish again only on change).
     published: Option<(String, i64, i64)>,
+    /// The history sample of the current interval.
+    pub open_sample: Option<OpenSample>,
+    /// Disconnect probability from the learned model, if one is loaded.
+    pub disconnect_risk: Option<f64>,
 }
 
 impl LiveStats {
@@ -243,7 +275,14 @@ impl Controller {
             tiers.slots(tier, h.max_tasks()),
             h.max_tasks(),
         );
+        let load_fraction = h.load() as f64 / h.max_tasks().max(1) as f64;
+        let inputs = stability_inputs(h, home.as_deref());
+        let risk = self
+            .disconnect_model
+            .as_ref()
+            .map(|m| m.disconnect_probability(&inputs, utc_minute_of_day(), load_fraction));
         let h = self.hosts.get_mut(host).unwrap();
+        h.live.disconnect_risk = risk;
         if previous != Some(tier) {
             tracing::info!(
                 "host {host}: tier {:?} -> {tier:?} (score {combined:.1})",
@@ -271,9 +310,53 @@ impl Controller {
             self.rescore_host(host, now);
             self.publish_score(host);
         }
+        self.record_history(now);
         if self.cfg.peer_swap {
             self.swap_out_weak(now);
         }
+    }
+
+    /// Close the history samples whose interval ended (labelled by whether the host died
+    /// in it) and open the next for every live host.
+    fn record_history(&mut self, now: Instant) {
+        let interval = self.cfg.history_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let home = self.cfg.home_region.clone();
+        let ids: Vec<String> = self.hosts.keys().cloned().collect();
+        for id in ids {
+            let h = self.hosts.get_mut(&id).unwrap();
+            if let Some(open) = &h.live.open_sample
+                && now.saturating_duration_since(open.started) >= interval
+            {
+                let mut done = h.live.open_sample.take().unwrap();
+                done.sample.label = h.deaths > done.deaths_at_start;
+                self.samples_out.push(done.sample);
+            }
+            let h = &self.hosts[&id];
+            if h.alive && h.live.open_sample.is_none() {
+                let sample = HistorySample {
+                    host: id.clone(),
+                    at_ms: unix_micros() / 1000,
+                    inputs: stability_inputs(h, home.as_deref()),
+                    minute_of_day: utc_minute_of_day(),
+                    load_fraction: h.load() as f64 / h.max_tasks().max(1) as f64,
+                    label: false,
+                };
+                let deaths = h.deaths;
+                self.hosts.get_mut(&id).unwrap().live.open_sample = Some(OpenSample {
+                    started: now,
+                    sample,
+                    deaths_at_start: deaths,
+                });
+            }
+        }
+    }
+
+    /// History samples closed since the last call (for the state store).
+    pub fn take_samples(&mut self) -> Vec<HistorySample> {
+        std::mem::take(&mut self.samples_out)
     }
 
     fn publish_score(&mut self, host: &str) {
@@ -306,7 +389,7 @@ impl Controller {
             tier: format!("{tier:?}").to_lowercase(),
             slots: self.cfg.tiers.slots(tier, h.max_tasks()),
             explanation: format!("{st}\n{fit}\n{}", h.live.tier_note),
-            disconnect_risk: None,
+            disconnect_risk: h.live.disconnect_risk,
             at_ms: unix_micros() / 1000,
         })
     }

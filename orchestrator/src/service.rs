@@ -18,6 +18,8 @@ pub struct ServiceOptions {
     pub gstreamer_version: String,
     /// Serve Prometheus metrics here.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Learned disconnect model (from `gopswarm learn`).
+    pub disconnect_model: Option<crate::learn::Model>,
 }
 
 /// Mirror the controller into Prometheus metrics (called once per scoring round).
@@ -58,6 +60,10 @@ pub fn export_metrics(
             "Frames through over frames real time needs (median)",
         ),
         ("gopswarm_host_alive", "1 while the host is connected"),
+        (
+            "gopswarm_host_disconnect_risk",
+            "Learned probability of a disconnect within the next history interval",
+        ),
     ];
     for (name, help) in host_gauges {
         m.gauge(name, help, &["host"])?;
@@ -80,6 +86,9 @@ pub fn export_metrics(
         }
         if let Some(j) = h.live.rtt.jitter_ms() {
             m.set("gopswarm_host_jitter_ms", &l, j)?;
+        }
+        if let Some(r) = h.live.disconnect_risk {
+            m.set("gopswarm_host_disconnect_risk", &l, r)?;
         }
         if let Some(k) = h.live.speed_ratio(Instant::now()) {
             m.set("gopswarm_host_keep_up_ratio", &l, k)?;
@@ -165,6 +174,7 @@ impl Service {
         let epoch = loaded.epoch + 1;
         let versions = this_build_versions(&opts.gstreamer_version);
         let mut c = Controller::new(opts.cfg.clone(), versions.clone(), epoch);
+        c.disconnect_model = opts.disconnect_model.clone();
         let restored = (loaded.hosts.len(), loaded.streams.len());
         c.restore(
             loaded.hosts,
@@ -242,6 +252,9 @@ impl Service {
                         let now = Instant::now();
                         c.rescore(now);
                         c.probe(now);
+                    }
+                    if let Err(e) = store.append_samples(&c.take_samples()) {
+                        tracing::error!("state store: history samples: {e:#}");
                     }
                     if let Err(e) = export_metrics(&registry, &c, &rejects) {
                         tracing::error!("metrics: {e:#}");

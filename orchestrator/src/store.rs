@@ -11,6 +11,8 @@ use std::path::Path;
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Host history samples for the learned disconnect model, by sequence number.
+const SAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("samples");
 
 pub struct Store {
     db: Database,
@@ -36,6 +38,7 @@ impl Store {
         w.open_table(HOSTS)?;
         w.open_table(STREAMS)?;
         w.open_table(META)?;
+        w.open_table(SAMPLES)?;
         w.commit()?;
         Ok(Store { db })
     }
@@ -101,5 +104,37 @@ impl Store {
         }
         w.commit()?;
         Ok(())
+    }
+
+    /// Append host history samples (one per host per interval).
+    pub fn append_samples(&self, samples: &[crate::fleet::HistorySample]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(SAMPLES)?;
+            let mut next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for smp in samples {
+                t.insert(next, serde_json::to_vec(smp)?.as_slice())?;
+                next += 1;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded host history sample, oldest first.
+    pub fn load_samples(&self) -> Result<Vec<crate::fleet::HistorySample>> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in r.open_table(SAMPLES)?.iter()? {
+            let (k, v) = row?;
+            match serde_json::from_slice(v.value()) {
+                Ok(smp) => out.push(smp),
+                Err(e) => tracing::error!("state: sample {} unreadable, skipped: {e}", k.value()),
+            }
+        }
+        Ok(out)
     }
 }

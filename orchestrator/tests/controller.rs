@@ -538,3 +538,34 @@ fn one_profile_never_mixes_encoder_versions() {
     c.on_birth(birth_with_encoder("f", 105, "x264enc 1.24.0"), t0);
     assert_eq!(c.start_handoff("cam1", "p360", "a", None, t0).unwrap(), "f");
 }
+
+#[test]
+fn host_history_samples_are_labelled_by_deaths_and_persisted() {
+    let t0 = Instant::now();
+    let mut c = Controller::new(Config::default(), versions(), 1);
+    c.on_birth(birth("a", 100), t0);
+    c.on_birth(birth("b", 101), t0);
+    c.rescore(t0);
+    assert!(c.take_samples().is_empty(), "intervals just opened");
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0 + Duration::from_secs(60),
+    );
+    let later = t0 + c.cfg.history_interval;
+    c.rescore(later);
+    let samples = c.take_samples();
+    let label = |h: &str| samples.iter().find(|s| s.host == h).map(|s| s.label);
+    assert_eq!(label("a"), Some(false));
+    assert_eq!(label("b"), Some(true), "b died in its interval");
+    assert!(samples.iter().all(|s| s.inputs.sessions == 1));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    store.append_samples(&samples).unwrap();
+    store.append_samples(&samples[..1]).unwrap();
+    let back = store.load_samples().unwrap();
+    assert_eq!(back.len(), 3);
+    assert_eq!(back[..2], samples[..]);
+}

@@ -107,6 +107,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             client_id: "gopswarm-orchestrator".into(),
             gstreamer_version: gst::version_string().to_string(),
             metrics_listen: None,
+            disconnect_model: None,
         },
         async {
             let _ = stop_rx.await;

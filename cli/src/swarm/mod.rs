@@ -5,6 +5,7 @@ pub mod complexity;
 pub mod demo;
 pub mod explain;
 pub mod host;
+pub mod learn;
 pub mod merge;
 pub mod simulate;
 pub mod source;
