@@ -114,10 +114,9 @@ impl Store {
         let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(SAMPLES)?;
-            let mut next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for smp in samples {
-                t.insert(next, serde_json::to_vec(smp)?.as_slice())?;
-                next += 1;
+            let first = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (key, smp) in (first..).zip(samples) {
+                t.insert(key, serde_json::to_vec(smp)?.as_slice())?;
             }
         }
         w.commit()?;
