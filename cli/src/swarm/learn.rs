@@ -63,17 +63,18 @@ pub fn train(history: &[HistorySample]) -> Result<(learn::Model, Report)> {
         auc_hand: None,
     };
     let labels: Vec<bool> = test.iter().map(|s| s.label).collect();
-    if labels.iter().any(|l| *l) && labels.iter().any(|l| !*l) {
-        if let Ok(m) = learn::train(&train) {
-            let learned: Vec<f64> = test.iter().map(|s| m.predict_disconnect(s)).collect();
-            let cfg = ScoreConfig::default();
-            let hand: Vec<f64> = test
-                .iter()
-                .map(|s| 100.0 - stability(&s.inputs, &cfg).score)
-                .collect();
-            report.auc_learned = Some(learn::auc(&learned, &labels));
-            report.auc_hand = Some(learn::auc(&hand, &labels));
-        }
+    if labels.iter().any(|l| *l)
+        && labels.iter().any(|l| !*l)
+        && let Ok(m) = learn::train(&train)
+    {
+        let learned: Vec<f64> = test.iter().map(|s| m.predict_disconnect(s)).collect();
+        let cfg = ScoreConfig::default();
+        let hand: Vec<f64> = test
+            .iter()
+            .map(|s| 100.0 - stability(&s.inputs, &cfg).score)
+            .collect();
+        report.auc_learned = Some(learn::auc(&learned, &labels));
+        report.auc_hand = Some(learn::auc(&hand, &labels));
     }
     let model = learn::train(&samples).context("training on all samples")?;
     Ok((model, report))
