@@ -18,6 +18,9 @@ fn every_subcommand_has_help() {
         vec!["stream", "add", "--help"],
         vec!["stream", "handoff", "--help"],
         vec!["bench-control", "--help"],
+        vec!["explain", "--help"],
+        vec!["simulate", "--help"],
+        vec!["learn", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)
@@ -41,6 +44,20 @@ fn bad_arguments_get_a_clear_error() {
         (
             vec!["host", "--id", "a/b", "--broker", "mqtt://127.0.0.1:1"],
             "host id",
+        ),
+        (
+            vec!["explain", "a/b", "--broker", "mqtt://127.0.0.1:1"],
+            "host id",
+        ),
+        (
+            vec![
+                "orchestrator",
+                "--broker",
+                "mqtt://127.0.0.1:1",
+                "--tiers",
+                r#"{"gold":50,"silver":80}"#,
+            ],
+            "silver < gold",
         ),
         (vec!["host", "--id", "a", "--broker", "http://x"], "scheme"),
         (
