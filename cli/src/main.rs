@@ -306,6 +306,10 @@ enum Command {
         /// --chunks srt; hosts run with --srt-listen)
         #[arg(long)]
         pull_srt: bool,
+        /// Serve Prometheus metrics (GOPs in and out, lost, fenced, duplicates) at
+        /// http://ADDR/metrics
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Streams: add, remove, hand a slot over (published to the orchestrator over MQTT).
     Stream {
@@ -745,9 +749,11 @@ fn main() -> Result<()> {
             summary,
             listen,
             pull_srt,
+            metrics_listen,
         } => {
             gopswarm::swarm::init_logging();
             let opts = gopswarm::swarm::merge::MergeOptions {
+                metrics_listen,
                 broker: broker_url(&broker)?,
                 stream,
                 profile,

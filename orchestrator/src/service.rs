@@ -22,6 +22,96 @@ pub struct ServiceOptions {
     pub disconnect_model: Option<crate::learn::Model>,
 }
 
+/// Step of the live demand forecast (the forecaster's season is a day of these).
+const FORECAST_STEP: Duration = Duration::from_secs(60);
+/// Steps ahead the live forecast looks.
+const FORECAST_HORIZON: usize = 10;
+
+/// Slots the streams hold now, and slots the live hosts' tiers allow.
+pub fn demand_and_capacity(c: &Controller) -> (f64, f64) {
+    let demand: usize = c
+        .streams
+        .values()
+        .flat_map(|s| s.profiles.values())
+        .filter_map(|p| p.history.last())
+        .map(|e| e.hosts.len())
+        .sum();
+    let capacity: u32 = c
+        .hosts
+        .values()
+        .filter(|h| h.alive && h.incompatible.is_none())
+        .map(|h| match h.tier {
+            Some(t) => c.cfg.tiers.slots(t, h.max_tasks()),
+            None => h.max_tasks(),
+        })
+        .sum();
+    (demand as f64, capacity as f64)
+}
+
+/// The swarm's demand forecast, fed once per [`FORECAST_STEP`]; its predictions and its own
+/// error are exported.
+pub struct LiveForecast {
+    forecaster: crate::forecast::Forecaster,
+}
+
+impl Default for LiveForecast {
+    fn default() -> Self {
+        LiveForecast {
+            forecaster: crate::forecast::Forecaster::new(crate::forecast::ForecastConfig {
+                steps_per_day: (86_400 / FORECAST_STEP.as_secs()) as usize,
+                horizon: FORECAST_HORIZON,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+impl LiveForecast {
+    pub fn step(&mut self, m: &crate::metrics::Registry, c: &Controller) -> Result<()> {
+        let (demand, capacity) = demand_and_capacity(c);
+        let none = crate::forecast::Exog::default();
+        self.forecaster.observe(demand, &none);
+        let predicted = self.forecaster.forecast(FORECAST_HORIZON, &none);
+        let st = self.forecaster.stats();
+        for (name, help, v) in [
+            (
+                "gopswarm_demand_slots",
+                "Slots the streams' layouts hold",
+                demand,
+            ),
+            (
+                "gopswarm_capacity_slots",
+                "Slots the live hosts' tiers allow",
+                capacity,
+            ),
+            (
+                "gopswarm_forecast_demand_slots",
+                "Demand the forecaster expects 10 minutes ahead",
+                predicted,
+            ),
+            (
+                "gopswarm_forecast_mape_recent",
+                "Recent mean absolute percentage error of the 10-minute forecast",
+                st.mape_recent,
+            ),
+            (
+                "gopswarm_forecast_bias_slots",
+                "Bias correction the forecaster applies (from its own errors)",
+                st.bias,
+            ),
+        ] {
+            m.gauge(name, help, &[])?.set(&[], v)?;
+        }
+        m.counter(
+            "gopswarm_forecast_scored_total",
+            "Forecasts scored against what arrived",
+            &[],
+        )?
+        .set(&[], st.scored as f64)?;
+        Ok(())
+    }
+}
+
 /// Mirror the controller into Prometheus metrics (called once per scoring round).
 pub fn export_metrics(
     m: &crate::metrics::Registry,
@@ -228,6 +318,8 @@ impl Service {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         // Scores, round-trip probes and metrics once per keep-alive.
         let mut scoring = tokio::time::interval(opts.cfg.keepalive);
+        let mut forecast_tick = tokio::time::interval(FORECAST_STEP);
+        let mut live_forecast = LiveForecast::default();
         let registry = Arc::new(crate::metrics::Registry::new());
         if let Some(addr) = opts.metrics_listen {
             let (bound, _) = crate::metrics::serve(registry.clone(), addr).await?;
@@ -261,6 +353,13 @@ impl Service {
                     }
                     persist(&store, &mut c);
                     c.take_out()
+                }
+                _ = forecast_tick.tick() => {
+                    let c = controller.lock().unwrap();
+                    if let Err(e) = live_forecast.step(&registry, &c) {
+                        tracing::error!("metrics: {e:#}");
+                    }
+                    Vec::new()
                 }
                 ev = link.events.recv() => {
                     let Some(ev) = ev else { break };
@@ -340,5 +439,98 @@ impl Service {
         let _ = link.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Registry;
+
+    fn birth(host: &str, seq: u64) -> Birth {
+        Birth {
+            host: host.into(),
+            seq,
+            versions: this_build_versions("1.22.0"),
+            capabilities: Capabilities {
+                cores: 4,
+                max_tasks: 2,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn scores_demand_and_forecast_reach_the_metrics() {
+        let t0 = Instant::now();
+        let mut c = Controller::new(Config::default(), this_build_versions("1.22.0"), 1);
+        for (i, h) in ["a", "b", "c"].iter().enumerate() {
+            c.on_birth(birth(h, 10 + i as u64), t0);
+        }
+        c.add_stream(
+            StreamDef {
+                id: "cam1".into(),
+                source: "gdp+tcp://127.0.0.1:7100".into(),
+                profiles: vec![ProfileDef {
+                    id: "p".into(),
+                    spec: "h264".into(),
+                }],
+                gop_ns: 1_000_000_000,
+                redundancy: Some(0),
+                slots: Some(2),
+                complexity: None,
+                chunk_sink: None,
+            },
+            t0,
+        )
+        .unwrap();
+        for o in c.take_out() {
+            if let Ok(Inbound::Command(h, cmd)) = decode_publish(&o.topic, &o.payload) {
+                c.on_ack(
+                    Ack {
+                        host: h,
+                        id: cmd.id,
+                        ok: true,
+                        detail: String::new(),
+                        current_gop: Some(3),
+                    },
+                    t0,
+                );
+            }
+        }
+        c.rescore(t0);
+        let m = Registry::new();
+        export_metrics(&m, &c, &RejectCounters::default()).unwrap();
+        let mut f = LiveForecast::default();
+        f.step(&m, &c).unwrap();
+        assert_eq!(m.get("gopswarm_demand_slots", &[]), Some(2.0));
+        // Three silver hosts (new, neutral scores): half of 2 tasks each.
+        let tiers: Vec<f64> = ["a", "b", "c"]
+            .iter()
+            .map(|h| m.get("gopswarm_host_tier", &[("host", h)]).unwrap())
+            .collect();
+        let slots: f64 = ["a", "b", "c"]
+            .iter()
+            .map(|h| {
+                m.get("gopswarm_host_slots_allowed", &[("host", h)])
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(
+            m.get("gopswarm_capacity_slots", &[]),
+            Some(slots),
+            "tiers {tiers:?}"
+        );
+        assert_eq!(m.get("gopswarm_forecast_demand_slots", &[]), Some(2.0));
+        let text = m.render();
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("prometheus text parses");
+        let stability = parsed
+            .samples
+            .iter()
+            .filter(|s| s.metric == "gopswarm_host_stability_score")
+            .count();
+        assert_eq!(stability, 3, "{text}");
+        assert_eq!(m.get("gopswarm_layouts_total", &[]), Some(1.0));
     }
 }

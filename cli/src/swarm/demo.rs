@@ -194,6 +194,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     .await?;
     let merge_task = tokio::spawn(merge::run(
         MergeOptions {
+            metrics_listen: None,
             broker: BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
             stream: "demo".into(),
             profile: "p360".into(),

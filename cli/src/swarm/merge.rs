@@ -38,6 +38,67 @@ pub struct MergeOptions {
     /// Call every host of the layout at its SRT endpoint (from its birth) for its partial
     /// stream (streams defined with chunk sink `srt`).
     pub pull_srt: bool,
+    /// Serve Prometheus metrics here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// The merger's counters as Prometheus metrics.
+fn export(
+    m: &gopswarm_orchestrator::metrics::Registry,
+    stream: &str,
+    profile: &str,
+    stats: &BTreeMap<String, u64>,
+    fenced: u64,
+) -> Result<()> {
+    let labels = ["stream", "profile"];
+    let values = [stream, profile];
+    for (key, name, help) in [
+        (
+            "gops-out",
+            "gopswarm_merge_gops_out_total",
+            "GOPs merged into the output",
+        ),
+        (
+            "lost",
+            "gopswarm_merge_lost_gops_total",
+            "GOPs given up as lost",
+        ),
+        (
+            "chunks-in",
+            "gopswarm_merge_chunks_in_total",
+            "Chunks taken in",
+        ),
+        (
+            "duplicates",
+            "gopswarm_merge_duplicates_total",
+            "Duplicate chunks dropped",
+        ),
+        (
+            "corrupt",
+            "gopswarm_merge_corrupt_total",
+            "Corrupt chunks dropped",
+        ),
+        (
+            "recovered",
+            "gopswarm_merge_recovered_total",
+            "GOPs recovered from parity",
+        ),
+        (
+            "redundant-used",
+            "gopswarm_merge_redundant_used_total",
+            "GOPs taken from a redundant copy",
+        ),
+    ] {
+        m.counter(name, help, &labels)?
+            .set(&values, stats.get(key).copied().unwrap_or(0) as f64)?;
+    }
+    m.counter(
+        "gopswarm_merge_fenced_stale_total",
+        "Chunks refused for a stale layout epoch",
+        &labels,
+    )?
+    .set(&values, fenced as f64)?;
+    Ok(())
 }
 
 /// Call a host's SRT listener and feed its partial stream to `tx`, reconnecting until `stop`.
@@ -260,11 +321,22 @@ pub async fn run(
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_report = Instant::now();
+    let registry = std::sync::Arc::new(gopswarm_orchestrator::metrics::Registry::new());
+    if let Some(addr) = opts.metrics_listen {
+        let (bound, _) = gopswarm_orchestrator::metrics::serve(registry.clone(), addr).await?;
+        tracing::info!("merge: Prometheus metrics on http://{bound}/metrics");
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
+                if opts.metrics_listen.is_some()
+                    && let Some(m) = &merger
+                    && let Err(e) = export(&registry, &opts.stream, &opts.profile, &m.stats(), summary.fenced_stale)
+                {
+                    tracing::error!("merge: metrics: {e:#}");
+                }
                 let Some(l) = &layout else { continue };
                 let Some(first) = l.history.first() else { continue };
                 if gop_ns == 0 { continue }
