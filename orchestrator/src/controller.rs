@@ -1134,6 +1134,38 @@ impl Controller {
         }
     }
 
+    /// The host a new slot of (stream, profile) goes to: `to` if it may take it (room in its
+    /// tier, not a holder of `cur` already, the holders' encoder version), else the best free
+    /// host that may.
+    fn target_host(
+        &self,
+        stream: &str,
+        profile: &str,
+        cur: &LayoutEpoch,
+        to: Option<&str>,
+    ) -> Result<String, String> {
+        let exclude: BTreeSet<&str> = cur.hosts.iter().map(String::as_str).collect();
+        match to {
+            Some(t) => {
+                let h = self
+                    .hosts
+                    .get(t)
+                    .ok_or_else(|| format!("unknown host {t}"))?;
+                if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
+                    return Err(format!("host {t} cannot take a slot"));
+                }
+                if let Some(why) = self.encoder_mismatch(t, stream, profile) {
+                    return Err(why);
+                }
+                Ok(t.to_string())
+            }
+            None => self
+                .pick_hosts(stream, profile, 1, &exclude)
+                .pop()
+                .ok_or_else(|| "no free compatible host".to_string()),
+        }
+    }
+
     /// Add a slot to a running (stream, profile): prepare `to` (or the best free host), then
     /// commit a layout with one more host at a safe GOP. A layout that shrank after host
     /// deaths grows back this way. The running holders count as ready already; if the new
@@ -1154,26 +1186,7 @@ impl Controller {
             return Err(format!("{stream}/{profile}: an operation is in flight"));
         }
         let cur = ps.history.last().ok_or("stream not started")?.clone();
-        let exclude: BTreeSet<&str> = cur.hosts.iter().map(String::as_str).collect();
-        let to = match to {
-            Some(t) => {
-                let h = self
-                    .hosts
-                    .get(t)
-                    .ok_or_else(|| format!("unknown host {t}"))?;
-                if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
-                    return Err(format!("host {t} cannot take a slot"));
-                }
-                if let Some(why) = self.encoder_mismatch(t, stream, profile) {
-                    return Err(why);
-                }
-                t.to_string()
-            }
-            None => self
-                .pick_hosts(stream, profile, 1, &exclude)
-                .pop()
-                .ok_or("no free compatible host")?,
-        };
+        let to = self.target_host(stream, profile, &cur, to)?;
         let mut hosts = cur.hosts.clone();
         hosts.push(to.clone());
         let standby = LayoutEpoch {
@@ -1238,26 +1251,7 @@ impl Controller {
             .position(|h| h == from)
             .ok_or_else(|| format!("{from} holds no slot of {stream}/{profile}"))?
             as u32;
-        let exclude: BTreeSet<&str> = cur.hosts.iter().map(String::as_str).collect();
-        let to = match to {
-            Some(t) => {
-                let h = self
-                    .hosts
-                    .get(t)
-                    .ok_or_else(|| format!("unknown host {t}"))?;
-                if !h.can_take(&self.cfg.tiers) || exclude.contains(t) {
-                    return Err(format!("host {t} cannot take the slot"));
-                }
-                if let Some(why) = self.encoder_mismatch(t, stream, profile) {
-                    return Err(why);
-                }
-                t.to_string()
-            }
-            None => self
-                .pick_hosts(stream, profile, 1, &exclude)
-                .pop()
-                .ok_or("no free compatible host")?,
-        };
+        let to = self.target_host(stream, profile, &cur, to)?;
         let standby = LayoutEpoch {
             epoch: cur.epoch,
             from_gop: 0,

@@ -224,16 +224,19 @@ pub fn fitness_inputs(h: &HostRecord, now: Instant) -> FitnessInputs {
 }
 
 impl Controller {
+    fn live_hosts(&self) -> Vec<String> {
+        self.hosts
+            .values()
+            .filter(|h| h.alive)
+            .map(|h| h.id.clone())
+            .collect()
+    }
+
     /// Send a round-trip probe to every live host (a `ping` command; its ack closes the
     /// round trip). Probes that never come back are forgotten at the next round.
     pub fn probe(&mut self, now: Instant) {
         self.pings.clear();
-        let live: Vec<String> = self
-            .hosts
-            .values()
-            .filter(|h| h.alive)
-            .map(|h| h.id.clone())
-            .collect();
+        let live = self.live_hosts();
         for host in live {
             self.next_cmd += 1;
             let id = format!("o{}-p{}", self.epoch, self.next_cmd);
@@ -300,12 +303,7 @@ impl Controller {
     /// Score every live host, publish the scores that changed, and swap out slot holders
     /// that fell to bronze. Call once per keep-alive.
     pub fn rescore(&mut self, now: Instant) {
-        let live: Vec<String> = self
-            .hosts
-            .values()
-            .filter(|h| h.alive)
-            .map(|h| h.id.clone())
-            .collect();
+        let live = self.live_hosts();
         for host in &live {
             self.rescore_host(host, now);
             self.publish_score(host);
