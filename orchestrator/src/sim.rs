@@ -695,12 +695,6 @@ impl Simulation {
 
         // 5. Record.
         let predicted_now = self.signal_for.remove(&step).unwrap_or(demand);
-        let total_signal = match self.policy {
-            Policy::Reactive => demand,
-            Policy::Proactive => (1..=self.cfg.horizon)
-                .map(|h| self.total_forecast(step, h))
-                .fold(0.0, f64::max),
-        };
         self.signal_for.insert(
             step + self.cfg.horizon,
             match self.policy {
@@ -708,7 +702,6 @@ impl Simulation {
                 Policy::Proactive => self.total_forecast(step, self.cfg.horizon),
             },
         );
-        let _ = total_signal;
         let (online, booting, capacity) = self.capacity();
         if warm {
             self.result.overload_seconds += overloaded as f64 * self.total.step_s as f64;
@@ -1048,8 +1041,7 @@ impl Simulation {
 
     /// Slots a stream should have for a planned load: one slot carries at most
     /// `SLOT_UNITS` of capacity, so no slot outgrows the hosts that could take it.
-    fn desired_slots(&self, s: usize, planned_load: f64) -> usize {
-        let _ = s;
+    fn desired_slots(planned_load: f64) -> usize {
         ((planned_load / SLOT_UNITS).ceil() as usize).clamp(2, MAX_SLOTS)
     }
 
@@ -1066,7 +1058,7 @@ impl Simulation {
                 let p = &r.profiles["main"];
                 let e = p.history.last()?;
                 let s = stream_index(id);
-                let want = self.desired_slots(s, signal[s]);
+                let want = Self::desired_slots(signal[s]);
                 (p.op.is_none() && e.hosts.len() < want)
                     .then(|| (want - e.hosts.len(), id.clone(), want))
             })
