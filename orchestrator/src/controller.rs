@@ -1134,6 +1134,23 @@ impl Controller {
         }
     }
 
+    /// The layout in force of a started (stream, profile) with no operation in flight: what a
+    /// handoff or a growth starts from.
+    fn idle_layout(&self, stream: &str, profile: &str) -> Result<LayoutEpoch, String> {
+        let ps = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.profiles.get(profile))
+            .ok_or_else(|| format!("no stream {stream}/{profile}"))?;
+        if ps.op.is_some() {
+            return Err(format!("{stream}/{profile}: an operation is in flight"));
+        }
+        ps.history
+            .last()
+            .cloned()
+            .ok_or_else(|| "stream not started".to_string())
+    }
+
     /// The host a new slot of (stream, profile) goes to: `to` if it may take it (room in its
     /// tier, not a holder of `cur` already, the holders' encoder version), else the best free
     /// host that may.
@@ -1177,15 +1194,7 @@ impl Controller {
         to: Option<&str>,
         now: Instant,
     ) -> Result<String, String> {
-        let ps = self
-            .streams
-            .get(stream)
-            .and_then(|s| s.profiles.get(profile))
-            .ok_or_else(|| format!("no stream {stream}/{profile}"))?;
-        if ps.op.is_some() {
-            return Err(format!("{stream}/{profile}: an operation is in flight"));
-        }
-        let cur = ps.history.last().ok_or("stream not started")?.clone();
+        let cur = self.idle_layout(stream, profile)?;
         let to = self.target_host(stream, profile, &cur, to)?;
         let mut hosts = cur.hosts.clone();
         hosts.push(to.clone());
@@ -1236,15 +1245,7 @@ impl Controller {
         to: Option<&str>,
         now: Instant,
     ) -> Result<String, String> {
-        let ps = self
-            .streams
-            .get(stream)
-            .and_then(|s| s.profiles.get(profile))
-            .ok_or_else(|| format!("no stream {stream}/{profile}"))?;
-        if ps.op.is_some() {
-            return Err(format!("{stream}/{profile}: an operation is in flight"));
-        }
-        let cur = ps.history.last().ok_or("stream not started")?.clone();
+        let cur = self.idle_layout(stream, profile)?;
         let slot = cur
             .hosts
             .iter()
