@@ -1151,6 +1151,26 @@ impl Controller {
             .ok_or_else(|| "stream not started".to_string())
     }
 
+    /// Whether every live holder of (stream, profile) has reached the first GOP of the layout
+    /// in force. Until then a host still has that layout's assignment pending, and gopselect
+    /// keeps one pending assignment: a drain sent now would replace it and the host would
+    /// skip its GOPs of the new layout.
+    pub fn holders_reached_layout(&self, stream: &str, profile: &str) -> bool {
+        let Some(e) = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.profiles.get(profile))
+            .and_then(|p| p.history.last())
+        else {
+            return false;
+        };
+        e.hosts.iter().all(|h| {
+            self.hosts
+                .get(h)
+                .is_none_or(|r| !r.alive || r.gop(stream, profile).is_some_and(|g| g >= e.from_gop))
+        })
+    }
+
     /// The host a new slot of (stream, profile) goes to: `to` if it may take it (room in its
     /// tier, not a holder of `cur` already, the holders' encoder version), else the best free
     /// host that may.

@@ -417,7 +417,7 @@ impl Controller {
                 .map(|t| (t.stream.clone(), t.profile.clone()))
                 .collect();
             for (stream, profile) in slots {
-                if self.busy(&stream, &profile) {
+                if self.busy(&stream, &profile) || !self.holders_reached_layout(&stream, &profile) {
                     continue;
                 }
                 let holders: BTreeSet<String> = self.streams[&stream].profiles[&profile]

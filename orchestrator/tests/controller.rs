@@ -569,3 +569,19 @@ fn host_history_samples_are_labelled_by_deaths_and_persisted() {
     assert_eq!(back.len(), 3);
     assert_eq!(back[..2], samples[..]);
 }
+
+#[test]
+fn holders_must_reach_a_layout_before_it_is_changed_again() {
+    let (mut c, t0) = started(0);
+    // Acks said GOPs 5-7; the layout starts at GOP 9.
+    assert!(!c.holders_reached_layout("cam1", "p360"));
+    for (h, s) in [("a", 100), ("b", 101)] {
+        c.on_heartbeat(heartbeat(h, s, 9), t0);
+    }
+    assert!(
+        !c.holders_reached_layout("cam1", "p360"),
+        "c is still before GOP 9"
+    );
+    c.on_heartbeat(heartbeat("c", 102, 10), t0);
+    assert!(c.holders_reached_layout("cam1", "p360"));
+}
