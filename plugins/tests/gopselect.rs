@@ -364,3 +364,63 @@ fn drain_with_gops_none_keeps_nothing_from_the_switch_gop() {
     gops.dedup();
     assert_eq!(gops, vec![0, 2]);
 }
+
+/// Pushes GOPs `from..to` (25 raw frames each) and returns the (GOP, epoch) runs that came out.
+fn push_gops(h: &mut gst_check::Harness, from: u64, to: u64) -> Vec<(u64, u64)> {
+    for i in from * 25..to * 25 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    let mut gops: Vec<(u64, u64)> = drain(h).iter().map(|o| (o.1.gop, o.1.epoch)).collect();
+    gops.dedup();
+    gops
+}
+
+#[test]
+fn changes_for_later_gops_queue_behind_earlier_ones() {
+    init();
+    let mut h = harness(&[], "video/x-raw");
+    raw(&mut h);
+    assert_eq!(push_gops(&mut h, 0, 1), vec![(0, 0)]);
+    let e = h.element().unwrap();
+    // A layout for GOP 2, then a drain for GOP 4 sent before GOP 2 arrives: both apply.
+    e.set_property(
+        "assignment",
+        "assignment, index=1, count=2, epoch=3, switch-gop=2",
+    );
+    e.set_property("assignment", "assignment, gops=none, epoch=4, switch-gop=4");
+    assert_eq!(stat(&h, "assignments-pending"), 2);
+    assert_eq!(
+        push_gops(&mut h, 1, 8),
+        vec![(1, 0), (3, 3)],
+        "GOP 1 under the old slots, GOP 3 under the layout, nothing from the drain on"
+    );
+    assert_eq!(stat(&h, "assignments-pending"), 0);
+    assert_eq!(stat(&h, "assignments-applied"), 2);
+}
+
+#[test]
+fn a_change_scheduled_earlier_replaces_the_waiting_one() {
+    init();
+    let mut h = harness(&[], "video/x-raw");
+    raw(&mut h);
+    let e = h.element().unwrap();
+    e.set_property("assignment", "assignment, gops=none, epoch=3, switch-gop=4");
+    // Decided later, due earlier: the drain for GOP 4 no longer stands.
+    e.set_property(
+        "assignment",
+        "assignment, index=0, count=2, epoch=4, switch-gop=2",
+    );
+    assert_eq!(stat(&h, "assignments-pending"), 1);
+    assert_eq!(
+        push_gops(&mut h, 0, 8),
+        vec![(0, 0), (1, 0), (2, 4), (4, 4), (6, 4)]
+    );
+    // "Next boundary" replaces everything waiting.
+    e.set_property(
+        "assignment",
+        "assignment, index=1, count=2, epoch=5, switch-gop=10",
+    );
+    e.set_property("assignment", "assignment, index=1, count=4, epoch=6");
+    assert_eq!(stat(&h, "assignments-pending"), 1);
+    assert_eq!(push_gops(&mut h, 8, 14), vec![(9, 6), (13, 6)]);
+}

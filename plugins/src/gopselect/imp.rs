@@ -87,16 +87,53 @@ impl Default for Assignment {
     }
 }
 
+/// An assignment change waiting for its switch GOP.
+#[derive(Debug, Clone)]
+struct Request {
+    /// Order of arrival; the streaming thread has applied or passed every request up to the
+    /// one it last applied.
+    seq: u64,
+    assignment: Assignment,
+    /// `-1`: the next GOP boundary.
+    switch_gop: i64,
+}
+
+impl Request {
+    fn due_at(&self, k: u64) -> bool {
+        self.switch_gop < 0 || k >= self.switch_gop as u64
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     gop_duration: u64,
     grid_origin: u64,
     timeline: Timeline,
     max_reorder: u32,
+    /// The latest assignment asked for (what the properties read back).
     desired: Assignment,
     switch_gop: i64,
-    /// Bumped on every assignment change so the streaming thread notices.
-    generation: u64,
+    /// Changes not yet applied, in arrival order with rising switch GOPs: a change scheduled
+    /// for GOP 20 that arrives before the change for GOP 14 has applied waits behind it.
+    requests: Vec<Request>,
+    next_seq: u64,
+}
+
+impl Settings {
+    /// Queue a change. It supersedes the waiting changes scheduled at or after its own switch
+    /// GOP (the sender decided later), and keeps those due before it.
+    fn request(&mut self, assignment: Assignment, switch_gop: i64) {
+        self.next_seq += 1;
+        self.requests
+            .retain(|r| switch_gop >= 0 && r.switch_gop >= 0 && r.switch_gop < switch_gop);
+        self.requests.push(Request {
+            seq: self.next_seq,
+            assignment: assignment.clone(),
+            switch_gop,
+        });
+        self.desired = assignment;
+        self.switch_gop = switch_gop;
+    }
 }
 
 impl Default for Settings {
@@ -108,7 +145,8 @@ impl Default for Settings {
             max_reorder: DEFAULT_MAX_REORDER,
             desired: Assignment::default(),
             switch_gop: DEFAULT_SWITCH_GOP,
-            generation: 0,
+            requests: Vec::new(),
+            next_seq: 0,
         }
     }
 }
@@ -131,7 +169,8 @@ struct State {
     /// The assignment before the last switch and the GOP the switch happened at: frames of
     /// earlier GOPs that arrive after the switch (decode order) still belong to it.
     previous: Option<(Assignment, u64)>,
-    applied_generation: u64,
+    /// Requests up to this sequence number are applied or superseded.
+    applied_seq: u64,
     current_gop: Option<u64>,
     /// GOP of the last frame pushed, and whether a frame was discarded since: the next push is
     /// DISCONT when the encoder/decoder downstream will not see a continuous stream.
@@ -168,7 +207,7 @@ impl State {
             compressed: false,
             active: settings.desired.clone(),
             previous: None,
-            applied_generation: settings.generation,
+            applied_seq: settings.next_seq,
             current_gop: None,
             last_pushed_gop: None,
             discarded_since_push: false,
@@ -204,17 +243,23 @@ impl GopSelect {
         }
     }
 
-    /// Apply a pending assignment when GOP `k` starts. Returns the message to post.
+    /// Apply the latest request due when GOP `k` starts. Returns the message to post.
     fn on_gop_start(&self, state: &mut State, settings: &Settings, k: u64) -> Option<gst::Message> {
         let previous = state.current_gop.replace(k);
         if previous == Some(k) {
             return None;
         }
-        let due = settings.switch_gop < 0 || k >= settings.switch_gop as u64;
-        if settings.generation != state.applied_generation && due {
-            state.applied_generation = settings.generation;
-            if state.active != settings.desired {
-                let old = std::mem::replace(&mut state.active, settings.desired.clone());
+        // Switch GOPs rise along the queue, so the due requests are a prefix of it.
+        let due = settings
+            .requests
+            .iter()
+            .filter(|r| r.seq > state.applied_seq)
+            .take_while(|r| r.due_at(k))
+            .last();
+        if let Some(request) = due {
+            state.applied_seq = request.seq;
+            if state.active != request.assignment {
+                let old = std::mem::replace(&mut state.active, request.assignment.clone());
                 state.previous = Some((old, k));
                 state.stats.assignments_applied += 1;
                 gst::info!(
@@ -276,23 +321,36 @@ impl GopSelect {
         };
         let offset = self.time_offset(settings.timeline);
         let mut messages = Vec::new();
+        let mut applied_seq = None;
         let output = {
             let mut state_guard = self.state.lock().unwrap();
             let Some(state) = state_guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
+            let seq_before = state.applied_seq;
             state.stats.frames_in += 1;
             let k = buffer
                 .pts()
                 .or(buffer.dts())
                 .and_then(|ts| signed_running_time(&state.segment, ts))
                 .and_then(|rt| grid.index_of(rt + offset));
-            if state.compressed {
+            let output = if state.compressed {
                 self.select_compressed(state, &settings, &grid, offset, k, buffer, &mut messages)
             } else {
                 self.select_raw(state, &settings, &grid, offset, k, buffer, &mut messages)
+            };
+            if state.applied_seq != seq_before {
+                applied_seq = Some(state.applied_seq);
             }
+            output
         };
+        if let Some(seq) = applied_seq {
+            self.settings
+                .lock()
+                .unwrap()
+                .requests
+                .retain(|r| r.seq > seq);
+        }
         for msg in messages {
             let _ = self.obj().post_message(msg);
         }
@@ -484,11 +542,23 @@ impl GopSelect {
     }
 
     fn stats(&self) -> gst::Structure {
-        let guard = self.state.lock().unwrap();
-        let (s, epoch, gop) = match guard.as_ref() {
-            Some(st) => (st.stats.clone(), st.active.epoch, st.current_gop),
-            None => (Stats::default(), 0, None),
+        let (s, epoch, gop, applied_seq) = match self.state.lock().unwrap().as_ref() {
+            Some(st) => (
+                st.stats.clone(),
+                st.active.epoch,
+                st.current_gop,
+                st.applied_seq,
+            ),
+            None => (Stats::default(), 0, None, u64::MAX),
         };
+        let pending = self
+            .settings
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.seq > applied_seq)
+            .count() as u64;
         gst::Structure::builder("gopselect-stats")
             .field("frames-in", s.frames_in)
             .field("frames-passed", s.frames_passed)
@@ -497,6 +567,7 @@ impl GopSelect {
             .field("gops-kept", s.gops_kept)
             .field("gops-skipped", s.gops_skipped)
             .field("assignments-applied", s.assignments_applied)
+            .field("assignments-pending", pending)
             .field("epoch", epoch)
             .field("current-gop", gop.map(|g| g as i64).unwrap_or(-1))
             .build()
@@ -547,6 +618,9 @@ impl GopSelect {
         }
         if let Ok(g) = st.get::<String>("gops") {
             a.gops = parse_gops(&g)?;
+        } else if st.has_field("index") || st.has_field("count") {
+            // Slots given without a set: the slots rule, not an earlier explicit set.
+            a.gops = None;
         }
         if a.gops.is_none() && a.slot_index >= a.slot_count {
             return Err(format!(
@@ -670,7 +744,7 @@ impl ObjectImpl for GopSelect {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames-in, frames-passed, frames-dropped, preroll-frames, gops-kept, gops-skipped, assignments-applied, epoch, current-gop")
+                    .blurb("frames-in, frames-passed, frames-dropped, preroll-frames, gops-kept, gops-skipped, assignments-applied, assignments-pending, epoch, current-gop")
                     .read_only()
                     .build(),
             ]
@@ -680,21 +754,32 @@ impl ObjectImpl for GopSelect {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap();
-        let before = settings.desired.clone();
+        let mut changed = settings.desired.clone();
         match pspec.name() {
             "gop-duration" => settings.gop_duration = value.get().unwrap(),
             "grid-origin" => settings.grid_origin = value.get().unwrap(),
             "timeline" => settings.timeline = value.get().unwrap(),
             "max-reorder" => settings.max_reorder = value.get().unwrap(),
-            "slot-index" => settings.desired.slot_index = value.get().unwrap(),
-            "slot-count" => settings.desired.slot_count = value.get().unwrap(),
-            "redundancy" => settings.desired.redundancy = value.get().unwrap(),
-            "epoch" => settings.desired.epoch = value.get().unwrap(),
-            "switch-gop" => settings.switch_gop = value.get().unwrap(),
+            "slot-index" => changed.slot_index = value.get().unwrap(),
+            "slot-count" => changed.slot_count = value.get().unwrap(),
+            "redundancy" => changed.redundancy = value.get().unwrap(),
+            "epoch" => changed.epoch = value.get().unwrap(),
+            "switch-gop" => {
+                // Moves the latest change, when it has not applied yet.
+                let switch_gop = value.get().unwrap();
+                settings.switch_gop = switch_gop;
+                let desired = settings.desired.clone();
+                if let Some(last) = settings.requests.last()
+                    && last.assignment == desired
+                {
+                    settings.requests.pop();
+                    settings.request(desired, switch_gop);
+                }
+            }
             "gops" => {
                 let text: Option<String> = value.get().unwrap();
                 match parse_gops(&text.unwrap_or_default()) {
-                    Ok(set) => settings.desired.gops = set,
+                    Ok(set) => changed.gops = set,
                     Err(err) => {
                         gst::error!(CAT, imp = self, "gops not changed: {err}");
                     }
@@ -703,11 +788,7 @@ impl ObjectImpl for GopSelect {
             "assignment" => {
                 let text: Option<String> = value.get().unwrap();
                 match Self::parse_assignment(&text.unwrap_or_default(), &settings) {
-                    Ok((a, switch_gop)) => {
-                        settings.desired = a;
-                        settings.switch_gop = switch_gop;
-                        settings.generation += 1;
-                    }
+                    Ok((a, switch_gop)) => settings.request(a, switch_gop),
                     Err(err) => {
                         gst::error!(CAT, imp = self, "assignment not changed: {err}");
                     }
@@ -716,8 +797,9 @@ impl ObjectImpl for GopSelect {
             }
             _ => unimplemented!(),
         }
-        if settings.desired != before {
-            settings.generation += 1;
+        if changed != settings.desired {
+            let switch_gop = settings.switch_gop;
+            settings.request(changed, switch_gop);
         }
     }
 

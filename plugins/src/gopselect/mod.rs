@@ -14,7 +14,9 @@
 //!
 //! Assignment changes (`slot-*`, `redundancy`, `gops`, `epoch`, or the atomic `assignment`)
 //! take effect at the first GOP boundary at or after `switch-gop` (`-1`: the next boundary), and
-//! post an element message `gopswarm-assignment-applied` (gop, epoch, slots).
+//! post an element message `gopswarm-assignment-applied` (gop, epoch, slots). Changes queue: one
+//! for GOP 20 set before the change for GOP 14 has applied waits behind it, while a change
+//! scheduled at or before a waiting one's switch GOP replaces it.
 //!
 //! ## Example
 //!
