@@ -278,6 +278,42 @@ enum Command {
         /// predicted disconnect risk
         #[arg(long)]
         disconnect_model: Option<PathBuf>,
+        /// Operator script that starts, stops and updates hosts: called as
+        /// `CMD provision|deprovision|update HOST-ID` with GOPSWARM_BROKER set. Default: this
+        /// machine spawns `gopswarm host` processes
+        #[arg(long)]
+        provision_hook: Option<String>,
+        /// Extra argument for the hosts this machine spawns (repeatable)
+        #[arg(long = "spawn-host-arg", allow_hyphen_values = true)]
+        spawn_host_args: Vec<String>,
+        /// Provision hosts ahead of the predicted demand and announced events; drain and
+        /// deprovision the ones it started when demand falls below 75% of capacity
+        #[arg(long)]
+        autoscale: bool,
+        /// Hosts in the swarm at most when scaling
+        #[arg(long, default_value_t = 64)]
+        max_hosts: usize,
+        /// Step of the live demand forecast, seconds
+        #[arg(long, default_value_t = 60.0)]
+        forecast_step: f64,
+        /// Steps ahead the forecast (and the scaler) looks
+        #[arg(long, default_value_t = 10)]
+        forecast_horizon: usize,
+        /// Seconds after a scale-up before the scaler may scale down
+        #[arg(long, default_value_t = 300.0)]
+        scale_cooldown: f64,
+        /// Longest a host may take to empty, and to come back, in a rolling update (seconds)
+        #[arg(long, default_value_t = 120.0)]
+        rollout_timeout: f64,
+    },
+    /// Update hosts one at a time, lowest fitness first, without stopping any output: the
+    /// orchestrator empties each by GOP-boundary handoff and runs its update hook.
+    RollingUpdate {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Host to update (repeatable; default: every live host)
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Merge one stream profile from the hosts' chunks into MP4 and HLS.
     Merge {
@@ -355,6 +391,27 @@ enum StreamOp {
     Remove {
         #[arg(long)]
         id: String,
+    },
+    /// Announce an event: the scaler (orchestrator --autoscale) provisions for it ahead
+    Announce {
+        /// Event id
+        #[arg(long)]
+        id: String,
+        /// The stream that will carry it (its slots count as demand once it runs)
+        #[arg(long)]
+        stream: Option<String>,
+        /// Seconds from now until it starts
+        #[arg(long = "in")]
+        starts_in: f64,
+        /// How long it lasts, seconds
+        #[arg(long)]
+        duration: f64,
+        /// Encoding slots it needs (profiles x slots)
+        #[arg(long)]
+        slots: u32,
+        /// Expected audience
+        #[arg(long, default_value_t = 0.0)]
+        viewers: f64,
     },
     /// Move a host's slot to another host at a GOP boundary
     Handoff {
@@ -685,18 +742,56 @@ fn main() -> Result<()> {
             no_peer_swap,
             metrics_listen,
             disconnect_model,
+            provision_hook,
+            spawn_host_args,
+            autoscale,
+            max_hosts,
+            forecast_step,
+            forecast_horizon,
+            scale_cooldown,
+            rollout_timeout,
         } => {
             gopswarm::swarm::init_logging();
             run::init();
-            let broker = match broker {
-                Some(b) => broker_url(&b)?,
+            let broker_text = match broker {
+                Some(b) => b,
                 None => {
                     let addr: std::net::SocketAddr = listen.parse().context("--listen")?;
                     gopswarm_orchestrator::broker::start_embedded(addr)?;
                     eprintln!("embedded MQTT broker on mqtt://{addr}");
-                    broker_url(&format!("mqtt://{addr}"))?
+                    format!("mqtt://{addr}")
                 }
             };
+            let broker = broker_url(&broker_text)?;
+            let provisioner: Box<dyn gopswarm_orchestrator::provision::Provisioner> =
+                match provision_hook {
+                    Some(command) => Box::new(gopswarm_orchestrator::provision::CommandHook {
+                        command,
+                        broker: broker_text.clone(),
+                        timeout: secs(rollout_timeout)?,
+                    }),
+                    None => {
+                        let mut spawner = gopswarm_orchestrator::provision::LocalSpawner::new(
+                            std::env::current_exe().context("this program's path")?,
+                            broker_text.clone(),
+                            spawn_host_args,
+                        );
+                        // Host logs and pid files next to the state.
+                        let dir = state
+                            .parent()
+                            .unwrap_or(std::path::Path::new("."))
+                            .join("hosts");
+                        std::fs::create_dir_all(&dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                        spawner.log_dir = Some(dir);
+                        Box::new(spawner)
+                    }
+                };
+            let scaler = autoscale.then(|| gopswarm_orchestrator::rollout::ScalerConfig {
+                max_hosts,
+                cooldown: std::time::Duration::from_secs_f64(scale_cooldown.max(0.0)),
+                ..Default::default()
+            });
             let keepalive = secs(keepalive)?;
             let cfg = gopswarm_orchestrator::Config {
                 keepalive,
@@ -734,6 +829,11 @@ fn main() -> Result<()> {
                         .as_deref()
                         .map(gopswarm::swarm::learn::load_model)
                         .transpose()?,
+                    provisioner: Some(provisioner),
+                    scaler,
+                    forecast_step: secs(forecast_step)?,
+                    forecast_horizon: forecast_horizon.max(1),
+                    rollout_timeout: secs(rollout_timeout)?,
                 },
                 gopswarm::swarm::interrupted(),
                 None,
@@ -879,6 +979,28 @@ fn main() -> Result<()> {
                     StreamCommand::Add { stream }
                 }
                 StreamOp::Remove { id } => StreamCommand::Remove { id },
+                StreamOp::Announce {
+                    id,
+                    stream,
+                    starts_in,
+                    duration,
+                    slots,
+                    viewers,
+                } => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_millis() as u64;
+                    StreamCommand::Announce {
+                        event: gopswarm_proto::EventAnnouncement {
+                            id,
+                            stream,
+                            start_unix_ms: now_ms + (starts_in.max(0.0) * 1000.0) as u64,
+                            duration_s: duration,
+                            slots,
+                            expected_viewers: viewers,
+                        },
+                    }
+                }
                 StreamOp::Handoff {
                     stream,
                     profile,
@@ -893,6 +1015,11 @@ fn main() -> Result<()> {
             };
             cmd.validate()
                 .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+            publish_control(&broker, gopswarm_proto::encode(&cmd))?;
+        }
+        Command::RollingUpdate { broker, hosts } => {
+            let cmd = gopswarm_proto::StreamCommand::RollingUpdate { hosts };
+            gopswarm_proto::Message::validate(&cmd).map_err(|e| anyhow::anyhow!("refused: {e}"))?;
             publish_control(&broker, gopswarm_proto::encode(&cmd))?;
         }
     }

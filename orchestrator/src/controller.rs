@@ -193,6 +193,9 @@ pub struct HostRecord {
     pub tier: Option<crate::score::Tier>,
     #[serde(skip)]
     pub live: crate::fleet::LiveStats,
+    /// Takes no new slot: it is being emptied for an update or a deprovision.
+    #[serde(skip)]
+    pub cordoned: bool,
 }
 
 impl HostRecord {
@@ -215,6 +218,7 @@ impl HostRecord {
             history: Default::default(),
             tier: None,
             live: Default::default(),
+            cordoned: false,
         }
     }
 
@@ -238,7 +242,7 @@ impl HostRecord {
             Some(t) => tiers.slots(t, self.max_tasks()),
             None => self.max_tasks(),
         } as usize;
-        self.alive && self.incompatible.is_none() && self.load() < max
+        self.alive && self.incompatible.is_none() && !self.cordoned && self.load() < max
     }
 }
 
@@ -259,11 +263,14 @@ pub struct StreamRecord {
 /// An operation in flight on a (stream, profile).
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// First layout: waiting for the prepared hosts to be ready.
+    /// A new layout over `hosts`: waiting for the prepared ones to be ready. The first
+    /// layout, a growth (the holders count as ready), or a migration of the whole profile to
+    /// hosts of another encoder version, after which `leaving` (the old holders) drain.
     Start {
         hosts: Vec<String>,
         ready: BTreeMap<String, u64>,
         deadline: Instant,
+        leaving: Vec<String>,
     },
     /// Planned move of one slot.
     Handoff(Handoff),
@@ -775,6 +782,7 @@ impl Controller {
                 hosts,
                 mut ready,
                 deadline,
+                leaving,
             }) if hosts.contains(&host) => {
                 if ack.ok {
                     ready.insert(host, ack.current_gop.unwrap_or(0));
@@ -782,6 +790,7 @@ impl Controller {
                         hosts,
                         ready,
                         deadline,
+                        leaving,
                     });
                     self.try_commit_start(&stream, &profile, now, false);
                 } else {
@@ -936,6 +945,7 @@ impl Controller {
             hosts,
             ready: BTreeMap::new(),
             deadline: now + self.cfg.prepare_timeout,
+            leaving: Vec::new(),
         });
     }
 
@@ -972,12 +982,36 @@ impl Controller {
     /// Commit the first layout over the ready hosts (all of them, or at the deadline those
     /// that made it).
     fn try_commit_start(&mut self, stream: &str, profile: &str, now: Instant, deadline: bool) {
-        let Some(Op::Start { hosts, ready, .. }) =
-            self.streams[stream].profiles[profile].op.clone()
+        let Some(Op::Start {
+            hosts,
+            ready,
+            leaving,
+            ..
+        }) = self.streams[stream].profiles[profile].op.clone()
         else {
             return;
         };
-        if !(ready.len() == hosts.len() || (deadline && !ready.is_empty())) {
+        let all_ready = ready.len() == hosts.len();
+        if !leaving.is_empty() && !all_ready {
+            // A migration goes whole or not at all: the old holders keep the profile.
+            if deadline {
+                tracing::warn!(
+                    "{stream}/{profile}: migration to {hosts:?} not ready in time; the holders keep it"
+                );
+                for h in &hosts {
+                    self.set_task(h, stream, profile, None);
+                }
+                self.streams
+                    .get_mut(stream)
+                    .unwrap()
+                    .profiles
+                    .get_mut(profile)
+                    .unwrap()
+                    .op = None;
+            }
+            return;
+        }
+        if !(all_ready || (deadline && !ready.is_empty())) {
             return;
         }
         let chosen: Vec<String> = hosts
@@ -990,8 +1024,14 @@ impl Controller {
             self.set_task(h, stream, profile, None);
         }
         let (_, r) = self.wanted_slots(stream);
-        let k = self.switch_gop_for(stream, profile, &chosen);
-        self.new_layout(stream, profile, chosen, r, k);
+        let everyone: Vec<String> = chosen.iter().chain(&leaving).cloned().collect();
+        let k = self.switch_gop_for(stream, profile, &everyone);
+        self.new_layout(stream, profile, chosen.clone(), r, k);
+        for h in leaving.iter().filter(|h| !chosen.contains(h)) {
+            if self.hosts.get(h).is_some_and(|r| r.alive) {
+                self.drain_task(h, stream, profile, k - 1);
+            }
+        }
         self.streams
             .get_mut(stream)
             .unwrap()
@@ -1076,6 +1116,7 @@ impl Controller {
                     hosts,
                     mut ready,
                     deadline,
+                    leaving,
                 }) if hosts.contains(&host.to_string()) => {
                     let hosts: Vec<String> = hosts.into_iter().filter(|h| h != host).collect();
                     ready.remove(host);
@@ -1092,6 +1133,7 @@ impl Controller {
                             hosts,
                             ready,
                             deadline,
+                            leaving,
                         })
                     };
                     self.try_commit_start(&s, &p, now, false);
@@ -1248,12 +1290,142 @@ impl Controller {
             hosts,
             ready,
             deadline: now + self.cfg.prepare_timeout,
+            leaving: Vec::new(),
         });
         tracing::info!(
             "{stream}/{profile}: growing to {} slots with {to}",
             cur.hosts.len() + 1
         );
         Ok(to)
+    }
+
+    /// Stop (or resume) giving `host` new slots.
+    pub fn cordon(&mut self, host: &str, on: bool) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.cordoned = on;
+            self.reindex(host);
+        }
+    }
+
+    /// Move a whole (stream, profile) to free hosts of another encoder version in one epoch:
+    /// prepare them, commit a layout of only them at a safe GOP, and drain the old holders
+    /// before it. It needs at least as many such hosts as hold the profile now (up to the
+    /// stream's planned slots); the hosts of the version with the most of them are taken.
+    pub fn migrate(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        now: Instant,
+    ) -> Result<Vec<String>, String> {
+        let cur = self.idle_layout(stream, profile)?;
+        let planned = self.streams[stream]
+            .def
+            .slots
+            .map_or(cur.hosts.len(), |n| n as usize)
+            .max(cur.hosts.len());
+        let theirs = self.holders_encoder(stream, profile).flatten();
+        let mut by_version: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+        for id in self.free_hosts() {
+            let version = self.encoder_of(id, stream, profile);
+            if version != theirs && !cur.hosts.iter().any(|h| h == id) {
+                by_version.entry(version).or_default().push(id.to_string());
+            }
+        }
+        let Some((version, mut hosts)) = by_version
+            .into_iter()
+            .max_by_key(|(_, hosts)| hosts.len())
+            .filter(|(_, hosts)| hosts.len() >= cur.hosts.len())
+        else {
+            return Err(format!(
+                "{stream}/{profile}: fewer than {} free hosts share an encoder version other than its holders'",
+                cur.hosts.len()
+            ));
+        };
+        hosts.truncate(planned);
+        let standby = LayoutEpoch {
+            epoch: 0,
+            from_gop: 0,
+            redundancy: 0,
+            hosts: hosts.clone(),
+        };
+        for (i, h) in hosts.iter().enumerate() {
+            let task = self.make_task(stream, profile, TaskRole::Standby, &standby, i as u32);
+            self.set_task(h, stream, profile, Some(task.clone()));
+            self.command(h, stream, profile, CommandKind::Prepare { task });
+        }
+        self.streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap()
+            .op = Some(Op::Start {
+            hosts: hosts.clone(),
+            ready: BTreeMap::new(),
+            deadline: now + self.cfg.prepare_timeout,
+            leaving: cur.hosts.clone(),
+        });
+        tracing::info!(
+            "{stream}/{profile}: migrating from {:?} to {hosts:?} ({})",
+            cur.hosts,
+            version.as_deref().unwrap_or("unreported encoder")
+        );
+        Ok(hosts)
+    }
+
+    /// Deal `host`'s slot of (stream, profile) over the other holders from a safe GOP; the
+    /// host keeps encoding up to the GOP before it.
+    pub fn shrink(&mut self, stream: &str, profile: &str, host: &str) -> Result<(), String> {
+        let cur = self.idle_layout(stream, profile)?;
+        if !cur.hosts.iter().any(|h| h == host) {
+            return Err(format!("{host} holds no slot of {stream}/{profile}"));
+        }
+        if cur.hosts.len() < 2 {
+            return Err(format!("{host} is the last holder of {stream}/{profile}"));
+        }
+        let rest: Vec<String> = cur.hosts.iter().filter(|h| *h != host).cloned().collect();
+        let k = self.switch_gop_for(stream, profile, &cur.hosts).max(1);
+        self.new_layout(stream, profile, rest, cur.redundancy, k);
+        self.drain_task(host, stream, profile, k - 1);
+        Ok(())
+    }
+
+    /// Empty `host` without stopping any output: each slot it holds goes, by handoff, to a
+    /// free host of the profile's encoder version; else the whole profile migrates to free
+    /// hosts of another version; else the other holders take the slot over. One operation per
+    /// profile at a time: call again until it returns 0 (tasks the host still holds). An
+    /// error says why a slot cannot move now.
+    pub fn move_off(&mut self, host: &str, now: Instant) -> Result<usize, String> {
+        let Some(h) = self.hosts.get(host) else {
+            return Ok(0);
+        };
+        if !h.alive {
+            return Ok(0);
+        }
+        let held: Vec<(String, String)> = h
+            .tasks
+            .iter()
+            .filter(|t| t.role == TaskRole::Active && t.until_gop.is_none())
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
+        let mut stuck = None;
+        for (stream, profile) in held {
+            if self.busy(&stream, &profile) || !self.holders_reached_layout(&stream, &profile) {
+                continue;
+            }
+            let moved = self
+                .start_handoff(&stream, &profile, host, None, now)
+                .map(|_| ())
+                .or_else(|_| self.migrate(&stream, &profile, now).map(|_| ()))
+                .or_else(|_| self.shrink(&stream, &profile, host));
+            if let Err(why) = moved {
+                stuck = Some(why);
+            }
+        }
+        match stuck {
+            Some(why) => Err(why),
+            None => Ok(self.hosts[host].tasks.len()),
+        }
     }
 
     /// Start a planned handoff of `from`'s slot to `to` (or to the least loaded free host).
@@ -1394,20 +1566,7 @@ impl Controller {
                 self.command(h, stream, profile, CommandKind::Commit { task });
             }
         }
-        if let Some(mut old) = self.task_of(&ho.from, stream, profile).cloned() {
-            old.until_gop = Some(k - 1);
-            self.set_task(&ho.from, stream, profile, Some(old));
-            self.command(
-                &ho.from,
-                stream,
-                profile,
-                CommandKind::Drain {
-                    stream: stream.to_string(),
-                    profile: profile.to_string(),
-                    last_gop: k - 1,
-                },
-            );
-        }
+        self.drain_task(&ho.from, stream, profile, k - 1);
         if let Some(rec) = self
             .handoffs
             .iter_mut()
@@ -1423,6 +1582,24 @@ impl Controller {
             ho.from,
             ho.to
         );
+    }
+
+    /// `host` keeps its task of (stream, profile) up to `last_gop` and then lets it go.
+    fn drain_task(&mut self, host: &str, stream: &str, profile: &str, last_gop: u64) {
+        if let Some(mut old) = self.task_of(host, stream, profile).cloned() {
+            old.until_gop = Some(last_gop);
+            self.set_task(host, stream, profile, Some(old));
+            self.command(
+                host,
+                stream,
+                profile,
+                CommandKind::Drain {
+                    stream: stream.to_string(),
+                    profile: profile.to_string(),
+                    last_gop,
+                },
+            );
+        }
     }
 
     fn abort_handoff(&mut self, stream: &str, profile: &str, why: &str) {

@@ -13,6 +13,7 @@ pub mod forecast;
 pub mod learn;
 pub mod metrics;
 pub mod provision;
+pub mod rollout;
 pub mod score;
 pub mod service;
 pub mod sim;

@@ -77,6 +77,10 @@ impl Provisioner for LocalSpawner {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", self.program.display()))?;
+        if let Some(dir) = &self.log_dir {
+            // For operators (and tests) cleaning up after an orchestrator that was killed.
+            let _ = std::fs::write(dir.join(format!("{host_id}.pid")), child.id().to_string());
+        }
         tracing::info!("provisioned host {host_id} (pid {})", child.id());
         self.children.insert(host_id.to_string(), child);
         Ok(())

@@ -20,12 +20,21 @@ pub struct ServiceOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Learned disconnect model (from `gopswarm learn`).
     pub disconnect_model: Option<crate::learn::Model>,
+    /// Starts, stops and updates hosts (scaling, rolling updates); none: neither is possible.
+    pub provisioner: Option<Box<dyn crate::provision::Provisioner>>,
+    /// Scale the swarm on the forecast (needs a provisioner).
+    pub scaler: Option<crate::rollout::ScalerConfig>,
+    /// Step and horizon (in steps) of the live demand forecast.
+    pub forecast_step: Duration,
+    pub forecast_horizon: usize,
+    /// Longest a host may take to empty, and to come back, during a rolling update.
+    pub rollout_timeout: Duration,
 }
 
-/// Step of the live demand forecast (the forecaster's season is a day of these).
-const FORECAST_STEP: Duration = Duration::from_secs(60);
-/// Steps ahead the live forecast looks.
-const FORECAST_HORIZON: usize = 10;
+/// Step of the live demand forecast by default (the forecaster's season is a day of these).
+pub const DEFAULT_FORECAST_STEP: Duration = Duration::from_secs(60);
+/// Steps ahead the live forecast looks by default.
+pub const DEFAULT_FORECAST_HORIZON: usize = 10;
 
 /// Slots the streams hold now, and slots the live hosts' tiers allow.
 pub fn demand_and_capacity(c: &Controller) -> (f64, f64) {
@@ -52,26 +61,53 @@ pub fn demand_and_capacity(c: &Controller) -> (f64, f64) {
 /// error are exported.
 pub struct LiveForecast {
     forecaster: crate::forecast::Forecaster,
+    horizon: usize,
 }
 
 impl Default for LiveForecast {
     fn default() -> Self {
-        LiveForecast {
-            forecaster: crate::forecast::Forecaster::new(crate::forecast::ForecastConfig {
-                steps_per_day: (86_400 / FORECAST_STEP.as_secs()) as usize,
-                horizon: FORECAST_HORIZON,
-                ..Default::default()
-            }),
-        }
+        LiveForecast::new(DEFAULT_FORECAST_STEP, DEFAULT_FORECAST_HORIZON)
     }
 }
 
 impl LiveForecast {
-    pub fn step(&mut self, m: &crate::metrics::Registry, c: &Controller) -> Result<()> {
+    pub fn new(step: Duration, horizon: usize) -> Self {
+        let step_s = step.as_secs_f64().max(0.001);
+        LiveForecast {
+            forecaster: crate::forecast::Forecaster::new(crate::forecast::ForecastConfig {
+                steps_per_day: ((86_400.0 / step_s) as usize).max(2),
+                horizon,
+                ..Default::default()
+            }),
+            horizon,
+        }
+    }
+
+    /// Demand `h` steps ahead with `viewers` announced for then.
+    pub fn predict(&self, h: usize, viewers: f64) -> f64 {
+        self.forecaster.forecast(
+            h,
+            &crate::forecast::Exog {
+                expected_viewers: viewers,
+            },
+        )
+    }
+
+    /// Observe the demand now (with the audience announced for now) and export the forecast.
+    pub fn step(
+        &mut self,
+        m: &crate::metrics::Registry,
+        c: &Controller,
+        viewers_now: f64,
+    ) -> Result<()> {
         let (demand, capacity) = demand_and_capacity(c);
-        let none = crate::forecast::Exog::default();
-        self.forecaster.observe(demand, &none);
-        let predicted = self.forecaster.forecast(FORECAST_HORIZON, &none);
+        self.forecaster.observe(
+            demand,
+            &crate::forecast::Exog {
+                expected_viewers: viewers_now,
+            },
+        );
+        let predicted = self.predict(self.horizon, 0.0);
         let st = self.forecaster.stats();
         for (name, help, v) in [
             (
@@ -86,12 +122,12 @@ impl LiveForecast {
             ),
             (
                 "gopswarm_forecast_demand_slots",
-                "Demand the forecaster expects 10 minutes ahead",
+                "Demand the forecaster expects one horizon ahead (announced events aside)",
                 predicted,
             ),
             (
                 "gopswarm_forecast_mape_recent",
-                "Recent mean absolute percentage error of the 10-minute forecast",
+                "Recent mean absolute percentage error of the forecast one horizon ahead",
                 st.mape_recent,
             ),
             (
@@ -318,8 +354,24 @@ impl Service {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         // Scores, round-trip probes and metrics once per keep-alive.
         let mut scoring = tokio::time::interval(opts.cfg.keepalive);
-        let mut forecast_tick = tokio::time::interval(FORECAST_STEP);
-        let mut live_forecast = LiveForecast::default();
+        let mut forecast_tick = tokio::time::interval(opts.forecast_step);
+        let mut live_forecast = LiveForecast::new(opts.forecast_step, opts.forecast_horizon);
+        // The provisioner's thread; without one, a channel that never delivers.
+        let (worker, mut jobs_done, _no_worker) = match opts.provisioner {
+            Some(p) => {
+                let (w, rx) = crate::rollout::Worker::start(p);
+                (Some(w), rx, None)
+            }
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (None, rx, Some(tx))
+            }
+        };
+        let mut rollout: Option<crate::rollout::Rollout> = None;
+        let mut scaler = opts.scaler.clone().map(crate::rollout::Scaler::new);
+        if scaler.is_some() && worker.is_none() {
+            anyhow::bail!("scaling needs a provisioner");
+        }
         let registry = Arc::new(crate::metrics::Registry::new());
         if let Some(addr) = opts.metrics_listen {
             let (bound, _) = crate::metrics::serve(registry.clone(), addr).await?;
@@ -333,7 +385,23 @@ impl Service {
                 _ = tick.tick() => {
                     let mut c = controller.lock().unwrap();
                     if connected {
-                        c.tick(Instant::now());
+                        let now = Instant::now();
+                        c.tick(now);
+                        if let (Some(r), Some(w)) = (rollout.as_mut(), worker.as_ref()) {
+                            if let Some(job) = r.step(&mut c, now) {
+                                w.submit(job);
+                            }
+                            if r.finished() {
+                                tracing::info!(
+                                    "rolling update done: {} updated, {} skipped {:?}",
+                                    r.updated.len(),
+                                    r.failed.len(),
+                                    r.failed
+                                );
+                                rollout_metrics(&registry, r);
+                                rollout = None;
+                            }
+                        }
                     }
                     persist(&store, &mut c);
                     c.take_out()
@@ -355,11 +423,39 @@ impl Service {
                     c.take_out()
                 }
                 _ = forecast_tick.tick() => {
-                    let c = controller.lock().unwrap();
-                    if let Err(e) = live_forecast.step(&registry, &c) {
+                    let mut c = controller.lock().unwrap();
+                    let now_ms = unix_ms();
+                    let viewers_now = scaler.as_ref().map_or(0.0, |s| s.announced_at(&c, now_ms).1);
+                    if let Err(e) = live_forecast.step(&registry, &c, viewers_now) {
                         tracing::error!("metrics: {e:#}");
                     }
-                    Vec::new()
+                    if let (Some(s), Some(w), true) = (scaler.as_mut(), worker.as_ref(), connected) {
+                        let (jobs, round) = s.step(
+                            &mut c,
+                            Instant::now(),
+                            now_ms,
+                            opts.forecast_horizon,
+                            opts.forecast_step,
+                            |h, viewers| live_forecast.predict(h, viewers),
+                        );
+                        for job in jobs {
+                            w.submit(job);
+                        }
+                        if let Err(e) = scaler_metrics(&registry, s, &round) {
+                            tracing::error!("metrics: {e:#}");
+                        }
+                    }
+                    c.take_out()
+                }
+                Some((job, result)) = jobs_done.recv() => {
+                    let mut c = controller.lock().unwrap();
+                    if let Err(e) = &result {
+                        tracing::error!("provisioner: {job:?} failed: {e}");
+                    }
+                    if let Some(r) = rollout.as_mut() {
+                        r.on_job_done(&mut c, &job, &result);
+                    }
+                    c.take_out()
                 }
                 ev = link.events.recv() => {
                     let Some(ev) = ev else { break };
@@ -406,6 +502,21 @@ impl Service {
                                             tracing::warn!("handoff refused: {e}");
                                         }
                                     }
+                                    StreamCommand::RollingUpdate { hosts } => {
+                                        if worker.is_none() {
+                                            tracing::warn!("rolling update refused: no update hook (--provision-hook) or host spawner");
+                                        } else if rollout.is_some() {
+                                            tracing::warn!("rolling update refused: one is in progress");
+                                        } else {
+                                            let r = crate::rollout::Rollout::new(&c, &hosts, opts.rollout_timeout);
+                                            rollout_metrics(&registry, &r);
+                                            rollout = Some(r);
+                                        }
+                                    }
+                                    StreamCommand::Announce { event } => match scaler.as_mut() {
+                                        Some(s) => s.announce(event),
+                                        None => tracing::warn!("event {} announced, but scaling is off (--autoscale)", event.id),
+                                    },
                                 },
                                 Ok(_) => {}
                                 Err(reject) => {
@@ -440,6 +551,75 @@ impl Service {
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rollout_metrics(m: &crate::metrics::Registry, r: &crate::rollout::Rollout) {
+    let res = (|| -> Result<()> {
+        m.gauge(
+            "gopswarm_rollout_remaining_hosts",
+            "Hosts the rolling update has still to update",
+            &[],
+        )?
+        .set(&[], r.remaining() as f64)?;
+        m.gauge(
+            "gopswarm_rollout_updated_hosts",
+            "Hosts the last rolling update updated",
+            &[],
+        )?
+        .set(&[], r.updated.len() as f64)?;
+        m.gauge(
+            "gopswarm_rollout_failed_hosts",
+            "Hosts the last rolling update skipped",
+            &[],
+        )?
+        .set(&[], r.failed.len() as f64)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        tracing::error!("metrics: {e:#}");
+    }
+}
+
+fn scaler_metrics(
+    m: &crate::metrics::Registry,
+    s: &crate::rollout::Scaler,
+    round: &crate::rollout::ScaleRound,
+) -> Result<()> {
+    for (name, help, v) in [
+        (
+            "gopswarm_scaler_predicted_peak_slots",
+            "Highest demand predicted over the horizon, announced events included",
+            round.predicted_peak,
+        ),
+        (
+            "gopswarm_scaler_booting_hosts",
+            "Hosts provisioned that have not joined yet",
+            round.booting as f64,
+        ),
+    ] {
+        m.gauge(name, help, &[])?.set(&[], v)?;
+    }
+    for (name, help, v) in [
+        (
+            "gopswarm_scaler_provisioned_total",
+            "Hosts the scaler provisioned",
+            s.provisioned_total,
+        ),
+        (
+            "gopswarm_scaler_deprovisioned_total",
+            "Hosts the scaler drained and deprovisioned",
+            s.deprovisioned_total,
+        ),
+    ] {
+        m.counter(name, help, &[])?.set(&[], v as f64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -502,7 +682,7 @@ mod tests {
         let m = Registry::new();
         export_metrics(&m, &c, &RejectCounters::default()).unwrap();
         let mut f = LiveForecast::default();
-        f.step(&m, &c).unwrap();
+        f.step(&m, &c, 0.0).unwrap();
         assert_eq!(m.get("gopswarm_demand_slots", &[]), Some(2.0));
         // Three silver hosts (new, neutral scores): half of 2 tasks each.
         let tiers: Vec<f64> = ["a", "b", "c"]

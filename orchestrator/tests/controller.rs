@@ -585,3 +585,107 @@ fn holders_must_reach_a_layout_before_it_is_changed_again() {
     c.on_heartbeat(heartbeat("c", 102, 10), t0);
     assert!(c.holders_reached_layout("cam1", "p360"));
 }
+
+/// Hosts a, b on x264 1.22 hold a 2-slot profile; the given others are free.
+fn two_holders_on_old_encoder(others: &[(&str, &str)]) -> (Controller, Instant) {
+    let t0 = Instant::now();
+    let mut c = Controller::new(Config::default(), versions(), 1);
+    c.on_birth(birth_with_encoder("a", 100, "x264enc 1.22.0"), t0);
+    c.on_birth(birth_with_encoder("b", 101, "x264enc 1.22.0"), t0);
+    c.add_stream(stream(2, 0), t0).unwrap();
+    for (h, cmd) in commands(&c.take_out()) {
+        c.on_ack(ack(&h, &cmd.id, 5), t0);
+    }
+    assert_eq!(layouts(&c.take_out())[0].history[0].hosts, ["a", "b"]);
+    for (i, (h, v)) in others.iter().enumerate() {
+        c.on_birth(birth_with_encoder(h, 200 + i as u64, v), t0);
+    }
+    for h in ["a", "b"] {
+        c.on_heartbeat(heartbeat(h, if h == "a" { 100 } else { 101 }, 8), t0);
+    }
+    let _ = c.take_out();
+    (c, t0)
+}
+
+#[test]
+fn emptying_a_host_migrates_the_whole_profile_to_the_new_encoder_in_one_epoch() {
+    let (mut c, t0) =
+        two_holders_on_old_encoder(&[("c", "x264enc 1.24.0"), ("d", "x264enc 1.24.0")]);
+    c.cordon("a", true);
+    assert_eq!(c.move_off("a", t0), Ok(1), "the slot is on its way");
+    let outs = c.take_out();
+    let prepared: Vec<String> = commands(&outs).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(prepared, ["c", "d"], "both updated hosts are prepared");
+    assert!(
+        layouts(&outs).is_empty(),
+        "nothing switches before they are ready"
+    );
+    assert_eq!(c.move_off("a", t0), Ok(1), "one operation at a time");
+    assert!(c.take_out().is_empty());
+    for (h, cmd) in commands(&outs) {
+        c.on_ack(ack(&h, &cmd.id, 9), t0);
+    }
+    let outs = c.take_out();
+    let e = layouts(&outs)[0].history.last().unwrap().clone();
+    assert_eq!(e.hosts, ["c", "d"], "one epoch, only new-version hosts");
+    assert_eq!((e.epoch, e.from_gop), (2, 11));
+    let mut drains = Vec::new();
+    for (h, cmd) in commands(&outs) {
+        if let CommandKind::Drain { last_gop, .. } = cmd.kind {
+            drains.push((h, last_gop));
+        }
+    }
+    drains.sort();
+    assert_eq!(
+        drains,
+        [("a".to_string(), 10), ("b".to_string(), 10)],
+        "both old holders encode up to the GOP before the switch"
+    );
+    // Once the host stops reporting the task, it is empty.
+    let mut hb = heartbeat("a", 100, 11);
+    hb.tasks.clear();
+    c.on_heartbeat(hb, t0);
+    assert_eq!(c.move_off("a", t0), Ok(0));
+    assert!(
+        !c.free_hosts().any(|h| h == "a"),
+        "a cordoned host takes no new slot while it waits for its update"
+    );
+}
+
+#[test]
+fn emptying_a_host_without_a_spare_deals_its_slot_to_the_other_holders() {
+    let (mut c, t0) = two_holders_on_old_encoder(&[("c", "x264enc 1.24.0")]);
+    c.cordon("a", true);
+    assert_eq!(c.move_off("a", t0), Ok(1));
+    let outs = c.take_out();
+    let e = layouts(&outs)[0].history.last().unwrap().clone();
+    assert_eq!(
+        e.hosts,
+        ["b"],
+        "no compatible spare and too few updated hosts: shrink"
+    );
+    assert_eq!(e.from_gop, 10, "furthest holder at GOP 8 + margin 2");
+    let drains: Vec<_> = commands(&outs)
+        .into_iter()
+        .filter_map(|(h, cmd)| match cmd.kind {
+            CommandKind::Drain { last_gop, .. } => Some((h, last_gop)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drains, [("a".to_string(), 9)]);
+    // The last holder cannot leave while no host can take its profile over.
+    c.on_heartbeat(heartbeat("b", 101, 10), t0);
+    c.cordon("b", true);
+    c.cordon("c", true);
+    let err = c.move_off("b", t0).unwrap_err();
+    assert!(err.contains("last holder"), "{err}");
+    assert!(c.take_out().is_empty(), "nothing moved");
+    // Once the updated host may take slots, the profile moves over to it whole.
+    c.cordon("c", false);
+    assert_eq!(c.move_off("b", t0), Ok(1));
+    let prepared: Vec<String> = commands(&c.take_out())
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(prepared, ["c"]);
+}

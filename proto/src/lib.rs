@@ -482,6 +482,32 @@ pub enum StreamCommand {
         from_host: String,
         to_host: Option<String>,
     },
+    /// Update these hosts (every live host when empty) one at a time through the
+    /// orchestrator's update hook, emptying each by handoff first.
+    RollingUpdate {
+        #[serde(default)]
+        hosts: Vec<String>,
+    },
+    /// A scheduled event: the scaler provisions for it before it starts.
+    Announce {
+        event: EventAnnouncement,
+    },
+}
+
+/// An event an operator announces ahead of time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventAnnouncement {
+    pub id: String,
+    /// The stream that will carry it, if known: once it runs, its slots count as demand.
+    #[serde(default)]
+    pub stream: Option<String>,
+    pub start_unix_ms: u64,
+    pub duration_s: f64,
+    /// Encoding slots it will need (its profiles times their slots).
+    pub slots: u32,
+    /// Expected audience (the forecaster learns the load per viewer from past events).
+    #[serde(default)]
+    pub expected_viewers: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -651,6 +677,22 @@ impl Message for StreamCommand {
             } => {
                 check_ids(&[stream, profile, from_host])?;
                 to_host.as_deref().map_or(Ok(()), |h| check_ids(&[h]))
+            }
+            StreamCommand::RollingUpdate { hosts } => {
+                check_ids(&hosts.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            StreamCommand::Announce { event } => {
+                check_ids(&[&event.id])?;
+                if let Some(s) = &event.stream {
+                    check_ids(&[s])?;
+                }
+                if !(event.duration_s.is_finite() && event.duration_s > 0.0) {
+                    return Err(format!("event duration {} s", event.duration_s));
+                }
+                if !(event.expected_viewers.is_finite() && event.expected_viewers >= 0.0) {
+                    return Err(format!("expected viewers {}", event.expected_viewers));
+                }
+                Ok(())
             }
         }
     }

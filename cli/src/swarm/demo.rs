@@ -108,6 +108,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             gstreamer_version: gst::version_string().to_string(),
             metrics_listen: None,
             disconnect_model: None,
+            provisioner: None,
+            scaler: None,
+            forecast_step: gopswarm_orchestrator::service::DEFAULT_FORECAST_STEP,
+            forecast_horizon: gopswarm_orchestrator::service::DEFAULT_FORECAST_HORIZON,
+            rollout_timeout: std::time::Duration::from_secs(120),
         },
         async {
             let _ = stop_rx.await;
