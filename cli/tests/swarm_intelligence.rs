@@ -220,3 +220,297 @@ fn learn_trains_on_persisted_history_and_reports_held_out_auc() {
     assert!(!empty.status.success());
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no host history"));
 }
+
+/// The encoder a host announced in its newest birth at or before `at`.
+fn encoder_at(
+    births: &[(std::time::Instant, Birth)],
+    host: &str,
+    at: std::time::Instant,
+) -> String {
+    births
+        .iter()
+        .filter(|(t, b)| b.host == host && *t <= at)
+        .next_back()
+        .and_then(|(_, b)| b.versions.encoders.get("h264").cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn rolling_update_of_every_host_keeps_the_output_frame_exact() {
+    let _serial = serial();
+    let name = "rolling-update";
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("control-{name}"));
+    // The update hook stands in for a package upgrade: it stops the host and starts it again
+    // announcing the next encoder library.
+    let hook = std::env::temp_dir().join(format!("gopswarm-update-hook-{}.sh", std::process::id()));
+    std::fs::write(
+        &hook,
+        format!(
+            r#"#!/bin/sh
+verb=$1; id=$2; dir={dir}
+[ "$verb" = update ] || {{ echo "unexpected verb $verb" >&2; exit 1; }}
+echo "$id" >> "$dir/update-order"
+pid=$(cat "$dir/$id.pid")
+kill -TERM "$pid" 2>/dev/null
+i=0
+while [ -e /proc/$pid ] && ! grep -q '^State:.*Z' /proc/$pid/status 2>/dev/null && [ $i -lt 100 ]; do
+  sleep 0.1; i=$((i+1))
+done
+{bin} host --id "$id" --broker "$GOPSWARM_BROKER" --keepalive 1 --advertise-encoder h264=x264-next \
+  --device-class server --interface ethernet --bandwidth-mbps 1000 \
+  > "$dir/$id-updated.log" 2>&1 < /dev/null &
+echo $! > "$dir/$id.pid"
+"#,
+            dir = dir.display(),
+            bin = BIN
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut swarm = Swarm::start(
+        name,
+        SwarmOptions {
+            hosts: 3,
+            slots: 2,
+            redundancy: 0,
+            gop_s: 1.0,
+            duration_s: 60.0,
+            latency_gops: 12,
+            host_args: (0..3)
+                .map(|i| {
+                    let mut a = server_args();
+                    a.extend(["--advertise-encoder".into(), "h264=x264-old".into()]);
+                    (i, a)
+                })
+                .collect(),
+            orchestrator_args: vec![
+                "--provision-hook".into(),
+                hook.display().to_string(),
+                "--rollout-timeout".into(),
+                "40".into(),
+                "--no-peer-swap".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let _cleanup = KillPidFiles(vec![swarm.dir.clone()]);
+    for (i, h) in swarm.hosts.iter().enumerate() {
+        std::fs::write(
+            swarm.dir.join(format!("{}.pid", host_id(i))),
+            h.pid().to_string(),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let st = Command::new(BIN)
+        .args(["rolling-update", "--broker", &swarm.broker.url()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    swarm.obs.wait_for(
+        "every host back on the new encoder",
+        Duration::from_secs(50),
+        |o| {
+            (0..3).all(|i| {
+                o.births().iter().any(|b| {
+                    b.host == host_id(i)
+                        && b.versions.encoders.get("h264").map(String::as_str) == Some("x264-next")
+                })
+            })
+        },
+    );
+    let order = std::fs::read_to_string(swarm.dir.join("update-order")).unwrap();
+    let mut updated: Vec<&str> = order.lines().collect();
+    assert_eq!(updated.len(), 3, "each host updated once: {order}");
+    updated.sort();
+    assert_eq!(updated, ["host-0", "host-1", "host-2"]);
+
+    let summary = swarm.finish();
+    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
+    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
+    assert_eq!(check.bad_steps, 0, "{check:?}");
+    assert!(check.decode_errors.is_empty(), "{check:?}");
+    assert!(
+        summary["lost_gops"].as_array().unwrap().is_empty(),
+        "{summary:#}"
+    );
+    // No layout ever mixed encoder versions, and the profile ends on the new one.
+    let births: Vec<(std::time::Instant, Birth)> = swarm
+        .obs
+        .decoded()
+        .into_iter()
+        .filter_map(|(t, m)| match m {
+            Inbound::Birth(b) => Some((t, b)),
+            _ => None,
+        })
+        .collect();
+    let layout = swarm.obs.layout().unwrap();
+    let times = swarm.obs.layout_times();
+    assert!(layout.history.len() >= 2, "{layout:?}");
+    for e in &layout.history {
+        let (_, at) = times.iter().find(|(x, _)| *x == e.epoch).unwrap();
+        let versions: std::collections::BTreeSet<String> = e
+            .hosts
+            .iter()
+            .map(|h| encoder_at(&births, h, *at))
+            .collect();
+        assert_eq!(
+            versions.len(),
+            1,
+            "epoch {} mixes {versions:?}: {e:?}",
+            e.epoch
+        );
+    }
+    let last = layout.history.last().unwrap();
+    let (_, at) = times.iter().find(|(x, _)| *x == last.epoch).unwrap();
+    assert_eq!(
+        encoder_at(&births, &last.hosts[0], *at),
+        "x264-next",
+        "{layout:?}"
+    );
+    let _ = std::fs::remove_file(&hook);
+}
+
+fn layout_of(swarm: &Swarm, stream: &str) -> Option<Layout> {
+    swarm
+        .obs
+        .decoded()
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Inbound::Layout(l) if l.stream == stream => Some(l),
+            _ => None,
+        })
+        .next_back()
+}
+
+#[test]
+fn an_announced_event_provisions_hosts_before_it_starts() {
+    let _serial = serial();
+    let mut orchestrator_args: Vec<String> = [
+        "--autoscale",
+        "--max-hosts",
+        "4",
+        "--forecast-step",
+        "1",
+        "--forecast-horizon",
+        "30",
+        "--spawn-host-arg=--keepalive",
+        "--spawn-host-arg=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    orchestrator_args.extend(
+        server_args()
+            .into_iter()
+            .map(|a| format!("--spawn-host-arg={a}")),
+    );
+    let mut swarm = Swarm::start(
+        "autoscale",
+        SwarmOptions {
+            hosts: 2,
+            slots: 1,
+            redundancy: 0,
+            gop_s: 1.0,
+            duration_s: 50.0,
+            latency_gops: 12,
+            host_args: (0..2).map(|i| (i, server_args())).collect(),
+            orchestrator_args,
+            ..Default::default()
+        },
+    );
+    let _cleanup = KillPidFiles(vec![swarm.dir.join("hosts")]);
+    let auto_births = |swarm: &Swarm| -> Vec<(std::time::Instant, String)> {
+        let mut seen: Vec<(std::time::Instant, String)> = Vec::new();
+        for (t, m) in swarm.obs.decoded() {
+            if let Inbound::Birth(b) = m
+                && b.host.starts_with("auto-")
+                && !seen.iter().any(|(_, h)| *h == b.host)
+            {
+                seen.push((t, b.host));
+            }
+        }
+        seen
+    };
+    // One slot in use of two: the scaler leaves the swarm alone.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(auto_births(&swarm).is_empty(), "{:?}", auto_births(&swarm));
+
+    // The final: 2 more slots in 25 s.
+    let lead = Duration::from_secs(25);
+    let starts_at = std::time::Instant::now() + lead;
+    let st = Command::new(BIN)
+        .args(["stream", "--broker", &swarm.broker.url(), "announce"])
+        .args(["--id", "final", "--stream", "final", "--in", "25"])
+        .args(["--duration", "120", "--slots", "2", "--viewers", "50000"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    swarm
+        .obs
+        .wait_for("provisioned hosts joining", Duration::from_secs(20), |o| {
+            o.births()
+                .iter()
+                .filter(|b| b.host.starts_with("auto-"))
+                .count()
+                >= 2
+        });
+    let joined = auto_births(&swarm);
+    // Peak 1 + 2 slots over a capacity of 2: 3 / 0.8 - 2 = 1.75, so two hosts.
+    assert_eq!(joined.len(), 2, "{joined:?}");
+    for (t, h) in &joined {
+        assert!(*t < starts_at, "{h} joined after the event started");
+    }
+
+    // The event starts on time: its stream finds the hosts ready.
+    std::thread::sleep(starts_at.saturating_duration_since(std::time::Instant::now()));
+    let source = swarm.obs.assignments(&host_id(0))[0].tasks[0]
+        .source
+        .clone();
+    let st = Command::new(BIN)
+        .args(["stream", "--broker", &swarm.broker.url(), "add"])
+        .args(["--id", "final", "--source", &source])
+        .args(["--profile", &format!("{PROFILE}={SPEC}")])
+        .args([
+            "--gop",
+            "1",
+            "--slots",
+            "2",
+            "--redundancy",
+            "0",
+            "--no-measure",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let added = std::time::Instant::now();
+    swarm
+        .obs
+        .wait_for("the event's layout", Duration::from_secs(20), |_| {
+            layout_of(&swarm, "final").is_some()
+        });
+    let layout = layout_of(&swarm, "final").unwrap();
+    let hosts = &layout.history[0].hosts;
+    assert_eq!(hosts.len(), 2, "{layout:?}");
+    assert!(
+        hosts.iter().any(|h| h.starts_with("auto-")),
+        "the provisioned hosts carry the event: {layout:?}"
+    );
+    eprintln!(
+        "hosts joined {:?} before the event; its layout came {:?} after the stream was added",
+        joined
+            .iter()
+            .map(|(t, _)| starts_at.saturating_duration_since(*t))
+            .collect::<Vec<_>>(),
+        added.elapsed()
+    );
+    // The stream that ran all along is untouched.
+    let summary = swarm.finish();
+    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
+    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
+    assert!(
+        summary["lost_gops"].as_array().unwrap().is_empty(),
+        "{summary:#}"
+    );
+}

@@ -456,3 +456,122 @@ impl Scaler {
                 .is_some_and(|n| n.parse::<u64>().is_ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Config;
+    use gopswarm_proto::*;
+
+    fn controller(hosts: &[(&str, f64)]) -> (Controller, Instant) {
+        let t0 = Instant::now();
+        let mut c = Controller::new(Config::default(), this_build_versions("1.22.0"), 1);
+        for (i, (h, fitness)) in hosts.iter().enumerate() {
+            c.on_birth(
+                Birth {
+                    host: h.to_string(),
+                    seq: i as u64 + 1,
+                    versions: this_build_versions("1.22.0"),
+                    capabilities: Capabilities {
+                        max_tasks: 1,
+                        codecs: vec!["h264".into()],
+                        ..Default::default()
+                    },
+                },
+                t0,
+            );
+            c.hosts.get_mut(*h).unwrap().live.fitness = Some(crate::score::Explained {
+                name: "fitness",
+                terms: Vec::new(),
+                gate: 1.0,
+                gate_reason: None,
+                score: *fitness,
+            });
+        }
+        (c, t0)
+    }
+
+    #[test]
+    fn rolling_update_takes_the_lowest_fitness_first_and_waits_for_the_rebirth() {
+        let (mut c, t0) = controller(&[("a", 80.0), ("b", 40.0), ("c", 95.0)]);
+        let mut r = Rollout::new(&c, &[], Duration::from_secs(60));
+        // Idle hosts are empty at once: the hook runs for the weakest.
+        assert_eq!(r.step(&mut c, t0), Some(Job::Update("b".into())));
+        assert!(c.hosts["b"].cordoned, "no new slots while it updates");
+        assert_eq!(r.step(&mut c, t0), None, "one host at a time");
+        r.on_job_done(&mut c, &Job::Update("b".into()), &Ok(()));
+        assert_eq!(r.step(&mut c, t0), None, "not back yet");
+        c.on_death(
+            Death {
+                host: "b".into(),
+                seq: 2,
+            },
+            t0,
+        );
+        let mut back = Birth {
+            host: "b".into(),
+            seq: 10,
+            versions: this_build_versions("1.22.0"),
+            capabilities: Capabilities {
+                max_tasks: 1,
+                ..Default::default()
+            },
+        };
+        back.versions.encoders.insert("h264".into(), "next".into());
+        c.on_birth(back, t0);
+        assert_eq!(r.step(&mut c, t0), None, "b is done");
+        assert_eq!(r.updated, ["b"]);
+        assert_eq!(r.step(&mut c, t0), Some(Job::Update("a".into())));
+        assert!(!c.hosts["b"].cordoned);
+        // A failing hook skips the host and the update goes on.
+        r.on_job_done(&mut c, &Job::Update("a".into()), &Err("exit 1".into()));
+        assert_eq!(r.failed.len(), 1);
+        assert!(!c.hosts["a"].cordoned);
+        assert_eq!(r.step(&mut c, t0), Some(Job::Update("c".into())));
+        // A host that never comes back is given up after the timeout.
+        assert_eq!(r.step(&mut c, t0 + Duration::from_secs(61)), None);
+        assert!(r.finished());
+        assert_eq!(r.failed.len(), 2);
+    }
+
+    #[test]
+    fn scaler_provisions_ahead_of_an_announced_event_and_counts_booting_hosts() {
+        let (mut c, t0) = controller(&[("a", 90.0), ("b", 90.0)]);
+        let mut s = Scaler::new(ScalerConfig {
+            max_hosts: 5,
+            ..Default::default()
+        });
+        let step = Duration::from_secs(1);
+        let flat = |_h: usize, _v: f64| 0.0;
+        // Nothing runs, nothing announced: no action (nothing of its own to retire either).
+        let (jobs, round) = s.step(&mut c, t0, 1_000_000, 30, step, flat);
+        assert!(jobs.is_empty(), "{jobs:?}");
+        assert_eq!((round.demand, round.capacity), (0.0, 2.0));
+        // An event of 3 slots in 20 s, inside the 30-step horizon: peak 3 over capacity 2
+        // -> 3 / 0.8 - 2 = 1.75 -> 2 hosts.
+        s.announce(EventAnnouncement {
+            id: "final".into(),
+            stream: Some("final".into()),
+            start_unix_ms: 1_020_000,
+            duration_s: 600.0,
+            slots: 3,
+            expected_viewers: 0.0,
+        });
+        let (jobs, round) = s.step(&mut c, t0, 1_000_000, 30, step, flat);
+        assert_eq!(round.predicted_peak, 3.0);
+        assert_eq!(
+            jobs,
+            [
+                Job::Provision("auto-1".into()),
+                Job::Provision("auto-2".into())
+            ]
+        );
+        // They count as capacity while they boot: no second wave.
+        let (jobs, round) = s.step(&mut c, t0, 1_001_000, 30, step, flat);
+        assert!(jobs.is_empty(), "{jobs:?}");
+        assert_eq!((round.booting, round.capacity), (2, 4.0));
+        // An event outside the horizon does not count yet.
+        let (slots, _) = s.announced_at(&c, 1_000_000 + 31_000 + 600_000);
+        assert_eq!(slots, 0.0);
+    }
+}

@@ -121,6 +121,29 @@ impl Drop for Proc {
     }
 }
 
+/// Kills, on drop, every process named by a `*.pid` file in these folders: hosts that a
+/// hook or the orchestrator's spawner started outlive a killed orchestrator.
+pub struct KillPidFiles(pub Vec<PathBuf>);
+
+impl Drop for KillPidFiles {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid")
+                    && let Ok(text) = std::fs::read_to_string(e.path())
+                    && let Ok(pid) = text.trim().parse::<i32>()
+                    && pid > 1
+                {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
 /// mosquitto on a loopback port of its own, started and stopped by the test.
 pub struct Mosquitto {
     pub port: u16,
@@ -356,6 +379,8 @@ pub struct SwarmOptions {
     pub merger_delay_s: f64,
     /// Hosts serve SRT, the merger pulls.
     pub srt_chunks: bool,
+    /// Extra orchestrator arguments.
+    pub orchestrator_args: Vec<String>,
 }
 
 impl Default for SwarmOptions {
@@ -372,6 +397,7 @@ impl Default for SwarmOptions {
             tcp_chunks: false,
             merger_delay_s: 0.0,
             srt_chunks: false,
+            orchestrator_args: Vec::new(),
         }
     }
 }
@@ -402,11 +428,9 @@ impl Swarm {
         std::fs::create_dir_all(&dir).unwrap();
         let broker = Mosquitto::start(&dir);
         let obs = Observer::start(broker.port);
-        let orchestrator = Proc::spawn(
-            &dir,
-            "orchestrator",
-            &orchestrator_args(&dir, &broker, opts.keepalive_s),
-        );
+        let mut args = orchestrator_args(&dir, &broker, opts.keepalive_s);
+        args.extend(opts.orchestrator_args.iter().cloned());
+        let orchestrator = Proc::spawn(&dir, "orchestrator", &args);
         let source_port = free_port();
         let source = Proc::spawn(
             &dir,
