@@ -229,8 +229,7 @@ fn encoder_at(
 ) -> String {
     births
         .iter()
-        .filter(|(t, b)| b.host == host && *t <= at)
-        .next_back()
+        .rfind(|(t, b)| b.host == host && *t <= at)
         .and_then(|(_, b)| b.versions.encoders.get("h264").cloned())
         .unwrap_or_default()
 }
