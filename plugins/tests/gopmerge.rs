@@ -485,3 +485,72 @@ fn a_lost_first_chunk_is_rebuilt_not_skipped() {
     assert_eq!(m.gops(), vec!["a:0", "a:1"]);
     assert_eq!(m.stat("recovered"), 1);
 }
+
+#[test]
+fn hosts_ended_by_end_input_can_come_back_while_their_pad_is_open() {
+    // Chunks from MQTT: every host on one pad. Both hosts are restarted (a rolling update):
+    // for a moment every host the merger knows has ended, yet the stream goes on.
+    init();
+    let pipeline = gst::Pipeline::new();
+    let merger = gst::ElementFactory::make("gopmerge")
+        .property("inputs-by-host", true)
+        .build()
+        .unwrap();
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .wait_on_eos(false)
+        .build();
+    let src = gst_app::AppSrc::builder()
+        .caps(&gst::Caps::builder(gstgopswarm::PARTIAL_CAPS_NAME).build())
+        .format(gst::Format::Time)
+        .build();
+    pipeline
+        .add_many([src.upcast_ref(), &merger, sink.upcast_ref()])
+        .unwrap();
+    gst::Element::link_many([src.upcast_ref(), &merger, sink.upcast_ref()]).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let push = |g: u64, h: &'static str| {
+        src.push_buffer(gst::Buffer::from_slice(chunk(&spec(g, h))))
+            .unwrap()
+    };
+    for (g, h) in [(0, "a"), (1, "b"), (2, "a"), (3, "b")] {
+        push(g, h);
+    }
+    let mut out = Vec::new();
+    while out.len() < 20 {
+        let s = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(10))
+            .expect("the first GOPs within 10 s");
+        out.push(output_buffer(&s));
+    }
+    merger.emit_by_name::<()>("end-input", &[&"a"]);
+    merger.emit_by_name::<()>("end-input", &[&"b"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Born again, on the same pad.
+    for (g, h) in [(4, "b"), (5, "a")] {
+        push(g, h);
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    let eos = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(10),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    assert!(
+        matches!(
+            eos.as_ref().map(|m| m.view()),
+            Some(gst::MessageView::Eos(_))
+        ),
+        "{eos:?}"
+    );
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+        out.push(output_buffer(&s));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gops: Vec<&str> = out
+        .iter()
+        .filter(|b| b.1.ends_with(":0"))
+        .map(|b| b.1.strip_suffix(":0").unwrap())
+        .collect();
+    assert_eq!(gops, ["a:0", "b:1", "a:2", "b:3", "b:4", "a:5"]);
+}

@@ -162,7 +162,11 @@ impl State {
             // Inputs by host: pads that ended before any host spoke.
             return !self.pad_eos.is_empty();
         }
-        self.inputs.values().all(|i| i.eos)
+        // A host ended by `end-input` may be born again and send on its pad (a restart, a
+        // rolling update): only the end of the pad it came through is final.
+        self.inputs
+            .values()
+            .all(|i| i.eos && (!i.by_host || self.pad_eos.contains(&i.pad)))
     }
 
     fn any_input_may_send(&self, k: u64) -> bool {
@@ -459,8 +463,12 @@ impl GopMerge {
                 return Step::Eos;
             }
         }
-        // No input known yet (inputs by host, nothing arrived): nothing is certain.
-        let certain = !state.inputs.is_empty() && !state.any_input_may_send(next);
+        // No input known yet (inputs by host, nothing arrived): nothing is certain. Nor is a
+        // GOP missing when neither it (a copy) nor anything after it is known to exist: every
+        // host ended, but a host born again on an open pad may still send it.
+        let certain = !state.inputs.is_empty()
+            && !state.any_input_may_send(next)
+            && (later_exists || known_to_exist || state.pending.contains_key(&next));
         let deadline_passed = match latency {
             Some(l) if later_exists || known_to_exist => {
                 let since = *state.overdue_since.get_or_insert_with(Instant::now);
