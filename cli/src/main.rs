@@ -230,6 +230,10 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Measure the PSNR of every N-th GOP this host encodes against the decoded source
+        /// (the orchestrator's fitness score uses it; 0: never)
+        #[arg(long, default_value_t = 10)]
+        psnr_every: u64,
         #[arg(long, hide = true)]
         throttle_fps: Option<f64>,
         #[arg(long, hide = true)]
@@ -701,6 +705,7 @@ fn main() -> Result<()> {
             bench_profiles,
             bench_frames,
             metrics_listen,
+            psnr_every,
             throttle_fps,
             advertise_encoder,
         } => {
@@ -720,6 +725,7 @@ fn main() -> Result<()> {
                 bandwidth_mbps,
                 bench_profiles,
                 bench_frames,
+                psnr_every,
                 throttle_fps,
                 advertise_encoder,
                 metrics_listen,

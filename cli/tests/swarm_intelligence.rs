@@ -140,6 +140,29 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
     assert!(page.contains("gopswarm_host_fitness_score "), "{page}");
     assert!(page.contains("gopswarm_host_encode_fps "), "{page}");
 
+    // Hosts sample the PSNR of what they encode against the decoded source; the score's
+    // quality term uses it.
+    let psnr: Vec<f32> = swarm
+        .obs
+        .decoded()
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Inbound::Heartbeat(hb) if hb.host == host_id(1) => hb.metrics.psnr_db,
+            _ => None,
+        })
+        .collect();
+    assert!(!psnr.is_empty(), "no PSNR sample from host-1");
+    assert!(psnr.iter().all(|db| (28.0..70.0).contains(db)), "{psnr:?}");
+    swarm.obs.wait_for(
+        "a score whose quality term uses the sample",
+        Duration::from_secs(10),
+        |_| {
+            scores_of(&swarm, &host_id(1))
+                .iter()
+                .any(|s| s.explanation.contains("quality") && s.explanation.contains(" dB: ("))
+        },
+    );
+
     let summary = swarm.finish();
     let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
     assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");

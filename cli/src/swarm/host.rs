@@ -48,6 +48,8 @@ pub struct HostOptions {
     pub advertise_encoder: Vec<String>,
     /// Serve Prometheus metrics here.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Measure the PSNR of every this many kept GOPs against the decoded source (0: never).
+    pub psnr_every: u64,
 }
 
 /// Reference profile of the join benchmark when none is given.
@@ -125,6 +127,7 @@ struct Runner {
     drain_mark: Option<u64>,
     /// frames-in at the last heartbeat, while frames flow.
     frames_at_beat: Option<u64>,
+    quality: Option<super::quality::QualitySampler>,
 }
 
 /// Frames to let through after a drained slot's last GOP (gopselect's default max-reorder).
@@ -156,6 +159,7 @@ impl Runner {
         host: &str,
         tx: mpsc::UnboundedSender<ChunkOut>,
         throttle_fps: Option<f64>,
+        psnr_every: u64,
     ) -> Result<Runner> {
         let (src_host, src_port) = parse_source(&task.source)?;
         // A slow host: every frame waits before selection, so the host falls behind real time.
@@ -213,7 +217,11 @@ impl Runner {
             last_current: None,
             drain_mark: None,
             frames_at_beat: None,
+            quality: (psnr_every > 0).then(|| super::quality::QualitySampler::new(psnr_every)),
         };
+        if let Some(q) = &r.quality {
+            q.attach(&r.select.static_pad("src").unwrap());
+        }
         r.select.set_property("assignment", assignment_for(task));
         r.pipeline
             .set_state(gst::State::Playing)
@@ -303,6 +311,7 @@ struct Agent {
     out: Vec<(String, Vec<u8>, bool)>,
     cpu: CpuMeter,
     max_tasks: u32,
+    psnr_every: u64,
     freeze_after_commit: bool,
     frozen: bool,
     /// Connections to mergers that take partial streams over TCP.
@@ -361,7 +370,13 @@ impl Agent {
         if self.runners.len() >= self.max_tasks as usize {
             bail!("host is full ({} tasks)", self.max_tasks);
         }
-        let r = Runner::start(task, &self.id, self.tx.clone(), self.throttle_fps)?;
+        let r = Runner::start(
+            task,
+            &self.id,
+            self.tx.clone(),
+            self.throttle_fps,
+            self.psnr_every,
+        )?;
         tracing::info!(
             "{}: task {}/{} started ({:?}, slot {}/{}, epoch {}, from GOP {})",
             self.id,
@@ -577,6 +592,9 @@ impl Agent {
         if let Some(r) = self.runners.get_mut(&key) {
             r.gops_sent += 1;
             r.last_gop_sent = Some(header.gop_index);
+            if let Some(q) = &r.quality {
+                q.on_chunk(header.gop_index, &c.bytes);
+            }
             r.cache.push_back((header.gop_index, c.bytes.clone()));
             while r.cache.len() > self.opts_cache_gops {
                 r.cache.pop_front();
@@ -679,7 +697,16 @@ impl Agent {
                 realtime_fps: realtime_fps as f32,
                 failed_gops: self.failed_tasks,
                 gops_sent: self.gops_sent_total,
-                psnr_db: None,
+                psnr_db: {
+                    let samples: Vec<f64> = self
+                        .runners
+                        .values()
+                        .filter_map(|r| r.quality.as_ref())
+                        .filter_map(|q| q.latest.lock().unwrap().map(|(_, db)| db))
+                        .collect();
+                    (!samples.is_empty())
+                        .then(|| (samples.iter().sum::<f64>() / samples.len() as f64) as f32)
+                },
             },
             tasks: self.runners.values().map(Runner::status).collect(),
             score: self.score.clone(),
@@ -722,6 +749,13 @@ impl Agent {
                 hb.tasks.len() as f64,
             ),
         ];
+        if let Some(db) = x.psnr_db {
+            gauges.push((
+                "gopswarm_host_psnr_db",
+                "Sampled luma PSNR of its output against the decoded source",
+                db as f64,
+            ));
+        }
         if let Some(s) = &hb.score {
             gauges.push((
                 "gopswarm_host_stability_score",
@@ -1006,6 +1040,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         srt,
         finished: Default::default(),
         throttle_fps: opts.throttle_fps,
+        psnr_every: opts.psnr_every,
         score: None,
         failed_tasks: 0,
         gops_sent_total: 0,

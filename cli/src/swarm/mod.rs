@@ -7,6 +7,7 @@ pub mod explain;
 pub mod host;
 pub mod learn;
 pub mod merge;
+pub mod quality;
 pub mod simulate;
 pub mod source;
 pub mod timeline;
