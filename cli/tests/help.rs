@@ -21,6 +21,8 @@ fn every_subcommand_has_help() {
         vec!["explain", "--help"],
         vec!["simulate", "--help"],
         vec!["learn", "--help"],
+        vec!["rolling-update", "--help"],
+        vec!["stream", "announce", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)
