@@ -166,6 +166,18 @@ fn samples() -> Vec<(String, Vec<u8>)> {
             encode(&StreamCommand::Add { stream: def }),
         ),
         (
+            Topic::StreamControl.path(),
+            encode(&StreamCommand::RollingUpdate {
+                hosts: vec!["host-a".into()],
+            }),
+        ),
+        (
+            Topic::StreamControl.path(),
+            encode(&StreamCommand::Announce {
+                event: announcement(),
+            }),
+        ),
+        (
             Topic::OrchestratorStatus.path(),
             encode(&OrchestratorStatus {
                 online: true,
@@ -174,6 +186,49 @@ fn samples() -> Vec<(String, Vec<u8>)> {
             }),
         ),
     ]
+}
+
+fn announcement() -> EventAnnouncement {
+    EventAnnouncement {
+        id: "final".into(),
+        stream: Some("cam9".into()),
+        start_unix_ms: 1_800_000_000_000,
+        duration_s: 7200.0,
+        slots: 6,
+        expected_viewers: 200_000.0,
+    }
+}
+
+#[test]
+fn bad_operator_commands_are_refused() {
+    let topic = Topic::StreamControl.path();
+    let bad = [
+        StreamCommand::RollingUpdate {
+            hosts: vec!["ok".into(), "no/such".into()],
+        },
+        StreamCommand::Announce {
+            event: EventAnnouncement {
+                duration_s: -1.0,
+                ..announcement()
+            },
+        },
+        StreamCommand::Announce {
+            event: EventAnnouncement {
+                expected_viewers: f64::NAN,
+                ..announcement()
+            },
+        },
+        StreamCommand::Announce {
+            event: EventAnnouncement {
+                stream: Some("+".into()),
+                ..announcement()
+            },
+        },
+    ];
+    for cmd in bad {
+        let r = decode_publish(&topic, &encode(&cmd)).unwrap_err();
+        assert!(matches!(r, Reject::Invalid(_)), "{cmd:?}: {r:?}");
+    }
 }
 
 #[test]
