@@ -142,17 +142,27 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
 
     // Hosts sample the PSNR of what they encode against the decoded source; the score's
     // quality term uses it.
-    let psnr: Vec<f32> = swarm
+    let psnr = |swarm: &Swarm| -> Vec<f32> {
+        swarm
+            .obs
+            .decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Heartbeat(hb) if hb.host == host_id(1) => hb.metrics.psnr_db,
+                _ => None,
+            })
+            .collect()
+    };
+    swarm
         .obs
-        .decoded()
-        .into_iter()
-        .filter_map(|(_, m)| match m {
-            Inbound::Heartbeat(hb) if hb.host == host_id(1) => hb.metrics.psnr_db,
-            _ => None,
-        })
-        .collect();
-    assert!(!psnr.is_empty(), "no PSNR sample from host-1");
-    assert!(psnr.iter().all(|db| (28.0..70.0).contains(db)), "{psnr:?}");
+        .wait_for("a PSNR sample from host-1", Duration::from_secs(20), |_| {
+            !psnr(&swarm).is_empty()
+        });
+    let samples = psnr(&swarm);
+    assert!(
+        samples.iter().all(|db| (28.0..70.0).contains(db)),
+        "{samples:?}"
+    );
     swarm.obs.wait_for(
         "a score whose quality term uses the sample",
         Duration::from_secs(10),

@@ -923,29 +923,41 @@ impl Controller {
             tracing::warn!("{stream}/{profile}: no free compatible host yet; waiting");
             return;
         }
+        self.prepare_layout(stream, profile, &hosts, Vec::new(), now);
+    }
+
+    /// Prepare `hosts` (standby on the stream) for a new layout of only them, committed once
+    /// they are all ready; `leaving` (the current holders of a migration) drain then.
+    fn prepare_layout(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        hosts: &[String],
+        leaving: Vec<String>,
+        now: Instant,
+    ) {
         let standby = LayoutEpoch {
             epoch: 0,
             from_gop: 0,
             redundancy: 0,
-            hosts: hosts.clone(),
+            hosts: hosts.to_vec(),
         };
         for (i, h) in hosts.iter().enumerate() {
             let task = self.make_task(stream, profile, TaskRole::Standby, &standby, i as u32);
             self.set_task(h, stream, profile, Some(task.clone()));
             self.command(h, stream, profile, CommandKind::Prepare { task });
         }
-        let ps = self
-            .streams
+        self.streams
             .get_mut(stream)
             .unwrap()
             .profiles
             .get_mut(profile)
-            .unwrap();
-        ps.op = Some(Op::Start {
-            hosts,
+            .unwrap()
+            .op = Some(Op::Start {
+            hosts: hosts.to_vec(),
             ready: BTreeMap::new(),
             deadline: now + self.cfg.prepare_timeout,
-            leaving: Vec::new(),
+            leaving,
         });
     }
 
@@ -1342,29 +1354,7 @@ impl Controller {
             ));
         };
         hosts.truncate(planned);
-        let standby = LayoutEpoch {
-            epoch: 0,
-            from_gop: 0,
-            redundancy: 0,
-            hosts: hosts.clone(),
-        };
-        for (i, h) in hosts.iter().enumerate() {
-            let task = self.make_task(stream, profile, TaskRole::Standby, &standby, i as u32);
-            self.set_task(h, stream, profile, Some(task.clone()));
-            self.command(h, stream, profile, CommandKind::Prepare { task });
-        }
-        self.streams
-            .get_mut(stream)
-            .unwrap()
-            .profiles
-            .get_mut(profile)
-            .unwrap()
-            .op = Some(Op::Start {
-            hosts: hosts.clone(),
-            ready: BTreeMap::new(),
-            deadline: now + self.cfg.prepare_timeout,
-            leaving: cur.hosts.clone(),
-        });
+        self.prepare_layout(stream, profile, &hosts, cur.hosts.clone(), now);
         tracing::info!(
             "{stream}/{profile}: migrating from {:?} to {hosts:?} ({})",
             cur.hosts,

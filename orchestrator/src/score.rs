@@ -457,8 +457,8 @@ pub enum Tier {
     Gold,
     /// Above the middle threshold: half its slots, primary roles, picked after gold.
     Silver,
-    /// Below: one slot, only in layouts with redundant copies (or when nobody else is free),
-    /// picked last; a slot holder that falls here is swapped out.
+    /// Below: one slot, picked after every gold and silver host (so in practice only when
+    /// none is free); a slot holder that falls here is swapped out.
     Bronze,
 }
 
