@@ -291,6 +291,8 @@ pub struct Scaler {
     started: BTreeMap<String, Instant>,
     /// Hosts being emptied before their deprovision.
     retiring: BTreeMap<String, Instant>,
+    /// Hosts handed to the provisioner to stop, until they are gone.
+    stopping: BTreeMap<String, Instant>,
     next_id: u64,
     last_up: Option<Instant>,
     pub provisioned_total: u64,
@@ -304,6 +306,7 @@ impl Scaler {
             announced: Vec::new(),
             started: BTreeMap::new(),
             retiring: BTreeMap::new(),
+            stopping: BTreeMap::new(),
             next_id: 1,
             last_up: None,
             provisioned_total: 0,
@@ -357,6 +360,10 @@ impl Scaler {
         self.started.retain(|id, at| {
             let joined = c.hosts.get(id).is_some_and(|h| h.alive);
             joined || now.saturating_duration_since(*at) < self.cfg.boot_timeout
+        });
+        self.stopping.retain(|id, at| {
+            c.hosts.get(id).is_some_and(|h| h.alive)
+                && now.saturating_duration_since(*at) < self.cfg.boot_timeout
         });
         let booting = self
             .started
@@ -419,7 +426,7 @@ impl Scaler {
                 && let Some(id) = c
                     .hosts
                     .values()
-                    .filter(|h| h.alive && self.owns(&h.id))
+                    .filter(|h| h.alive && self.owns(&h.id) && !self.stopping.contains_key(&h.id))
                     .min_by_key(|h| (h.tasks.len(), h.id.clone()))
                     .map(|h| h.id.clone())
             {
@@ -434,6 +441,7 @@ impl Scaler {
             if left == 0 {
                 self.retiring.remove(&id);
                 self.started.remove(&id);
+                self.stopping.insert(id.clone(), now);
                 self.deprovisioned_total += 1;
                 round.draining.push(id.clone());
                 jobs.push(Job::Deprovision(id));
@@ -570,6 +578,40 @@ mod tests {
         let (jobs, round) = s.step(&mut c, t0, 1_001_000, 30, step, flat);
         assert!(jobs.is_empty(), "{jobs:?}");
         assert_eq!((round.booting, round.capacity), (2, 4.0));
+        // They join; the event is cancelled and demand stays low: after the cooldown the
+        // scaler empties and gives back one of its own hosts at a time, never host a or b.
+        for (i, id) in ["auto-1", "auto-2"].iter().enumerate() {
+            c.on_birth(
+                Birth {
+                    host: id.to_string(),
+                    seq: 50 + i as u64,
+                    versions: this_build_versions("1.22.0"),
+                    capabilities: Capabilities {
+                        max_tasks: 1,
+                        ..Default::default()
+                    },
+                },
+                t0,
+            );
+        }
+        s.announced.clear();
+        let later = t0 + s.cfg.cooldown + Duration::from_secs(1);
+        let (jobs, round) = s.step(&mut c, later, 1_400_000, 30, step, flat);
+        assert_eq!((round.capacity, round.booting), (4.0, 0));
+        assert_eq!(jobs, [Job::Deprovision("auto-1".into())]);
+        assert!(c.hosts["auto-1"].cordoned);
+        c.on_death(
+            Death {
+                host: "auto-1".into(),
+                seq: 50,
+            },
+            later,
+        );
+        let (jobs, _) = s.step(&mut c, later, 1_401_000, 30, step, flat);
+        assert_eq!(jobs, [Job::Deprovision("auto-2".into())]);
+        let (jobs, _) = s.step(&mut c, later, 1_402_000, 30, step, flat);
+        assert!(jobs.is_empty(), "only hosts it started: {jobs:?}");
+        assert_eq!(s.deprovisioned_total, 2);
         // An event outside the horizon does not count yet.
         let (slots, _) = s.announced_at(&c, 1_000_000 + 31_000 + 600_000);
         assert_eq!(slots, 0.0);

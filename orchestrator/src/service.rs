@@ -36,7 +36,8 @@ pub const DEFAULT_FORECAST_STEP: Duration = Duration::from_secs(60);
 /// Steps ahead the live forecast looks by default.
 pub const DEFAULT_FORECAST_HORIZON: usize = 10;
 
-/// Slots the streams hold now, and slots the live hosts' tiers allow.
+/// Slots the streams hold now, and slots the live hosts' tiers allow (cordoned hosts, being
+/// emptied for an update or a deprovision, take none).
 pub fn demand_and_capacity(c: &Controller) -> (f64, f64) {
     let demand: usize = c
         .streams
@@ -48,7 +49,7 @@ pub fn demand_and_capacity(c: &Controller) -> (f64, f64) {
     let capacity: u32 = c
         .hosts
         .values()
-        .filter(|h| h.alive && h.incompatible.is_none())
+        .filter(|h| h.alive && h.incompatible.is_none() && !h.cordoned)
         .map(|h| match h.tier {
             Some(t) => c.cfg.tiers.slots(t, h.max_tasks()),
             None => h.max_tasks(),
