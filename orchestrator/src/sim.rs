@@ -250,6 +250,10 @@ pub struct Simulation {
     /// Which hosts the scaler asks for first: the platform hands out its biggest machines
     /// on wired networks first (what an operator's hook would do).
     pool_order: Vec<usize>,
+    /// This step's load per stream and per host (what the hosts carry now), kept in step with
+    /// the moves: a slot with no room for its predicted load still goes where it fits now.
+    now_stream: Vec<f64>,
+    now_hosts: Vec<f64>,
 }
 
 impl Simulation {
@@ -350,6 +354,8 @@ impl Simulation {
             recent_planned: Default::default(),
             last_scale_up: 0,
             pool_order,
+            now_stream: Vec::new(),
+            now_hosts: Vec::new(),
             cfg,
         }
     }
@@ -685,6 +691,8 @@ impl Simulation {
         self.pump();
 
         // 4. The policy.
+        self.now_hosts = self.host_loads(&per_stream_load);
+        self.now_stream = per_stream_load.clone();
         let signal = self.signals(&per_stream_load);
         let mut planned = self.host_loads(&signal);
         self.repair(&signal, &mut planned);
@@ -833,8 +841,18 @@ impl Simulation {
         if self.controller.busy(stream, "main") {
             return false;
         }
-        let Some(j) = self.target(planned, cost, holders) else {
-            return false;
+        let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
+        let j = match self.target(planned, cost, holders) {
+            Some(j) => j,
+            // No host has room for the slot's predicted load, but this one is overloaded now:
+            // a host where it fits now is better than staying (the reactive move).
+            None if self.now_hosts[i] > self.hosts[i].capacity() => {
+                match self.target(&self.now_hosts, cost_now, holders) {
+                    Some(j) => j,
+                    None => return false,
+                }
+            }
+            None => return false,
         };
         let (from, to) = (self.hosts[i].id.clone(), self.hosts[j].id.clone());
         let now = self.now();
@@ -848,6 +866,8 @@ impl Simulation {
         self.pump();
         planned[i] -= cost;
         planned[j] += cost;
+        self.now_hosts[i] -= cost_now;
+        self.now_hosts[j] += cost_now;
         true
     }
 
@@ -1094,14 +1114,18 @@ impl Simulation {
                     break; // not committed yet: the next step goes on
                 }
                 grown += 1;
-                // The holders' shares shrink as the newcomer takes its part.
+                // The holders' shares shrink as the newcomer takes its part (planned and now).
                 let before = signal[s] / holders.len().max(1) as f64;
+                let now_before = self.now_stream[s] / holders.len().max(1) as f64;
+                let now_after = self.now_stream[s] / (holders.len() + 1) as f64;
                 for h in &holders {
                     if let Some(&k) = self.index.get(h) {
                         planned[k] -= before - cost;
+                        self.now_hosts[k] -= now_before - now_after;
                     }
                 }
                 planned[j] += cost;
+                self.now_hosts[j] += now_after;
             }
         }
     }
