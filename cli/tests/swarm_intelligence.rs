@@ -489,8 +489,10 @@ fn an_announced_event_provisions_hosts_before_it_starts() {
                 >= 2
         });
     let joined = auto_births(&swarm);
-    // Peak 1 + 2 slots over a capacity of 2: 3 / 0.8 - 2 = 1.75, so two hosts.
-    assert_eq!(joined.len(), 2, "{joined:?}");
+    // Peak 1 + 2 slots over a capacity of 2: 3 / 0.8 - 2 = 1.75, so two hosts (one more if a
+    // host of the swarm was given up meanwhile: on a starved machine a missed heartbeat takes
+    // its capacity away; the exact arithmetic is unit-tested in rollout.rs).
+    assert!((2..=3).contains(&joined.len()), "{joined:?}");
     for (t, h) in &joined {
         assert!(*t < starts_at, "{h} joined after the event started");
     }
