@@ -19,6 +19,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a gst-launch-1.0 pipeline description (what `pipelines/run` uses): PLAYING at
+    /// once, the first SIGINT or SIGTERM sends EOS so files are finished, exit 0 after EOS
+    /// and 1 on the first error. Unlike gst-launch-1.0 1.22 it cannot miss the pipeline's EOS
+    /// through the PAUSED-to-PLAYING race of GstBin.
+    Launch {
+        /// The pipeline, as gst-launch-1.0 takes it, e.g. videotestsrc num-buffers=50 ! fakesink
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        description: Vec<String>,
+    },
     /// Run the local 3-way swarm on the sample media and check every output against its source
     /// (frame count, timestamps, decode errors, audio sync, Y-PSNR and size against a single
     /// encode). Prints a PASS/FAIL table; exits non-zero when a clip fails.
@@ -478,6 +487,10 @@ fn publish_control(broker: &str, payload: Vec<u8>) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Launch { description } => {
+            let status = gopswarm::launch::run(&description)?;
+            std::process::exit(status);
+        }
         Command::Qa {
             clips,
             out,

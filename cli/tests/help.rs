@@ -23,6 +23,7 @@ fn every_subcommand_has_help() {
         vec!["learn", "--help"],
         vec!["rolling-update", "--help"],
         vec!["stream", "announce", "--help"],
+        vec!["launch", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)
