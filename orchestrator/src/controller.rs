@@ -1270,23 +1270,49 @@ impl Controller {
     ) -> Result<String, String> {
         let cur = self.idle_layout(stream, profile)?;
         let to = self.target_host(stream, profile, &cur, to)?;
+        self.grow_by(stream, profile, std::slice::from_ref(&to), now)?;
+        Ok(to)
+    }
+
+    /// Add a slot for each of `newcomers` to a running (stream, profile) in one epoch:
+    /// prepare them all, then commit one layout with all of them at a safe GOP. A layout
+    /// that must grow by tens of slots before an event gets there in one switch instead of
+    /// one switch per host (each must wait for every holder to reach the last). The running
+    /// holders count as ready already; at the prepare deadline the layout takes the
+    /// newcomers that made it. Every newcomer must be free, not a holder, and on the
+    /// holders' encoder version; otherwise nothing changes.
+    pub fn grow_by(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        newcomers: &[String],
+        now: Instant,
+    ) -> Result<(), String> {
+        let cur = self.idle_layout(stream, profile)?;
+        if newcomers.is_empty() {
+            return Err(format!("{stream}/{profile}: no host to grow by"));
+        }
         let mut hosts = cur.hosts.clone();
-        hosts.push(to.clone());
+        for to in newcomers {
+            let checked = LayoutEpoch {
+                hosts: hosts.clone(),
+                ..cur.clone()
+            };
+            self.target_host(stream, profile, &checked, Some(to))?;
+            hosts.push(to.clone());
+        }
         let standby = LayoutEpoch {
             epoch: 0,
             from_gop: 0,
             redundancy: 0,
             hosts: hosts.clone(),
         };
-        let task = self.make_task(
-            stream,
-            profile,
-            TaskRole::Standby,
-            &standby,
-            cur.hosts.len() as u32,
-        );
-        self.set_task(&to, stream, profile, Some(task.clone()));
-        self.command(&to, stream, profile, CommandKind::Prepare { task });
+        for (k, to) in newcomers.iter().enumerate() {
+            let index = (cur.hosts.len() + k) as u32;
+            let task = self.make_task(stream, profile, TaskRole::Standby, &standby, index);
+            self.set_task(to, stream, profile, Some(task.clone()));
+            self.command(to, stream, profile, CommandKind::Prepare { task });
+        }
         let ready: BTreeMap<String, u64> = cur
             .hosts
             .iter()
@@ -1305,10 +1331,10 @@ impl Controller {
             leaving: Vec::new(),
         });
         tracing::info!(
-            "{stream}/{profile}: growing to {} slots with {to}",
-            cur.hosts.len() + 1
+            "{stream}/{profile}: growing to {} slots with {newcomers:?}",
+            cur.hosts.len() + newcomers.len()
         );
-        Ok(to)
+        Ok(())
     }
 
     /// Stop (or resume) giving `host` new slots.

@@ -434,6 +434,90 @@ fn measured_complexity_and_free_hosts_size_the_swarm() {
 }
 
 #[test]
+fn a_layout_grows_by_several_hosts_in_one_epoch_or_by_those_ready_at_the_deadline() {
+    let (mut c, t0) = started(0);
+    // Only the prepare deadline runs out here, no host's heartbeats.
+    c.cfg.dead_after = Duration::from_secs(3600);
+    for (i, h) in ["e", "f"].iter().enumerate() {
+        c.on_birth(birth(h, 200 + i as u64), t0);
+    }
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 12), t0);
+    }
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    let _ = c.take_out();
+    let hosts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Bad newcomers change nothing: a holder, a duplicate, an unknown host.
+    for bad in [&["d", "a"][..], &["d", "d"], &["zz"], &[]] {
+        assert!(
+            c.grow_by("cam1", "p360", &hosts(bad), t0).is_err(),
+            "{bad:?}"
+        );
+        assert!(!c.busy("cam1", "p360"));
+        assert!(c.take_out().is_empty(), "{bad:?} published something");
+    }
+
+    c.grow_by("cam1", "p360", &hosts(&["d", "e", "f"]), t0)
+        .unwrap();
+    let cmds = commands(&c.take_out());
+    let prepared: Vec<&str> = cmds.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(prepared, ["d", "e", "f"]);
+    for (i, (h, cmd)) in cmds.iter().enumerate() {
+        let CommandKind::Prepare { task } = &cmd.kind else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!((task.slot_index, task.slot_count), (2 + i as u32, 5));
+        c.on_ack(ack(h, &cmd.id, 13), t0);
+        let outs = c.take_out();
+        if i < 2 {
+            assert!(layouts(&outs).is_empty(), "a layout before all were ready");
+        } else {
+            let l = layouts(&outs);
+            assert_eq!(l.len(), 1, "one epoch for all three");
+            let e = l[0].history.last().unwrap();
+            assert_eq!(e.hosts, ["a", "c", "d", "e", "f"]);
+            assert_eq!((e.epoch, e.from_gop), (3, 15));
+        }
+    }
+    assert!(!c.busy("cam1", "p360"));
+
+    // Two newcomers, one never ready: at the deadline the layout takes the other.
+    c.on_death(
+        Death {
+            host: "e".into(),
+            seq: 200,
+        },
+        t0,
+    );
+    c.on_death(
+        Death {
+            host: "f".into(),
+            seq: 201,
+        },
+        t0,
+    );
+    c.on_birth(birth("g", 300), t0);
+    c.on_birth(birth("h", 301), t0);
+    let _ = c.take_out();
+    c.grow_by("cam1", "p360", &hosts(&["g", "h"]), t0).unwrap();
+    let cmds = commands(&c.take_out());
+    let (h, cmd) = cmds.iter().find(|(h, _)| h == "g").unwrap();
+    c.on_ack(ack(h, &cmd.id, 16), t0);
+    assert!(layouts(&c.take_out()).is_empty());
+    c.tick(t0 + c.cfg.prepare_timeout + Duration::from_secs(1));
+    let l = layouts(&c.take_out());
+    let e = l[0].history.last().unwrap();
+    assert_eq!(e.hosts, ["a", "c", "d", "g"]);
+    assert!(c.hosts["h"].tasks.is_empty(), "the late host is left out");
+}
+
+#[test]
 fn a_layout_shrunk_by_a_death_grows_back_with_a_prepared_host() {
     let (mut c, t0) = started(0);
     for (h, s) in [("a", 100), ("b", 101), ("c", 102), ("d", 103)] {
