@@ -30,6 +30,20 @@ pub fn print_assignment(hosts: usize, streams: usize, slots: u32, repeat: usize)
     );
 }
 
+/// Rescoring every host (once per keep-alive in the orchestrator): stability, fitness, tier and
+/// its explanation, scores published.
+pub fn print_rescore(hosts: usize, repeat: usize) {
+    let t = gopswarm_orchestrator::bench::rescore_rounds(hosts, repeat.max(1));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "rescore ({hosts} hosts): p50 {:.1} ms  p99 {:.1} ms; scoring alone, p50: with the arithmetic written out {:.1} ms, numbers only {:.1} ms",
+        ms(percentile(&t.rounds, 0.5)),
+        ms(percentile(&t.rounds, 0.99)),
+        ms(percentile(&t.explained, 0.5)),
+        ms(percentile(&t.quiet, 0.5))
+    );
+}
+
 /// Heartbeats through a broker: one publisher, one subscriber, QoS 1. Messages per second
 /// from the first publish to the last delivery.
 async fn throughput(port: u16, n: usize) -> Result<f64> {

@@ -66,9 +66,9 @@ enum Command {
     },
     /// Print the chunk headers of a partial stream file (what partialpay wrote).
     Chunks { file: PathBuf },
-    /// Control-plane benchmarks: the orchestrator's assignment round for a large simulated
-    /// swarm (p50/p99), and control messages per second through mosquitto and the embedded
-    /// broker on loopback.
+    /// Control-plane benchmarks: the orchestrator's assignment round and its per-keep-alive
+    /// rescoring for a large simulated swarm (p50/p99), and control messages per second
+    /// through mosquitto and the embedded broker on loopback.
     BenchControl {
         #[arg(long, default_value_t = 10_000)]
         hosts: usize,
@@ -637,6 +637,7 @@ fn main() -> Result<()> {
             messages,
         } => {
             gopswarm::bench_control::print_assignment(hosts, streams, slots, rounds);
+            gopswarm::bench_control::print_rescore(hosts, rounds);
             gopswarm::bench_control::print_throughput(messages)?;
         }
         Command::Demo {

@@ -106,3 +106,81 @@ pub fn assignment_rounds(hosts: usize, streams: usize, slots: u32, repeat: usize
     out.per_stream.sort();
     out
 }
+
+/// Rescore a swarm of `hosts` live hosts (stability, fitness, tier, the scores that changed
+/// published), as the orchestrator does once per keep-alive; `repeat` times, sorted. Also,
+/// side by side on the same inputs: scoring every host with the arithmetic written out (what
+/// each round did before) and without it (what a round does now), one pass each per round.
+pub struct RescoreTimes {
+    pub rounds: Vec<Duration>,
+    pub explained: Vec<Duration>,
+    pub quiet: Vec<Duration>,
+}
+
+pub fn rescore_rounds(hosts: usize, repeat: usize) -> RescoreTimes {
+    let mut c = swarm(hosts, 2);
+    let now = Instant::now();
+    for i in 0..hosts {
+        c.on_heartbeat(
+            Heartbeat {
+                host: format!("h{i:05}"),
+                seq: 1,
+                metrics: Metrics {
+                    cpu_percent: 30.0 + 50.0 * (i % 7) as f32 / 7.0,
+                    encode_fps: 60.0,
+                    realtime_fps: 30.0,
+                    gops_sent: 100,
+                    ..Metrics::default()
+                },
+                tasks: Vec::new(),
+                score: None,
+            },
+            now,
+        );
+    }
+    c.take_out();
+    let inputs: Vec<_> = c
+        .hosts
+        .values()
+        .map(|h| {
+            (
+                crate::fleet::stability_inputs(h, None),
+                crate::fleet::fitness_inputs(h, now),
+            )
+        })
+        .collect();
+    let cfg = c.cfg.scores.clone();
+    let mut out = RescoreTimes {
+        rounds: Vec::with_capacity(repeat),
+        explained: Vec::with_capacity(repeat),
+        quiet: Vec::with_capacity(repeat),
+    };
+    for _ in 0..repeat {
+        let t = Instant::now();
+        c.rescore(now);
+        c.take_out();
+        out.rounds.push(t.elapsed());
+        let t = Instant::now();
+        let sum: f64 = inputs
+            .iter()
+            .map(|(s, f)| {
+                crate::score::stability(s, &cfg).score + crate::score::fitness(f, &cfg).score
+            })
+            .sum();
+        out.explained.push(t.elapsed());
+        let t = Instant::now();
+        let sum_quiet: f64 = inputs
+            .iter()
+            .map(|(s, f)| {
+                crate::score::stability_quiet(s, &cfg).score
+                    + crate::score::fitness_quiet(f, &cfg).score
+            })
+            .sum();
+        out.quiet.push(t.elapsed());
+        assert_eq!(sum, sum_quiet, "the same scores either way");
+    }
+    out.rounds.sort();
+    out.explained.sort();
+    out.quiet.sort();
+    out
+}

@@ -133,8 +133,10 @@ pub struct LiveStats {
     pub stability: Option<Explained>,
     pub fitness: Option<Explained>,
     pub combined: f64,
-    /// Tier reasoning of the last scoring.
-    pub tier_note: String,
+    /// What the last scoring saw (its explanation is rebuilt from these on demand) and the
+    /// tier before it.
+    pub scored_inputs: Option<(StabilityInputs, FitnessInputs)>,
+    pub previous_tier: Option<Tier>,
     /// Last published score (to publish again only on change).
     published: Option<(String, i64, i64)>,
     /// The history sample of the current interval.
@@ -250,40 +252,26 @@ impl Controller {
         }
     }
 
-    /// Score one host and move its tier (with hysteresis).
+    /// Score one host and move its tier (with hysteresis). Only the numbers: the arithmetic
+    /// behind them is written out when a score is published or explained.
     pub(crate) fn rescore_host(&mut self, host: &str, now: Instant) {
         let home = self.cfg.home_region.clone();
         let Some(h) = self.hosts.get(host) else {
             return;
         };
-        let st = score::stability(&stability_inputs(h, home.as_deref()), &self.cfg.scores);
-        let fit = score::fitness(&fitness_inputs(h, now), &self.cfg.scores);
+        let stability_in = stability_inputs(h, home.as_deref());
+        let fitness_in = fitness_inputs(h, now);
+        let st = score::stability_quiet(&stability_in, &self.cfg.scores);
+        let fit = score::fitness_quiet(&fitness_in, &self.cfg.scores);
         let tiers = &self.cfg.tiers;
         let combined = tiers.combined(st.score, fit.score);
         let previous = h.tier;
         let tier = tiers.next(previous, combined);
-        let note = format!(
-            "combined = {:.2} x stability {:.1} + {:.2} x fitness {:.1} = {combined:.1}; \
-             thresholds gold > {}, silver > {} (hysteresis {} points); previous tier {}; now {} \
-             ({} of {} slots)",
-            tiers.stability_weight,
-            st.score,
-            1.0 - tiers.stability_weight,
-            fit.score,
-            tiers.gold,
-            tiers.silver,
-            tiers.hysteresis,
-            previous.map_or("none".to_string(), |t| format!("{t:?}").to_lowercase()),
-            format!("{tier:?}").to_lowercase(),
-            tiers.slots(tier, h.max_tasks()),
-            h.max_tasks(),
-        );
         let load_fraction = h.load() as f64 / h.max_tasks().max(1) as f64;
-        let inputs = stability_inputs(h, home.as_deref());
         let risk = self
             .disconnect_model
             .as_ref()
-            .map(|m| m.disconnect_probability(&inputs, utc_minute_of_day(), load_fraction));
+            .map(|m| m.disconnect_probability(&stability_in, utc_minute_of_day(), load_fraction));
         let h = self.hosts.get_mut(host).unwrap();
         h.live.disconnect_risk = risk;
         if previous != Some(tier) {
@@ -296,8 +284,35 @@ impl Controller {
         h.live.stability = Some(st);
         h.live.fitness = Some(fit);
         h.live.combined = combined;
-        h.live.tier_note = note;
+        h.live.scored_inputs = Some((stability_in, fitness_in));
+        h.live.previous_tier = previous;
         self.reindex(host);
+    }
+
+    /// The tier arithmetic of a host's last scoring.
+    fn tier_note(&self, h: &HostRecord) -> String {
+        let tiers = &self.cfg.tiers;
+        let (st, fit) = (
+            h.live.stability.as_ref().map_or(0.0, |e| e.score),
+            h.live.fitness.as_ref().map_or(0.0, |e| e.score),
+        );
+        let name =
+            |t: Option<Tier>| t.map_or("none".to_string(), |t| format!("{t:?}").to_lowercase());
+        format!(
+            "combined = {:.2} x stability {st:.1} + {:.2} x fitness {fit:.1} = {:.1}; \
+             thresholds gold > {}, silver > {} (hysteresis {} points); previous tier {}; now {} \
+             ({} of {} slots)",
+            tiers.stability_weight,
+            1.0 - tiers.stability_weight,
+            h.live.combined,
+            tiers.gold,
+            tiers.silver,
+            tiers.hysteresis,
+            name(h.live.previous_tier),
+            name(h.tier),
+            h.tier.map_or(0, |t| tiers.slots(t, h.max_tasks())),
+            h.max_tasks(),
+        )
     }
 
     /// Score every live host, publish the scores that changed, and swap out slot holders
@@ -358,19 +373,25 @@ impl Controller {
     }
 
     fn publish_score(&mut self, host: &str) {
-        let Some(msg) = self.host_score(host) else {
+        let Some(h) = self.hosts.get(host) else {
             return;
         };
+        let (Some(tier), Some(st), Some(fit)) = (h.tier, &h.live.stability, &h.live.fitness) else {
+            return;
+        };
+        // Compared before the message (and its explanation) is built: most rounds change nothing.
         let key = (
-            msg.tier.clone(),
-            msg.stability.round() as i64,
-            msg.fitness.round() as i64,
+            format!("{tier:?}").to_lowercase(),
+            st.score.round() as i64,
+            fit.score.round() as i64,
         );
-        let h = self.hosts.get_mut(host).unwrap();
         if h.live.published.as_ref() == Some(&key) {
             return;
         }
-        h.live.published = Some(key);
+        let Some(msg) = self.host_score(host) else {
+            return;
+        };
+        self.hosts.get_mut(host).unwrap().live.published = Some(key);
         self.emit(Topic::Score(host.to_string()), encode(&msg), true);
     }
 
@@ -379,6 +400,12 @@ impl Controller {
         let h = self.hosts.get(host)?;
         let (st, fit) = (h.live.stability.as_ref()?, h.live.fitness.as_ref()?);
         let tier = h.tier?;
+        let (stability_in, fitness_in) = h.live.scored_inputs.as_ref()?;
+        // The same functions on the same inputs as the scoring, now with their arithmetic.
+        let (st_explained, fit_explained) = (
+            score::stability(stability_in, &self.cfg.scores),
+            score::fitness(fitness_in, &self.cfg.scores),
+        );
         Some(HostScore {
             host: host.to_string(),
             stability: st.score,
@@ -386,7 +413,7 @@ impl Controller {
             combined: h.live.combined.clamp(0.0, 100.0),
             tier: format!("{tier:?}").to_lowercase(),
             slots: self.cfg.tiers.slots(tier, h.max_tasks()),
-            explanation: format!("{st}\n{fit}\n{}", h.live.tier_note),
+            explanation: format!("{st_explained}\n{fit_explained}\n{}", self.tier_note(h)),
             disconnect_risk: h.live.disconnect_risk,
             at_ms: unix_micros() / 1000,
         })

@@ -237,6 +237,16 @@ fn clamp01(x: f64) -> f64 {
     if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
 }
 
+/// Without an explanation the terms carry no text at all (the fixed ones included).
+fn quiet_if(mut terms: Vec<Term>, explain: bool) -> Vec<Term> {
+    if !explain {
+        for t in &mut terms {
+            t.arithmetic.clear();
+        }
+    }
+    terms
+}
+
 fn finish(
     name: &'static str,
     terms: Vec<Term>,
@@ -253,13 +263,31 @@ fn finish(
     }
 }
 
-/// The encoder state evaluator's fitness of a host.
+/// The text of a term's arithmetic, built only when the score is to be explained: float
+/// formatting was most of the cost of rescoring a large swarm every keep-alive.
+macro_rules! why {
+    ($explain:expr, $($arg:tt)*) => {
+        if $explain { format!($($arg)*) } else { String::new() }
+    };
+}
+
+/// The encoder state evaluator's fitness of a host, with the arithmetic of every term.
 pub fn fitness(i: &FitnessInputs, c: &ScoreConfig) -> Explained {
+    fitness_with(i, c, true)
+}
+
+/// The same fitness without the arithmetic texts (what rescoring keeps).
+pub fn fitness_quiet(i: &FitnessInputs, c: &ScoreConfig) -> Explained {
+    fitness_with(i, c, false)
+}
+
+fn fitness_with(i: &FitnessInputs, c: &ScoreConfig, explain: bool) -> Explained {
     let known = |v: Option<f64>| v.filter(|x| x.is_finite());
     let speed = match (known(i.speed_ratio), known(i.bench_ratio)) {
         (Some(r), _) => (
             clamp01((r - c.keep_up_floor) / (c.keep_up_full - c.keep_up_floor)),
-            format!(
+            why!(
+                explain,
                 "keeps up {:.0}% of real time: ({r:.3} - {}) / ({} - {})",
                 100.0 * r,
                 c.keep_up_floor,
@@ -269,7 +297,8 @@ pub fn fitness(i: &FitnessInputs, c: &ScoreConfig) -> Explained {
         ),
         (None, Some(b)) => (
             clamp01((b - 1.0) / (c.speed_target - 1.0)),
-            format!(
+            why!(
+                explain,
                 "idle; join benchmark {b:.2}x real time: ({b:.2} - 1) / ({} - 1)",
                 c.speed_target
             ),
@@ -284,16 +313,24 @@ pub fn fitness(i: &FitnessInputs, c: &ScoreConfig) -> Explained {
             let used = cpu.max(mem);
             (
                 1.0 - clamp01(used),
-                format!("1 - max(cpu {:.0}%, mem {:.0}%)", 100.0 * cpu, 100.0 * mem),
+                why!(
+                    explain,
+                    "1 - max(cpu {:.0}%, mem {:.0}%)",
+                    100.0 * cpu,
+                    100.0 * mem
+                ),
             )
         }
     };
     let quality = match known(i.psnr_db) {
         Some(p) => (
             clamp01((p - c.psnr_floor) / (c.psnr_good - c.psnr_floor)),
-            format!(
+            why!(
+                explain,
                 "PSNR {p:.2} dB: ({p:.2} - {}) / ({} - {})",
-                c.psnr_floor, c.psnr_good, c.psnr_floor
+                c.psnr_floor,
+                c.psnr_good,
+                c.psnr_floor
             ),
         ),
         None => (0.5, "no PSNR sample yet: neutral 0.5".to_string()),
@@ -319,20 +356,29 @@ pub fn fitness(i: &FitnessInputs, c: &ScoreConfig) -> Explained {
         },
     ];
     let (gate, why) = match &i.incompatible {
-        Some(why) => (0.0, Some(format!("incompatible: {why}"))),
+        Some(why) => (0.0, Some(why!(explain, "incompatible: {why}"))),
         None => (1.0, None),
     };
-    finish("fitness", terms, gate, why)
+    finish("fitness", quiet_if(terms, explain), gate, why)
 }
 
-/// The stability score of a host.
+/// The stability score of a host, with the arithmetic of every term.
 pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
+    stability_with(i, c, true)
+}
+
+/// The same stability without the arithmetic texts (what rescoring keeps).
+pub fn stability_quiet(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
+    stability_with(i, c, false)
+}
+
+fn stability_with(i: &StabilityInputs, c: &ScoreConfig, explain: bool) -> Explained {
     let known = |v: Option<f64>| v.filter(|x| x.is_finite());
     let bw = known(i.bandwidth_mbps)
         .map(|b| {
             (
                 clamp01(b / c.bandwidth_good_mbps),
-                format!("{b:.1} Mbit/s / {}", c.bandwidth_good_mbps),
+                why!(explain, "{b:.1} Mbit/s / {}", c.bandwidth_good_mbps),
             )
         })
         .unwrap_or((0.5, "bandwidth unknown: 0.5".into()));
@@ -340,9 +386,12 @@ pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
         .map(|r| {
             (
                 1.0 - clamp01((r - c.rtt_good_ms) / (c.rtt_bad_ms - c.rtt_good_ms)),
-                format!(
+                why!(
+                    explain,
                     "rtt {r:.1} ms: 1 - ({r:.1} - {}) / ({} - {})",
-                    c.rtt_good_ms, c.rtt_bad_ms, c.rtt_good_ms
+                    c.rtt_good_ms,
+                    c.rtt_bad_ms,
+                    c.rtt_good_ms
                 ),
             )
         })
@@ -351,7 +400,11 @@ pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
         .map(|j| {
             (
                 1.0 - clamp01(j / c.jitter_bad_ms),
-                format!("jitter {j:.1} ms: 1 - {j:.1} / {}", c.jitter_bad_ms),
+                why!(
+                    explain,
+                    "jitter {j:.1} ms: 1 - {j:.1} / {}",
+                    c.jitter_bad_ms
+                ),
             )
         })
         .unwrap_or((0.5, "jitter unmeasured: 0.5".into()));
@@ -366,9 +419,11 @@ pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
     let power = match known(i.bench_fps) {
         Some(fps) if i.realtime_fps > 0.0 => (
             clamp01(fps / (c.power_margin * i.realtime_fps)),
-            format!(
+            why!(
+                explain,
                 "join benchmark {fps:.1} fps / ({} x {:.1} fps real time)",
-                c.power_margin, i.realtime_fps
+                c.power_margin,
+                i.realtime_fps
             ),
         ),
         _ => (0.5, "no join benchmark: 0.5".into()),
@@ -396,16 +451,22 @@ pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
     let terms = vec![
         Term {
             name: "network",
-            arithmetic: format!(
+            arithmetic: why!(
+                explain,
                 "0.4 x {:.3} ({}) + 0.35 x {:.3} ({}) + 0.25 x {:.3} ({})",
-                bw.0, bw.1, rtt.0, rtt.1, jit.0, jit.1
+                bw.0,
+                bw.1,
+                rtt.0,
+                rtt.1,
+                jit.0,
+                jit.1
             ),
             value: network,
             weight: c.w_network,
         },
         Term {
             name: "device",
-            arithmetic: format!("{:?}", i.device_class).to_lowercase(),
+            arithmetic: why!(explain, "{:?}", i.device_class).to_lowercase(),
             value: device,
             weight: c.w_device,
         },
@@ -423,13 +484,14 @@ pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
         },
         Term {
             name: "interface",
-            arithmetic: format!("{:?}", i.interface).to_lowercase(),
+            arithmetic: why!(explain, "{:?}", i.interface).to_lowercase(),
             value: interface,
             weight: c.w_interface,
         },
         Term {
             name: "history",
-            arithmetic: format!(
+            arithmetic: why!(
+                explain,
                 "{} sessions, {} disconnects in {:.1} h online: rate ({} + 0.2) / ({:.1} + 2) = {per_hour:.3}/h, \
                  0.6 x exp(-{per_hour:.3} x {}) = {:.3}; {} of {} GOPs failed: 0.4 x {gop_ok:.3}",
                 i.sessions,
@@ -446,7 +508,7 @@ pub fn stability(i: &StabilityInputs, c: &ScoreConfig) -> Explained {
             weight: c.w_history,
         },
     ];
-    finish("stability", terms, 1.0, None)
+    finish("stability", quiet_if(terms, explain), 1.0, None)
 }
 
 /// A resource allocation tier.
@@ -745,6 +807,37 @@ mod tests {
         );
         assert_eq!(bad.score, 0.0);
         assert!(bad.to_string().contains("incompatible: x264 164 vs 163"));
+    }
+
+    #[test]
+    fn quiet_scores_equal_explained_ones_without_the_texts() {
+        let c = ScoreConfig::default();
+        let mut laptop = good_host();
+        laptop.device_class = DeviceClass::Laptop;
+        laptop.rtt_ms = None;
+        laptop.disconnects = 7;
+        for i in [good_host(), laptop, StabilityInputs::default()] {
+            let (loud, quiet) = (stability(&i, &c), stability_quiet(&i, &c));
+            assert_eq!(loud.score, quiet.score);
+            assert!(loud.terms.iter().all(|t| !t.arithmetic.is_empty()));
+            assert!(quiet.terms.iter().all(|t| t.arithmetic.is_empty()));
+        }
+        let busy = FitnessInputs {
+            speed_ratio: Some(1.2),
+            cpu_used: Some(0.7),
+            psnr_db: Some(38.0),
+            ..FitnessInputs::default()
+        };
+        let broken = FitnessInputs {
+            incompatible: Some("x264 163 vs 164".into()),
+            ..FitnessInputs::default()
+        };
+        for i in [busy, broken, FitnessInputs::default()] {
+            let (loud, quiet) = (fitness(&i, &c), fitness_quiet(&i, &c));
+            assert_eq!(loud.score, quiet.score);
+            assert_eq!(loud.gate, quiet.gate);
+            assert!(quiet.terms.iter().all(|t| t.arithmetic.is_empty()));
+        }
     }
 
     #[test]
