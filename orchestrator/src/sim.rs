@@ -151,6 +151,17 @@ pub struct SimResult {
     pub decisions: Vec<Decision>,
     /// Per (stream, step) after warm-up with lost GOPs: for comparing policies.
     pub lost_by_stream: BTreeMap<usize, f64>,
+    /// Overload-seconds (after warm-up) by what the demand was doing then.
+    pub overload_by_cause: OverloadByCause,
+}
+
+/// Overload-seconds split by the demand at the time: an unannounced burst running (no
+/// forecast can see it coming), else an announced event running, else neither.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OverloadByCause {
+    pub unannounced_burst: f64,
+    pub announced_event: f64,
+    pub other: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -254,11 +265,24 @@ pub struct Simulation {
     /// the moves: a slot with no room for its predicted load still goes where it fits now.
     now_stream: Vec<f64>,
     now_hosts: Vec<f64>,
+    /// Per step: whether an unannounced burst adds to the demand then.
+    in_burst: Vec<bool>,
 }
 
 impl Simulation {
     pub fn new(cfg: SimConfig, policy: Policy) -> Simulation {
         let total = traces::generate(&cfg.trace);
+        // The same trace without its bursts (each ingredient has its own random stream).
+        let calm = traces::generate(&TraceConfig {
+            surprise_spikes_per_day: 0.0,
+            ..cfg.trace.clone()
+        });
+        let in_burst = total
+            .load
+            .iter()
+            .zip(&calm.load)
+            .map(|(a, b)| (a - b).abs() > 1e-9)
+            .collect();
         let per_stream = total.split(cfg.streams.max(1), cfg.seed ^ 0x5eed);
         let wanted_slots = per_stream
             .iter()
@@ -349,6 +373,7 @@ impl Simulation {
                 signal_mape: 0.0,
                 decisions: Vec::new(),
                 lost_by_stream: BTreeMap::new(),
+                overload_by_cause: OverloadByCause::default(),
             },
             pending_outcomes: Vec::new(),
             recent_planned: Default::default(),
@@ -356,6 +381,7 @@ impl Simulation {
             pool_order,
             now_stream: Vec::new(),
             now_hosts: Vec::new(),
+            in_burst,
             cfg,
         }
     }
@@ -712,7 +738,16 @@ impl Simulation {
         );
         let (online, booting, capacity) = self.capacity();
         if warm {
-            self.result.overload_seconds += overloaded as f64 * self.total.step_s as f64;
+            let seconds = overloaded as f64 * self.total.step_s as f64;
+            self.result.overload_seconds += seconds;
+            let by = &mut self.result.overload_by_cause;
+            if self.in_burst[step] {
+                by.unannounced_burst += seconds;
+            } else if self.total.expected_viewers[step] > 0.0 {
+                by.announced_event += seconds;
+            } else {
+                by.other += seconds;
+            }
             self.result.host_hours += (online + booting) as f64 * self.total.step_s as f64 / 3600.0;
             self.result.lost_gops_overload += lost_overload;
             self.result.lost_gops_failure += lost_failure;
@@ -1240,6 +1275,27 @@ mod tests {
         // Capacity kept ahead of demand most of the time.
         let short = r.steps.iter().filter(|s| s.capacity < s.demand).count();
         assert!(short < 1440 / 10, "{short} steps short of capacity");
+        // Every overloaded second has one cause.
+        let by = &r.overload_by_cause;
+        let sum = by.unannounced_burst + by.announced_event + by.other;
+        assert!(
+            (sum - r.overload_seconds).abs() < 1e-6,
+            "{by:?} vs {}",
+            r.overload_seconds
+        );
+    }
+
+    #[test]
+    fn bursts_are_found_by_removing_them_from_the_trace() {
+        let mut cfg = small();
+        cfg.trace.surprise_spikes_per_day = 0.0;
+        let calm = Simulation::new(cfg.clone(), Policy::Reactive);
+        assert!(!calm.in_burst.iter().any(|&b| b), "no bursts, none found");
+        cfg.trace.surprise_spikes_per_day = 6.0;
+        let bursty = Simulation::new(cfg, Policy::Reactive);
+        let steps = bursty.in_burst.iter().filter(|&&b| b).count();
+        // A burst lasts minutes to an hour or so: some steps of the day, not all of them.
+        assert!(steps > 10 && steps < 1440, "{steps} steps in bursts");
     }
 
     /// Product criterion: on the simulator's own demand, the seasonal forecaster beats the

@@ -143,6 +143,19 @@ pub fn report(c: &Comparison) -> String {
         100.0 * c.extra_host_hours,
         c.streams_worse
     );
+    s.push_str(
+        "Overload-seconds by what the demand was doing (a burst nobody announced cannot be \
+         forecast):\n\n| policy | unannounced burst | announced event | neither |\n|---|---:|---:|---:|\n",
+    );
+    for (name, r) in [("reactive", &c.reactive), ("proactive", &c.proactive)] {
+        let by = &r.overload_by_cause;
+        let _ = writeln!(
+            s,
+            "| {name} | {:.0} | {:.0} | {:.0} |",
+            by.unannounced_burst, by.announced_event, by.other
+        );
+    }
+    s.push('\n');
     s.push_str("![demand](demand.svg)\n\n![hosts](hosts.svg)\n\n![overload](overload.svg)\n\n");
     s.push_str("## Proactive decisions (first 15 scale-ups with their outcome)\n\n");
     for d in c
