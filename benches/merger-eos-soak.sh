@@ -73,7 +73,8 @@ lane() {
     done
     if kill -0 "$mpid" 2>/dev/null; then
       echo "lane $lane run $i: HUNG ($GRACE s after its hosts finished; $(ls "$d/merged-hls" | wc -l) HLS files)"
-      kill -INT "$mpid" 2>/dev/null || true
+      # An interrupt asks for EOS, which a hung gst-launch-1.0 never sees either: kill it.
+      pkill -KILL -f -- "location=$d/merged.mp4" 2>/dev/null || true
       wait "$mpid" 2>/dev/null || true
     else
       rc=0
