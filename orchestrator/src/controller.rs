@@ -264,8 +264,9 @@ pub struct StreamRecord {
 #[derive(Debug, Clone)]
 pub enum Op {
     /// A new layout over `hosts`: waiting for the prepared ones to be ready. The first
-    /// layout, a growth (the holders count as ready), or a migration of the whole profile to
-    /// hosts of another encoder version, after which `leaving` (the old holders) drain.
+    /// layout, a growth (the holders count as ready), a replacement of some holders (the
+    /// others count as ready), or a migration of the whole profile to hosts of another encoder
+    /// version; `leaving` (the replaced holders) drain once it is committed.
     Start {
         hosts: Vec<String>,
         ready: BTreeMap<String, u64>,
@@ -314,6 +315,9 @@ pub struct ControllerStats {
     pub missed_heartbeats: u64,
     pub layouts: u64,
     pub handoffs_done: u64,
+    /// Slots that changed host in a switch of several at once (a replacement of holders or a
+    /// migration), not by a handoff each.
+    pub slots_moved_together: u64,
     pub handoffs_aborted: u64,
     pub handoff_retries: u64,
     pub commands: u64,
@@ -1008,9 +1012,14 @@ impl Controller {
             // A migration goes whole or not at all: the old holders keep the profile.
             if deadline {
                 tracing::warn!(
-                    "{stream}/{profile}: migration to {hosts:?} not ready in time; the holders keep it"
+                    "{stream}/{profile}: new layout {hosts:?} not ready in time; the holders keep it"
                 );
-                for h in &hosts {
+                let holding: Vec<String> = self.streams[stream].profiles[profile]
+                    .history
+                    .last()
+                    .map(|e| e.hosts.clone())
+                    .unwrap_or_default();
+                for h in hosts.iter().filter(|h| !holding.contains(h)) {
                     self.set_task(h, stream, profile, None);
                 }
                 self.streams
@@ -1036,6 +1045,8 @@ impl Controller {
             self.set_task(h, stream, profile, None);
         }
         let (_, r) = self.wanted_slots(stream);
+        self.stats.slots_moved_together +=
+            leaving.iter().filter(|h| !chosen.contains(h)).count() as u64;
         let everyone: Vec<String> = chosen.iter().chain(&leaving).cloned().collect();
         let k = self.switch_gop_for(stream, profile, &everyone);
         self.new_layout(stream, profile, chosen.clone(), r, k);
@@ -1334,6 +1345,75 @@ impl Controller {
             "{stream}/{profile}: growing to {} slots with {newcomers:?}",
             cur.hosts.len() + newcomers.len()
         );
+        Ok(())
+    }
+
+    /// Move several slots of a running (stream, profile) in one epoch: each `(from, to)` gives
+    /// `from`'s slot to `to`. The newcomers are prepared; once every one is ready, one layout
+    /// with each in its predecessor's place is committed at a safe GOP and the predecessors
+    /// drain before it. All or nothing: if a newcomer is not ready by the prepare deadline the
+    /// layout stays as it is. Balancing a hot profile this way takes one switch, not one
+    /// handoff after another (each waiting for the last to land).
+    pub fn replace_holders(
+        &mut self,
+        stream: &str,
+        profile: &str,
+        swaps: &[(String, String)],
+        now: Instant,
+    ) -> Result<(), String> {
+        let cur = self.idle_layout(stream, profile)?;
+        if swaps.is_empty() {
+            return Err(format!("{stream}/{profile}: no slot to move"));
+        }
+        let mut hosts = cur.hosts.clone();
+        let mut taken = cur.hosts.clone();
+        let mut leaving = Vec::new();
+        let mut newcomers = Vec::new();
+        for (from, to) in swaps {
+            let slot = hosts
+                .iter()
+                .position(|h| h == from)
+                .filter(|_| !leaving.contains(from))
+                .ok_or_else(|| format!("{from} holds no slot of {stream}/{profile} to give"))?;
+            let checked = LayoutEpoch {
+                hosts: taken.clone(),
+                ..cur.clone()
+            };
+            self.target_host(stream, profile, &checked, Some(to))?;
+            hosts[slot] = to.clone();
+            taken.push(to.clone());
+            leaving.push(from.clone());
+            newcomers.push((slot, to.clone()));
+        }
+        let standby = LayoutEpoch {
+            epoch: 0,
+            from_gop: 0,
+            redundancy: cur.redundancy,
+            hosts: hosts.clone(),
+        };
+        for (slot, to) in &newcomers {
+            let task = self.make_task(stream, profile, TaskRole::Standby, &standby, *slot as u32);
+            self.set_task(to, stream, profile, Some(task.clone()));
+            self.command(to, stream, profile, CommandKind::Prepare { task });
+        }
+        let ready: BTreeMap<String, u64> = hosts
+            .iter()
+            .filter(|h| cur.hosts.contains(h))
+            .map(|h| (h.clone(), self.hosts[h].gop(stream, profile).unwrap_or(0)))
+            .collect();
+        self.streams
+            .get_mut(stream)
+            .unwrap()
+            .profiles
+            .get_mut(profile)
+            .unwrap()
+            .op = Some(Op::Start {
+            hosts,
+            ready,
+            deadline: now + self.cfg.prepare_timeout,
+            leaving,
+        });
+        tracing::info!("{stream}/{profile}: moving {} slots in one epoch: {swaps:?}", swaps.len());
         Ok(())
     }
 

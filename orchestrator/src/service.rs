@@ -236,6 +236,11 @@ pub fn export_metrics(
             st.handoffs_done,
         ),
         (
+            "gopswarm_slots_moved_together_total",
+            "Slots moved to other hosts by one switch of several (replacement or migration)",
+            st.slots_moved_together,
+        ),
+        (
             "gopswarm_handoffs_aborted_total",
             "Handoffs aborted",
             st.handoffs_aborted,

@@ -518,6 +518,83 @@ fn a_layout_grows_by_several_hosts_in_one_epoch_or_by_those_ready_at_the_deadlin
 }
 
 #[test]
+fn several_slots_move_in_one_epoch_or_not_at_all() {
+    let (mut c, t0) = started(0);
+    c.cfg.dead_after = Duration::from_secs(3600);
+    for (i, h) in ["e", "f"].iter().enumerate() {
+        c.on_birth(birth(h, 200 + i as u64), t0);
+    }
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 12), t0);
+    }
+    let _ = c.take_out();
+    let swap = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    // Refused, nothing published: not a holder, a holder as target, one slot given twice.
+    for bad in [
+        &[("d", "e")][..],
+        &[("a", "b")],
+        &[("a", "d"), ("a", "e")],
+        &[("a", "d"), ("c", "d")],
+        &[],
+    ] {
+        assert!(c.replace_holders("cam1", "p360", &swap(bad), t0).is_err(), "{bad:?}");
+        assert!(!c.busy("cam1", "p360"));
+        assert!(c.take_out().is_empty(), "{bad:?} published something");
+    }
+
+    c.replace_holders("cam1", "p360", &swap(&[("a", "d"), ("c", "e")]), t0)
+        .unwrap();
+    let cmds = commands(&c.take_out());
+    let prepared: Vec<(&str, u32)> = cmds
+        .iter()
+        .map(|(h, cmd)| match &cmd.kind {
+            CommandKind::Prepare { task } => (h.as_str(), task.slot_index),
+            k => panic!("{k:?}"),
+        })
+        .collect();
+    assert_eq!(prepared, [("d", 0), ("e", 2)], "each in its predecessor's slot");
+    c.on_ack(ack("d", &cmds[0].1.id, 13), t0);
+    assert!(layouts(&c.take_out()).is_empty(), "not before both are ready");
+    c.on_ack(ack("e", &cmds[1].1.id, 13), t0);
+    let outs = c.take_out();
+    let l = layouts(&outs);
+    assert_eq!(l.len(), 1, "one switch for both");
+    let e = l[0].history.last().unwrap();
+    assert_eq!(e.hosts, ["d", "b", "e"]);
+    assert_eq!((e.epoch, e.from_gop), (2, 15));
+    // The predecessors encode up to the GOP before the switch and then stop.
+    let a = assignments(&outs);
+    for old in ["a", "c"] {
+        let t = &a.iter().find(|x| x.host == old).unwrap().tasks[0];
+        assert_eq!(t.until_gop, Some(14), "{old}");
+    }
+    assert_eq!(c.stats.slots_moved_together, 2);
+    assert!(!c.busy("cam1", "p360"));
+
+    // One newcomer never ready: at the deadline nothing moves and the holder keeps its slot.
+    for (h, s) in [("d", 103), ("b", 101), ("e", 200)] {
+        c.on_heartbeat(heartbeat(h, s, 16), t0);
+    }
+    let _ = c.take_out();
+    c.replace_holders("cam1", "p360", &swap(&[("b", "f")]), t0)
+        .unwrap();
+    let _ = c.take_out();
+    c.tick(t0 + c.cfg.prepare_timeout + Duration::from_secs(1));
+    assert!(layouts(&c.take_out()).is_empty());
+    assert!(!c.busy("cam1", "p360"));
+    assert!(c.hosts["f"].tasks.is_empty(), "the late newcomer is released");
+    assert_eq!(c.hosts["b"].tasks.len(), 1, "the holder keeps its slot");
+    assert_eq!(
+        c.streams["cam1"].profiles["p360"].history.last().unwrap().hosts,
+        ["d", "b", "e"]
+    );
+}
+
+#[test]
 fn a_layout_shrunk_by_a_death_grows_back_with_a_prepared_host() {
     let (mut c, t0) = started(0);
     for (h, s) in [("a", 100), ("b", 101), ("c", 102), ("d", 103)] {
