@@ -1413,7 +1413,10 @@ impl Controller {
             deadline: now + self.cfg.prepare_timeout,
             leaving,
         });
-        tracing::info!("{stream}/{profile}: moving {} slots in one epoch: {swaps:?}", swaps.len());
+        tracing::info!(
+            "{stream}/{profile}: moving {} slots in one epoch: {swaps:?}",
+            swaps.len()
+        );
         Ok(())
     }
 

@@ -151,6 +151,9 @@ pub struct SimResult {
     pub decisions: Vec<Decision>,
     /// Per (stream, step) after warm-up with lost GOPs: for comparing policies.
     pub lost_by_stream: BTreeMap<usize, f64>,
+    /// The part of it lost to overload (what placement decides; host deaths are the rest).
+    #[serde(default)]
+    pub lost_to_overload_by_stream: BTreeMap<usize, f64>,
     /// Overload-seconds (after warm-up) by what the demand was doing then.
     pub overload_by_cause: OverloadByCause,
 }
@@ -373,6 +376,7 @@ impl Simulation {
                 signal_mape: 0.0,
                 decisions: Vec::new(),
                 lost_by_stream: BTreeMap::new(),
+                lost_to_overload_by_stream: BTreeMap::new(),
                 overload_by_cause: OverloadByCause::default(),
             },
             pending_outcomes: Vec::new(),
@@ -639,10 +643,13 @@ impl Simulation {
                                 let share = gops_per_step / t.slot_count.max(1) as f64;
                                 lost_overload += share * frac;
                                 if warm {
+                                    let s = stream_index(&t.stream);
+                                    *self.result.lost_by_stream.entry(s).or_default() +=
+                                        share * frac;
                                     *self
                                         .result
-                                        .lost_by_stream
-                                        .entry(stream_index(&t.stream))
+                                        .lost_to_overload_by_stream
+                                        .entry(s)
                                         .or_default() += share * frac;
                                 }
                             }
@@ -1192,7 +1199,8 @@ impl Simulation {
             }
         }
         self.result.signal_mape = if n > 0 { err / n as f64 } else { 0.0 };
-        self.result.handoffs = self.controller.stats.handoffs_done;
+        self.result.handoffs =
+            self.controller.stats.handoffs_done + self.controller.stats.slots_moved_together;
         self.result.peer_swaps = self.controller.stats.peer_swaps;
         self.result
     }
@@ -1214,6 +1222,9 @@ pub struct Comparison {
     pub extra_host_hours: f64,
     /// Streams where the proactive policy lost more GOPs than the reactive one.
     pub streams_worse: usize,
+    /// Streams where it lost more GOPs to overload.
+    #[serde(default)]
+    pub streams_worse_overload: usize,
 }
 
 pub fn compare(cfg: &SimConfig, mut progress: impl FnMut(Policy, usize, usize)) -> Comparison {
@@ -1223,11 +1234,16 @@ pub fn compare(cfg: &SimConfig, mut progress: impl FnMut(Policy, usize, usize)) 
         .run(|s, n| progress(Policy::Proactive, s, n));
     let overload_cut = 1.0 - proactive.overload_seconds / reactive.overload_seconds.max(1e-9);
     let extra_host_hours = proactive.host_hours / reactive.host_hours.max(1e-9) - 1.0;
-    let streams_worse = proactive
-        .lost_by_stream
-        .iter()
-        .filter(|(s, lost)| **lost > reactive.lost_by_stream.get(s).copied().unwrap_or(0.0) + 1e-9)
-        .count();
+    let worse = |p: &BTreeMap<usize, f64>, r: &BTreeMap<usize, f64>| {
+        p.iter()
+            .filter(|(s, lost)| **lost > r.get(s).copied().unwrap_or(0.0) + 1e-9)
+            .count()
+    };
+    let streams_worse = worse(&proactive.lost_by_stream, &reactive.lost_by_stream);
+    let streams_worse_overload = worse(
+        &proactive.lost_to_overload_by_stream,
+        &reactive.lost_to_overload_by_stream,
+    );
     Comparison {
         config: cfg.clone(),
         reactive,
@@ -1235,6 +1251,7 @@ pub fn compare(cfg: &SimConfig, mut progress: impl FnMut(Policy, usize, usize)) 
         overload_cut,
         extra_host_hours,
         streams_worse,
+        streams_worse_overload,
     }
 }
 

@@ -541,7 +541,10 @@ fn several_slots_move_in_one_epoch_or_not_at_all() {
         &[("a", "d"), ("c", "d")],
         &[],
     ] {
-        assert!(c.replace_holders("cam1", "p360", &swap(bad), t0).is_err(), "{bad:?}");
+        assert!(
+            c.replace_holders("cam1", "p360", &swap(bad), t0).is_err(),
+            "{bad:?}"
+        );
         assert!(!c.busy("cam1", "p360"));
         assert!(c.take_out().is_empty(), "{bad:?} published something");
     }
@@ -556,9 +559,16 @@ fn several_slots_move_in_one_epoch_or_not_at_all() {
             k => panic!("{k:?}"),
         })
         .collect();
-    assert_eq!(prepared, [("d", 0), ("e", 2)], "each in its predecessor's slot");
+    assert_eq!(
+        prepared,
+        [("d", 0), ("e", 2)],
+        "each in its predecessor's slot"
+    );
     c.on_ack(ack("d", &cmds[0].1.id, 13), t0);
-    assert!(layouts(&c.take_out()).is_empty(), "not before both are ready");
+    assert!(
+        layouts(&c.take_out()).is_empty(),
+        "not before both are ready"
+    );
     c.on_ack(ack("e", &cmds[1].1.id, 13), t0);
     let outs = c.take_out();
     let l = layouts(&outs);
@@ -586,10 +596,17 @@ fn several_slots_move_in_one_epoch_or_not_at_all() {
     c.tick(t0 + c.cfg.prepare_timeout + Duration::from_secs(1));
     assert!(layouts(&c.take_out()).is_empty());
     assert!(!c.busy("cam1", "p360"));
-    assert!(c.hosts["f"].tasks.is_empty(), "the late newcomer is released");
+    assert!(
+        c.hosts["f"].tasks.is_empty(),
+        "the late newcomer is released"
+    );
     assert_eq!(c.hosts["b"].tasks.len(), 1, "the holder keeps its slot");
     assert_eq!(
-        c.streams["cam1"].profiles["p360"].history.last().unwrap().hosts,
+        c.streams["cam1"].profiles["p360"]
+            .history
+            .last()
+            .unwrap()
+            .hosts,
         ["d", "b", "e"]
     );
 }

@@ -138,10 +138,11 @@ pub fn report(c: &Comparison) -> String {
     s.push_str(&row("proactive", &c.proactive));
     let _ = writeln!(
         s,
-        "\nOverload-seconds cut by {:.1}% with {:+.1}% host-hours; streams where proactive lost more GOPs than reactive: {}.\n",
+        "\nOverload-seconds cut by {:.1}% with {:+.1}% host-hours; streams where proactive lost more GOPs than reactive: {} (to overload alone: {}).\n",
         100.0 * c.overload_cut,
         100.0 * c.extra_host_hours,
-        c.streams_worse
+        c.streams_worse,
+        c.streams_worse_overload
     );
     s.push_str(
         "Overload-seconds by what the demand was doing (a burst nobody announced cannot be \
