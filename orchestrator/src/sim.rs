@@ -35,6 +35,9 @@ const MAX_SLOTS: usize = 64;
 /// Steps after a scale-up before a drain, and the window of demand a drain must stay
 /// under: noise and short dips do not undo what was just provisioned.
 const SCALE_DOWN_COOLDOWN: usize = 20;
+/// Steps ahead the proactive policy sizes layouts for announced events: a layout grows by
+/// about one host a step, and a big event's layout needs up to `MAX_SLOTS` of them.
+const EVENT_LEAD_STEPS: usize = 60;
 /// GOP length of the simulated streams.
 const GOP_S: u64 = 2;
 /// Frames per second of the simulated sources.
@@ -728,7 +731,8 @@ impl Simulation {
         self.now_stream = per_stream_load.clone();
         let signal = self.signals(&per_stream_load);
         let mut planned = self.host_loads(&signal);
-        self.repair(&signal, &mut planned);
+        let layout_signal = self.layout_signals(&signal);
+        self.repair(&signal, &layout_signal, &mut planned);
         let unplaced = self.balance(&signal, &mut planned);
         self.scale(&signal, &planned, unplaced, demand);
         self.retire_drained(&signal, &mut planned);
@@ -790,6 +794,7 @@ impl Simulation {
             Policy::Reactive => now.to_vec(),
             Policy::Proactive => {
                 let last = self.total.load.len() - 1;
+                let pooled = self.pooled_per_viewer();
                 now.iter()
                     .enumerate()
                     .map(|(s, &cur)| {
@@ -797,16 +802,69 @@ impl Simulation {
                         let ahead = (1..=self.cfg.horizon)
                             .map(|h| {
                                 let target = (self.step + h).min(last);
-                                f.forecast(
+                                let viewers = self.per_stream[s].expected_viewers[target];
+                                let own = f.forecast(
                                     h,
                                     &Exog {
-                                        expected_viewers: self.per_stream[s].expected_viewers
-                                            [target],
+                                        expected_viewers: viewers,
                                     },
-                                )
+                                );
+                                if viewers > 0.0 {
+                                    // A stream's first event: its own forecaster has not
+                                    // learnt what a viewer costs yet, the swarm's has.
+                                    let background = f.forecast(
+                                        h,
+                                        &Exog {
+                                            expected_viewers: 0.0,
+                                        },
+                                    );
+                                    own.max(background + pooled * viewers)
+                                } else {
+                                    own
+                                }
                             })
                             .fold(0.0, f64::max);
                         ahead.max(cur)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Load per announced viewer, as the forecaster of the total demand learnt it from every
+    /// event so far (a stream sees few events of its own).
+    fn pooled_per_viewer(&self) -> f64 {
+        self.total_forecaster.stats().per_viewer.max(0.0)
+    }
+
+    /// The load each stream's layout is sized for: the planned load, and for the proactive
+    /// policy also the announced events up to `EVENT_LEAD_STEPS` ahead. A layout grows by one
+    /// host per step or so, so a big event's layout must start growing long before the
+    /// event: its audience is announced, not a surprise.
+    fn layout_signals(&self, signal: &[f64]) -> Vec<f64> {
+        match self.policy {
+            Policy::Reactive => signal.to_vec(),
+            Policy::Proactive => {
+                let last = self.total.load.len() - 1;
+                let pooled = self.pooled_per_viewer();
+                signal
+                    .iter()
+                    .enumerate()
+                    .map(|(s, &planned)| {
+                        let viewers = &self.per_stream[s].expected_viewers;
+                        let announced = (1..=EVENT_LEAD_STEPS)
+                            .map(|h| viewers[(self.step + h).min(last)])
+                            .fold(0.0, f64::max);
+                        if announced <= 0.0 {
+                            return planned;
+                        }
+                        let background = self.forecasters[s].forecast(
+                            self.cfg.horizon,
+                            &Exog {
+                                expected_viewers: 0.0,
+                            },
+                        );
+                        planned.max(background + pooled * announced)
                     })
                     .collect()
             }
@@ -1110,7 +1168,7 @@ impl Simulation {
     /// Layouts grow (a prepared host joins at a GOP boundary) when deaths shrank them or
     /// their planned load outgrew their slots: before an announced event for the proactive
     /// policy, as it arrives for the reactive one.
-    fn repair(&mut self, signal: &[f64], planned: &mut [f64]) {
+    fn repair(&mut self, signal: &[f64], layout_signal: &[f64], planned: &mut [f64]) {
         let now = self.now();
         let mut short: Vec<(usize, String, usize)> = self
             .controller
@@ -1120,7 +1178,7 @@ impl Simulation {
                 let p = &r.profiles["main"];
                 let e = p.history.last()?;
                 let s = stream_index(id);
-                let want = Self::desired_slots(signal[s]);
+                let want = Self::desired_slots(layout_signal[s]);
                 (p.op.is_none() && e.hosts.len() < want)
                     .then(|| (want - e.hosts.len(), id.clone(), want))
             })
@@ -1140,7 +1198,12 @@ impl Simulation {
                     .unwrap_or_default();
                 // What each slot carries once the layout has grown to what it wants.
                 let cost = signal[s] / want as f64;
-                let Some(j) = self.target(planned, cost, &holders) else {
+                // The newcomer must have room for its share at the layout's sized load.
+                let sized_cost = layout_signal[s].max(signal[s]) / want as f64;
+                let Some(j) = self
+                    .target(planned, sized_cost, &holders)
+                    .or_else(|| self.target(planned, cost, &holders))
+                else {
                     break;
                 };
                 let to = self.hosts[j].id.clone();
@@ -1300,6 +1363,69 @@ mod tests {
             "{by:?} vs {}",
             r.overload_seconds
         );
+    }
+
+    #[test]
+    fn proactive_layouts_are_sized_for_an_announced_event_an_hour_ahead() {
+        let mut sims: Vec<Simulation> = [Policy::Reactive, Policy::Proactive]
+            .into_iter()
+            .map(|p| Simulation::new(small(), p))
+            .collect();
+        // The swarm's forecaster has seen two days with an event a day: 100 units of
+        // background, 0.002 per announced viewer on top.
+        let mut total = Forecaster::new(ForecastConfig {
+            steps_per_day: 1440,
+            horizon: 10,
+            ..ForecastConfig::default()
+        });
+        for step in 0..2 * 1440 {
+            let viewers = if (600..700).contains(&(step % 1440)) {
+                10_000.0
+            } else {
+                0.0
+            };
+            total.observe(
+                100.0 + 0.002 * viewers,
+                &Exog {
+                    expected_viewers: viewers,
+                },
+            );
+        }
+        let step = 100;
+        for sim in &mut sims {
+            sim.total_forecaster = total.clone();
+            sim.step = step;
+        }
+        let pooled = sims[1].pooled_per_viewer();
+        assert!(
+            (pooled - 0.002).abs() < 0.0005,
+            "learnt {pooled} per viewer"
+        );
+
+        // A stream with no event in the next hour gets an audience announced 45 minutes ahead.
+        let s = (0..sims[1].per_stream.len())
+            .find(|&s| {
+                sims[1].per_stream[s].expected_viewers[step..=step + EVENT_LEAD_STEPS]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            })
+            .expect("a stream without events in the next hour");
+        for sim in &mut sims {
+            let now: Vec<f64> = sim.per_stream.iter().map(|t| t.load[step]).collect();
+            let signal = sim.signals(&now);
+            assert_eq!(sim.layout_signals(&signal), signal, "nothing announced");
+            sim.per_stream[s].expected_viewers[step + 45] = 20_000.0;
+            let sized = sim.layout_signals(&signal);
+            match sim.policy {
+                // 20,000 viewers at 0.002: about 40 units, 80 slots' worth, capped.
+                Policy::Proactive => {
+                    assert!(sized[s] >= 39.0, "{} for the event", sized[s]);
+                    assert_eq!(Simulation::desired_slots(sized[s]), MAX_SLOTS);
+                }
+                // The reactive policy waits for the load itself.
+                Policy::Reactive => assert_eq!(sized, signal),
+            }
+        }
     }
 
     #[test]
