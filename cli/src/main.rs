@@ -193,61 +193,7 @@ enum Command {
         out: PathBuf,
     },
     /// Run an encoder host: joins the swarm over MQTT and encodes what it is assigned.
-    Host {
-        /// Host id (1-64 of [A-Za-z0-9._-])
-        #[arg(long)]
-        id: String,
-        /// MQTT broker: mqtt://[user:pass@]host:port or mqtts://...
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
-        /// MQTT keep-alive; heartbeats go out twice per interval (seconds)
-        #[arg(long, default_value_t = 2.0)]
-        keepalive: f64,
-        /// Tasks (stream profiles) this host takes at once
-        #[arg(long, default_value_t = 1)]
-        max_tasks: u32,
-        /// Recent GOPs kept per task for the merger's resend requests
-        #[arg(long, default_value_t = 16)]
-        cache_gops: usize,
-        #[arg(long, hide = true)]
-        advertise_version: Option<String>,
-        #[arg(long, hide = true)]
-        freeze_after_commit: bool,
-        /// Serve partial streams of tasks with chunk sink `srt` as an SRT listener here
-        /// (srt://ip:port); announced in the host's birth
-        #[arg(long)]
-        srt_listen: Option<String>,
-        /// Device class for the stability score: server, desktop, laptop, embedded
-        #[arg(long)]
-        device_class: Option<String>,
-        /// Network interface for the stability score: ethernet, wifi, cellular
-        #[arg(long)]
-        interface: Option<String>,
-        /// Region the host runs in (compared with the orchestrator's --region)
-        #[arg(long)]
-        region: Option<String>,
-        /// Uplink bandwidth, Mbit/s, for the stability score
-        #[arg(long)]
-        bandwidth_mbps: Option<f64>,
-        /// Profile of the encode benchmark run at join (repeatable; default: a 640x360 H.264
-        /// reference profile)
-        #[arg(long = "bench-profile")]
-        bench_profiles: Vec<String>,
-        /// Frames encoded per benchmark profile at join (0: no benchmark)
-        #[arg(long, default_value_t = 90)]
-        bench_frames: u32,
-        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)
-        #[arg(long)]
-        metrics_listen: Option<std::net::SocketAddr>,
-        /// Measure the PSNR of every N-th GOP this host encodes against the decoded source
-        /// (the orchestrator's fitness score uses it; 0: never)
-        #[arg(long, default_value_t = 10)]
-        psnr_every: u64,
-        #[arg(long, hide = true)]
-        throttle_fps: Option<f64>,
-        #[arg(long, hide = true)]
-        advertise_encoder: Vec<String>,
-    },
+    Host(gopswarm::swarm::host::HostOptions),
     /// Run the orchestrator: registry, swarm controller, handoffs. Embeds an MQTT broker unless
     /// --broker names one.
     Orchestrator {
@@ -703,47 +649,8 @@ fn main() -> Result<()> {
                 true,
             )?;
         }
-        Command::Host {
-            id,
-            broker,
-            keepalive,
-            max_tasks,
-            cache_gops,
-            advertise_version,
-            freeze_after_commit,
-            srt_listen,
-            device_class,
-            interface,
-            region,
-            bandwidth_mbps,
-            bench_profiles,
-            bench_frames,
-            metrics_listen,
-            psnr_every,
-            throttle_fps,
-            advertise_encoder,
-        } => {
+        Command::Host(opts) => {
             gopswarm::swarm::init_logging();
-            let opts = gopswarm::swarm::host::HostOptions {
-                id,
-                broker: broker_url(&broker)?,
-                keepalive: secs(keepalive)?,
-                max_tasks,
-                cache_gops,
-                advertise_version,
-                freeze_after_commit,
-                srt_listen,
-                device_class,
-                interface,
-                region,
-                bandwidth_mbps,
-                bench_profiles,
-                bench_frames,
-                psnr_every,
-                throttle_fps,
-                advertise_encoder,
-                metrics_listen,
-            };
             runtime()?.block_on(gopswarm::swarm::host::run(
                 opts,
                 gopswarm::swarm::interrupted(),

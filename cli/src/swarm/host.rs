@@ -20,36 +20,76 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// A host's options: its `gopswarm host` command line (one definition for parsing and use).
+#[derive(Debug, Clone, clap::Args)]
 pub struct HostOptions {
+    /// Host id (1-64 of [A-Za-z0-9._-])
+    #[arg(long)]
     pub id: String,
+    /// MQTT broker: mqtt://[user:pass@]host:port or mqtts://...
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_parser = parse_broker)]
     pub broker: BrokerUrl,
+    /// MQTT keep-alive; heartbeats go out twice per interval (seconds)
+    #[arg(long, default_value = "2", value_parser = parse_seconds)]
     pub keepalive: Duration,
+    /// Tasks (stream profiles) this host takes at once
+    #[arg(long, default_value_t = 1)]
     pub max_tasks: u32,
-    /// GOPs of chunks kept per task for resend requests.
+    /// Recent GOPs kept per task for the merger's resend requests
+    #[arg(long, default_value_t = 16)]
     pub cache_gops: usize,
-    /// Advertise another agent version (tests of version fencing).
+    /// Test hook: advertise another agent version (version fencing).
+    #[arg(long, hide = true)]
     pub advertise_version: Option<String>,
-    /// Serve partial streams of `srt` tasks as an SRT listener here (`srt://ip:port`).
+    /// Serve partial streams of tasks with chunk sink `srt` as an SRT listener here
+    /// (srt://ip:port); announced in the host's birth
+    #[arg(long)]
     pub srt_listen: Option<String>,
     /// Test hook: after the first commit, hear nothing more from the orchestrator (a host cut
     /// off from the control plane that keeps encoding with a stale epoch).
+    #[arg(long, hide = true)]
     pub freeze_after_commit: bool,
-    /// What the host says about itself for its stability score.
+    /// Device class for the stability score: server, desktop, laptop, embedded
+    #[arg(long)]
     pub device_class: Option<String>,
+    /// Network interface for the stability score: ethernet, wifi, cellular
+    #[arg(long)]
     pub interface: Option<String>,
+    /// Region the host runs in (compared with the orchestrator's --region)
+    #[arg(long)]
     pub region: Option<String>,
+    /// Uplink bandwidth, Mbit/s, for the stability score
+    #[arg(long)]
     pub bandwidth_mbps: Option<f64>,
-    /// Profiles of the encode benchmark run at join (frames each; 0 frames: no benchmark).
+    /// Profile of the encode benchmark run at join (repeatable; default: a 640x360 H.264
+    /// reference profile)
+    #[arg(long = "bench-profile")]
     pub bench_profiles: Vec<String>,
+    /// Frames encoded per benchmark profile at join (0: no benchmark)
+    #[arg(long, default_value_t = 90)]
     pub bench_frames: u32,
     /// Test hook: frames reach this host's pipelines no faster than this (a slow host).
+    #[arg(long, hide = true)]
     pub throttle_fps: Option<f64>,
     /// Test hook: advertise another encoder library version (`codec=version`).
+    #[arg(long, hide = true)]
     pub advertise_encoder: Vec<String>,
-    /// Serve Prometheus metrics here.
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101)
+    #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Measure the PSNR of every this many kept GOPs against the decoded source (0: never).
+    /// Measure the PSNR of every N-th GOP this host encodes against the decoded source
+    /// (the orchestrator's fitness score uses it; 0: never)
+    #[arg(long, default_value_t = 10)]
     pub psnr_every: u64,
+}
+
+fn parse_broker(s: &str) -> Result<BrokerUrl, String> {
+    BrokerUrl::parse(s)
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s} s: {e}"))
 }
 
 /// Reference profile of the join benchmark when none is given.
