@@ -532,18 +532,6 @@ impl Counter {
         let key = self.0.check_values(label_values)?;
         self.0.set(key, value)
     }
-
-    /// Drops one series; `Ok(false)` if it was not there.
-    pub fn remove(&self, label_values: &[&str]) -> Result<bool, MetricsError> {
-        let key = self.0.check_values(label_values)?;
-        Ok(self.0.remove(&key))
-    }
-
-    /// Current value of one series, if it exists.
-    pub fn get(&self, label_values: &[&str]) -> Option<f64> {
-        let key = self.0.check_values(label_values).ok()?;
-        self.0.get(&key)
-    }
 }
 
 impl Gauge {
@@ -567,19 +555,28 @@ impl Gauge {
     pub fn dec(&self, label_values: &[&str]) -> Result<f64, MetricsError> {
         self.add(label_values, -1.0)
     }
-
-    /// Drops one series (e.g. a host that left); `Ok(false)` if it was not there.
-    pub fn remove(&self, label_values: &[&str]) -> Result<bool, MetricsError> {
-        let key = self.0.check_values(label_values)?;
-        Ok(self.0.remove(&key))
-    }
-
-    /// Current value of one series, if it exists.
-    pub fn get(&self, label_values: &[&str]) -> Option<f64> {
-        let key = self.0.check_values(label_values).ok()?;
-        self.0.get(&key)
-    }
 }
+
+/// What both handle types do to one series of their family.
+macro_rules! series_access {
+    ($($handle:ty),*) => {$(
+        impl $handle {
+            /// Drops one series (e.g. a host that left); `Ok(false)` if it was not there.
+            pub fn remove(&self, label_values: &[&str]) -> Result<bool, MetricsError> {
+                let key = self.0.check_values(label_values)?;
+                Ok(self.0.remove(&key))
+            }
+
+            /// Current value of one series, if it exists.
+            pub fn get(&self, label_values: &[&str]) -> Option<f64> {
+                let key = self.0.check_values(label_values).ok()?;
+                self.0.get(&key)
+            }
+        }
+    )*};
+}
+
+series_access!(Counter, Gauge);
 
 /// Bounds of the HTTP endpoint. Private so that tests can shrink the timeout; production uses
 /// [`Limits::DEFAULT`] through [`serve`].
