@@ -799,6 +799,8 @@ impl Simulation {
                     .enumerate()
                     .map(|(s, &cur)| {
                         let f = &self.forecasters[s];
+                        // Once a stream's own events taught its forecaster, it knows better.
+                        let own_learnt = f.stats().per_viewer > 0.0;
                         let ahead = (1..=self.cfg.horizon)
                             .map(|h| {
                                 let target = (self.step + h).min(last);
@@ -809,7 +811,7 @@ impl Simulation {
                                         expected_viewers: viewers,
                                     },
                                 );
-                                if viewers > 0.0 {
+                                if viewers > 0.0 && !own_learnt {
                                     // A stream's first event: its own forecaster has not
                                     // learnt what a viewer costs yet, the swarm's has.
                                     let background = f.forecast(
