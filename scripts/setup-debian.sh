@@ -14,6 +14,7 @@ PACKAGES=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
   gstreamer1.0-tools
+  gstreamer1.0-x
   ffmpeg
   mosquitto
   pkg-config
@@ -80,4 +81,20 @@ EOF
 fi
 log "rust: $(cargo --version 2>/dev/null), $(rustc --version 2>/dev/null || echo 'rustc ?')"
 log "gstreamer: $(gst-launch-1.0 --version 2>/dev/null | sed -n 's/^.*version //p' | head -n1)"
+
+# Elements the pipelines, the sample-media generator and the tests use: a package that is
+# installed but lacks one (a plugin split out into another package) fails here, by name.
+ELEMENTS=(
+  x264enc x265enc vp9enc avenc_aac avdec_h264 decodebin h264parse qtdemux mp4mux mpegtsmux
+  hlssink2 srtsrc srtsink tcpserversrc gdppay videotestsrc audiotestsrc timeoverlay
+)
+absent=()
+for e in "${ELEMENTS[@]}"; do
+  gst-inspect-1.0 --exists "$e" || absent+=("$e")
+done
+if [[ ${#absent[@]} -gt 0 ]]; then
+  log "ERROR: GStreamer elements missing after install: ${absent[*]}"
+  exit 1
+fi
+log "gstreamer elements: all ${#ELEMENTS[@]} present"
 log "done"
