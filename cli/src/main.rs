@@ -230,6 +230,10 @@ enum Command {
         /// Do not hand the slots of hosts that fall to bronze to better spares
         #[arg(long)]
         no_peer_swap: bool,
+        /// Give spare bronze hosts backup roles: each slot of every layout gets a copy-only
+        /// task on one, so a primary's death loses none of its GOPs before the re-deal
+        #[arg(long)]
+        backup_copies: bool,
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
@@ -667,6 +671,7 @@ fn main() -> Result<()> {
             scores,
             region,
             no_peer_swap,
+            backup_copies,
             metrics_listen,
             disconnect_model,
             provision_hook,
@@ -738,6 +743,7 @@ fn main() -> Result<()> {
                 },
                 home_region: region,
                 peer_swap: !no_peer_swap,
+                backup_copies,
                 ..Default::default()
             };
             cfg.tiers

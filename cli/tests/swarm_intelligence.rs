@@ -548,3 +548,98 @@ fn an_announced_event_provisions_hosts_before_it_starts() {
         "{summary:#}"
     );
 }
+
+#[test]
+fn bronze_backups_cover_a_killed_primary_and_own_no_gop() {
+    let _serial = serial();
+    // Tiers on stability alone (no CPU-dependent fitness): wired servers in the home region
+    // score about 88 (silver), embedded cellular hosts abroad on 1 Mbit/s about 65 (bronze).
+    let weak: Vec<String> = [
+        "--device-class",
+        "embedded",
+        "--interface",
+        "cellular",
+        "--bandwidth-mbps",
+        "1",
+        "--region",
+        "far",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut home = server_args();
+    home.extend(["--region".to_string(), "home".to_string()]);
+    let mut swarm = Swarm::start(
+        "backups",
+        SwarmOptions {
+            hosts: 2,
+            slots: 2,
+            redundancy: 0,
+            duration_s: 40.0,
+            host_args: vec![(0, home.clone()), (1, home)],
+            orchestrator_args: vec![
+                "--backup-copies".into(),
+                "--region".into(),
+                "home".into(),
+                "--tiers".into(),
+                r#"{"gold":95,"silver":76,"hysteresis":2,"stability_weight":1.0}"#.into(),
+            ],
+            ..Default::default()
+        },
+    );
+    swarm.add_host(2, &weak);
+    swarm.add_host(3, &weak);
+    let copies_from = |o: &Observer, host: &str| {
+        o.chunks()
+            .iter()
+            .filter(|(_, h)| h.host_id == host && h.is_redundant())
+            .count()
+    };
+    swarm.obs.wait_for(
+        "both bronze hosts sending copies",
+        Duration::from_secs(40),
+        |o| copies_from(o, &host_id(2)) > 0 && copies_from(o, &host_id(3)) > 0,
+    );
+    let victim = swarm.obs.layout().unwrap().history.last().unwrap().hosts[0].clone();
+    swarm.wait_mid_gop();
+    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
+    swarm.hosts[i].signal(libc::SIGKILL);
+    swarm.obs.wait_for(
+        "the re-deal without the victim",
+        Duration::from_secs(10),
+        |o| {
+            o.layout()
+                .is_some_and(|l| !l.history.last().unwrap().hosts.contains(&victim))
+        },
+    );
+
+    let summary = swarm.finish();
+    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
+    assert!(
+        summary["lost_gops"].as_array().unwrap().is_empty(),
+        "a backup covered the victim's GOPs: {summary:#}"
+    );
+    assert_eq!(check.frames, check.expected, "{check:?}");
+    assert_eq!(check.bad_steps, 0, "{check:?}");
+    assert!(check.decode_errors.is_empty(), "{check:?}");
+    assert!(
+        summary["merger"]["redundant-used"].as_u64().unwrap() >= 1,
+        "the victim's last GOPs came from its backup: {summary:#}"
+    );
+    // Bronze hosts were never trusted with a GOP of their own.
+    for (_, h) in swarm.obs.chunks() {
+        if h.host_id == host_id(2) || h.host_id == host_id(3) {
+            assert!(
+                h.is_redundant(),
+                "{} sent GOP {} as primary",
+                h.host_id,
+                h.gop_index
+            );
+        }
+    }
+    let scores = scores_of(&swarm, &host_id(2));
+    assert!(
+        scores.iter().all(|s| s.tier == "bronze"),
+        "host-2 scores: {scores:?}"
+    );
+}

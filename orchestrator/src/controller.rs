@@ -60,6 +60,9 @@ pub struct Config {
     pub peer_swap: bool,
     /// Slots moved by peer swapping per scoring round, at most.
     pub max_swaps_per_round: usize,
+    /// Give spare bronze hosts backup roles: a copy-only task per slot of the layouts in
+    /// force, so a primary's death loses none of its GOPs before the re-deal.
+    pub backup_copies: bool,
     /// Length of one host history sample (the learned model predicts a disconnect within
     /// one such interval); zero: no samples.
     pub history_interval: Duration,
@@ -151,6 +154,7 @@ impl Default for Config {
             home_region: None,
             peer_swap: true,
             max_swaps_per_round: 2,
+            backup_copies: false,
             history_interval: Duration::from_secs(600),
         }
     }
@@ -323,6 +327,9 @@ pub struct ControllerStats {
     pub commands: u64,
     pub refused_incompatible: u64,
     pub peer_swaps: u64,
+    /// Backup (copy-only) tasks given to bronze hosts, and taken back.
+    pub backups_given: u64,
+    pub backups_taken: u64,
 }
 
 pub struct Controller {
@@ -496,7 +503,7 @@ impl Controller {
 
     /// Replace (or remove, with `None`) a host's task for (stream, profile) and publish the
     /// new desired state.
-    fn set_task(&mut self, host: &str, stream: &str, profile: &str, task: Option<Task>) {
+    pub(crate) fn set_task(&mut self, host: &str, stream: &str, profile: &str, task: Option<Task>) {
         let h = self.hosts.get_mut(host).expect("known host");
         h.tasks
             .retain(|t| !(t.stream == stream && t.profile == profile));
@@ -523,7 +530,7 @@ impl Controller {
             .find(|t| t.stream == stream && t.profile == profile)
     }
 
-    fn make_task(
+    pub(crate) fn make_task(
         &self,
         stream: &str,
         profile: &str,
@@ -1501,6 +1508,18 @@ impl Controller {
         if !h.alive {
             return Ok(0);
         }
+        // A backup holds nothing the output needs: it goes at once.
+        let copies: Vec<(String, String)> = h
+            .tasks
+            .iter()
+            .filter(|t| t.role == TaskRole::Copy)
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
+        for (stream, profile) in copies {
+            self.set_task(host, &stream, &profile, None);
+            self.stats.backups_taken += 1;
+        }
+        let h = &self.hosts[host];
         let held: Vec<(String, String)> = h
             .tasks
             .iter()
@@ -1684,7 +1703,7 @@ impl Controller {
     }
 
     /// `host` keeps its task of (stream, profile) up to `last_gop` and then lets it go.
-    fn drain_task(&mut self, host: &str, stream: &str, profile: &str, last_gop: u64) {
+    pub(crate) fn drain_task(&mut self, host: &str, stream: &str, profile: &str, last_gop: u64) {
         if let Some(mut old) = self.task_of(host, stream, profile).cloned() {
             old.until_gop = Some(last_gop);
             self.set_task(host, stream, profile, Some(old));

@@ -327,6 +327,9 @@ impl Controller {
         if self.cfg.peer_swap {
             self.swap_out_weak(now);
         }
+        if self.cfg.backup_copies {
+            self.assign_backups();
+        }
     }
 
     /// Close the history samples whose interval ended (labelled by whether the host died
@@ -484,6 +487,99 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Bronze hosts take the backup role: every slot of a layout in force gets a copy-only
+    /// task on a spare bronze host that runs the profile's encoder version, so a primary's
+    /// death loses none of its GOPs before the re-deal. A backup follows its layout: a new
+    /// epoch re-points it at the same slot from the epoch's first GOP (it covers the old
+    /// slot until then); when its slot is gone it drains at that GOP. A backup whose host
+    /// left bronze or was cordoned is taken back: the host is free for primary roles or for
+    /// its update. Call once per scoring round.
+    pub fn assign_backups(&mut self) {
+        let backups: Vec<(String, Task)> = self
+            .hosts
+            .values()
+            .flat_map(|h| {
+                h.tasks
+                    .iter()
+                    .filter(|t| t.role == TaskRole::Copy && t.until_gop.is_none())
+                    .map(|t| (h.id.clone(), t.clone()))
+            })
+            .collect();
+        // Slots of each layout in force that have a backup.
+        let mut covered: BTreeSet<(String, String, u32)> = BTreeSet::new();
+        for (host, t) in backups {
+            let in_force = self
+                .streams
+                .get(&t.stream)
+                .and_then(|s| s.profiles.get(&t.profile))
+                .and_then(|p| p.history.last().cloned());
+            let h = &self.hosts[&host];
+            let role_kept = h.alive && !h.cordoned && h.tier == Some(Tier::Bronze);
+            let Some(e) = in_force.filter(|_| role_kept) else {
+                self.set_task(&host, &t.stream, &t.profile, None);
+                self.stats.backups_taken += 1;
+                continue;
+            };
+            if (t.slot_index as usize) >= e.hosts.len() {
+                // Its slot is gone in the new epoch: cover the old one up to the switch.
+                let last = e.from_gop.saturating_sub(1);
+                self.drain_task(&host, &t.stream, &t.profile, last);
+                self.stats.backups_taken += 1;
+                continue;
+            }
+            if t.layout_epoch != e.epoch {
+                let task = self.backup_task(&t.stream, &t.profile, &e, t.slot_index);
+                self.set_task(&host, &t.stream, &t.profile, Some(task));
+            }
+            covered.insert((t.stream, t.profile, t.slot_index));
+        }
+        let layouts: Vec<(String, String, LayoutEpoch)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, r)| {
+                r.profiles
+                    .iter()
+                    .filter(|(_, p)| p.op.is_none())
+                    .filter_map(|(p, ps)| {
+                        ps.history.last().map(|e| (s.clone(), p.clone(), e.clone()))
+                    })
+            })
+            .collect();
+        for (stream, profile, e) in layouts {
+            for slot in 0..e.hosts.len() as u32 {
+                if covered.contains(&(stream.clone(), profile.clone(), slot)) {
+                    continue;
+                }
+                let spare = self
+                    .free_hosts()
+                    .find(|id| {
+                        let h = &self.hosts[*id];
+                        h.tier == Some(Tier::Bronze)
+                            && !h
+                                .tasks
+                                .iter()
+                                .any(|t| t.stream == stream && t.profile == profile)
+                            && self.encoder_mismatch(id, &stream, &profile).is_none()
+                    })
+                    .map(str::to_string);
+                let Some(spare) = spare else {
+                    break;
+                };
+                tracing::info!("backup: {stream}/{profile} slot {slot} copied by {spare}");
+                let task = self.backup_task(&stream, &profile, &e, slot);
+                self.set_task(&spare, &stream, &profile, Some(task));
+                self.stats.backups_given += 1;
+            }
+        }
+    }
+
+    /// A copy-only task of one slot: one copy per GOP, whatever the layout's redundancy.
+    fn backup_task(&self, stream: &str, profile: &str, e: &LayoutEpoch, slot: u32) -> Task {
+        let mut task = self.make_task(stream, profile, TaskRole::Copy, e, slot);
+        task.redundancy = 0;
+        task
     }
 }
 

@@ -250,6 +250,16 @@ pub fn export_metrics(
             "Handoffs started by peer swapping",
             st.peer_swaps,
         ),
+        (
+            "gopswarm_backups_given_total",
+            "Backup (copy-only) tasks given to bronze hosts",
+            st.backups_given,
+        ),
+        (
+            "gopswarm_backups_taken_total",
+            "Backup tasks taken back (host left bronze, emptied, or slot gone)",
+            st.backups_taken,
+        ),
         ("gopswarm_commands_total", "Commands sent", st.commands),
         (
             "gopswarm_rejected_payloads_total",

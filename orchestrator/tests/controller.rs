@@ -867,3 +867,114 @@ fn emptying_a_host_without_a_spare_deals_its_slot_to_the_other_holders() {
         .collect();
     assert_eq!(prepared, ["c"]);
 }
+
+/// (host, slot, epoch, switch GOP, until GOP) of every copy-only task in `outs`' assignments.
+fn backups_in(outs: &[Out]) -> Vec<(String, u32, u64, u64, Option<u64>)> {
+    let mut v: Vec<_> = assignments(outs)
+        .into_iter()
+        .flat_map(|a| {
+            a.tasks
+                .into_iter()
+                .filter(|t| t.role == TaskRole::Copy)
+                .map(move |t| {
+                    assert_eq!(t.redundancy, 0, "one copy per GOP");
+                    (
+                        a.host.clone(),
+                        t.slot_index,
+                        t.layout_epoch,
+                        t.switch_gop,
+                        t.until_gop,
+                    )
+                })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bronze_hosts_back_up_every_slot_and_follow_the_layout() {
+    use gopswarm_orchestrator::score::Tier;
+    let (mut c, t0) = started(0);
+    for (i, h) in ["e", "f", "g"].iter().enumerate() {
+        c.on_birth(birth(h, 110 + i as u64), t0);
+    }
+    for h in ["d", "e", "f"] {
+        c.hosts.get_mut(h).unwrap().tier = Some(Tier::Bronze);
+    }
+    c.hosts.get_mut("g").unwrap().tier = Some(Tier::Silver);
+    let _ = c.take_out();
+
+    c.assign_backups();
+    let outs = c.take_out();
+    assert_eq!(
+        backups_in(&outs),
+        [
+            ("d".into(), 0, 1, 9, None),
+            ("e".into(), 1, 1, 9, None),
+            ("f".into(), 2, 1, 9, None),
+        ],
+        "each slot of epoch 1 backed up by a bronze host; silver g keeps its room for primaries"
+    );
+    assert!(c.hosts["g"].tasks.is_empty());
+    assert!(
+        commands(&outs).is_empty(),
+        "backups travel in assignments only"
+    );
+    assert!(
+        layouts(&outs).is_empty(),
+        "backups do not change the layout"
+    );
+    assert_eq!(c.stats.backups_given, 3);
+    c.assign_backups();
+    assert!(
+        c.take_out().is_empty(),
+        "nothing changes while the layout holds"
+    );
+
+    // b (slot 1) dies: epoch 2 from GOP 14 over a and c.
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 12), t0);
+    }
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    let _ = c.take_out();
+    c.assign_backups();
+    let outs = c.take_out();
+    assert_eq!(
+        backups_in(&outs),
+        [
+            ("d".into(), 0, 2, 14, None),
+            ("e".into(), 1, 2, 14, None),
+            // Slot 2 is gone from epoch 2: f keeps copying it up to the switch.
+            ("f".into(), 2, 1, 9, Some(13)),
+        ]
+    );
+    assert_eq!(c.stats.backups_taken, 1);
+
+    // e climbs to silver: its backup is taken back so it can hold a primary.
+    c.hosts.get_mut("e").unwrap().tier = Some(Tier::Silver);
+    c.assign_backups();
+    let outs = c.take_out();
+    let a = assignments(&outs);
+    let e = a
+        .iter()
+        .find(|a| a.host == "e")
+        .expect("e's assignment changes");
+    assert!(e.tasks.is_empty());
+    assert!(
+        backups_in(&outs).is_empty(),
+        "no bronze host has room for slot 1: f still drains"
+    );
+    assert_eq!(c.stats.backups_taken, 2);
+
+    // Emptying a bronze host (update, deprovision) takes its backup at once.
+    assert_eq!(c.move_off("d", t0), Ok(0));
+    assert!(c.hosts["d"].tasks.is_empty());
+    assert_eq!(c.stats.backups_taken, 3);
+}

@@ -55,10 +55,13 @@ pub enum Role {
 pub enum Slots {
     /// Primary for `k mod count == index`; with redundancy `r`, also a copy of the `r` slots
     /// before it (`k mod count == index - j` for `j in 1..=r`), so every GOP has `1 + r` encoders.
+    /// With `copy_only` the same GOPs are all kept as redundant copies: a backup encoder that
+    /// owns no GOP, so losing it loses nothing.
     Modulo {
         index: u32,
         count: u32,
         redundancy: u32,
+        copy_only: bool,
     },
     /// An explicit set of GOP indices, all primary.
     Explicit(GopSet),
@@ -71,12 +74,17 @@ impl Slots {
                 index,
                 count,
                 redundancy,
+                copy_only,
             } => {
                 let count = (*count).max(1) as u64;
                 let owner = k % count;
                 let index = *index as u64 % count;
                 if owner == index {
-                    return Some(Role::Primary);
+                    return Some(if *copy_only {
+                        Role::Redundant
+                    } else {
+                        Role::Primary
+                    });
                 }
                 // Distance from the owning slot forward to us.
                 let dist = (index + count - owner) % count;
@@ -182,6 +190,7 @@ mod tests {
                                 index,
                                 count,
                                 redundancy: r,
+                                copy_only: false,
                             }
                             .role(k)
                         })
@@ -191,6 +200,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn copy_only_keeps_the_same_gops_and_owns_none() {
+        for count in 1..5u32 {
+            for r in 0..count {
+                for index in 0..count {
+                    let slots = |copy_only| Slots::Modulo {
+                        index,
+                        count,
+                        redundancy: r,
+                        copy_only,
+                    };
+                    for k in 0..40u64 {
+                        let primary = slots(false).role(k);
+                        let copy = slots(true).role(k);
+                        assert_eq!(primary.is_some(), copy.is_some(), "count {count} k {k}");
+                        assert_ne!(copy, Some(Role::Primary));
+                    }
+                }
+            }
+        }
+        // A backup of slot 1 of 3 keeps GOPs 1, 4, 7 as copies and nothing else.
+        let backup = Slots::Modulo {
+            index: 1,
+            count: 3,
+            redundancy: 0,
+            copy_only: true,
+        };
+        let kept: Vec<u64> = (0..9).filter(|&k| backup.role(k).is_some()).collect();
+        assert_eq!(kept, [1, 4, 7]);
     }
 
     #[test]

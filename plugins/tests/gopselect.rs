@@ -122,6 +122,74 @@ fn redundancy_marks_copies() {
 }
 
 #[test]
+fn copy_only_keeps_its_slot_as_copies() {
+    init();
+    let mut h = harness(
+        &[
+            ("slot-index", "2"),
+            ("slot-count", "3"),
+            ("copy-only", "true"),
+        ],
+        "video/x-raw",
+    );
+    raw(&mut h);
+    for i in 0..150 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    let out = drain(&mut h);
+    let gops: std::collections::BTreeMap<u64, bool> =
+        out.iter().map(|(_, i, _)| (i.gop, i.redundant)).collect();
+    // Slot 2's GOPs (k % 3 == 2), every frame of them, each marked as a copy.
+    assert_eq!(
+        gops.into_iter().collect::<Vec<_>>(),
+        vec![(2, true), (5, true)]
+    );
+    assert_eq!(out.len(), 50);
+    assert!(out.iter().all(|(_, i, _)| i.redundant));
+}
+
+#[test]
+fn a_backup_becomes_the_primary_at_the_switch_gop() {
+    init();
+    let mut h = harness(
+        &[
+            ("slot-index", "1"),
+            ("slot-count", "2"),
+            ("copy-only", "true"),
+        ],
+        "video/x-raw",
+    );
+    raw(&mut h);
+    for i in 0..50 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    // The primary of slot 1 died: the backup takes the slot over from GOP 3.
+    let e = h.element().unwrap();
+    e.set_property(
+        "assignment",
+        "assignment, index=1, count=2, copy-only=false, epoch=4, switch-gop=3",
+    );
+    assert!(!e.property::<bool>("copy-only"));
+    for i in 50..200 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    let mut gops: Vec<(u64, bool, u64)> = drain(&mut h)
+        .iter()
+        .map(|(_, i, _)| (i.gop, i.redundant, i.epoch))
+        .collect();
+    gops.dedup();
+    assert_eq!(
+        gops,
+        vec![(1, true, 0), (3, false, 4), (5, false, 4), (7, false, 4)]
+    );
+    e.set_property("assignment", "assignment, copy-only=maybe");
+    assert!(
+        !e.property::<bool>("copy-only"),
+        "a bad value changes nothing"
+    );
+}
+
+#[test]
 fn reassignment_lands_on_the_switch_gop() {
     init();
     let mut h = harness(&[("slot-index", "0"), ("slot-count", "3")], "video/x-raw");

@@ -301,6 +301,10 @@ pub enum TaskRole {
     Active,
     /// Run and pre-roll the pipeline, encode nothing (ready to take over).
     Standby,
+    /// Encode the slot's GOPs from `switch_gop` on as redundant copies only: a backup that
+    /// owns no GOP (the merger uses a copy only where the primary is missing), given to
+    /// hosts of the lowest tier.
+    Copy,
 }
 
 /// One (stream, profile) slot given to a host.

@@ -186,9 +186,14 @@ fn parse_source(url: &str) -> Result<(String, u16)> {
 fn assignment_for(task: &Task) -> String {
     match task.role {
         TaskRole::Standby => "assignment, gops=(string)none".to_string(),
-        TaskRole::Active => format!(
-            "assignment, index=(uint){}, count=(uint){}, redundancy=(uint){}, epoch=(guint64){}, switch-gop=(gint64){}, gops=(string)\"\"",
-            task.slot_index, task.slot_count, task.redundancy, task.layout_epoch, task.switch_gop
+        TaskRole::Active | TaskRole::Copy => format!(
+            "assignment, index=(uint){}, count=(uint){}, redundancy=(uint){}, copy-only=(boolean){}, epoch=(guint64){}, switch-gop=(gint64){}, gops=(string)\"\"",
+            task.slot_index,
+            task.slot_count,
+            task.redundancy,
+            task.role == TaskRole::Copy,
+            task.layout_epoch,
+            task.switch_gop
         ),
     }
 }

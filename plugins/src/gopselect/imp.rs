@@ -20,6 +20,7 @@ const DEFAULT_GRID_ORIGIN: u64 = 0;
 const DEFAULT_SLOT_INDEX: u32 = 0;
 const DEFAULT_SLOT_COUNT: u32 = 1;
 const DEFAULT_REDUNDANCY: u32 = 0;
+const DEFAULT_COPY_ONLY: bool = false;
 const DEFAULT_EPOCH: u64 = 0;
 const DEFAULT_SWITCH_GOP: i64 = -1;
 const DEFAULT_MAX_REORDER: u32 = 16;
@@ -47,6 +48,8 @@ struct Assignment {
     slot_index: u32,
     slot_count: u32,
     redundancy: u32,
+    /// Keep the slot's GOPs only as redundant copies (a backup encoder).
+    copy_only: bool,
     /// Explicit set overriding the slots; `Some(empty)` drains (keeps nothing).
     gops: Option<GopSet>,
     epoch: u64,
@@ -59,6 +62,7 @@ impl Assignment {
                 index: self.slot_index,
                 count: self.slot_count,
                 redundancy: self.redundancy,
+                copy_only: self.copy_only,
             },
             Some(set) => Slots::Explicit(set.clone()),
         }
@@ -67,8 +71,11 @@ impl Assignment {
     fn describe(&self) -> String {
         match &self.gops {
             None => format!(
-                "index={},count={},redundancy={}",
-                self.slot_index, self.slot_count, self.redundancy
+                "index={},count={},redundancy={}{}",
+                self.slot_index,
+                self.slot_count,
+                self.redundancy,
+                if self.copy_only { ",copy-only" } else { "" }
             ),
             Some(_) => format!("gops={}", gops_text(&self.gops)),
         }
@@ -81,6 +88,7 @@ impl Default for Assignment {
             slot_index: DEFAULT_SLOT_INDEX,
             slot_count: DEFAULT_SLOT_COUNT,
             redundancy: DEFAULT_REDUNDANCY,
+            copy_only: DEFAULT_COPY_ONLY,
             gops: None,
             epoch: DEFAULT_EPOCH,
         }
@@ -594,7 +602,8 @@ impl GopSelect {
         };
         for (field, _) in st.iter() {
             match field.as_str() {
-                "index" | "count" | "redundancy" | "epoch" | "switch-gop" | "gops" => {}
+                "index" | "count" | "redundancy" | "copy-only" | "epoch" | "switch-gop"
+                | "gops" => {}
                 other => return Err(format!("unknown field '{other}'")),
             }
         }
@@ -609,6 +618,11 @@ impl GopSelect {
         }
         if let Some(v) = num("redundancy")? {
             a.redundancy = u32::try_from(v).map_err(|_| "redundancy out of range")?;
+        }
+        if st.has_field("copy-only") {
+            a.copy_only = st
+                .get::<bool>("copy-only")
+                .map_err(|_| "field 'copy-only' must be a boolean")?;
         }
         if let Some(v) = num("epoch")? {
             a.epoch = u64::try_from(v).map_err(|_| "epoch out of range")?;
@@ -713,6 +727,12 @@ impl ObjectImpl for GopSelect {
                     .default_value(DEFAULT_REDUNDANCY)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("copy-only")
+                    .nick("Copy only")
+                    .blurb("Keep the slot's GOPs (and, with redundancy, those of the slots before it) only as redundant copies: a backup encoder that owns no GOP")
+                    .default_value(DEFAULT_COPY_ONLY)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("gops")
                     .nick("GOP set")
                     .blurb("Explicit GOP indices to keep, e.g. \"0-9,12,20-\", or \"none\" to drain (overrides the slot properties when not empty)")
@@ -733,7 +753,7 @@ impl ObjectImpl for GopSelect {
                     .build(),
                 glib::ParamSpecString::builder("assignment")
                     .nick("Assignment")
-                    .blurb("Atomic assignment change: \"assignment, index=1, count=3, redundancy=0, epoch=7, switch-gop=12\" or with gops=\"...\"")
+                    .blurb("Atomic assignment change: \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"...\"")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("max-reorder")
@@ -763,6 +783,7 @@ impl ObjectImpl for GopSelect {
             "slot-index" => changed.slot_index = value.get().unwrap(),
             "slot-count" => changed.slot_count = value.get().unwrap(),
             "redundancy" => changed.redundancy = value.get().unwrap(),
+            "copy-only" => changed.copy_only = value.get().unwrap(),
             "epoch" => changed.epoch = value.get().unwrap(),
             "switch-gop" => {
                 // Moves the latest change, when it has not applied yet.
@@ -816,6 +837,7 @@ impl ObjectImpl for GopSelect {
             "slot-index" => settings.desired.slot_index.to_value(),
             "slot-count" => settings.desired.slot_count.to_value(),
             "redundancy" => settings.desired.redundancy.to_value(),
+            "copy-only" => settings.desired.copy_only.to_value(),
             "epoch" => settings.desired.epoch.to_value(),
             "switch-gop" => settings.switch_gop.to_value(),
             "gops" => gops_text(&settings.desired.gops).to_value(),
@@ -825,6 +847,7 @@ impl ObjectImpl for GopSelect {
                     .field("index", a.slot_index)
                     .field("count", a.slot_count)
                     .field("redundancy", a.redundancy)
+                    .field("copy-only", a.copy_only)
                     .field("epoch", a.epoch)
                     .field("switch-gop", settings.switch_gop)
                     .build();
@@ -854,7 +877,7 @@ impl ElementImpl for GopSelect {
                 "GOP selector",
                 "Filter/Video",
                 "Keeps the GOPs of a fixed GOP grid assigned to this swarm member (by slot or \
-                 explicit set, with redundancy) and marks each frame with its GOP and role; on \
+                 explicit set, with redundancy, or as a backup's copies) and marks each frame with its GOP and role; on \
                  parsed H.264/H.265 it selects before decoding and passes the needed pre-roll. \
                  Example: gopselect slot-index=1 slot-count=3 gop-duration=2000000000",
                 "gopswarm developers",

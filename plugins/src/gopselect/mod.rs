@@ -4,7 +4,10 @@
 //! common timeline (the stream running time, or the pipeline clock with `timeline=clock-time`).
 //! With `slot-count=n`, `slot-index=i` and `redundancy=r` this instance keeps `k mod n == i` as
 //! primary and the `r` slots before it as redundant copies, so every GOP is encoded `1 + r`
-//! times across the swarm. `gops="0-9,20-"` selects an explicit set instead.
+//! times across the swarm. With `copy-only=true` it keeps the same GOPs but all as redundant
+//! copies: a backup encoder for slot `i` that owns no GOP (the merger prefers any primary), so
+//! the swarm can give copies to its less stable hosts and losing one loses nothing.
+//! `gops="0-9,20-"` selects an explicit set instead.
 //!
 //! On raw video each kept frame carries a `GstGopSwarmFrameMeta` (GOP index, grid start, epoch,
 //! role) that `profileenc` and `partialpay` read. On parsed H.264/H.265 it selects before
