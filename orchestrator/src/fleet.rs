@@ -547,26 +547,31 @@ impl Controller {
                     })
             })
             .collect();
+        // Bronze hosts with room, in placement order; a bronze host holds one task, so each
+        // is used once. Collected once: a round scans the free hosts once, not per slot.
+        let mut spares: Vec<String> = self
+            .free_hosts()
+            .filter(|id| self.hosts[*id].tier == Some(Tier::Bronze))
+            .map(str::to_string)
+            .collect();
         for (stream, profile, e) in layouts {
             for slot in 0..e.hosts.len() as u32 {
+                if spares.is_empty() {
+                    return;
+                }
                 if covered.contains(&(stream.clone(), profile.clone(), slot)) {
                     continue;
                 }
-                let spare = self
-                    .free_hosts()
-                    .find(|id| {
-                        let h = &self.hosts[*id];
-                        h.tier == Some(Tier::Bronze)
-                            && !h
-                                .tasks
-                                .iter()
-                                .any(|t| t.stream == stream && t.profile == profile)
-                            && self.encoder_mismatch(id, &stream, &profile).is_none()
-                    })
-                    .map(str::to_string);
-                let Some(spare) = spare else {
+                let Some(i) = spares.iter().position(|id| {
+                    !self.hosts[id]
+                        .tasks
+                        .iter()
+                        .any(|t| t.stream == stream && t.profile == profile)
+                        && self.encoder_mismatch(id, &stream, &profile).is_none()
+                }) else {
                     break;
                 };
+                let spare = spares.remove(i);
                 tracing::info!("backup: {stream}/{profile} slot {slot} copied by {spare}");
                 let task = self.backup_task(&stream, &profile, &e, slot);
                 self.set_task(&spare, &stream, &profile, Some(task));

@@ -147,6 +147,20 @@ fn started(r: u32) -> (Controller, Instant) {
     (c, t0)
 }
 
+/// The holders of `started` report GOP 12, then b (slot 1) dies: epoch 2 from GOP 14.
+fn b_dies_at_gop_12(c: &mut Controller, t0: Instant) {
+    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
+        c.on_heartbeat(heartbeat(h, s, 12), t0);
+    }
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+}
+
 #[test]
 fn stream_start_prepares_then_commits_one_layout() {
     let (c, _) = started(1);
@@ -167,16 +181,7 @@ fn death_re_deals_slots_and_stale_death_is_ignored() {
     );
     assert!(c.take_out().is_empty());
     assert_eq!(c.stats.stale_deaths, 1);
-    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
-        c.on_heartbeat(heartbeat(h, s, 12), t0);
-    }
-    c.on_death(
-        Death {
-            host: "b".into(),
-            seq: 101,
-        },
-        t0,
-    );
+    b_dies_at_gop_12(&mut c, t0);
     let outs = c.take_out();
     let l = layouts(&outs);
     let e = l[0].history.last().unwrap();
@@ -441,16 +446,7 @@ fn a_layout_grows_by_several_hosts_in_one_epoch_or_by_those_ready_at_the_deadlin
     for (i, h) in ["e", "f"].iter().enumerate() {
         c.on_birth(birth(h, 200 + i as u64), t0);
     }
-    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
-        c.on_heartbeat(heartbeat(h, s, 12), t0);
-    }
-    c.on_death(
-        Death {
-            host: "b".into(),
-            seq: 101,
-        },
-        t0,
-    );
+    b_dies_at_gop_12(&mut c, t0);
     let _ = c.take_out();
     let hosts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     // Bad newcomers change nothing: a holder, a duplicate, an unknown host.
@@ -933,16 +929,7 @@ fn bronze_hosts_back_up_every_slot_and_follow_the_layout() {
     );
 
     // b (slot 1) dies: epoch 2 from GOP 14 over a and c.
-    for (h, s) in [("a", 100), ("b", 101), ("c", 102)] {
-        c.on_heartbeat(heartbeat(h, s, 12), t0);
-    }
-    c.on_death(
-        Death {
-            host: "b".into(),
-            seq: 101,
-        },
-        t0,
-    );
+    b_dies_at_gop_12(&mut c, t0);
     let _ = c.take_out();
     c.assign_backups();
     let outs = c.take_out();

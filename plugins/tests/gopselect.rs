@@ -96,24 +96,32 @@ fn raw_modulo_keeps_exactly_its_gops() {
     assert_eq!(stat(&h, "gops-kept"), 2);
 }
 
-#[test]
-fn redundancy_marks_copies() {
+/// Output buffers (as `drain` gives them) and each kept GOP with whether it is a copy.
+type GopRoles = (
+    Vec<(u64, FrameInfo, bool)>,
+    std::collections::BTreeMap<u64, bool>,
+);
+
+/// Six 1 s GOPs of raw keyframes through a gopselect with `props`.
+fn raw_gop_roles(props: &[(&str, &str)]) -> GopRoles {
     init();
-    let mut h = harness(
-        &[
-            ("slot-index", "0"),
-            ("slot-count", "3"),
-            ("redundancy", "1"),
-        ],
-        "video/x-raw",
-    );
+    let mut h = harness(props, "video/x-raw");
     raw(&mut h);
     for i in 0..150 {
         h.push(frame(i * FRAME, None, true)).unwrap();
     }
     let out = drain(&mut h);
-    let gops: std::collections::BTreeMap<u64, bool> =
-        out.iter().map(|(_, i, _)| (i.gop, i.redundant)).collect();
+    let gops = out.iter().map(|(_, i, _)| (i.gop, i.redundant)).collect();
+    (out, gops)
+}
+
+#[test]
+fn redundancy_marks_copies() {
+    let (_, gops) = raw_gop_roles(&[
+        ("slot-index", "0"),
+        ("slot-count", "3"),
+        ("redundancy", "1"),
+    ]);
     // Primary for k % 3 == 0, redundant copy of slot 2 (k % 3 == 2).
     assert_eq!(
         gops.into_iter().collect::<Vec<_>>(),
@@ -123,22 +131,11 @@ fn redundancy_marks_copies() {
 
 #[test]
 fn copy_only_keeps_its_slot_as_copies() {
-    init();
-    let mut h = harness(
-        &[
-            ("slot-index", "2"),
-            ("slot-count", "3"),
-            ("copy-only", "true"),
-        ],
-        "video/x-raw",
-    );
-    raw(&mut h);
-    for i in 0..150 {
-        h.push(frame(i * FRAME, None, true)).unwrap();
-    }
-    let out = drain(&mut h);
-    let gops: std::collections::BTreeMap<u64, bool> =
-        out.iter().map(|(_, i, _)| (i.gop, i.redundant)).collect();
+    let (out, gops) = raw_gop_roles(&[
+        ("slot-index", "2"),
+        ("slot-count", "3"),
+        ("copy-only", "true"),
+    ]);
     // Slot 2's GOPs (k % 3 == 2), every frame of them, each marked as a copy.
     assert_eq!(
         gops.into_iter().collect::<Vec<_>>(),
