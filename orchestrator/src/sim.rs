@@ -734,7 +734,8 @@ impl Simulation {
         let layout_signal = self.layout_signals(&signal);
         self.repair(&signal, &layout_signal, &mut planned);
         let unplaced = self.balance(&signal, &mut planned);
-        self.scale(&signal, &planned, unplaced, demand);
+        // Hosts for an announced event's layout boot before the layout grows into them.
+        self.scale(&layout_signal, &planned, unplaced, demand);
         self.retire_drained(&signal, &mut planned);
         self.pump();
 
@@ -794,7 +795,7 @@ impl Simulation {
             Policy::Reactive => now.to_vec(),
             Policy::Proactive => {
                 let last = self.total.load.len() - 1;
-                let pooled = self.pooled_per_viewer();
+                let per_viewer = self.event_per_viewer();
                 now.iter()
                     .enumerate()
                     .map(|(s, &cur)| {
@@ -813,14 +814,14 @@ impl Simulation {
                                 );
                                 if viewers > 0.0 && !own_learnt {
                                     // A stream's first event: its own forecaster has not
-                                    // learnt what a viewer costs yet, the swarm's has.
+                                    // learnt what a viewer costs yet, other events have.
                                     let background = f.forecast(
                                         h,
                                         &Exog {
                                             expected_viewers: 0.0,
                                         },
                                     );
-                                    own.max(background + pooled * viewers)
+                                    own.max(background + per_viewer * viewers)
                                 } else {
                                     own
                                 }
@@ -833,10 +834,20 @@ impl Simulation {
         }
     }
 
-    /// Load per announced viewer, as the forecaster of the total demand learnt it from every
-    /// event so far (a stream sees few events of its own).
-    fn pooled_per_viewer(&self) -> f64 {
-        self.total_forecaster.stats().per_viewer.max(0.0)
+    /// Load per announced viewer to plan an event for: the highest any stream's own events
+    /// taught its forecaster, or what the forecaster of the total demand learnt over all
+    /// events if that is higher (before any stream has seen an event of its own).
+    ///
+    /// An announced audience is an estimate: the same audience brings more load at one event
+    /// than at another. Planning an event for the dearest viewer seen costs some spare
+    /// capacity for an hour or two; planning it short overloads every host of a layout with
+    /// tens of slots at once.
+    fn event_per_viewer(&self) -> f64 {
+        let pooled = self.total_forecaster.stats().per_viewer.max(0.0);
+        self.forecasters
+            .iter()
+            .map(|f| f.stats().per_viewer)
+            .fold(pooled, f64::max)
     }
 
     /// The load each stream's layout is sized for: the planned load, and for the proactive
@@ -848,7 +859,7 @@ impl Simulation {
             Policy::Reactive => signal.to_vec(),
             Policy::Proactive => {
                 let last = self.total.load.len() - 1;
-                let pooled = self.pooled_per_viewer();
+                let per_viewer = self.event_per_viewer();
                 signal
                     .iter()
                     .enumerate()
@@ -866,7 +877,7 @@ impl Simulation {
                                 expected_viewers: 0.0,
                             },
                         );
-                        planned.max(background + pooled * announced)
+                        planned.max(background + per_viewer * announced)
                     })
                     .collect()
             }
@@ -891,15 +902,24 @@ impl Simulation {
         (online, booting, cap)
     }
 
-    /// The online host with the most planned headroom that can take `cost` more and holds
-    /// no slot of the stream; none if nobody has room.
-    fn target(&self, planned: &[f64], cost: f64, holders: &BTreeSet<String>) -> Option<usize> {
+    /// The online host with the most planned headroom that can take `cost` more, whose
+    /// capacity up to `move_above` holds at least `min_share`, and holds no slot of the
+    /// stream; none if nobody has room.
+    fn target(
+        &self,
+        planned: &[f64],
+        cost: f64,
+        min_share: f64,
+        holders: &BTreeSet<String>,
+    ) -> Option<usize> {
         self.controller
             .free_hosts()
             .filter_map(|id| {
                 let j = *self.index.get(id)?;
                 let h = &self.hosts[j];
-                (h.phase == HostPhase::Online && !holders.contains(id))
+                (h.phase == HostPhase::Online
+                    && !holders.contains(id)
+                    && self.cfg.move_above * h.capacity() >= min_share)
                     .then(|| (j, self.cfg.move_above * h.capacity() - planned[j]))
             })
             .filter(|(_, room)| *room >= cost)
@@ -944,12 +964,12 @@ impl Simulation {
             return false;
         }
         let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
-        let j = match self.target(planned, cost, holders) {
+        let j = match self.target(planned, cost, 0.0, holders) {
             Some(j) => j,
             // No host has room for the slot's predicted load, but this one is overloaded now:
             // a host where it fits now is better than staying (the reactive move).
             None if self.now_hosts[i] > self.hosts[i].capacity() => {
-                match self.target(&self.now_hosts, cost_now, holders) {
+                match self.target(&self.now_hosts, cost_now, 0.0, holders) {
                     Some(j) => j,
                     None => return false,
                 }
@@ -1202,9 +1222,12 @@ impl Simulation {
                 let cost = signal[s] / want as f64;
                 // The newcomer must have room for its share at the layout's sized load.
                 let sized_cost = layout_signal[s].max(signal[s]) / want as f64;
+                // Failing that, a host that is full now but big enough for that share: its
+                // other slots move off before the event (a small host would be overloaded by
+                // this slot alone, and a slot of a big layout seldom finds a moment to move).
                 let Some(j) = self
-                    .target(planned, sized_cost, &holders)
-                    .or_else(|| self.target(planned, cost, &holders))
+                    .target(planned, sized_cost, 0.0, &holders)
+                    .or_else(|| self.target(planned, cost, sized_cost, &holders))
                 else {
                     break;
                 };
@@ -1375,30 +1398,13 @@ mod tests {
             .collect();
         // The swarm's forecaster has seen two days with an event a day: 100 units of
         // background, 0.002 per announced viewer on top.
-        let mut total = Forecaster::new(ForecastConfig {
-            steps_per_day: 1440,
-            horizon: 10,
-            ..ForecastConfig::default()
-        });
-        for step in 0..2 * 1440 {
-            let viewers = if (600..700).contains(&(step % 1440)) {
-                10_000.0
-            } else {
-                0.0
-            };
-            total.observe(
-                100.0 + 0.002 * viewers,
-                &Exog {
-                    expected_viewers: viewers,
-                },
-            );
-        }
+        let total = taught(0.002, 2);
         let step = 100;
         for sim in &mut sims {
             sim.total_forecaster = total.clone();
             sim.step = step;
         }
-        let pooled = sims[1].pooled_per_viewer();
+        let pooled = sims[1].event_per_viewer();
         assert!(
             (pooled - 0.002).abs() < 0.0005,
             "learnt {pooled} per viewer"
@@ -1457,6 +1463,96 @@ mod tests {
         );
         assert!(b.points > 2000);
         assert!(b.improvement >= 0.2, "{:.3}", b.improvement);
+    }
+
+    /// A forecaster that has seen `days` of 100 units of background with an event a day of
+    /// 10,000 announced viewers at `per_viewer` each.
+    fn taught(per_viewer: f64, days: usize) -> Forecaster {
+        let mut f = Forecaster::new(ForecastConfig {
+            steps_per_day: 1440,
+            horizon: 10,
+            ..ForecastConfig::default()
+        });
+        for step in 0..days * 1440 {
+            let viewers = if (600..700).contains(&(step % 1440)) {
+                10_000.0
+            } else {
+                0.0
+            };
+            f.observe(
+                100.0 + per_viewer * viewers,
+                &Exog {
+                    expected_viewers: viewers,
+                },
+            );
+        }
+        f
+    }
+
+    #[test]
+    fn events_are_planned_at_the_dearest_viewer_any_event_showed() {
+        let mut sim = Simulation::new(small(), Policy::Proactive);
+        sim.total_forecaster = taught(0.001, 2);
+        let swarm = sim.event_per_viewer();
+        assert!((swarm - 0.001).abs() < 0.0003, "learnt {swarm} per viewer");
+        // One stream's own events cost three times as much per viewer: every stream's next
+        // event is planned at that.
+        sim.forecasters[3] = taught(0.003, 2);
+        let dearest = sim.event_per_viewer();
+        assert!((dearest - 0.003).abs() < 0.0005, "{dearest}");
+        sim.step = 100;
+        let s = (0..sim.per_stream.len())
+            .find(|&s| {
+                s != 3
+                    && sim.per_stream[s].expected_viewers[100..=100 + EVENT_LEAD_STEPS]
+                        .iter()
+                        .all(|&v| v == 0.0)
+            })
+            .expect("a stream without events in the next hour");
+        sim.per_stream[s].expected_viewers[130] = 10_000.0;
+        let now: Vec<f64> = sim.per_stream.iter().map(|t| t.load[100]).collect();
+        let signal = sim.signals(&now);
+        let sized = sim.layout_signals(&signal);
+        assert!(
+            sized[s] >= 10_000.0 * dearest,
+            "{} planned for 10,000 viewers at {dearest}",
+            sized[s]
+        );
+    }
+
+    #[test]
+    fn a_layout_grows_onto_hosts_big_enough_for_its_share() {
+        let mut sim = Simulation::new(small(), Policy::Proactive);
+        sim.start();
+        let by_capacity = |sim: &Simulation, cap: u32| {
+            (0..sim.hosts.len())
+                .find(|&i| {
+                    sim.hosts[i].phase == HostPhase::Pool
+                        && sim.hosts[i].sim.profile.capacity_slots == cap
+                })
+                .expect("a host of that size in the pool")
+        };
+        // The swarm starts on its biggest hosts; a laptop joins.
+        let laptop = by_capacity(&sim, 2);
+        sim.bring_online(laptop);
+        // Every host but the laptop is full up to a sliver; the laptop has the most room.
+        let mut planned = vec![0.0; sim.hosts.len()];
+        for (i, h) in sim.hosts.iter().enumerate() {
+            if i != laptop {
+                planned[i] = sim.cfg.move_above * h.capacity() - 0.05;
+            }
+        }
+        let none = BTreeSet::new();
+        assert_eq!(sim.target(&planned, 0.01, 0.0, &none), Some(laptop));
+        // A share of 3 units would overload the laptop alone: a host that holds it is picked,
+        // however full it is now.
+        let j = sim.target(&planned, 0.01, 3.0, &none).expect("a big host");
+        assert!(sim.cfg.move_above * sim.hosts[j].capacity() >= 3.0);
+        // Nobody is big enough: no target.
+        assert_eq!(sim.target(&planned, 0.01, 100.0, &none), None);
+        // Nor is there one for more than the sliver the big hosts have left.
+        let holders: BTreeSet<String> = [sim.hosts[laptop].id.clone()].into();
+        assert_eq!(sim.target(&planned, 0.1, 0.0, &holders), None);
     }
 
     #[test]
