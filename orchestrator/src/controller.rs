@@ -556,25 +556,65 @@ impl Controller {
         }
     }
 
-    /// Compatible, alive hosts with room, least loaded first (ties by id), excluding `busy`.
-    /// Up to `n` hosts with room for a slot of (stream, profile), in placement order, that
-    /// run the same encoder library as the profile's holders (or, for a new layout, as the
-    /// first host picked): GOPs of one profile must all come from one encoder version.
+    /// Up to `n` hosts for new slots of (stream, profile), in placement order, that run the
+    /// same encoder library as the profile's holders (or, for a new layout, as the first host
+    /// picked): GOPs of one profile must all come from one encoder version. The free hosts
+    /// come first; when they are too few, live bronze hosts in service that hold only backup
+    /// copies, whose backups are taken back. A backup gives way to a primary: a slot with no
+    /// host loses its GOPs for sure, a slot without a backup only if its primary fails.
     fn pick_hosts(
-        &self,
+        &mut self,
         stream: &str,
         profile: &str,
         n: usize,
         exclude: &BTreeSet<&str>,
     ) -> Vec<String> {
-        let mut want = self.holders_encoder(stream, profile);
+        let holders = self.holders_encoder(stream, profile);
+        let free = self
+            .free
+            .iter()
+            .map(|(_, _, id)| id.as_str())
+            .filter(|id| !exclude.contains(id));
+        let mut picked = self.on_one_encoder(stream, profile, n, holders.clone(), free);
+        if picked.len() < n {
+            let want =
+                holders.or_else(|| picked.first().map(|h| self.encoder_of(h, stream, profile)));
+            let backup_only = self
+                .hosts
+                .iter()
+                .filter(|(id, h)| {
+                    !h.tasks.is_empty()
+                        && h.tasks.iter().all(|t| t.role == TaskRole::Copy)
+                        && h.alive
+                        && !h.cordoned
+                        && h.incompatible.is_none()
+                        && !exclude.contains(id.as_str())
+                        && !picked.contains(id)
+                })
+                .map(|(id, _)| id.as_str());
+            let more = self.on_one_encoder(stream, profile, n - picked.len(), want, backup_only);
+            for host in more {
+                self.take_backups(&host, stream, profile);
+                picked.push(host);
+            }
+        }
+        picked
+    }
+
+    /// Up to `n` of `candidates` that run encoder `want` for the profile (`None`: the first
+    /// candidate's).
+    fn on_one_encoder<'a>(
+        &self,
+        stream: &str,
+        profile: &str,
+        n: usize,
+        mut want: Option<Option<String>>,
+        candidates: impl Iterator<Item = &'a str>,
+    ) -> Vec<String> {
         let mut picked = Vec::new();
-        for (_, _, id) in &self.free {
+        for id in candidates {
             if picked.len() >= n {
                 break;
-            }
-            if exclude.contains(id.as_str()) {
-                continue;
             }
             let theirs = self.encoder_of(id, stream, profile);
             match &want {
@@ -582,9 +622,27 @@ impl Controller {
                 Some(_) => {}
                 None => want = Some(theirs),
             }
-            picked.push(id.clone());
+            picked.push(id.to_string());
         }
         picked
+    }
+
+    /// Take back every backup copy `host` holds, so it can take a primary of
+    /// (stream, profile).
+    fn take_backups(&mut self, host: &str, stream: &str, profile: &str) {
+        let copies: Vec<(String, String)> = self.hosts[host]
+            .tasks
+            .iter()
+            .filter(|t| t.role == TaskRole::Copy)
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
+        for (s, p) in copies {
+            tracing::info!(
+                "backup: {s}/{p} on {host} gives way to a primary of {stream}/{profile}"
+            );
+            self.set_task(host, &s, &p, None);
+            self.stats.backups_taken += 1;
+        }
     }
 
     /// The codec of a profile: the first word of its spec (`h264, bitrate=...`).
@@ -1247,7 +1305,7 @@ impl Controller {
     /// tier, not a holder of `cur` already, the holders' encoder version), else the best free
     /// host that may.
     fn target_host(
-        &self,
+        &mut self,
         stream: &str,
         profile: &str,
         cur: &LayoutEpoch,

@@ -965,3 +965,74 @@ fn bronze_hosts_back_up_every_slot_and_follow_the_layout() {
     assert!(c.hosts["d"].tasks.is_empty());
     assert_eq!(c.stats.backups_taken, 3);
 }
+
+/// `started(0)` with e and f joined and d, e, f bronze, each backing up one slot: no host
+/// is free.
+fn every_slot_backed_up() -> (Controller, Instant) {
+    use gopswarm_orchestrator::score::Tier;
+    let (mut c, t0) = started(0);
+    for (i, h) in ["e", "f"].iter().enumerate() {
+        c.on_birth(birth(h, 110 + i as u64), t0);
+    }
+    for h in ["d", "e", "f"] {
+        c.hosts.get_mut(h).unwrap().tier = Some(Tier::Bronze);
+    }
+    c.assign_backups();
+    let _ = c.take_out();
+    assert_eq!(c.stats.backups_given, 3);
+    assert_eq!(
+        c.free_hosts().count(),
+        0,
+        "every host holds a slot or a backup"
+    );
+    (c, t0)
+}
+
+#[test]
+fn a_backup_gives_way_to_a_primary_that_finds_no_free_host() {
+    let (mut c, t0) = every_slot_backed_up();
+    // a's slot must move and no host is free: d's backup gives way.
+    let to = c
+        .start_handoff("cam1", "p360", "a", None, t0)
+        .expect("a backup host takes the slot");
+    assert_eq!(to, "d");
+    let outs = c.take_out();
+    let d = &c.hosts["d"].tasks;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].role, TaskRole::Standby, "d prepares as the primary");
+    let prepares: Vec<String> = commands(&outs)
+        .into_iter()
+        .filter(|(_, cmd)| matches!(cmd.kind, CommandKind::Prepare { .. }))
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(prepares, ["d"]);
+    let d_assignment = assignments(&outs)
+        .into_iter()
+        .find(|a| a.host == "d")
+        .expect("d's backup is taken back on the wire");
+    assert!(d_assignment.tasks.is_empty());
+    assert_eq!(c.stats.backups_taken, 1);
+    // e and f still back up slots 1 and 2.
+    for (h, slot) in [("e", 1), ("f", 2)] {
+        let t = &c.hosts[h].tasks;
+        assert_eq!(t.len(), 1);
+        assert_eq!((t[0].role, t[0].slot_index), (TaskRole::Copy, slot), "{h}");
+    }
+}
+
+#[test]
+fn only_live_backup_hosts_in_service_give_way() {
+    let (mut c, t0) = every_slot_backed_up();
+    c.hosts.get_mut("d").unwrap().cordoned = true;
+    c.hosts.get_mut("e").unwrap().alive = false;
+    assert_eq!(
+        c.start_handoff("cam1", "p360", "a", None, t0),
+        Ok("f".into())
+    );
+    assert_eq!(c.stats.backups_taken, 1);
+    assert_eq!(
+        c.hosts["d"].tasks[0].role,
+        TaskRole::Copy,
+        "cordoned d keeps its copy"
+    );
+}
