@@ -1303,7 +1303,8 @@ impl Controller {
 
     /// The host a new slot of (stream, profile) goes to: `to` if it may take it (room in its
     /// tier, not a holder of `cur` already, the holders' encoder version), else the best free
-    /// host that may.
+    /// host that may, else a backup-only bronze host whose backups it takes back (see
+    /// `pick_hosts`): call it only to place the slot.
     fn target_host(
         &mut self,
         stream: &str,

@@ -1524,16 +1524,13 @@ mod tests {
     fn a_layout_grows_onto_hosts_big_enough_for_its_share() {
         let mut sim = Simulation::new(small(), Policy::Proactive);
         sim.start();
-        let by_capacity = |sim: &Simulation, cap: u32| {
-            (0..sim.hosts.len())
-                .find(|&i| {
-                    sim.hosts[i].phase == HostPhase::Pool
-                        && sim.hosts[i].sim.profile.capacity_slots == cap
-                })
-                .expect("a host of that size in the pool")
-        };
         // The swarm starts on its biggest hosts; a laptop joins.
-        let laptop = by_capacity(&sim, 2);
+        let laptop = (0..sim.hosts.len())
+            .find(|&i| {
+                sim.hosts[i].phase == HostPhase::Pool
+                    && sim.hosts[i].sim.profile.capacity_slots == 2
+            })
+            .expect("a laptop in the pool");
         sim.bring_online(laptop);
         // Every host but the laptop is full up to a sliver; the laptop has the most room.
         let mut planned = vec![0.0; sim.hosts.len()];
