@@ -32,6 +32,12 @@ use std::time::{Duration, Instant};
 const SLOT_UNITS: f64 = 0.5;
 /// Slots of one stream at most.
 const MAX_SLOTS: usize = 64;
+/// Capacity units one slot of a layout sized for an announced event carries at most: half a
+/// desktop. With `MAX_SLOTS` alone an event of 250 units puts 4 on each slot, which only an
+/// empty server holds, and a swarm has few of those.
+const EVENT_SLOT_UNITS: f64 = 2.0;
+/// Slots of a layout sized for an announced event at most.
+const EVENT_MAX_SLOTS: usize = 256;
 /// Steps after a scale-up before a drain, and the window of demand a drain must stay
 /// under: noise and short dips do not undo what was just provisioned.
 const SCALE_DOWN_COOLDOWN: usize = 20;
@@ -190,10 +196,17 @@ struct Host {
     gops_sent: u64,
     failed_gops: u64,
     draining_since: usize,
+    /// When the scaler asked for it: a host that has not joined within
+    /// `PROVISION_TIMEOUT_BOOTS` boot times no longer counts as capacity on its way.
+    booting_since: usize,
     /// A drain that found no room for its slots is not tried again before this step; a
     /// deprovisioned host is not provisioned again before it either.
     no_drain_until: usize,
 }
+
+/// Boot times after which a provisioned host that has not joined is not counted on: the
+/// scaler asks for others (a machine that is down joins when it is back, if ever).
+const PROVISION_TIMEOUT_BOOTS: f64 = 2.0;
 
 /// Steps a draining host may take to hand its slots off before it is kept after all.
 const DRAIN_GIVE_UP_STEPS: usize = 5;
@@ -273,6 +286,9 @@ pub struct Simulation {
     now_hosts: Vec<f64>,
     /// Per step: whether an unannounced burst adds to the demand then.
     in_burst: Vec<bool>,
+    /// Per stream: the load one slot is planned to carry once the announced event its layout
+    /// is being sized for arrives (0 when none). Its hosts keep that room for it.
+    reserved: Vec<f64>,
 }
 
 impl Simulation {
@@ -330,6 +346,7 @@ impl Simulation {
                     gops_sent: 0,
                     failed_gops: 0,
                     draining_since: 0,
+                    booting_since: 0,
                     no_drain_until: 0,
                 }
             })
@@ -389,6 +406,7 @@ impl Simulation {
             now_stream: Vec::new(),
             now_hosts: Vec::new(),
             in_burst,
+            reserved: Vec::new(),
             cfg,
         }
     }
@@ -479,6 +497,28 @@ impl Simulation {
             }
         }
         loads
+    }
+
+    /// Load each host is planned to carry: its slots at the planned loads, and at least the
+    /// share of an announced event that their layouts are sized for.
+    fn planned_loads(&self, signal: &[f64]) -> Vec<f64> {
+        let gop = self.gop();
+        let mut loads = vec![0.0; self.hosts.len()];
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(rec) = self.controller.hosts.get(&h.id) {
+                for t in &rec.tasks {
+                    if t.role == TaskRole::Active && t.until_gop.is_none_or(|u| u >= gop) {
+                        loads[i] += self.slot_cost(stream_index(&t.stream), t.slot_count, signal);
+                    }
+                }
+            }
+        }
+        loads
+    }
+
+    /// Planned load of one of `slots` slots of stream `s`.
+    fn slot_cost(&self, s: usize, slots: u32, signal: &[f64]) -> f64 {
+        (signal[s] / slots.max(1) as f64).max(self.reserved.get(s).copied().unwrap_or(0.0))
     }
 
     fn heartbeat(&mut self, i: usize, load: f64) {
@@ -730,10 +770,22 @@ impl Simulation {
         self.now_hosts = self.host_loads(&per_stream_load);
         self.now_stream = per_stream_load.clone();
         let signal = self.signals(&per_stream_load);
-        let mut planned = self.host_loads(&signal);
         let layout_signal = self.layout_signals(&signal);
-        self.repair(&signal, &layout_signal, &mut planned);
-        let unplaced = self.balance(&signal, &mut planned);
+        // Hosts of a layout sized for an announced event keep room for their share of it.
+        self.reserved = layout_signal
+            .iter()
+            .zip(&signal)
+            .map(|(&sized, &planned)| {
+                if sized > planned {
+                    sized / Self::layout_slots(sized, planned) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut planned = self.planned_loads(&signal);
+        let unplaced_layouts = self.repair(&signal, &layout_signal, &mut planned);
+        let unplaced = self.balance(&signal, &mut planned) + unplaced_layouts;
         // Hosts for an announced event's layout boot before the layout grows into them.
         self.scale(&layout_signal, &planned, unplaced, demand);
         self.retire_drained(&signal, &mut planned);
@@ -884,6 +936,21 @@ impl Simulation {
         }
     }
 
+    /// Capacity of the hosts booting that the scaler still counts on.
+    fn capacity_on_its_way(&self) -> f64 {
+        let timeout = self.provision_timeout_steps();
+        self.hosts
+            .iter()
+            .filter(|h| h.phase == HostPhase::Booting && self.step <= h.booting_since + timeout)
+            .map(Host::capacity)
+            .sum()
+    }
+
+    fn provision_timeout_steps(&self) -> usize {
+        (PROVISION_TIMEOUT_BOOTS * self.cfg.boot_minutes * 60.0 / self.total.step_s as f64).ceil()
+            as usize
+    }
+
     fn capacity(&self) -> (usize, usize, f64) {
         let mut online = 0;
         let mut booting = 0;
@@ -943,7 +1010,7 @@ impl Simulation {
                     .map(|e| e.hosts.iter().cloned().collect())
                     .unwrap_or_default();
                 (
-                    signal[stream_index(&t.stream)] / t.slot_count.max(1) as f64,
+                    self.slot_cost(stream_index(&t.stream), t.slot_count, signal),
                     t.stream.clone(),
                     holders,
                 )
@@ -1037,12 +1104,7 @@ impl Simulation {
             self.recent_planned.pop_front();
         }
         let (_, _, online_cap) = self.capacity();
-        let booting_cap: f64 = self
-            .hosts
-            .iter()
-            .filter(|h| h.phase == HostPhase::Booting)
-            .map(Host::capacity)
-            .sum();
+        let booting_cap = self.capacity_on_its_way();
         let cap = online_cap + booting_cap;
         // Load that found no room waits for the hosts booting already.
         let unplaced = (unplaced - self.cfg.move_above * booting_cap).max(0.0);
@@ -1060,6 +1122,7 @@ impl Simulation {
                 if h.phase == HostPhase::Pool && !h.sim.state.left && self.step >= h.no_drain_until
                 {
                     h.phase = HostPhase::Booting;
+                    h.booting_since = self.step;
                     h.sim.state.online = false;
                     h.sim.state.minutes_until_connect =
                         h.sim.state.minutes_until_connect.max(self.cfg.boot_minutes);
@@ -1187,10 +1250,23 @@ impl Simulation {
         ((planned_load / SLOT_UNITS).ceil() as usize).clamp(2, MAX_SLOTS)
     }
 
+    /// Slots of a layout sized for `sized` while `planned` is planned now: an announced
+    /// event's layout (`sized` above `planned`) also takes enough slots for each to carry at
+    /// most `EVENT_SLOT_UNITS`, so that the hosts the scaler brings in can hold one.
+    fn layout_slots(sized: f64, planned: f64) -> usize {
+        let slots = Self::desired_slots(sized);
+        if sized > planned {
+            slots.max(((sized / EVENT_SLOT_UNITS).ceil() as usize).min(EVENT_MAX_SLOTS))
+        } else {
+            slots
+        }
+    }
+
     /// Layouts grow (a prepared host joins at a GOP boundary) when deaths shrank them or
     /// their planned load outgrew their slots: before an announced event for the proactive
     /// policy, as it arrives for the reactive one.
-    fn repair(&mut self, signal: &[f64], layout_signal: &[f64], planned: &mut [f64]) {
+    fn repair(&mut self, signal: &[f64], layout_signal: &[f64], planned: &mut [f64]) -> f64 {
+        let mut unplaced = 0.0;
         let now = self.now();
         let mut short: Vec<(usize, String, usize)> = self
             .controller
@@ -1200,7 +1276,7 @@ impl Simulation {
                 let p = &r.profiles["main"];
                 let e = p.history.last()?;
                 let s = stream_index(id);
-                let want = Self::desired_slots(layout_signal[s]);
+                let want = Self::layout_slots(layout_signal[s], signal[s]);
                 (p.op.is_none() && e.hosts.len() < want)
                     .then(|| (want - e.hosts.len(), id.clone(), want))
             })
@@ -1208,56 +1284,75 @@ impl Simulation {
         short.sort_by_key(|x| std::cmp::Reverse(x.0));
         let mut grown = 0;
         for (missing, stream, want) in short {
+            if grown >= self.cfg.max_moves_per_step {
+                return unplaced;
+            }
             let s = stream_index(&stream);
-            for _ in 0..missing {
-                if grown >= self.cfg.max_moves_per_step {
-                    return;
-                }
-                let holders: BTreeSet<String> = self.controller.streams[&stream].profiles["main"]
-                    .history
-                    .last()
-                    .map(|e| e.hosts.iter().cloned().collect())
-                    .unwrap_or_default();
-                // What each slot carries once the layout has grown to what it wants.
-                let cost = signal[s] / want as f64;
-                // The newcomer must have room for its share at the layout's sized load.
-                let sized_cost = layout_signal[s].max(signal[s]) / want as f64;
-                // Failing that, a host that is full now but big enough for that share: its
-                // other slots move off before the event (a small host would be overloaded by
-                // this slot alone, and a slot of a big layout seldom finds a moment to move).
+            let holders: BTreeSet<String> = self.controller.streams[&stream].profiles["main"]
+                .history
+                .last()
+                .map(|e| e.hosts.iter().cloned().collect())
+                .unwrap_or_default();
+            // What each slot carries once the layout has grown to what it wants.
+            let cost = signal[s] / want as f64;
+            // The newcomer must have room for its share at the layout's sized load.
+            let sized_cost = layout_signal[s].max(signal[s]) / want as f64;
+            // All the newcomers this step join in one switch (one epoch), as a big event's
+            // layout must grow by tens of slots before the event.
+            let mut taken = holders.clone();
+            let mut newcomers = Vec::new();
+            let mut trial = planned.to_vec();
+            while newcomers.len() < missing.min(self.cfg.max_moves_per_step - grown) {
+                // Failing room for the sized share, a host that is full now but big enough
+                // for it: its other slots move off before the event (a small host would be
+                // overloaded by this slot alone, and a slot of a big layout seldom finds a
+                // moment to move).
                 let Some(j) = self
-                    .target(planned, sized_cost, 0.0, &holders)
-                    .or_else(|| self.target(planned, cost, sized_cost, &holders))
+                    .target(&trial, sized_cost, 0.0, &taken)
+                    .or_else(|| self.target(&trial, cost, sized_cost, &taken))
                 else {
                     break;
                 };
-                let to = self.hosts[j].id.clone();
-                if self
-                    .controller
-                    .grow(&stream, "main", Some(&to), now)
-                    .is_err()
-                {
-                    break;
+                trial[j] += cost;
+                taken.insert(self.hosts[j].id.clone());
+                newcomers.push(j);
+            }
+            // An event's slots that found no host are capacity the scaler must bring in.
+            if layout_signal[s] > signal[s] {
+                unplaced += (missing - newcomers.len()) as f64 * sized_cost;
+            }
+            if newcomers.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = newcomers
+                .iter()
+                .map(|&j| self.hosts[j].id.clone())
+                .collect();
+            if self.controller.grow_by(&stream, "main", &ids, now).is_err() {
+                continue;
+            }
+            self.pump();
+            grown += newcomers.len();
+            if self.controller.busy(&stream, "main") {
+                continue; // not committed yet: the next step sees where it stands
+            }
+            // The holders' shares shrink as the newcomers take their part (planned and now).
+            let after = holders.len() + newcomers.len();
+            let before = signal[s] / holders.len().max(1) as f64;
+            let now_before = self.now_stream[s] / holders.len().max(1) as f64;
+            let now_after = self.now_stream[s] / after as f64;
+            for h in &holders {
+                if let Some(&k) = self.index.get(h) {
+                    planned[k] -= before - cost;
+                    self.now_hosts[k] -= now_before - now_after;
                 }
-                self.pump();
-                if self.controller.busy(&stream, "main") {
-                    break; // not committed yet: the next step goes on
-                }
-                grown += 1;
-                // The holders' shares shrink as the newcomer takes its part (planned and now).
-                let before = signal[s] / holders.len().max(1) as f64;
-                let now_before = self.now_stream[s] / holders.len().max(1) as f64;
-                let now_after = self.now_stream[s] / (holders.len() + 1) as f64;
-                for h in &holders {
-                    if let Some(&k) = self.index.get(h) {
-                        planned[k] -= before - cost;
-                        self.now_hosts[k] -= now_before - now_after;
-                    }
-                }
+            }
+            for &j in &newcomers {
                 planned[j] += cost;
                 self.now_hosts[j] += now_after;
             }
         }
+        unplaced
     }
 
     fn settle_outcomes(&mut self, demand: f64) {
@@ -1315,11 +1410,17 @@ pub struct Comparison {
     pub streams_worse_overload: usize,
 }
 
-pub fn compare(cfg: &SimConfig, mut progress: impl FnMut(Policy, usize, usize)) -> Comparison {
-    let reactive =
-        Simulation::new(cfg.clone(), Policy::Reactive).run(|s, n| progress(Policy::Reactive, s, n));
-    let proactive = Simulation::new(cfg.clone(), Policy::Proactive)
-        .run(|s, n| progress(Policy::Proactive, s, n));
+/// Runs both policies side by side, one thread each: they share nothing but the config.
+pub fn compare(cfg: &SimConfig, progress: impl Fn(Policy, usize, usize) + Sync) -> Comparison {
+    let run = |policy| Simulation::new(cfg.clone(), policy).run(|s, n| progress(policy, s, n));
+    let (reactive, proactive) = std::thread::scope(|scope| {
+        let reactive = scope.spawn(|| run(Policy::Reactive));
+        let proactive = run(Policy::Proactive);
+        (
+            reactive.join().expect("the reactive run panicked"),
+            proactive,
+        )
+    });
     let overload_cut = 1.0 - proactive.overload_seconds / reactive.overload_seconds.max(1e-9);
     let extra_host_hours = proactive.host_hours / reactive.host_hours.max(1e-9) - 1.0;
     let worse = |p: &BTreeMap<usize, f64>, r: &BTreeMap<usize, f64>| {
@@ -1429,6 +1530,7 @@ mod tests {
                 Policy::Proactive => {
                     assert!(sized[s] >= 39.0, "{} for the event", sized[s]);
                     assert_eq!(Simulation::desired_slots(sized[s]), MAX_SLOTS);
+                    assert_eq!(Simulation::layout_slots(sized[s], signal[s]), MAX_SLOTS);
                 }
                 // The reactive policy waits for the load itself.
                 Policy::Reactive => assert_eq!(sized, signal),
@@ -1550,6 +1652,137 @@ mod tests {
         // Nor is there one for more than the sliver the big hosts have left.
         let holders: BTreeSet<String> = [sim.hosts[laptop].id.clone()].into();
         assert_eq!(sim.target(&planned, 0.1, 0.0, &holders), None);
+    }
+
+    #[test]
+    fn an_event_layout_keeps_each_slot_within_half_a_desktop() {
+        // 266 units announced, 3 planned now: 133 slots of 2 units, not 64 of 4.2.
+        assert_eq!(Simulation::layout_slots(266.0, 3.0), 133);
+        // Small events and everyday load keep the everyday sizes.
+        assert_eq!(Simulation::layout_slots(20.0, 3.0), 40);
+        assert_eq!(Simulation::layout_slots(3.0, 3.0), 6);
+        // Once the event is here the layout is not sized up any further.
+        assert_eq!(Simulation::layout_slots(266.0, 266.0), MAX_SLOTS);
+        assert_eq!(Simulation::layout_slots(5_000.0, 3.0), EVENT_MAX_SLOTS);
+    }
+
+    /// A proactive swarm with every host online and its first layouts committed.
+    fn settled_swarm() -> Simulation {
+        let mut sim = Simulation::new(small(), Policy::Proactive);
+        sim.start();
+        for i in 0..sim.hosts.len() {
+            if sim.hosts[i].phase == HostPhase::Pool {
+                sim.bring_online(i);
+            }
+        }
+        for step in 0..3 {
+            sim.step = step;
+            sim.one_step();
+        }
+        sim
+    }
+
+    fn holders_of(sim: &Simulation, stream: &str) -> usize {
+        sim.controller
+            .hosts
+            .values()
+            .filter(|h| h.tasks.iter().any(|t| t.stream == stream))
+            .count()
+    }
+
+    #[test]
+    fn an_event_layout_grows_by_many_hosts_in_one_switch() {
+        let mut sim = settled_swarm();
+        let s = (0..sim.per_stream.len())
+            .find(|&s| !sim.controller.busy(&Simulation::stream_id(s), "main"))
+            .expect("an idle stream");
+        let id = Simulation::stream_id(s);
+        let before = holders_of(&sim, &id);
+        let signal = sim.now_stream.clone();
+        let mut sized = signal.clone();
+        // An event of 200 units announced: 100 slots of 2 units.
+        sized[s] = 200.0;
+        let want = Simulation::layout_slots(sized[s], signal[s]);
+        assert_eq!(want, 100);
+        let mut planned = sim.planned_loads(&signal);
+        let room = (0..sim.hosts.len())
+            .filter(|&j| {
+                sim.hosts[j].phase == HostPhase::Online
+                    && sim.cfg.move_above * sim.hosts[j].capacity() - planned[j] >= 2.0
+            })
+            .count();
+        assert!(room > 1, "{room} hosts with room for a slot");
+        let unplaced = sim.repair(&signal, &sized, &mut planned);
+        let after = holders_of(&sim, &id);
+        // Every host with room joins in this one step (the slots' holders were excluded).
+        assert!(after > before + 1, "{before} -> {after} holders");
+        let newcomers = after - before;
+        // What found no host is reported to the scaler, at the share it was sized for.
+        let missing = want.saturating_sub(before);
+        assert!(
+            (unplaced - (missing - newcomers) as f64 * 2.0).abs() < 1e-6,
+            "{unplaced} unplaced for {missing} missing, {newcomers} placed"
+        );
+    }
+
+    #[test]
+    fn hosts_of_an_event_layout_keep_room_for_its_share() {
+        let mut sim = settled_swarm();
+        let signal = sim.now_stream.clone();
+        let id = Simulation::stream_id(0);
+        let slots_of_stream_0 = |sim: &Simulation, i: usize| -> Vec<u32> {
+            sim.controller
+                .hosts
+                .get(&sim.hosts[i].id)
+                .map_or(Vec::new(), |h| {
+                    h.tasks
+                        .iter()
+                        .filter(|t| t.stream == id && t.role == TaskRole::Active)
+                        .map(|t| t.slot_count)
+                        .collect()
+                })
+        };
+        let plain = sim.planned_loads(&signal);
+        // An event sized at 3 units a slot is announced for stream 0.
+        sim.reserved = vec![0.0; sim.per_stream.len()];
+        sim.reserved[0] = 3.0;
+        let reserving = sim.planned_loads(&signal);
+        let mut holders = 0;
+        for i in 0..sim.hosts.len() {
+            let extra: f64 = slots_of_stream_0(&sim, i)
+                .iter()
+                .map(|&n| (3.0 - signal[0] / f64::from(n)).max(0.0))
+                .sum();
+            holders += usize::from(extra > 0.0);
+            assert!(
+                (reserving[i] - plain[i] - extra).abs() < 1e-9,
+                "host {i}: {} planned without the reservation, {} with it",
+                plain[i],
+                reserving[i]
+            );
+        }
+        assert!(
+            holders > 0,
+            "stream 0 has holders whose slots carry less than 3 now"
+        );
+    }
+
+    #[test]
+    fn a_provisioned_host_that_does_not_join_is_not_counted_on() {
+        let mut sim = Simulation::new(small(), Policy::Reactive);
+        sim.start();
+        let i = (0..sim.hosts.len())
+            .find(|&i| sim.hosts[i].phase == HostPhase::Pool)
+            .expect("a pool host");
+        sim.hosts[i].phase = HostPhase::Booting;
+        sim.hosts[i].booting_since = 100;
+        let cap = sim.hosts[i].capacity();
+        let timeout = sim.provision_timeout_steps();
+        assert_eq!(timeout, 10, "two boots of 5 minutes");
+        sim.step = 100 + timeout;
+        assert_eq!(sim.capacity_on_its_way(), cap);
+        sim.step += 1;
+        assert_eq!(sim.capacity_on_its_way(), 0.0);
     }
 
     #[test]
