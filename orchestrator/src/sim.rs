@@ -176,6 +176,14 @@ pub struct OverloadByCause {
     pub other: f64,
 }
 
+/// Slots of events' layouts that found no host this step: their load, and the largest share
+/// one of them carries (a host must hold that much within `move_above` of its capacity).
+#[derive(Debug, Clone, Copy, Default)]
+struct EventShortfall {
+    load: f64,
+    share: f64,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum HostPhase {
     Pool,
@@ -784,10 +792,10 @@ impl Simulation {
             })
             .collect();
         let mut planned = self.planned_loads(&signal);
-        let unplaced_layouts = self.repair(&signal, &layout_signal, &mut planned);
-        let unplaced = self.balance(&signal, &mut planned) + unplaced_layouts;
+        let event_shortfall = self.repair(&signal, &layout_signal, &mut planned);
+        let unplaced = self.balance(&signal, &mut planned);
         // Hosts for an announced event's layout boot before the layout grows into them.
-        self.scale(&layout_signal, &planned, unplaced, demand);
+        self.scale(&layout_signal, &planned, unplaced, event_shortfall, demand);
         self.retire_drained(&signal, &mut planned);
         self.pump();
 
@@ -905,7 +913,10 @@ impl Simulation {
     /// The load each stream's layout is sized for: the planned load, and for the proactive
     /// policy also the announced events up to `EVENT_LEAD_STEPS` ahead. A layout grows by one
     /// host per step or so, so a big event's layout must start growing long before the
-    /// event: its audience is announced, not a surprise.
+    /// event: its audience is announced, not a surprise. An event is sized at the dearest
+    /// viewer seen until it runs and its stream's forecaster has learnt what a viewer of it
+    /// costs; from then on at that (the scaler need not hold hosts for the dearest viewer
+    /// through an event that turned out cheaper).
     fn layout_signals(&self, signal: &[f64]) -> Vec<f64> {
         match self.policy {
             Policy::Reactive => signal.to_vec(),
@@ -923,12 +934,21 @@ impl Simulation {
                         if announced <= 0.0 {
                             return planned;
                         }
-                        let background = self.forecasters[s].forecast(
+                        let f = &self.forecasters[s];
+                        let background = f.forecast(
                             self.cfg.horizon,
                             &Exog {
                                 expected_viewers: 0.0,
                             },
                         );
+                        // An event under way that its stream's forecaster has learnt from,
+                        // with no bigger audience announced: the load per viewer it shows.
+                        let running = viewers[self.step.min(last)];
+                        let per_viewer = if running >= announced && f.stats().per_viewer > 0.0 {
+                            f.stats().per_viewer
+                        } else {
+                            per_viewer
+                        };
                         planned.max(background + per_viewer * announced)
                     })
                     .collect()
@@ -938,12 +958,14 @@ impl Simulation {
 
     /// Capacity of the hosts booting that the scaler still counts on.
     fn capacity_on_its_way(&self) -> f64 {
+        self.booting_counted_on().map(Host::capacity).sum()
+    }
+
+    fn booting_counted_on(&self) -> impl Iterator<Item = &Host> {
         let timeout = self.provision_timeout_steps();
-        self.hosts
-            .iter()
-            .filter(|h| h.phase == HostPhase::Booting && self.step <= h.booting_since + timeout)
-            .map(Host::capacity)
-            .sum()
+        self.hosts.iter().filter(move |h| {
+            h.phase == HostPhase::Booting && self.step <= h.booting_since + timeout
+        })
     }
 
     fn provision_timeout_steps(&self) -> usize {
@@ -1097,7 +1119,17 @@ impl Simulation {
 
     /// Provision when planned demand crosses `scale_up_above` of the capacity online and
     /// booting; drain hosts when it falls below `scale_down_below`.
-    fn scale(&mut self, signal: &[f64], host_planned: &[f64], unplaced: f64, demand_now: f64) {
+    ///
+    /// Slots of an event's layout that found no host call for hosts big enough for one of
+    /// them: those are provisioned first, and a smaller host is never provisioned for them.
+    fn scale(
+        &mut self,
+        signal: &[f64],
+        host_planned: &[f64],
+        unplaced: f64,
+        event: EventShortfall,
+        demand_now: f64,
+    ) {
         let planned: f64 = signal.iter().sum();
         self.recent_planned.push_back(planned);
         if self.recent_planned.len() > SCALE_DOWN_COOLDOWN {
@@ -1108,19 +1140,40 @@ impl Simulation {
         let cap = online_cap + booting_cap;
         // Load that found no room waits for the hosts booting already.
         let unplaced = (unplaced - self.cfg.move_above * booting_cap).max(0.0);
-        if planned > self.cfg.scale_up_above * cap || unplaced > 0.0 {
-            let need =
-                (planned / self.cfg.target_utilisation - cap).max(unplaced / self.cfg.move_above);
+        let move_above = self.cfg.move_above;
+        let big_enough = |h: &Host| event.load > 0.0 && move_above * h.capacity() >= event.share;
+        let big_booting: f64 = self
+            .booting_counted_on()
+            .filter(|h| big_enough(h))
+            .map(Host::capacity)
+            .sum();
+        let event_need = (event.load / move_above - big_booting).max(0.0);
+        if planned > self.cfg.scale_up_above * cap || unplaced > 0.0 || event_need > 0.0 {
+            let need = (planned / self.cfg.target_utilisation - cap).max(unplaced / move_above);
             let mut added = 0.0;
+            let mut added_big = 0.0;
             let mut n = 0;
-            for k in 0..self.pool_order.len() {
-                let i = self.pool_order[k];
-                if added >= need || n >= self.cfg.max_scale_per_step {
-                    break;
-                }
-                let h = &mut self.hosts[i];
-                if h.phase == HostPhase::Pool && !h.sim.state.left && self.step >= h.no_drain_until
-                {
+            for for_event in [true, false] {
+                for k in 0..self.pool_order.len() {
+                    let i = self.pool_order[k];
+                    let h = &self.hosts[i];
+                    if n >= self.cfg.max_scale_per_step
+                        || (for_event && added_big >= event_need)
+                        || (!for_event && added >= need)
+                    {
+                        break;
+                    }
+                    if h.phase != HostPhase::Pool
+                        || h.sim.state.left
+                        || self.step < h.no_drain_until
+                        || (for_event && !big_enough(h))
+                    {
+                        continue;
+                    }
+                    if big_enough(h) {
+                        added_big += h.capacity();
+                    }
+                    let h = &mut self.hosts[i];
                     h.phase = HostPhase::Booting;
                     h.booting_since = self.step;
                     h.sim.state.online = false;
@@ -1138,8 +1191,10 @@ impl Simulation {
                     kind: "provision".into(),
                     detail: format!(
                         "{n} hosts (+{added:.0} slots): planned demand {planned:.0} vs {:.2} x capacity {cap:.0}, \
-                         {unplaced:.1} slots of planned load with no room (demand now {demand_now:.0})",
-                        self.cfg.scale_up_above
+                         {unplaced:.1} slots of planned load with no room, {:.1} of events' layouts \
+                         (demand now {demand_now:.0})",
+                        self.cfg.scale_up_above,
+                        event.load
                     ),
                     outcome: None,
                 });
@@ -1265,8 +1320,13 @@ impl Simulation {
     /// Layouts grow (a prepared host joins at a GOP boundary) when deaths shrank them or
     /// their planned load outgrew their slots: before an announced event for the proactive
     /// policy, as it arrives for the reactive one.
-    fn repair(&mut self, signal: &[f64], layout_signal: &[f64], planned: &mut [f64]) -> f64 {
-        let mut unplaced = 0.0;
+    fn repair(
+        &mut self,
+        signal: &[f64],
+        layout_signal: &[f64],
+        planned: &mut [f64],
+    ) -> EventShortfall {
+        let mut unplaced = EventShortfall::default();
         let now = self.now();
         let mut short: Vec<(usize, String, usize)> = self
             .controller
@@ -1319,7 +1379,11 @@ impl Simulation {
             }
             // An event's slots that found no host are capacity the scaler must bring in.
             if layout_signal[s] > signal[s] {
-                unplaced += (missing - newcomers.len()) as f64 * sized_cost;
+                let left = missing - newcomers.len();
+                if left > 0 {
+                    unplaced.load += left as f64 * sized_cost;
+                    unplaced.share = unplaced.share.max(sized_cost);
+                }
             }
             if newcomers.is_empty() {
                 continue;
@@ -1712,7 +1776,7 @@ mod tests {
             })
             .count();
         assert!(room > 1, "{room} hosts with room for a slot");
-        let unplaced = sim.repair(&signal, &sized, &mut planned);
+        let shortfall = sim.repair(&signal, &sized, &mut planned);
         let after = holders_of(&sim, &id);
         // Every host with room joins in this one step (the slots' holders were excluded).
         assert!(after > before + 1, "{before} -> {after} holders");
@@ -1720,9 +1784,10 @@ mod tests {
         // What found no host is reported to the scaler, at the share it was sized for.
         let missing = want.saturating_sub(before);
         assert!(
-            (unplaced - (missing - newcomers) as f64 * 2.0).abs() < 1e-6,
-            "{unplaced} unplaced for {missing} missing, {newcomers} placed"
+            (shortfall.load - (missing - newcomers) as f64 * 2.0).abs() < 1e-6,
+            "{shortfall:?} for {missing} missing, {newcomers} placed"
         );
+        assert_eq!(shortfall.share, 2.0);
     }
 
     #[test]
@@ -1783,6 +1848,60 @@ mod tests {
         assert_eq!(sim.capacity_on_its_way(), cap);
         sim.step += 1;
         assert_eq!(sim.capacity_on_its_way(), 0.0);
+    }
+
+    #[test]
+    fn slots_of_an_event_that_found_no_host_provision_hosts_big_enough_for_one() {
+        let booting = |sim: &Simulation| -> Vec<usize> {
+            (0..sim.hosts.len())
+                .filter(|&i| sim.hosts[i].phase == HostPhase::Booting)
+                .collect()
+        };
+        let mut sim = Simulation::new(small(), Policy::Proactive);
+        sim.start();
+        sim.step = 100;
+        assert!(booting(&sim).is_empty());
+        let quiet = vec![0.0; sim.per_stream.len()];
+        let no_hosts_planned = vec![0.0; sim.hosts.len()];
+        // Nothing is planned: only the event's 8 units, in slots of 3, call for hosts.
+        let event = EventShortfall {
+            load: 8.0,
+            share: 3.0,
+        };
+        sim.scale(&quiet, &no_hosts_planned, 0.0, event, 0.0);
+        let new = booting(&sim);
+        assert!(!new.is_empty(), "hosts provisioned for the event");
+        let cap: f64 = new.iter().map(|&i| sim.hosts[i].capacity()).sum();
+        for &i in &new {
+            let h = &sim.hosts[i];
+            assert!(
+                sim.cfg.move_above * h.capacity() >= 3.0,
+                "{} ({} units) cannot hold a slot of 3",
+                h.id,
+                h.capacity()
+            );
+        }
+        let least = new
+            .iter()
+            .map(|&i| sim.hosts[i].capacity())
+            .fold(f64::MAX, f64::min);
+        assert!(
+            cap >= 8.0 / sim.cfg.move_above && cap - least < 8.0 / sim.cfg.move_above,
+            "{cap} units provisioned for 8 at 90 %"
+        );
+        // Booting, they count: the same shortfall provisions nothing more.
+        sim.scale(&quiet, &no_hosts_planned, 0.0, event, 0.0);
+        assert_eq!(booting(&sim), new);
+        // No host is big enough for slots of 100 units: none is provisioned for them.
+        let mut sim = Simulation::new(small(), Policy::Proactive);
+        sim.start();
+        sim.step = 100;
+        let too_big = EventShortfall {
+            load: 200.0,
+            share: 100.0,
+        };
+        sim.scale(&quiet, &no_hosts_planned, 0.0, too_big, 0.0);
+        assert!(booting(&sim).is_empty());
     }
 
     #[test]
