@@ -1687,6 +1687,43 @@ mod tests {
     }
 
     #[test]
+    fn a_running_event_its_stream_has_learnt_is_sized_at_its_own_cost() {
+        let mut sim = Simulation::new(small(), Policy::Proactive);
+        sim.step = 100;
+        let s = (0..sim.per_stream.len())
+            .find(|&s| {
+                sim.per_stream[s].expected_viewers[100..=100 + EVENT_LEAD_STEPS]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            })
+            .expect("a stream without events in the next hour");
+        // Another stream's events cost 0.003 per viewer; this stream's own cost 0.001.
+        let other = (s + 1) % sim.per_stream.len();
+        sim.forecasters[other] = taught(0.003, 2);
+        sim.forecasters[s] = taught(0.001, 2);
+        let dearest = sim.event_per_viewer();
+        // An event of 10,000 viewers runs now and for the next hour.
+        for v in &mut sim.per_stream[s].expected_viewers[100..=100 + EVENT_LEAD_STEPS] {
+            *v = 10_000.0;
+        }
+        let now: Vec<f64> = sim.per_stream.iter().map(|t| t.load[100]).collect();
+        let signal = vec![0.0; now.len()];
+        let own = sim.layout_signals(&signal)[s];
+        // About 100 of background and 10 of event, not the 30 the dearest viewer would cost.
+        assert!(
+            own > 105.0 && own < 100.0 + 10_000.0 * 0.002,
+            "{own} sized for a running event that costs 0.001 a viewer (dearest seen {dearest})"
+        );
+        // A bigger audience announced within the hour: the dearest viewer again.
+        sim.per_stream[s].expected_viewers[100 + EVENT_LEAD_STEPS] = 20_000.0;
+        let bigger = sim.layout_signals(&signal)[s];
+        assert!(
+            bigger >= 95.0 + 20_000.0 * dearest,
+            "{bigger} for 20,000 at {dearest}"
+        );
+    }
+
+    #[test]
     fn a_layout_grows_onto_hosts_big_enough_for_its_share() {
         let mut sim = Simulation::new(small(), Policy::Proactive);
         sim.start();
