@@ -492,31 +492,25 @@ impl Simulation {
 
     /// Load on each host now and per task cost, from the layouts in force.
     fn host_loads(&self, per_stream_load: &[f64]) -> Vec<f64> {
-        let gop = self.gop();
-        let mut loads = vec![0.0; self.hosts.len()];
-        for (i, h) in self.hosts.iter().enumerate() {
-            if let Some(rec) = self.controller.hosts.get(&h.id) {
-                for t in &rec.tasks {
-                    if t.role == TaskRole::Active && t.until_gop.is_none_or(|u| u >= gop) {
-                        let s = stream_index(&t.stream);
-                        loads[i] += per_stream_load[s] / t.slot_count.max(1) as f64;
-                    }
-                }
-            }
-        }
-        loads
+        self.loads_by(|s, slots| per_stream_load[s] / slots.max(1) as f64)
     }
 
     /// Load each host is planned to carry: its slots at the planned loads, and at least the
     /// share of an announced event that their layouts are sized for.
     fn planned_loads(&self, signal: &[f64]) -> Vec<f64> {
+        self.loads_by(|s, slots| self.slot_cost(s, slots, signal))
+    }
+
+    /// Per host, the sum of `cost(stream, slots of its layout)` over its active slots (those
+    /// handed off count up to their last GOP).
+    fn loads_by(&self, cost: impl Fn(usize, u32) -> f64) -> Vec<f64> {
         let gop = self.gop();
         let mut loads = vec![0.0; self.hosts.len()];
         for (i, h) in self.hosts.iter().enumerate() {
             if let Some(rec) = self.controller.hosts.get(&h.id) {
                 for t in &rec.tasks {
                     if t.role == TaskRole::Active && t.until_gop.is_none_or(|u| u >= gop) {
-                        loads[i] += self.slot_cost(stream_index(&t.stream), t.slot_count, signal);
+                        loads[i] += cost(stream_index(&t.stream), t.slot_count);
                     }
                 }
             }
@@ -1725,8 +1719,7 @@ mod tests {
 
     #[test]
     fn a_layout_grows_onto_hosts_big_enough_for_its_share() {
-        let mut sim = Simulation::new(small(), Policy::Proactive);
-        sim.start();
+        let mut sim = started(Policy::Proactive);
         // The swarm starts on its biggest hosts; a laptop joins.
         let laptop = (0..sim.hosts.len())
             .find(|&i| {
@@ -1767,10 +1760,16 @@ mod tests {
         assert_eq!(Simulation::layout_slots(5_000.0, 3.0), EVENT_MAX_SLOTS);
     }
 
+    /// A small swarm of `policy` with its first hosts online and its streams added.
+    fn started(policy: Policy) -> Simulation {
+        let mut sim = Simulation::new(small(), policy);
+        sim.start();
+        sim
+    }
+
     /// A proactive swarm with every host online and its first layouts committed.
     fn settled_swarm() -> Simulation {
-        let mut sim = Simulation::new(small(), Policy::Proactive);
-        sim.start();
+        let mut sim = started(Policy::Proactive);
         for i in 0..sim.hosts.len() {
             if sim.hosts[i].phase == HostPhase::Pool {
                 sim.bring_online(i);
@@ -1871,8 +1870,7 @@ mod tests {
 
     #[test]
     fn a_provisioned_host_that_does_not_join_is_not_counted_on() {
-        let mut sim = Simulation::new(small(), Policy::Reactive);
-        sim.start();
+        let mut sim = started(Policy::Reactive);
         let i = (0..sim.hosts.len())
             .find(|&i| sim.hosts[i].phase == HostPhase::Pool)
             .expect("a pool host");
@@ -1894,8 +1892,7 @@ mod tests {
                 .filter(|&i| sim.hosts[i].phase == HostPhase::Booting)
                 .collect()
         };
-        let mut sim = Simulation::new(small(), Policy::Proactive);
-        sim.start();
+        let mut sim = started(Policy::Proactive);
         sim.step = 100;
         assert!(booting(&sim).is_empty());
         let quiet = vec![0.0; sim.per_stream.len()];
@@ -1930,8 +1927,7 @@ mod tests {
         sim.scale(&quiet, &no_hosts_planned, 0.0, event, 0.0);
         assert_eq!(booting(&sim), new);
         // No host is big enough for slots of 100 units: none is provisioned for them.
-        let mut sim = Simulation::new(small(), Policy::Proactive);
-        sim.start();
+        let mut sim = started(Policy::Proactive);
         sim.step = 100;
         let too_big = EventShortfall {
             load: 200.0,
