@@ -630,19 +630,27 @@ impl Controller {
     /// Take back every backup copy `host` holds, so it can take a primary of
     /// (stream, profile).
     fn take_backups(&mut self, host: &str, stream: &str, profile: &str) {
+        for (s, p) in self.drop_backups(host) {
+            tracing::info!(
+                "backup: {s}/{p} on {host} gives way to a primary of {stream}/{profile}"
+            );
+        }
+    }
+
+    /// Drop every backup copy `host` holds (a backup holds nothing the output needs); the
+    /// (stream, profile) of each.
+    fn drop_backups(&mut self, host: &str) -> Vec<(String, String)> {
         let copies: Vec<(String, String)> = self.hosts[host]
             .tasks
             .iter()
             .filter(|t| t.role == TaskRole::Copy)
             .map(|t| (t.stream.clone(), t.profile.clone()))
             .collect();
-        for (s, p) in copies {
-            tracing::info!(
-                "backup: {s}/{p} on {host} gives way to a primary of {stream}/{profile}"
-            );
-            self.set_task(host, &s, &p, None);
+        for (s, p) in &copies {
+            self.set_task(host, s, p, None);
             self.stats.backups_taken += 1;
         }
+        copies
     }
 
     /// The codec of a profile: the first word of its spec (`h264, bitrate=...`).
@@ -1568,16 +1576,7 @@ impl Controller {
             return Ok(0);
         }
         // A backup holds nothing the output needs: it goes at once.
-        let copies: Vec<(String, String)> = h
-            .tasks
-            .iter()
-            .filter(|t| t.role == TaskRole::Copy)
-            .map(|t| (t.stream.clone(), t.profile.clone()))
-            .collect();
-        for (stream, profile) in copies {
-            self.set_task(host, &stream, &profile, None);
-            self.stats.backups_taken += 1;
-        }
+        self.drop_backups(host);
         let h = &self.hosts[host];
         let held: Vec<(String, String)> = h
             .tasks
