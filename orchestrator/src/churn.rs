@@ -139,6 +139,15 @@ impl HostState {
     }
 }
 
+/// A step's length in minutes: never negative, 0 for nonsense.
+fn step_minutes(dt_minutes: f64) -> f64 {
+    if dt_minutes.is_finite() {
+        dt_minutes.max(0.0)
+    } else {
+        0.0
+    }
+}
+
 /// A simulated host: its fixed profile and its changing state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimHost {
@@ -155,6 +164,29 @@ impl SimHost {
         }
     }
 
+    /// Chance that [`SimHost::step`] with these arguments has the host drop out (0 for a host
+    /// offline or gone): what the step's draw decides, for estimates without its luck.
+    pub fn drop_probability(
+        &self,
+        minute_of_day: usize,
+        load_fraction: f64,
+        dt_minutes: f64,
+    ) -> f64 {
+        if self.state.left || !self.state.online {
+            return 0.0;
+        }
+        let dt = step_minutes(dt_minutes);
+        let mut state = self.state.clone();
+        state.recent_disconnects *= (-dt / RECENT_DISCONNECT_MEMORY_MINUTES).exp();
+        disconnect_probability(
+            &self.profile,
+            &state,
+            minute_of_day,
+            clamp_fraction(load_fraction),
+            dt,
+        )
+    }
+
     /// Advances the host by `dt_minutes` starting at `minute_of_day` (swarm clock, 0..1440),
     /// with `load_fraction` of its slots busy (0..1). Cheap: a handful of `exp` calls and
     /// random draws, so the simulator can call it for every host at every step.
@@ -168,11 +200,7 @@ impl SimHost {
         load_fraction: f64,
         dt_minutes: f64,
     ) -> StepOutcome {
-        let dt = if dt_minutes.is_finite() {
-            dt_minutes.max(0.0)
-        } else {
-            0.0
-        };
+        let dt = step_minutes(dt_minutes);
         let load = clamp_fraction(load_fraction);
         let mut outcome = StepOutcome {
             event: StepEvent::None,
@@ -781,6 +809,38 @@ mod tests {
             (observed / expected - 1.0).abs() < 0.1,
             "{observed} vs {expected} per hour ({drops} drops)"
         );
+    }
+
+    #[test]
+    fn drop_probability_is_what_the_step_draws() {
+        let host = SimHost {
+            profile: HostProfile {
+                interface: NetInterface::Wifi,
+                ..ethernet_desktop()
+            },
+            state: HostState {
+                recent_disconnects: 2.0,
+                ..online_state()
+            },
+        };
+        let evening = 20 * 60;
+        let p = host.drop_probability(evening, 0.95, 30.0);
+        assert!(p > 0.05 && p < 0.9, "{p}");
+        let trials = 20_000;
+        let mut r = rng(9);
+        let drops = (0..trials)
+            .filter(|_| {
+                let mut h = host.clone();
+                h.step(&mut r, evening, 0.95, 30.0).event.is_disconnect()
+            })
+            .count();
+        let seen = drops as f64 / trials as f64;
+        let sd = (p * (1.0 - p) / trials as f64).sqrt();
+        assert!((seen - p).abs() < 4.0 * sd, "drew {seen}, expected {p}");
+        // Offline or gone: nothing to drop.
+        let mut offline = host.clone();
+        offline.state.online = false;
+        assert_eq!(offline.drop_probability(evening, 0.95, 30.0), 0.0);
     }
 
     #[test]

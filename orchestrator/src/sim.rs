@@ -44,6 +44,17 @@ const SCALE_DOWN_COOLDOWN: usize = 20;
 /// Steps ahead the proactive policy sizes layouts for announced events: a layout grows by
 /// about one host a step, and a big event's layout needs up to `MAX_SLOTS` of them.
 const EVENT_LEAD_STEPS: usize = 60;
+/// Share of the online capacity, riskiest hosts first, that the proactive policy keeps as
+/// the swarm's spare room: new slots go elsewhere while there is room, and slots they hold
+/// move to safer hosts. A swarm planned at 80 % utilisation has a fifth of its capacity
+/// idle anyway; idle on the hosts likeliest to drop out, that room costs no GOPs when they do.
+const RISKY_CAPACITY_SHARE: f64 = 0.1;
+/// Slots handed off risky hosts per step at most (they are not overloaded: no hurry).
+const MAX_SHEDS_PER_STEP: usize = 20;
+/// Hosts of the learned disconnect model's training history, and its days (other hosts than
+/// the swarm's: the model must predict hosts it has not met).
+const RISK_TRAINING_HOSTS: usize = 300;
+const RISK_TRAINING_DAYS: f64 = 3.0;
 /// GOP length of the simulated streams.
 const GOP_S: u64 = 2;
 /// Frames per second of the simulated sources.
@@ -150,6 +161,12 @@ pub struct SimResult {
     pub host_hours: f64,
     pub lost_gops_overload: f64,
     pub lost_gops_failure: f64,
+    /// What host failures cost on average given the swarm each step: per online host, its
+    /// chance of dropping out in the step times what its slots would lose. The same
+    /// quantity as `lost_gops_failure` without the luck of which hosts happened to drop
+    /// out, which on its own moves a policy's failure losses by several percent.
+    #[serde(default)]
+    pub expected_lost_gops_failure: f64,
     pub handoffs: u64,
     pub peer_swaps: u64,
     pub provisioned: u64,
@@ -297,6 +314,13 @@ pub struct Simulation {
     /// Per stream: the load one slot is planned to carry once the announced event its layout
     /// is being sized for arrives (0 when none). Its hosts keep that room for it.
     reserved: Vec<f64>,
+    /// Learned disconnect model (proactive policy only).
+    disconnect_model: Option<crate::learn::Model>,
+    /// Per host: among the riskiest online hosts that make up `RISKY_CAPACITY_SHARE` of the
+    /// capacity at the horizon (proactive policy; all false otherwise).
+    risky: Vec<bool>,
+    /// Per host: predicted chance of a disconnect within the model's interval, at the horizon.
+    risk: Vec<f64>,
 }
 
 impl Simulation {
@@ -376,6 +400,21 @@ impl Simulation {
         let forecasters = (0..per_stream.len())
             .map(|_| Forecaster::new(fc.clone()))
             .collect();
+        let disconnect_model = match policy {
+            Policy::Reactive => None,
+            Policy::Proactive => {
+                let history = crate::churn::history(
+                    cfg.seed ^ 0x0d15_c0ed,
+                    RISK_TRAINING_HOSTS,
+                    RISK_TRAINING_DAYS,
+                    crate::learn::COMPARE_INTERVAL_MINUTES,
+                );
+                crate::learn::train(&history)
+                    .inspect_err(|e| tracing::warn!("sim: no disconnect model: {e:#}"))
+                    .ok()
+            }
+        };
+        let host_count = hosts.len();
         Simulation {
             policy,
             total,
@@ -396,6 +435,7 @@ impl Simulation {
                 host_hours: 0.0,
                 lost_gops_overload: 0.0,
                 lost_gops_failure: 0.0,
+                expected_lost_gops_failure: 0.0,
                 handoffs: 0,
                 peer_swaps: 0,
                 provisioned: 0,
@@ -415,6 +455,9 @@ impl Simulation {
             now_hosts: Vec::new(),
             in_burst,
             reserved: Vec::new(),
+            disconnect_model,
+            risky: vec![false; host_count],
+            risk: vec![0.0; host_count],
             cfg,
         }
     }
@@ -672,6 +715,7 @@ impl Simulation {
         let mut overloaded = 0;
         let mut lost_overload = 0.0;
         let mut lost_failure = 0.0;
+        let mut expected_lost_failure = 0.0;
         let gops_per_step = self.total.step_s as f64 / GOP_S as f64;
         for (i, &load_i) in loads.iter().enumerate() {
             let phase = self.hosts[i].phase;
@@ -706,6 +750,17 @@ impl Simulation {
             let h = &mut self.hosts[i];
             let load_fraction = (load_i / h.capacity()).min(1.0);
             let before = h.phase;
+            if matches!(before, HostPhase::Online | HostPhase::Draining) && self.cfg.churn {
+                let p = h.sim.drop_probability(minute_of_day, load_fraction, dt_min);
+                if let Some(rec) = self.controller.hosts.get(&h.id) {
+                    expected_lost_failure += p * rec
+                        .tasks
+                        .iter()
+                        .filter(|t| t.role == TaskRole::Active)
+                        .map(|t| gops_lost_on_death(t.slot_count))
+                        .sum::<f64>();
+                }
+            }
             let mut out = h.sim.step(&mut h.rng, minute_of_day, load_fraction, dt_min);
             if !self.cfg.churn && out.event.is_disconnect() {
                 h.sim.state.online = true;
@@ -728,8 +783,7 @@ impl Simulation {
                         // up to the re-deal's switch GOP.
                         if let Some(rec) = self.controller.hosts.get(&h.id) {
                             for t in rec.tasks.iter().filter(|t| t.role == TaskRole::Active) {
-                                let n = t.slot_count.max(1) as f64;
-                                let lost = 1.0 + (2.0 / n).ceil();
+                                let lost = gops_lost_on_death(t.slot_count);
                                 lost_failure += lost;
                                 if warm {
                                     *self
@@ -785,9 +839,11 @@ impl Simulation {
                 }
             })
             .collect();
+        self.assess_risk(minute_of_day);
         let mut planned = self.planned_loads(&signal);
         let event_shortfall = self.repair(&signal, &layout_signal, &mut planned);
         let unplaced = self.balance(&signal, &mut planned);
+        self.shed_risky(&signal, &mut planned);
         // Hosts for an announced event's layout boot before the layout grows into them.
         self.scale(&layout_signal, &planned, unplaced, event_shortfall, demand);
         self.retire_drained(&signal, &mut planned);
@@ -817,6 +873,7 @@ impl Simulation {
             self.result.host_hours += (online + booting) as f64 * self.total.step_s as f64 / 3600.0;
             self.result.lost_gops_overload += lost_overload;
             self.result.lost_gops_failure += lost_failure;
+            self.result.expected_lost_gops_failure += expected_lost_failure;
         }
         self.result.steps.push(StepRecord {
             step,
@@ -987,7 +1044,7 @@ impl Simulation {
 
     /// The online host with the most planned headroom that can take `cost` more, whose
     /// capacity up to `move_above` holds at least `min_share`, and holds no slot of the
-    /// stream; none if nobody has room.
+    /// stream; none if nobody has room. A risky host only when no other has room.
     fn target(
         &self,
         planned: &[f64],
@@ -1004,6 +1061,93 @@ impl Simulation {
                     && !holders.contains(id)
                     && self.cfg.move_above * h.capacity() >= min_share)
                     .then(|| (j, self.cfg.move_above * h.capacity() - planned[j]))
+            })
+            .filter(|(_, room)| *room >= cost)
+            // Risky hosts are the swarm's spare room (all false for the reactive policy).
+            .max_by(|a, b| {
+                (!self.risky[a.0])
+                    .cmp(&!self.risky[b.0])
+                    .then(a.1.total_cmp(&b.1))
+            })
+            .map(|(j, _)| j)
+    }
+
+    /// Proactive policy: predict each online host's chance of dropping out at the horizon
+    /// (learned model, from what the controller knows of the host, the clock and its load)
+    /// and mark the riskiest ones that make up `RISKY_CAPACITY_SHARE` of the capacity.
+    fn assess_risk(&mut self, minute_of_day: usize) {
+        let Some(model) = &self.disconnect_model else {
+            return;
+        };
+        let minute = (minute_of_day + self.cfg.horizon * self.total.step_s as usize / 60) % 1440;
+        let home = self.controller.cfg.home_region.clone();
+        let mut online = Vec::new();
+        let mut capacity = 0.0;
+        for (i, h) in self.hosts.iter().enumerate() {
+            self.risky[i] = false;
+            self.risk[i] = 0.0;
+            let Some(rec) = self.controller.hosts.get(&h.id) else {
+                continue;
+            };
+            if h.phase != HostPhase::Online {
+                continue;
+            }
+            let inputs = crate::fleet::stability_inputs(rec, home.as_deref());
+            let load_fraction = (self.now_hosts[i] / h.capacity()).clamp(0.0, 1.0);
+            self.risk[i] = model.disconnect_probability(&inputs, minute, load_fraction);
+            online.push(i);
+            capacity += h.capacity();
+        }
+        online.sort_by(|&a, &b| self.risk[b].total_cmp(&self.risk[a]));
+        let mut marked = 0.0;
+        for i in online {
+            if marked + self.hosts[i].capacity() > RISKY_CAPACITY_SHARE * capacity {
+                break;
+            }
+            marked += self.hosts[i].capacity();
+            self.risky[i] = true;
+        }
+    }
+
+    /// Proactive policy: hand slots off the risky hosts, riskiest first, to safer hosts
+    /// with room for them below the target utilisation (the safer hosts must not run hot:
+    /// a full host drops out more).
+    fn shed_risky(&mut self, signal: &[f64], planned: &mut [f64]) {
+        let mut risky: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.risky[i]).collect();
+        risky.sort_by(|&a, &b| self.risk[b].total_cmp(&self.risk[a]));
+        let mut moves = 0;
+        for i in risky {
+            let mut slots = self.slots_of(i, signal);
+            // A death costs each slot its GOPs, whatever it carries: the small slots go first
+            // (the most slots for the room they take).
+            slots.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (cost, stream, holders) in slots {
+                if moves >= MAX_SHEDS_PER_STEP {
+                    return;
+                }
+                if self.controller.busy(&stream, "main") {
+                    continue;
+                }
+                let Some(j) = self.safe_target(planned, cost, &holders) else {
+                    continue;
+                };
+                if self.hand_off(i, j, cost, &stream, &holders, planned) {
+                    moves += 1;
+                }
+            }
+        }
+    }
+
+    /// The safe (not risky) online host with the most planned room that stays within the
+    /// target utilisation with `cost` more, holding no slot of the stream.
+    fn safe_target(&self, planned: &[f64], cost: f64, holders: &BTreeSet<String>) -> Option<usize> {
+        self.controller
+            .free_hosts()
+            .filter_map(|id| {
+                let j = *self.index.get(id)?;
+                let h = &self.hosts[j];
+                (h.phase == HostPhase::Online && !self.risky[j] && !holders.contains(id))
+                    .then(|| (j, self.cfg.target_utilisation * h.capacity() - planned[j]))
             })
             .filter(|(_, room)| *room >= cost)
             .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -1059,6 +1203,21 @@ impl Simulation {
             }
             None => return false,
         };
+        self.hand_off(i, j, cost, stream, holders, planned)
+    }
+
+    /// Hand one slot of `stream` from host `i` to host `j`; the planned and current loads
+    /// follow.
+    fn hand_off(
+        &mut self,
+        i: usize,
+        j: usize,
+        cost: f64,
+        stream: &str,
+        holders: &BTreeSet<String>,
+        planned: &mut [f64],
+    ) -> bool {
+        let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
         let (from, to) = (self.hosts[i].id.clone(), self.hosts[j].id.clone());
         let now = self.now();
         if self
@@ -1447,6 +1606,12 @@ impl Simulation {
     }
 }
 
+/// GOPs a slot of a layout of `slots` loses when its host dies (no redundancy): the GOP in
+/// its encoder and its share of those up to the re-deal's switch GOP.
+fn gops_lost_on_death(slots: u32) -> f64 {
+    1.0 + (2.0 / slots.max(1) as f64).ceil()
+}
+
 fn stream_index(id: &str) -> usize {
     id.trim_start_matches('s').parse().unwrap_or(0)
 }
@@ -1546,6 +1711,14 @@ mod tests {
             (sum - r.overload_seconds).abs() < 1e-6,
             "{by:?} vs {}",
             r.overload_seconds
+        );
+        // The failure losses the hosts' hazards predict are what their deaths cost, give or
+        // take the luck of a day.
+        let (seen, expected) = (r.lost_gops_failure, r.expected_lost_gops_failure);
+        assert!(expected > 0.0 && seen > 0.0);
+        assert!(
+            seen > 0.5 * expected && seen < 2.0 * expected,
+            "{seen} GOPs lost to deaths, {expected} expected"
         );
     }
 
@@ -1866,6 +2039,115 @@ mod tests {
             holders > 0,
             "stream 0 has holders whose slots carry less than 3 now"
         );
+    }
+
+    /// Active slots of host `i` that it keeps (not handed off).
+    fn kept_slots(sim: &Simulation, i: usize) -> Vec<String> {
+        sim.controller.hosts[&sim.hosts[i].id]
+            .tasks
+            .iter()
+            .filter(|t| t.role == TaskRole::Active && t.until_gop.is_none())
+            .map(|t| t.stream.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_riskiest_hosts_make_up_a_tenth_of_the_capacity() {
+        let sim = settled_swarm();
+        assert!(
+            sim.disconnect_model.is_some(),
+            "the proactive policy learnt a model"
+        );
+        let online: Vec<usize> = (0..sim.hosts.len())
+            .filter(|&i| sim.hosts[i].phase == HostPhase::Online)
+            .collect();
+        let capacity: f64 = online.iter().map(|&i| sim.hosts[i].capacity()).sum();
+        let risky: Vec<usize> = online.iter().copied().filter(|&i| sim.risky[i]).collect();
+        let risky_capacity: f64 = risky.iter().map(|&i| sim.hosts[i].capacity()).sum();
+        assert!(!risky.is_empty());
+        assert!(
+            risky_capacity <= RISKY_CAPACITY_SHARE * capacity,
+            "{risky_capacity} of {capacity}"
+        );
+        let least_risky_marked = risky.iter().map(|&i| sim.risk[i]).fold(1.0, f64::min);
+        for &i in online.iter().filter(|&&i| !sim.risky[i]) {
+            assert!(
+                sim.risk[i] <= least_risky_marked,
+                "host {i} is riskier yet not marked"
+            );
+        }
+        // The reactive policy knows nothing of it.
+        let mut reactive = started(Policy::Reactive);
+        reactive.one_step();
+        assert!(reactive.risky.iter().all(|&r| !r));
+    }
+
+    #[test]
+    fn a_risky_host_hands_its_slots_to_safer_hosts_with_room() {
+        let mut sim = settled_swarm();
+        let signal = sim.now_stream.clone();
+        let i = (0..sim.hosts.len())
+            .max_by_key(|&i| kept_slots(&sim, i).len())
+            .unwrap();
+        let held = kept_slots(&sim, i);
+        assert!(held.len() >= 2, "host {i} holds {held:?}");
+        // Nobody marked: nothing moves.
+        sim.risky = vec![false; sim.hosts.len()];
+        let mut planned = sim.planned_loads(&signal);
+        sim.shed_risky(&signal, &mut planned);
+        assert_eq!(kept_slots(&sim, i), held);
+        // Marked: its slots go to hosts that stay within the target utilisation.
+        let holders_before: Vec<Vec<String>> =
+            (0..sim.hosts.len()).map(|j| kept_slots(&sim, j)).collect();
+        sim.risky[i] = true;
+        sim.risk[i] = 0.5;
+        let mut planned = sim.planned_loads(&signal);
+        sim.shed_risky(&signal, &mut planned);
+        let kept = kept_slots(&sim, i);
+        assert!(kept.len() < held.len(), "host {i} kept {kept:?}");
+        let after = sim.planned_loads(&signal);
+        for stream in held.iter().filter(|s| !kept.contains(s)) {
+            let j = (0..sim.hosts.len())
+                .find(|&j| {
+                    kept_slots(&sim, j).contains(stream) && !holders_before[j].contains(stream)
+                })
+                .expect("a new holder");
+            assert!(!sim.risky[j]);
+            assert!(
+                after[j] <= sim.cfg.target_utilisation * sim.hosts[j].capacity() + 1e-9,
+                "host {j} planned at {} of {}",
+                after[j],
+                sim.hosts[j].capacity()
+            );
+        }
+    }
+
+    #[test]
+    fn new_slots_go_to_a_risky_host_only_when_no_other_has_room() {
+        let mut sim = settled_swarm();
+        let free: Vec<usize> = sim
+            .controller
+            .free_hosts()
+            .map(|id| sim.index[id])
+            .filter(|&j| sim.hosts[j].phase == HostPhase::Online)
+            .collect();
+        let (risky, safe) = (free[0], free[1]);
+        // Every host full but two: a risky one with 2 units of room, a safe one with 1.
+        let mut planned: Vec<f64> = sim
+            .hosts
+            .iter()
+            .map(|h| sim.cfg.move_above * h.capacity())
+            .collect();
+        planned[risky] -= 2.0;
+        planned[safe] -= 1.0;
+        sim.risky = vec![false; sim.hosts.len()];
+        sim.risky[risky] = true;
+        let none = BTreeSet::new();
+        assert_eq!(sim.target(&planned, 0.5, 0.0, &none), Some(safe));
+        assert_eq!(sim.target(&planned, 1.5, 0.0, &none), Some(risky));
+        // Unmarked, the host with the most room wins.
+        sim.risky[risky] = false;
+        assert_eq!(sim.target(&planned, 0.5, 0.0, &none), Some(risky));
     }
 
     #[test]

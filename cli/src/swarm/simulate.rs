@@ -108,11 +108,12 @@ pub fn report(c: &Comparison) -> String {
     let mut s = String::new();
     let row = |name: &str, r: &SimResult| {
         format!(
-            "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {:.1}% |\n",
+            "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.1}% |\n",
             r.overload_seconds,
             r.host_hours,
             r.lost_gops_overload,
             r.lost_gops_failure,
+            r.expected_lost_gops_failure,
             r.handoffs,
             r.peer_swaps,
             r.provisioned,
@@ -133,7 +134,7 @@ pub fn report(c: &Comparison) -> String {
         cfg.horizon,
         cfg.boot_minutes
     );
-    s.push_str("| policy | overload-seconds | host-hours | GOPs lost to overload | GOPs lost to host failures | handoffs | peer swaps | provisioned | deprovisioned | demand signal MAPE at horizon |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| policy | overload-seconds | host-hours | GOPs lost to overload | GOPs lost to host failures | expected from the hosts' hazards | handoffs | peer swaps | provisioned | deprovisioned | demand signal MAPE at horizon |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     s.push_str(&row("reactive", &c.reactive));
     s.push_str(&row("proactive", &c.proactive));
     let _ = writeln!(
