@@ -148,6 +148,11 @@ fn step_minutes(dt_minutes: f64) -> f64 {
     }
 }
 
+/// `recent` disconnects after `dt` minutes of fading memory.
+fn faded(recent: f64, dt: f64) -> f64 {
+    recent * (-dt / RECENT_DISCONNECT_MEMORY_MINUTES).exp()
+}
+
 /// A simulated host: its fixed profile and its changing state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimHost {
@@ -176,8 +181,10 @@ impl SimHost {
             return 0.0;
         }
         let dt = step_minutes(dt_minutes);
-        let mut state = self.state.clone();
-        state.recent_disconnects *= (-dt / RECENT_DISCONNECT_MEMORY_MINUTES).exp();
+        let state = HostState {
+            recent_disconnects: faded(self.state.recent_disconnects, dt),
+            ..self.state.clone()
+        };
         disconnect_probability(
             &self.profile,
             &state,
@@ -210,7 +217,7 @@ impl SimHost {
         if self.state.left {
             return outcome;
         }
-        self.state.recent_disconnects *= (-dt / RECENT_DISCONNECT_MEMORY_MINUTES).exp();
+        self.state.recent_disconnects = faded(self.state.recent_disconnects, dt);
         if !self.state.online {
             self.state.minutes_until_connect -= dt;
             if self.state.minutes_until_connect <= 0.0 {

@@ -1052,18 +1052,32 @@ impl Simulation {
         min_share: f64,
         holders: &BTreeSet<String>,
     ) -> Option<usize> {
+        self.roomiest_host(planned, cost, holders, self.cfg.move_above, |j| {
+            self.cfg.move_above * self.hosts[j].capacity() >= min_share
+        })
+    }
+
+    /// The online free host, `admit`ted and holding no slot of the stream, with the most
+    /// planned room below `ceiling` of its capacity, that room at least `cost`; safe hosts
+    /// before risky ones (all are safe for the reactive policy).
+    fn roomiest_host(
+        &self,
+        planned: &[f64],
+        cost: f64,
+        holders: &BTreeSet<String>,
+        ceiling: f64,
+        admit: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         self.controller
             .free_hosts()
             .filter_map(|id| {
                 let j = *self.index.get(id)?;
                 let h = &self.hosts[j];
-                (h.phase == HostPhase::Online
-                    && !holders.contains(id)
-                    && self.cfg.move_above * h.capacity() >= min_share)
-                    .then(|| (j, self.cfg.move_above * h.capacity() - planned[j]))
+                (h.phase == HostPhase::Online && !holders.contains(id) && admit(j))
+                    .then(|| (j, ceiling * h.capacity() - planned[j]))
             })
             .filter(|(_, room)| *room >= cost)
-            // Risky hosts are the swarm's spare room (all false for the reactive policy).
+            // Risky hosts are the swarm's spare room.
             .max_by(|a, b| {
                 (!self.risky[a.0])
                     .cmp(&!self.risky[b.0])
@@ -1141,17 +1155,9 @@ impl Simulation {
     /// The safe (not risky) online host with the most planned room that stays within the
     /// target utilisation with `cost` more, holding no slot of the stream.
     fn safe_target(&self, planned: &[f64], cost: f64, holders: &BTreeSet<String>) -> Option<usize> {
-        self.controller
-            .free_hosts()
-            .filter_map(|id| {
-                let j = *self.index.get(id)?;
-                let h = &self.hosts[j];
-                (h.phase == HostPhase::Online && !self.risky[j] && !holders.contains(id))
-                    .then(|| (j, self.cfg.target_utilisation * h.capacity() - planned[j]))
-            })
-            .filter(|(_, room)| *room >= cost)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(j, _)| j)
+        self.roomiest_host(planned, cost, holders, self.cfg.target_utilisation, |j| {
+            !self.risky[j]
+        })
     }
 
     /// Active slots of a host: (planned cost, stream, holders of its layout).
@@ -1190,12 +1196,12 @@ impl Simulation {
         if self.controller.busy(stream, "main") {
             return false;
         }
-        let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
         let j = match self.target(planned, cost, 0.0, holders) {
             Some(j) => j,
             // No host has room for the slot's predicted load, but this one is overloaded now:
             // a host where it fits now is better than staying (the reactive move).
             None if self.now_hosts[i] > self.hosts[i].capacity() => {
+                let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
                 match self.target(&self.now_hosts, cost_now, 0.0, holders) {
                     Some(j) => j,
                     None => return false,
