@@ -20,7 +20,8 @@
 //! * hosts outside the home region live in other time zones, which the orchestrator does not
 //!   know, so their evening does not line up with the swarm's clock.
 //!
-//! All randomness comes from the caller's RNG, so a seeded RNG gives a reproducible run.
+//! All randomness comes from the caller's RNG (and its [`Fate`] draws, where it passes
+//! them), so a seeded RNG gives a reproducible run.
 
 use crate::score::{DeviceClass, NetInterface, StabilityInputs};
 use rand::{Rng, SeedableRng};
@@ -153,6 +154,31 @@ fn faded(recent: f64, dt: f64) -> f64 {
     recent * (-dt / RECENT_DISCONNECT_MEMORY_MINUTES).exp()
 }
 
+/// The uniform draws, each in [0, 1), that decide a host's churn for one step: whether it
+/// drops out (`drop` below its chance of dropping), when in the step (`moment`), whether it
+/// leaves for good (`leave`) and how long it stays away (`downtime`, through the inverse
+/// of the downtime distribution).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fate {
+    pub drop: f64,
+    pub moment: f64,
+    pub leave: f64,
+    pub downtime: f64,
+}
+
+impl Fate {
+    /// Always four draws, whatever the host does, so a host's fate stream stays in step
+    /// across runs.
+    pub fn draw<R: Rng + ?Sized>(rng: &mut R) -> Fate {
+        Fate {
+            drop: rng.random(),
+            moment: rng.random(),
+            leave: rng.random(),
+            downtime: rng.random(),
+        }
+    }
+}
+
 /// A simulated host: its fixed profile and its changing state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimHost {
@@ -207,6 +233,33 @@ impl SimHost {
         load_fraction: f64,
         dt_minutes: f64,
     ) -> StepOutcome {
+        self.advance(rng, None, minute_of_day, load_fraction, dt_minutes)
+    }
+
+    /// [`SimHost::step`] with whether, when and for how long the host drops out decided by
+    /// `fate` instead of `rng`. Two runs that give a host the same fates each step see it
+    /// drop out at the same moments wherever their hazards agree (common random numbers):
+    /// what differs between them is then what their policies did, not which hosts happened
+    /// to die. `rng` still draws everything else (GOP failures, join benchmarks).
+    pub fn step_with_fate<R: Rng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        fate: &Fate,
+        minute_of_day: usize,
+        load_fraction: f64,
+        dt_minutes: f64,
+    ) -> StepOutcome {
+        self.advance(rng, Some(fate), minute_of_day, load_fraction, dt_minutes)
+    }
+
+    fn advance<R: Rng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        fate: Option<&Fate>,
+        minute_of_day: usize,
+        load_fraction: f64,
+        dt_minutes: f64,
+    ) -> StepOutcome {
         let dt = step_minutes(dt_minutes);
         let load = clamp_fraction(load_fraction);
         let mut outcome = StepOutcome {
@@ -234,9 +287,16 @@ impl SimHost {
         }
 
         let p_drop = disconnect_probability(&self.profile, &self.state, minute_of_day, load, dt);
-        let drops = rng.random_bool(p_drop);
+        let drops = match fate {
+            Some(f) => f.drop < p_drop,
+            None => rng.random_bool(p_drop),
+        };
         // A host that drops out was online for a random part of the step.
-        let online_minutes = if drops { dt * rng.random::<f64>() } else { dt };
+        let online_minutes = if drops {
+            dt * fate.map_or_else(|| rng.random::<f64>(), |f| f.moment)
+        } else {
+            dt
+        };
         self.state.online_hours += online_minutes / 60.0;
         let (encoded, failed) = encode_gops(rng, &self.profile, load, online_minutes);
         self.state.gops_encoded += encoded;
@@ -247,12 +307,20 @@ impl SimHost {
             self.state.online = false;
             self.state.disconnects += 1;
             self.state.recent_disconnects += 1.0;
-            if rng.random_bool(leave_probability(&self.profile)) {
+            let p_leave = leave_probability(&self.profile);
+            let leaves = match fate {
+                Some(f) => f.leave < p_leave,
+                None => rng.random_bool(p_leave),
+            };
+            if leaves {
                 self.state.left = true;
                 outcome.event = StepEvent::Left;
             } else {
-                self.state.minutes_until_connect =
-                    exponential(rng, mean_downtime_minutes(self.profile.device_class));
+                let mean = mean_downtime_minutes(self.profile.device_class);
+                self.state.minutes_until_connect = match fate {
+                    Some(f) => exponential_at(f.downtime, mean),
+                    None => exponential(rng, mean),
+                };
                 outcome.event = StepEvent::Disconnected;
             }
         }
@@ -615,7 +683,12 @@ fn standard_normal<R: Rng + ?Sized>(rng: &mut R) -> f64 {
 }
 
 fn exponential<R: Rng + ?Sized>(rng: &mut R, mean: f64) -> f64 {
-    -mean * (1.0 - rng.random::<f64>()).ln()
+    exponential_at(rng.random::<f64>(), mean)
+}
+
+/// The exponential draw with this mean for a uniform `u` in [0, 1).
+fn exponential_at(u: f64, mean: f64) -> f64 {
+    -mean * (1.0 - u).ln()
 }
 
 /// A binomial draw: exact for few trials, Poisson for rare events, normal otherwise. Exact
@@ -848,6 +921,65 @@ mod tests {
         let mut offline = host.clone();
         offline.state.online = false;
         assert_eq!(offline.drop_probability(evening, 0.95, 30.0), 0.0);
+    }
+
+    #[test]
+    fn the_same_fates_drop_a_host_at_the_same_steps_whatever_else_it_draws() {
+        let frail_wifi = SimHost {
+            profile: HostProfile {
+                device_class: DeviceClass::Laptop,
+                interface: NetInterface::Wifi,
+                frailty: 4.0,
+                ..ethernet_desktop()
+            },
+            state: HostState::joining_in(0.0),
+        };
+        // Two runs of one host with different RNGs for everything but churn.
+        let run = |seed: u64, with_fate: bool| {
+            let mut host = frail_wifi.clone();
+            let mut r = rng(seed);
+            let mut fates = rng(99);
+            let mut events = Vec::new();
+            for step in 0..3 * MINUTES_PER_DAY {
+                let fate = Fate::draw(&mut fates);
+                let outcome = if with_fate {
+                    host.step_with_fate(&mut r, &fate, step % MINUTES_PER_DAY, 0.95, 1.0)
+                } else {
+                    host.step(&mut r, step % MINUTES_PER_DAY, 0.95, 1.0)
+                };
+                if outcome.event != StepEvent::None {
+                    events.push((step, outcome.event));
+                }
+            }
+            (events, host.state.gops_encoded)
+        };
+        let (a, a_gops) = run(1, true);
+        let (b, b_gops) = run(2, true);
+        assert!(a.len() >= 6, "a frail laptop drops and comes back: {a:?}");
+        assert_eq!(a, b, "same fates, same drops, returns and leave");
+        assert_ne!(a_gops, b_gops, "the other draws still differ");
+        // Without fates the drops follow the RNG and differ.
+        assert_ne!(run(1, false).0, run(2, false).0);
+
+        // A fate's draws map onto the step's chances: a drop below the chance drops.
+        let mut host = frail_wifi.clone();
+        host.state = online_state();
+        let p = host.drop_probability(20 * 60, 0.95, 30.0);
+        let fate = |drop: f64| Fate {
+            drop,
+            moment: 0.5,
+            leave: 1.0 - 1e-12,
+            downtime: 0.5,
+        };
+        let mut below = host.clone();
+        let out = below.step_with_fate(&mut rng(1), &fate(0.999 * p), 20 * 60, 0.95, 30.0);
+        assert_eq!(out.event, StepEvent::Disconnected);
+        assert!((below.state.online_hours - host.state.online_hours - 0.25).abs() < 1e-9);
+        let mean = mean_downtime_minutes(DeviceClass::Laptop);
+        assert!((below.state.minutes_until_connect - mean * 2f64.ln()).abs() < 1e-9);
+        let mut above = host.clone();
+        let out = above.step_with_fate(&mut rng(1), &fate(1.001 * p), 20 * 60, 0.95, 30.0);
+        assert_eq!(out.event, StepEvent::None);
     }
 
     #[test]
