@@ -55,6 +55,9 @@ const EVENT_LEAD_STEPS: usize = 60;
 const RISKY_CAPACITY_SHARE: f64 = 0.1;
 /// Slots handed off risky hosts per step at most (they are not overloaded: no hurry).
 const MAX_SHEDS_PER_STEP: usize = 20;
+/// Demand above this multiple of what the forecast said for now is a surprise: the plan missed
+/// it, and the proactive policy moves slots on the load now as well (the reactive move).
+const SURPRISE_ABOVE: f64 = 1.03;
 /// Hosts of the learned disconnect model's training history, and its days (other hosts than
 /// the swarm's: the model must predict hosts it has not met).
 const RISK_TRAINING_HOSTS: usize = 300;
@@ -304,7 +307,7 @@ pub struct Simulation {
     total_forecaster: Forecaster,
     t0: Instant,
     step: usize,
-    /// Signal for the total demand, by target step (for the record).
+    /// Signal for the total demand, by target step (for the record, and to tell a surprise).
     signal_for: BTreeMap<usize, f64>,
     result: SimResult,
     /// Scale-ups waiting for their outcome: (decided at, demand expected at horizon).
@@ -1212,11 +1215,15 @@ impl Simulation {
         if self.controller.busy(stream, "main") {
             return false;
         }
+        let cap = self.hosts[i].capacity();
         let j = match self.target(planned, cost, 0.0, holders) {
             Some(j) => j,
-            // No host has room for the slot's predicted load, but this one is overloaded now:
-            // a host where it fits now is better than staying (the reactive move).
-            None if self.now_hosts[i] > self.hosts[i].capacity() => {
+            // No host has room for the slot's predicted load, but this one is overloaded now,
+            // or above the move threshold in a surprise the plan missed: a host where it fits
+            // now (room kept for an event included) is better than staying (the reactive move).
+            None if self.now_hosts[i] > cap
+                || (self.surprised() && self.now_hosts[i] > self.cfg.move_above * cap) =>
+            {
                 let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
                 match self.target(&self.now_hosts, cost_now, 0.0, holders) {
                     Some(j) => j,
@@ -1226,6 +1233,17 @@ impl Simulation {
             None => return false,
         };
         self.hand_off(i, j, cost, stream, holders, planned)
+    }
+
+    /// Proactive policy: demand now is above `SURPRISE_ABOVE` times the forecast made for it a
+    /// horizon ago (a burst nobody announced). The plan's room is gone then: hosts above the
+    /// move threshold shed slots on their load now, onto room kept for announced events if
+    /// nowhere else, until the hosts booting for the surprise arrive.
+    fn surprised(&self) -> bool {
+        self.policy == Policy::Proactive
+            && self.signal_for.get(&self.step).is_some_and(|&predicted| {
+                self.total.load[self.step] > SURPRISE_ABOVE * predicted.max(0.0)
+            })
     }
 
     /// Hand one slot of `stream` from host `i` to host `j`; the planned and current loads
@@ -2172,6 +2190,55 @@ mod tests {
         // Unmarked, the host with the most room wins.
         sim.risky[risky] = false;
         assert_eq!(sim.target(&planned, 0.5, 0.0, &none), Some(risky));
+    }
+
+    #[test]
+    fn in_a_surprise_a_host_above_the_move_threshold_sheds_on_the_load_now() {
+        for policy in [Policy::Proactive, Policy::Reactive] {
+            let mut sim = settled_swarm();
+            sim.policy = policy;
+            sim.risky = vec![false; sim.hosts.len()];
+            let signal = sim.now_stream.clone();
+            let i = (0..sim.hosts.len())
+                .max_by_key(|&i| kept_slots(&sim, i).len())
+                .unwrap();
+            let (cost, stream, holders) = sim.slots_of(i, &signal).remove(0);
+            let spare = sim
+                .controller
+                .free_hosts()
+                .map(|id| sim.index[id])
+                .find(|&j| {
+                    j != i
+                        && sim.hosts[j].phase == HostPhase::Online
+                        && !holders.contains(&sim.hosts[j].id)
+                        && sim.cfg.move_above * sim.hosts[j].capacity() >= 2.0 * cost
+                })
+                .expect("a host that could take the slot");
+            // Nobody has planned room; host i runs above the move threshold now, not above
+            // its capacity; the spare's room now is kept for an event in the plan.
+            let mut planned: Vec<f64> = sim
+                .hosts
+                .iter()
+                .map(|h| sim.cfg.move_above * h.capacity())
+                .collect();
+            sim.now_hosts = planned.clone();
+            sim.now_hosts[i] = 0.95 * sim.hosts[i].capacity();
+            sim.now_hosts[spare] = 0.0;
+            let demand = sim.total.load[sim.step];
+            // As forecast: the slot stays.
+            sim.signal_for.insert(sim.step, demand);
+            assert!(!sim.surprised());
+            assert!(!sim.move_slot(i, cost, &stream, &holders, &mut planned));
+            // 10 % above the forecast: the proactive policy moves it where it fits now.
+            sim.signal_for.insert(sim.step, demand / 1.1);
+            assert_eq!(sim.surprised(), policy == Policy::Proactive);
+            let moved = sim.move_slot(i, cost, &stream, &holders, &mut planned);
+            assert_eq!(moved, policy == Policy::Proactive, "{policy:?}");
+            if moved {
+                assert!(!kept_slots(&sim, i).contains(&stream));
+                assert!(kept_slots(&sim, spare).contains(&stream));
+            }
+        }
     }
 
     #[test]
