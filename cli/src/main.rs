@@ -178,6 +178,10 @@ enum Command {
         /// No host drops out (only the demand moves)
         #[arg(long)]
         no_churn: bool,
+        /// Also run the reactive policy a second time with the streams' first layouts dealt in
+        /// another order, to show how far per-stream losses move on where slots land alone
+        #[arg(long)]
+        placement_noise: bool,
         /// Output directory: report.md, comparison.json, demand.svg, hosts.svg, overload.svg
         #[arg(long, default_value = "out/sim")]
         out: PathBuf,
@@ -817,6 +821,7 @@ fn main() -> Result<()> {
             horizon,
             boot_minutes,
             no_churn,
+            placement_noise,
             out,
         } => {
             let defaults = gopswarm_orchestrator::sim::SimConfig::default();
@@ -836,7 +841,7 @@ fn main() -> Result<()> {
                 churn: !no_churn,
                 ..defaults
             };
-            let c = gopswarm::swarm::simulate::run(cfg, &out)?;
+            let c = gopswarm::swarm::simulate::run(cfg, placement_noise, &out)?;
             print!("{}", gopswarm::swarm::simulate::report(&c));
             println!("report, plots and JSON in {}", out.display());
         }

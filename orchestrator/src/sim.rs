@@ -23,6 +23,7 @@ use crate::forecast::{Exog, ForecastConfig, Forecaster};
 use crate::traces::{self, Trace, TraceConfig};
 use gopswarm_proto::*;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,6 +107,11 @@ pub struct SimConfig {
     pub score_every: usize,
     /// Hosts drop out, come back and leave (off: only the demand moves).
     pub churn: bool,
+    /// Order in which the streams' first layouts are dealt: 0 by stream id, else shuffled
+    /// with this seed. Two runs of one policy that differ only here differ only in where
+    /// the slots happened to land; how far their per-stream losses part is the yardstick
+    /// for the policies' per-stream differences.
+    pub placement_salt: u64,
 }
 
 impl Default for SimConfig {
@@ -130,6 +136,7 @@ impl Default for SimConfig {
             max_scale_per_step: 40,
             score_every: 10,
             churn: true,
+            placement_salt: 0,
         }
     }
 }
@@ -658,7 +665,11 @@ impl Simulation {
             cap += self.hosts[i].capacity();
         }
         let now = self.now();
-        for s in 0..self.per_stream.len() {
+        let mut order: Vec<usize> = (0..self.per_stream.len()).collect();
+        if self.cfg.placement_salt != 0 {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.cfg.placement_salt));
+        }
+        for s in order {
             let def = StreamDef {
                 id: Self::stream_id(s),
                 source: format!("gdp+tcp://127.0.0.1:{}", 20000 + s),
@@ -1671,31 +1682,97 @@ pub struct Comparison {
     /// Streams where it lost more GOPs to overload.
     #[serde(default)]
     pub streams_worse_overload: usize,
+    /// GOPs the proactive policy lost beyond the reactive one, summed over the streams where
+    /// it lost more (in all, and to overload).
+    #[serde(default)]
+    pub gops_worse: f64,
+    #[serde(default)]
+    pub gops_worse_overload: f64,
+    /// The reactive policy against itself with its slots dealt in another order.
+    #[serde(default)]
+    pub placement_noise: Option<PlacementNoise>,
+}
+
+/// A second reactive run that differs from the first only in the order the streams' first
+/// layouts were dealt (same demand, same host fates), compared with the first stream by
+/// stream. No policy is at work in the difference: it is what per-stream losses move by on
+/// where the slots land, the floor under any per-stream comparison of two policies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlacementNoise {
+    pub placement_salt: u64,
+    pub overload_seconds: f64,
+    pub host_hours: f64,
+    pub lost_gops_overload: f64,
+    pub lost_gops_failure: f64,
+    /// Streams where the second run lost more GOPs than the first, in all and to overload.
+    pub streams_worse: usize,
+    pub streams_worse_overload: usize,
+    /// GOPs it lost beyond the first, summed over those streams.
+    pub gops_worse: f64,
+    pub gops_worse_overload: f64,
+}
+
+/// Placement salt of the reactive twin.
+const TWIN_SALT: u64 = 0x7e1a_5a17;
+
+/// (streams, GOPs summed over them) where `a` lost more than `b`.
+fn worse_than(a: &BTreeMap<usize, f64>, b: &BTreeMap<usize, f64>) -> (usize, f64) {
+    a.iter()
+        .map(|(s, lost)| lost - b.get(s).copied().unwrap_or(0.0))
+        .filter(|excess| *excess > 1e-9)
+        .fold((0, 0.0), |(n, sum), excess| (n + 1, sum + excess))
 }
 
 /// Runs both policies side by side, one thread each: they share nothing but the config.
-pub fn compare(cfg: &SimConfig, progress: impl Fn(Policy, usize, usize) + Sync) -> Comparison {
-    let run = |policy| Simulation::new(cfg.clone(), policy).run(|s, n| progress(policy, s, n));
-    let (reactive, proactive) = std::thread::scope(|scope| {
-        let reactive = scope.spawn(|| run(Policy::Reactive));
-        let proactive = run(Policy::Proactive);
+/// With `placement_noise`, a third thread runs the reactive policy again with its slots
+/// dealt in another order (see [`PlacementNoise`]).
+pub fn compare(
+    cfg: &SimConfig,
+    placement_noise: bool,
+    progress: impl Fn(Policy, usize, usize) + Sync,
+) -> Comparison {
+    let run =
+        |policy, cfg: SimConfig| Simulation::new(cfg, policy).run(|s, n| progress(policy, s, n));
+    let twin_cfg = SimConfig {
+        placement_salt: cfg.placement_salt ^ TWIN_SALT,
+        ..cfg.clone()
+    };
+    let (reactive, proactive, twin) = std::thread::scope(|scope| {
+        let reactive = scope.spawn(|| run(Policy::Reactive, cfg.clone()));
+        let twin = placement_noise.then(|| scope.spawn(|| run(Policy::Reactive, twin_cfg.clone())));
+        let proactive = run(Policy::Proactive, cfg.clone());
         (
             reactive.join().expect("the reactive run panicked"),
             proactive,
+            twin.map(|t| t.join().expect("the reactive twin panicked")),
         )
     });
     let overload_cut = 1.0 - proactive.overload_seconds / reactive.overload_seconds.max(1e-9);
     let extra_host_hours = proactive.host_hours / reactive.host_hours.max(1e-9) - 1.0;
-    let worse = |p: &BTreeMap<usize, f64>, r: &BTreeMap<usize, f64>| {
-        p.iter()
-            .filter(|(s, lost)| **lost > r.get(s).copied().unwrap_or(0.0) + 1e-9)
-            .count()
-    };
-    let streams_worse = worse(&proactive.lost_by_stream, &reactive.lost_by_stream);
-    let streams_worse_overload = worse(
+    let (streams_worse, gops_worse) =
+        worse_than(&proactive.lost_by_stream, &reactive.lost_by_stream);
+    let (streams_worse_overload, gops_worse_overload) = worse_than(
         &proactive.lost_to_overload_by_stream,
         &reactive.lost_to_overload_by_stream,
     );
+    let placement_noise = twin.map(|t| {
+        let (streams_worse, gops_worse) = worse_than(&t.lost_by_stream, &reactive.lost_by_stream);
+        let (streams_worse_overload, gops_worse_overload) = worse_than(
+            &t.lost_to_overload_by_stream,
+            &reactive.lost_to_overload_by_stream,
+        );
+        PlacementNoise {
+            placement_salt: twin_cfg.placement_salt,
+            overload_seconds: t.overload_seconds,
+            host_hours: t.host_hours,
+            lost_gops_overload: t.lost_gops_overload,
+            lost_gops_failure: t.lost_gops_failure,
+            streams_worse,
+            streams_worse_overload,
+            gops_worse,
+            gops_worse_overload,
+        }
+    });
     Comparison {
         config: cfg.clone(),
         reactive,
@@ -1704,6 +1781,9 @@ pub fn compare(cfg: &SimConfig, progress: impl Fn(Policy, usize, usize) + Sync) 
         extra_host_hours,
         streams_worse,
         streams_worse_overload,
+        gops_worse,
+        gops_worse_overload,
+        placement_noise,
     }
 }
 
@@ -2317,5 +2397,86 @@ mod tests {
         assert_eq!(a.overload_seconds, b.overload_seconds);
         assert_eq!(a.host_hours, b.host_hours);
         assert_eq!(a.handoffs, b.handoffs);
+    }
+
+    /// Hosts of each stream after the first layouts were dealt, by stream.
+    fn placement(sim: &Simulation) -> BTreeMap<String, BTreeSet<String>> {
+        let mut by_stream: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for h in sim.controller.hosts.values() {
+            for t in &h.tasks {
+                by_stream
+                    .entry(t.stream.clone())
+                    .or_default()
+                    .insert(h.id.clone());
+            }
+        }
+        by_stream
+    }
+
+    #[test]
+    fn dealing_the_streams_in_another_order_moves_only_where_the_slots_land() {
+        let dealt = |salt| {
+            let mut sim = Simulation::new(
+                SimConfig {
+                    placement_salt: salt,
+                    ..small()
+                },
+                Policy::Reactive,
+            );
+            sim.start();
+            sim
+        };
+        let (a, b, again) = (dealt(0), dealt(TWIN_SALT), dealt(0));
+        let online = |sim: &Simulation| -> Vec<bool> {
+            sim.hosts
+                .iter()
+                .map(|h| h.phase == HostPhase::Online)
+                .collect()
+        };
+        assert_eq!(online(&a), online(&b), "the same hosts start online");
+        assert_eq!(a.total.load, b.total.load, "the same demand");
+        let (pa, pb) = (placement(&a), placement(&b));
+        assert_eq!(pa.len(), 30, "every stream is placed: {pa:?}");
+        assert_eq!(pb.len(), 30, "every stream is placed: {pb:?}");
+        let moved = pa.iter().filter(|(s, hosts)| pb[*s] != **hosts).count();
+        assert!(moved >= 10, "only {moved} of 30 streams landed elsewhere");
+        assert_eq!(
+            pa,
+            placement(&again),
+            "the order is the only thing that moved them"
+        );
+    }
+
+    #[test]
+    fn per_stream_excess_counts_only_the_streams_that_lost_more() {
+        let a = BTreeMap::from([(0, 3.0), (1, 1.0), (2, 2.5), (4, 0.5)]);
+        let b = BTreeMap::from([(0, 1.0), (1, 1.0), (2, 3.0), (3, 7.0)]);
+        // Stream 0 lost 2 more, stream 4 lost 0.5 where b lost none; 1 ties, 2 and 3 lost less.
+        assert_eq!(worse_than(&a, &b), (2, 2.5));
+        assert_eq!(worse_than(&b, &a), (2, 7.5));
+        assert_eq!(worse_than(&a, &a), (0, 0.0));
+    }
+
+    #[test]
+    fn the_reactive_twin_sees_the_same_demand_and_reports_how_far_placement_moves_losses() {
+        let c = compare(&small(), true, |_, _, _| {});
+        let noise = c.placement_noise.expect("a twin was asked for");
+        assert_eq!(noise.placement_salt, TWIN_SALT);
+        let twin = Simulation::new(
+            SimConfig {
+                placement_salt: TWIN_SALT,
+                ..small()
+            },
+            Policy::Reactive,
+        )
+        .run(|_, _| {});
+        // The figures are the twin's own, compared against the first reactive run.
+        assert_eq!(noise.overload_seconds, twin.overload_seconds);
+        assert_eq!(noise.host_hours, twin.host_hours);
+        assert_eq!(
+            (noise.streams_worse, noise.gops_worse),
+            worse_than(&twin.lost_by_stream, &c.reactive.lost_by_stream)
+        );
+        assert!(noise.streams_worse <= 30);
     }
 }

@@ -139,12 +139,34 @@ pub fn report(c: &Comparison) -> String {
     s.push_str(&row("proactive", &c.proactive));
     let _ = writeln!(
         s,
-        "\nOverload-seconds cut by {:.1}% with {:+.1}% host-hours; streams where proactive lost more GOPs than reactive: {} (to overload alone: {}).\n",
+        "\nOverload-seconds cut by {:.1}% with {:+.1}% host-hours; streams where proactive lost more GOPs than reactive: {} ({:.1} GOPs more on them; to overload alone: {}, {:.1} GOPs).\n",
         100.0 * c.overload_cut,
         100.0 * c.extra_host_hours,
         c.streams_worse,
-        c.streams_worse_overload
+        c.gops_worse,
+        c.streams_worse_overload,
+        c.gops_worse_overload
     );
+    if let Some(n) = &c.placement_noise {
+        let _ = writeln!(
+            s,
+            "Placement noise: the reactive policy run again with its first layouts dealt in \
+             another order (salt {:#x}; same demand, same host fates) had {:.0} overload-seconds, \
+             {:.1} host-hours, {:.0} GOPs lost to overload and {:.0} to host failures; against the \
+             first run it lost more GOPs on {} streams ({:.1} GOPs more on them), to overload on \
+             {} ({:.1} GOPs). A policy's per-stream differences below these are where slots \
+             happened to land, not the policy.\n",
+            n.placement_salt,
+            n.overload_seconds,
+            n.host_hours,
+            n.lost_gops_overload,
+            n.lost_gops_failure,
+            n.streams_worse,
+            n.gops_worse,
+            n.streams_worse_overload,
+            n.gops_worse_overload
+        );
+    }
     s.push_str(
         "Overload-seconds by what the demand was doing (a burst nobody announced cannot be \
          forecast):\n\n| policy | unannounced burst | announced event | neither |\n|---|---:|---:|---:|\n",
@@ -284,9 +306,9 @@ pub fn write_outputs(c: &Comparison, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(cfg: SimConfig, out: &Path) -> Result<Comparison> {
+pub fn run(cfg: SimConfig, placement_noise: bool, out: &Path) -> Result<Comparison> {
     let started = std::time::Instant::now();
-    let c = sim::compare(&cfg, |p, step, steps| {
+    let c = sim::compare(&cfg, placement_noise, |p, step, steps| {
         eprintln!(
             "[{:>6.1}s] {:?}: step {step}/{steps} ({:.0}%)",
             started.elapsed().as_secs_f64(),
