@@ -182,6 +182,10 @@ enum Command {
         /// another order, to show how far per-stream losses move on where slots land alone
         #[arg(long)]
         placement_noise: bool,
+        /// Order in which the streams' first layouts are dealt: 0 by stream id, else shuffled
+        /// with this seed (both policies; the twin of --placement-noise uses another)
+        #[arg(long, default_value_t = 0)]
+        placement_salt: u64,
         /// Output directory: report.md, comparison.json, demand.svg, hosts.svg, overload.svg
         #[arg(long, default_value = "out/sim")]
         out: PathBuf,
@@ -822,6 +826,7 @@ fn main() -> Result<()> {
             boot_minutes,
             no_churn,
             placement_noise,
+            placement_salt,
             out,
         } => {
             let defaults = gopswarm_orchestrator::sim::SimConfig::default();
@@ -839,6 +844,7 @@ fn main() -> Result<()> {
                 horizon,
                 boot_minutes,
                 churn: !no_churn,
+                placement_salt,
                 ..defaults
             };
             let c = gopswarm::swarm::simulate::run(cfg, placement_noise, &out)?;
