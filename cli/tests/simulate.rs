@@ -21,6 +21,8 @@ fn simulate_writes_the_report_plots_and_the_placement_noise() {
             "--seed",
             "3",
             "--placement-noise",
+            "--placement-salt",
+            "5",
             "--out",
         ])
         .arg(&out)
@@ -43,8 +45,9 @@ fn simulate_writes_the_report_plots_and_the_placement_noise() {
         serde_json::from_str(&std::fs::read_to_string(out.join("comparison.json")).unwrap())
             .unwrap();
     let noise = &c["placement_noise"];
+    assert_eq!(c["config"]["placement_salt"], 5);
     assert_ne!(
-        noise["placement_salt"], c["config"]["placement_salt"],
+        noise["placement_salt"], 5,
         "the twin deals its streams in another order"
     );
     for key in ["streams_worse", "streams_worse_overload"] {
