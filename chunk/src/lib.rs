@@ -10,7 +10,7 @@
 //! ```text
 //! offset size  field
 //!      0    4  magic "GSWC"
-//!      4    1  version (1)
+//!      4    1  version (2; version 1 is still read)
 //!      5    1  flags (REDUNDANT, PARITY, SHORT, DISCONT)
 //!      6    2  header_len: bytes from the magic up to and including the header CRC
 //!      8    8  gop_index on the GOP grid
@@ -23,6 +23,8 @@
 //!     49    1  fec_m (parity chunks per group)
 //!     50    1+n stream id, 1+n profile id, 1+n host id (u8 length + UTF-8)
 //!      .    2+n codec config (u16 length + UTF-8 GStreamer caps string)
+//!      .    1  reorder_frames (version 2): the producing encoder's decode reorder depth in
+//!              frames, 255 = not declared
 //!      .    4  CRC32C of every header byte before it
 //!      .    n  payload
 //!      .    4  CRC32C of the payload
@@ -40,7 +42,11 @@ pub use fec::{ParityInfo, make_parity, recover_group};
 use thiserror::Error;
 
 pub const MAGIC: [u8; 4] = *b"GSWC";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The oldest version this build still reads (no `reorder_frames`).
+pub const MIN_VERSION: u8 = 1;
+/// `reorder_frames` on the wire when the producer declared none.
+const REORDER_UNDECLARED: u8 = u8::MAX;
 /// Fixed part of the header, before the variable-length strings.
 pub const FIXED_HEADER_LEN: usize = 50;
 /// Upper bound on a whole chunk; anything larger is treated as corruption.
@@ -64,7 +70,7 @@ pub enum ChunkError {
     Incomplete(usize),
     #[error("bad magic")]
     BadMagic,
-    #[error("unsupported chunk version {0} (this build reads version {VERSION})")]
+    #[error("unsupported chunk version {0} (this build reads versions {MIN_VERSION}-{VERSION})")]
     UnsupportedVersion(u8),
     #[error("header length {0} is invalid")]
     BadHeaderLength(usize),
@@ -100,6 +106,12 @@ pub struct ChunkHeader {
     pub host_id: String,
     /// GStreamer caps string of the encoded stream ("video/x-h264, stream-format=byte-stream, ...").
     pub codec: String,
+    /// Decode reorder depth of the producing encoder configuration, in frames: the most frames
+    /// that can be decoded before a frame that is shown earlier (0 without B-frames, 2 for
+    /// x264/x265 with a B-pyramid). Every producer of one profile declares the same value, so
+    /// the merger can give the whole rendition one constant decode delay. None: not declared
+    /// (version 1 chunks, or a producer that does not know its encoder).
+    pub reorder_frames: Option<u8>,
 }
 
 impl ChunkHeader {
@@ -121,6 +133,7 @@ impl ChunkHeader {
             + self.host_id.len()
             + 2
             + self.codec.len()
+            + 1
             + 4
     }
 }
@@ -157,6 +170,9 @@ pub fn serialize(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkE
     if header.codec.len() > u16::MAX as usize {
         return Err(ChunkError::Malformed("codec string too long"));
     }
+    if header.reorder_frames == Some(REORDER_UNDECLARED) {
+        return Err(ChunkError::Malformed("reorder depth 255 is reserved"));
+    }
     let header_len = header.encoded_len();
     // The length field is 16 bits: a header that does not fit must be refused, not wrapped.
     if header_len > u16::MAX as usize {
@@ -185,6 +201,7 @@ pub fn serialize(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkE
     }
     out.extend_from_slice(&(header.codec.len() as u16).to_le_bytes());
     out.extend_from_slice(header.codec.as_bytes());
+    out.push(header.reorder_frames.unwrap_or(REORDER_UNDECLARED));
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(out.len(), header_len);
@@ -241,7 +258,7 @@ pub fn peek_len(buf: &[u8]) -> Result<usize, ChunkError> {
     if buf[..4] != MAGIC {
         return Err(ChunkError::BadMagic);
     }
-    if buf[4] != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&buf[4]) {
         return Err(ChunkError::UnsupportedVersion(buf[4]));
     }
     let header_len = u16::from_le_bytes([buf[6], buf[7]]) as usize;
@@ -318,6 +335,11 @@ pub fn parse_ref(buf: &[u8]) -> Result<(ChunkHeader, usize), ChunkError> {
     let host_id = r.string(n, "host id")?;
     let n = r.u16("codec")? as usize;
     let codec = r.string(n, "codec")?;
+    let reorder_frames = if version >= 2 {
+        Some(r.u8("reorder frames")?).filter(|&v| v != REORDER_UNDECLARED)
+    } else {
+        None
+    };
     if r.pos != r.buf.len() {
         return Err(ChunkError::BadHeaderLength(header_len));
     }
@@ -344,6 +366,7 @@ pub fn parse_ref(buf: &[u8]) -> Result<(ChunkHeader, usize), ChunkError> {
         profile_id,
         host_id,
         codec,
+        reorder_frames,
     };
     Ok((header, total))
 }

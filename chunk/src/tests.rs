@@ -16,6 +16,7 @@ fn header(gop: u64) -> ChunkHeader {
         profile_id: "720p".into(),
         host_id: "host-a".into(),
         codec: "video/x-h264, stream-format=(string)byte-stream".into(),
+        reorder_frames: Some(2),
     }
 }
 
@@ -42,6 +43,46 @@ fn round_trip() {
     assert_eq!(used, bytes.len());
     assert_eq!(chunk.header, header(5));
     assert_eq!(decode_frames(chunk.payload()).unwrap(), frames(5));
+}
+
+#[test]
+fn an_undeclared_reorder_depth_round_trips_as_none() {
+    let mut h = header(3);
+    h.reorder_frames = None;
+    let bytes = serialize(&h, &encode_frames(&frames(3))).unwrap();
+    assert_eq!(parse(&bytes).unwrap().0.header.reorder_frames, None);
+    h.reorder_frames = Some(REORDER_UNDECLARED);
+    assert!(
+        serialize(&h, &[]).is_err(),
+        "255 is reserved for 'not declared'"
+    );
+}
+
+/// A version 1 chunk: the same bytes without the reorder depth, with the header CRC redone.
+fn v1_bytes(gop: u64) -> Vec<u8> {
+    let v2 = chunk_bytes(gop);
+    let header_len = u16::from_le_bytes([v2[6], v2[7]]) as usize;
+    let mut out = v2[..header_len - 5].to_vec();
+    out[4] = 1;
+    out[6..8].copy_from_slice(&((header_len - 1) as u16).to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&v2[header_len..]);
+    out
+}
+
+#[test]
+fn version_1_chunks_are_still_read_without_a_reorder_depth() {
+    let (chunk, used) = parse(&v1_bytes(4)).unwrap();
+    assert_eq!(used, v1_bytes(4).len());
+    assert_eq!(chunk.header.version, 1);
+    assert_eq!(chunk.header.reorder_frames, None);
+    assert_eq!(chunk.header.gop_index, 4);
+    assert_eq!(chunk.header.codec, header(4).codec);
+    assert_eq!(decode_frames(chunk.payload()).unwrap(), frames(4));
+    let mut v3 = chunk_bytes(4);
+    v3[4] = 3;
+    assert_eq!(parse(&v3).unwrap_err(), ChunkError::UnsupportedVersion(3));
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn header(gop: u64, fl: u8) -> ChunkHeader {
         profile_id: "720p".into(),
         host_id: "host-a".into(),
         codec: "video/x-h264, stream-format=(string)byte-stream".into(),
+        reorder_frames: Some(2),
     }
 }
 

@@ -554,3 +554,91 @@ fn hosts_ended_by_end_input_can_come_back_while_their_pad_is_open() {
         .collect();
     assert_eq!(gops, ["a:0", "b:1", "a:2", "b:3", "b:4", "a:5"]);
 }
+
+/// One 5-frame GOP in x264's B-pyramid decode order (I0 P3 B2 b1 P4), with the decode times
+/// a host's encoder gives it: right for the host's first GOP, taken from the host's previous
+/// GOP (colliding with the GOP before, which another host encoded) for the later ones.
+fn b_frame_chunk(gop: u64, host: &'static str, first_of_host: bool) -> Vec<u8> {
+    let order = [0u64, 3, 2, 1, 4];
+    let host_dts: [i64; 5] = if first_of_host {
+        [-2, -1, 0, 1, 2]
+    } else {
+        [-3, -3, 0, 1, 2]
+    };
+    let frames: Vec<FrameRecord> = order
+        .iter()
+        .zip(host_dts)
+        .map(|(&p, d)| FrameRecord {
+            pts_offset: Some((p * FRAME) as i64),
+            dts_offset: Some(d * FRAME as i64),
+            duration: Some(FRAME),
+            flags: if p == 0 { 0 } else { frame_flags::DELTA },
+            data: format!("{host}:{gop}:{p}").into_bytes(),
+        })
+        .collect();
+    let header = ChunkHeader {
+        gop_index: gop,
+        start_ns: gop * GOP,
+        duration_ns: GOP,
+        frame_count: 5,
+        epoch: 1,
+        stream_id: "s".into(),
+        profile_id: "p".into(),
+        host_id: host.into(),
+        codec: CODEC.into(),
+        reorder_frames: Some(2),
+        ..Default::default()
+    };
+    gopswarm_chunk::serialize(&header, &encode_frames(&frames)).unwrap()
+}
+
+#[test]
+fn decode_timestamps_increase_across_every_join_with_one_decode_delay() {
+    let a = vec![
+        b_frame_chunk(0, "a", true),
+        b_frame_chunk(2, "a", false),
+        b_frame_chunk(4, "a", false),
+    ];
+    let b = vec![b_frame_chunk(1, "b", true), b_frame_chunk(3, "b", false)];
+    let (pipeline, merger, sink) = start(vec![a, b], vec![true, true], &[], |_| ());
+    let bus = pipeline.bus().unwrap();
+    let eos = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(10),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    assert!(matches!(
+        eos.as_ref().map(|m| m.view()),
+        Some(gst::MessageView::Eos(_))
+    ));
+    let mut ts = Vec::new();
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+        let b = s.buffer().unwrap();
+        let pts = b.pts().unwrap().nseconds() as i64 - OUTPUT_BASE as i64;
+        let dts =
+            b.dts().expect("every output frame has a DTS").nseconds() as i64 - OUTPUT_BASE as i64;
+        ts.push((pts, dts, !b.flags().contains(gst::BufferFlags::DELTA_UNIT)));
+    }
+    let stats = merger.property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(ts.len(), 25);
+    for (i, w) in ts.windows(2).enumerate() {
+        assert!(
+            w[1].1 > w[0].1,
+            "DTS not increasing at frame {}: {ts:?}",
+            i + 1
+        );
+    }
+    assert!(ts.iter().all(|(p, d, _)| p >= d), "PTS before DTS: {ts:?}");
+    // One encoder with a 2-frame reorder depth: frame n decoded at (n - 2) frames.
+    let dts: Vec<i64> = ts.iter().map(|t| t.1).collect();
+    let expected: Vec<i64> = (0..25).map(|n| (n - 2) * FRAME as i64).collect();
+    assert_eq!(dts, expected);
+    let delays: Vec<i64> = ts.iter().filter(|t| t.2).map(|t| t.0 - t.1).collect();
+    assert_eq!(
+        delays,
+        vec![2 * FRAME as i64; 5],
+        "decode delay at every keyframe"
+    );
+    assert_eq!(stats.get::<u64>("reorder-frames").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("dts-pushed").unwrap(), 0);
+}

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
 
+use super::decode_order::DtsStamper;
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "gopmerge",
@@ -67,6 +69,10 @@ struct Stats {
     recovered: u64,
     redundant_used: u64,
     lost: u64,
+    /// Frames whose DTS was pushed later to stay increasing where the reorder depth went up.
+    dts_pushed: u64,
+    /// Decode reorder depth in force (frames).
+    reorder_frames: u64,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +138,8 @@ struct State {
     discont: bool,
     eos_sent: bool,
     flushing: bool,
+    /// Decode timestamps of the output, continuous across joins.
+    stamper: DtsStamper,
     stats: Stats,
 }
 
@@ -153,6 +161,7 @@ impl State {
             discont: false,
             eos_sent: false,
             flushing: false,
+            stamper: DtsStamper::default(),
             stats: Stats::default(),
         }
     }
@@ -508,29 +517,54 @@ impl GopMerge {
         state.next = Some(done + 1);
     }
 
+    /// The chunk's frames as output buffers, with decode timestamps stamped across the join
+    /// (see `decode_order`). Returns the buffers and what the stamper did.
     fn chunk_to_buffers(
-        &self,
+        stamper: &mut DtsStamper,
         chunk: &Chunk,
         discont: bool,
-    ) -> Result<Vec<gst::Buffer>, gopswarm_chunk::ChunkError> {
+    ) -> Result<(Vec<gst::Buffer>, super::decode_order::Stamped), gopswarm_chunk::ChunkError> {
         let frames = gopswarm_chunk::decode_frames(chunk.payload())?;
         if frames.len() != chunk.header.frame_count as usize {
             return Err(gopswarm_chunk::ChunkError::Malformed("frame count"));
         }
-        let base = (OUTPUT_BASE + chunk.header.start_ns) as i64;
-        let to_ts = |offset: Option<i64>| {
-            offset.and_then(|o| {
-                u64::try_from(base + o)
-                    .ok()
-                    .map(gst::ClockTime::from_nseconds)
-            })
+        let start = chunk.header.start_ns as i64;
+        // Every encoded frame has a presentation time; without one there is no decode order to
+        // rebuild, so the chunk is unreadable rather than stamped wrong.
+        let pts: Vec<i64> = frames
+            .iter()
+            .map(|f| f.pts_offset.map(|o| start + o))
+            .collect::<Option<_>>()
+            .ok_or(gopswarm_chunk::ChunkError::Malformed("frame without PTS"))?;
+        if pts
+            .iter()
+            .any(|&p| p.checked_add(OUTPUT_BASE as i64).is_none_or(|t| t < 0))
+        {
+            return Err(gopswarm_chunk::ChunkError::Malformed(
+                "frame PTS out of range",
+            ));
+        }
+        let frame_hint = frames
+            .iter()
+            .find_map(|f| f.duration)
+            .and_then(|d| i64::try_from(d).ok());
+        let stamped = stamper.stamp(
+            chunk.header.gop_index,
+            &pts,
+            chunk.header.reorder_frames,
+            frame_hint,
+        );
+        let to_ts = |t: i64| {
+            u64::try_from(OUTPUT_BASE as i64 + t)
+                .ok()
+                .map(gst::ClockTime::from_nseconds)
         };
         let mut out = Vec::with_capacity(frames.len());
         for (i, f) in frames.into_iter().enumerate() {
             let mut buffer = gst::Buffer::from_mut_slice(f.data);
             let b = buffer.get_mut().unwrap();
-            b.set_pts(to_ts(f.pts_offset));
-            b.set_dts(to_ts(f.dts_offset));
+            b.set_pts(to_ts(pts[i]));
+            b.set_dts(to_ts(stamped.dts[i]));
             b.set_duration(f.duration.map(gst::ClockTime::from_nseconds));
             let mut flags = gst::BufferFlags::empty();
             if f.flags & frame_flags::DELTA != 0 {
@@ -545,7 +579,7 @@ impl GopMerge {
             b.set_flags(flags);
             out.push(buffer);
         }
-        Ok(out)
+        Ok((out, stamped))
     }
 
     /// One iteration of the source pad task.
@@ -624,8 +658,30 @@ impl GopMerge {
                             }
                         }
                     }
-                    match self.chunk_to_buffers(&chunk, state.discont) {
-                        Ok(b) => {
+                    let discont = state.discont;
+                    match Self::chunk_to_buffers(&mut state.stamper, &chunk, discont) {
+                        Ok((b, stamped)) => {
+                            if let Some((from, to)) = stamped.raised {
+                                gst::warning!(
+                                    CAT,
+                                    imp = self,
+                                    "GOP {gop} needs a decode reorder depth of {to} frames \
+                                     (was {from}): decode delay grows here"
+                                );
+                                messages.push(
+                                    gst::message::Element::builder(
+                                        gst::Structure::builder("gopswarm-decode-delay")
+                                            .field("gop", gop)
+                                            .field("from-frames", from as u64)
+                                            .field("to-frames", to as u64)
+                                            .build(),
+                                    )
+                                    .src(&*self.obj())
+                                    .build(),
+                                );
+                            }
+                            state.stats.dts_pushed += stamped.pushed as u64;
+                            state.stats.reorder_frames = state.stamper.depth().unwrap_or(0) as u64;
                             state.discont = false;
                             state.stats.gops_out += 1;
                             state.stats.frames_out += b.len() as u64;
@@ -699,6 +755,8 @@ impl GopMerge {
             .field("recovered", s.recovered)
             .field("redundant-used", s.redundant_used)
             .field("lost", s.lost)
+            .field("dts-pushed", s.dts_pushed)
+            .field("reorder-frames", s.reorder_frames)
             .build()
     }
 
@@ -830,7 +888,7 @@ impl ObjectImpl for GopMerge {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost")
+                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
                     .read_only()
                     .build(),
             ]

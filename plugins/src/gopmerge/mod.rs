@@ -8,6 +8,14 @@
 //! the chunks' codec caps, a single TIME segment and the source's timestamps (running time =
 //! timeline time), ready for `h264parse ! mp4mux`, `mpegtsmux`, `hlssink2` or `cmafmux`.
 //!
+//! Decode timestamps are the merger's own: every host's encoder stamps DTS on its GOPs alone, so
+//! at a join the first DTS of a GOP can land on or before the last DTS of the one before it
+//! (another host's). The merger stamps them the way one encoder would, with the rendition's
+//! reorder depth (declared by `partialpay` in every chunk, 2 frames for x264/x265 with B-frames):
+//! DTS strictly increase across every join, PTS >= DTS, and the decode delay is constant. A GOP
+//! that needs a deeper reordering than declared raises the depth once and posts a
+//! `gopswarm-decode-delay` message (gop, from-frames, to-frames).
+//!
 //! A GOP that no input will deliver any more (every input has moved past it or ended) and that
 //! parity cannot rebuild is a *gap*: with `latency` set, the merger also gives up on a missing
 //! GOP that long after a later GOP arrived. A gap is never silent: it posts a `gopswarm-gap`
@@ -32,6 +40,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod decode_order;
 mod imp;
 
 glib::wrapper! {

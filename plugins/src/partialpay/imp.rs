@@ -20,6 +20,8 @@ const DEFAULT_PROFILE_ID: &str = "default";
 const DEFAULT_HOST_ID: &str = "local";
 const DEFAULT_GOP_DURATION: u64 = 2_000_000_000;
 const DEFAULT_FEC: i32 = -1;
+/// -1: the decode reorder depth comes from profileenc's profile event.
+const DEFAULT_REORDER_FRAMES: i32 = -1;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -29,6 +31,7 @@ struct Settings {
     gop_duration: u64,
     fec_k: i32,
     fec_m: i32,
+    reorder_frames: i32,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             gop_duration: DEFAULT_GOP_DURATION,
             fec_k: DEFAULT_FEC,
             fec_m: DEFAULT_FEC,
+            reorder_frames: DEFAULT_REORDER_FRAMES,
         }
     }
 }
@@ -78,6 +82,8 @@ struct State {
     last_gop: Option<u64>,
     /// FEC parameters from the upstream `gopswarm-profile` event.
     profile_fec: (u8, u8),
+    /// Decode reorder depth from the upstream `gopswarm-profile` event.
+    profile_reorder: Option<u8>,
     /// Serialised data chunks of the FEC group being filled.
     group: Vec<(u64, u64, u64, Vec<u8>)>,
     need_segment: bool,
@@ -94,6 +100,7 @@ impl State {
             open: None,
             last_gop: None,
             profile_fec: (0, 0),
+            profile_reorder: None,
             group: Vec::new(),
             need_segment: true,
             stats: Stats::default(),
@@ -138,6 +145,11 @@ impl PartialPay {
             codec: state.codec.clone(),
             fec_k: fec.0,
             fec_m: fec.1,
+            reorder_frames: if settings.reorder_frames >= 0 {
+                Some(settings.reorder_frames as u8)
+            } else {
+                state.profile_reorder
+            },
             ..Default::default()
         }
     }
@@ -449,6 +461,10 @@ impl PartialPay {
                     };
                     if let Some(state) = self.state.lock().unwrap().as_mut() {
                         state.profile_fec = (field("fec-k"), field("fec-m"));
+                        state.profile_reorder = s
+                            .get::<u32>("reorder-frames")
+                            .ok()
+                            .map(|v| v.min(254) as u8);
                     }
                 }
             }
@@ -572,6 +588,14 @@ impl ObjectImpl for PartialPay {
                     .default_value(DEFAULT_FEC)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecInt::builder("reorder-frames")
+                    .nick("Decode reorder depth")
+                    .blurb("Decode reorder depth of the encoder in frames, declared in every chunk so gopmerge gives the rendition one constant decode delay (x264/x265 with B-frames: 2, no B-frames: 0; -1: from the upstream profileenc, else undeclared and gopmerge learns it from the frames)")
+                    .minimum(-1)
+                    .maximum(254)
+                    .default_value(DEFAULT_REORDER_FRAMES)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("chunks, redundant-chunks, parity-chunks, frames, bytes, short-chunks, dropped-gops, dropped-frames")
@@ -609,6 +633,7 @@ impl ObjectImpl for PartialPay {
             "gop-duration" => settings.gop_duration = value.get().unwrap(),
             "fec-k" => settings.fec_k = value.get().unwrap(),
             "fec-m" => settings.fec_m = value.get().unwrap(),
+            "reorder-frames" => settings.reorder_frames = value.get().unwrap(),
             _ => unimplemented!(),
         }
     }
@@ -625,6 +650,7 @@ impl ObjectImpl for PartialPay {
             "gop-duration" => settings.gop_duration.to_value(),
             "fec-k" => settings.fec_k.to_value(),
             "fec-m" => settings.fec_m.to_value(),
+            "reorder-frames" => settings.reorder_frames.to_value(),
             _ => unimplemented!(),
         }
     }

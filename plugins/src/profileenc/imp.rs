@@ -401,6 +401,7 @@ impl ProfileEnc {
         s.set("profile", profile.to_string());
         s.set("gop-duration", profile.gop_ns());
         s.set("gop-index", gop);
+        s.set("reorder-frames", profile.reorder_frames() as u32);
         gst::event::CustomDownstreamSticky::builder(s).build()
     }
 

@@ -371,6 +371,20 @@ impl Profile {
         b.build()
     }
 
+    /// Decode reorder depth, in frames, of the encoder this profile configures: the decode delay
+    /// one encoder gives its whole output (DTS = PTS of the frame this many frames earlier).
+    /// x264 and x265 use a B-pyramid, whatever their B-frame count, so 2; x264's ultrafast preset
+    /// (complexity 1) has no B-frames; VP9 and AV1 never show reordering in their timestamps.
+    /// `partialpay` declares it in every chunk so `gopmerge` can give the rendition one constant
+    /// decode delay; the profileenc tests check it against what the encoders emit.
+    pub fn reorder_frames(&self) -> u8 {
+        match self.codec {
+            Codec::H264 if self.complexity.clamp(1, 10) == 1 => 0,
+            Codec::H264 | Codec::H265 => 2,
+            Codec::Vp9 | Codec::Av1 => 0,
+        }
+    }
+
     /// Whether going from `self` to `other` needs a new encoding chain (anything that changes
     /// pixels or bits); redundancy/FEC changes do not.
     pub fn encoding_differs(&self, other: &Profile) -> bool {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use super::profile::Profile;
 use crate::meta::FrameInfo;
 
 fn init() {
@@ -28,6 +29,8 @@ struct Out {
     key: bool,
     codec: String,
     width: i32,
+    /// Presentation minus decode time (ns), when the buffer has both.
+    decode_delay: Option<i64>,
 }
 
 #[derive(Default)]
@@ -61,6 +64,9 @@ fn capture_output(pad: &gst::Pad, frame_ns: u64) -> Arc<Mutex<Capture>> {
                         key: !b.flags().contains(gst::BufferFlags::DELTA_UNIT),
                         codec: s.name().to_string(),
                         width: s.get::<i32>("width").unwrap_or(0),
+                        decode_delay: b
+                            .dts()
+                            .map(|d| b.pts().unwrap().nseconds() as i64 - d.nseconds() as i64),
                     };
                     c.buffers.push(out);
                 }
@@ -598,6 +604,61 @@ fn grid_test(codec: &str, mux: &str, ext: &str) {
         assert!(err.is_empty(), "{codec}: ffmpeg decode errors: {err}");
     }
     let _ = std::fs::remove_file(&file);
+}
+
+/// The reorder depth a profile declares (and `partialpay` writes into every chunk) is the decode
+/// delay its encoder really gives: a wrong table would make `gopmerge` stamp DTS that are too
+/// early (PTS < DTS) or give the rendition a longer decode delay than one encoder has.
+#[test]
+fn declared_reorder_depth_is_the_encoders_decode_delay() {
+    init();
+    for profile in [
+        "h264, complexity=1",
+        "h264, complexity=5",
+        "h264, complexity=10",
+        "h265, complexity=2",
+        "vp9, complexity=2",
+    ] {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! profileenc name=enc profile=\"{profile}, gop=1.0, bitrate=300\" ! fakesink"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let enc = pipeline.by_name("enc").unwrap();
+        let cap = capture_output(&enc.static_pad("src").unwrap(), FRAME);
+        run_to_eos(&pipeline);
+        let cap = cap.lock().unwrap();
+        let declared = Profile::parse(profile).unwrap().reorder_frames() as i64;
+        let event = cap
+            .profile_events
+            .first()
+            .expect("a profile event")
+            .1
+            .clone();
+        assert_eq!(
+            event.get::<u32>("reorder-frames").unwrap() as i64,
+            declared,
+            "{profile}: profile event"
+        );
+        let first = &cap.buffers[0];
+        assert!(first.key, "{profile}: starts with a keyframe");
+        assert_eq!(
+            first.decode_delay.unwrap_or(0),
+            declared * FRAME as i64,
+            "{profile}: the encoder's decode delay is the declared {declared} frames"
+        );
+        // Nothing the encoder emits needs more reordering than declared.
+        let deepest = cap
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| i as i64 - b.index as i64)
+            .max()
+            .unwrap();
+        assert!(deepest <= declared, "{profile}: reordered {deepest} frames");
+    }
 }
 
 #[test]
