@@ -2,7 +2,17 @@
 # Install what gopswarm needs on Debian 12 (bookworm). Idempotent: only missing packages are
 # installed, and `apt-get update` runs only when something is missing. Needs root or sudo.
 # A Rust toolchain is required but not installed here (use rustup).
+#   --player   also what the browser-player tests need: Chromium and Node.js (the harness's npm
+#              packages are installed by scripts/test.sh from tests/player/package-lock.json)
 set -euo pipefail
+
+WITH_PLAYER=0
+for arg in "$@"; do
+  case "$arg" in
+    --player) WITH_PLAYER=1 ;;
+    *) printf '[setup] ERROR: unknown option %s (known: --player)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   libgstreamer1.0-dev
@@ -25,6 +35,13 @@ PACKAGES=(
 )
 
 log() { printf '[setup] %s\n' "$*"; }
+
+if [[ $WITH_PLAYER -eq 1 ]]; then
+  PACKAGES+=(chromium fonts-liberation)
+  # Node.js from Debian only where the machine has none of its own.
+  command -v node >/dev/null || PACKAGES+=(nodejs)
+  command -v npm >/dev/null || PACKAGES+=(npm)
+fi
 
 is_installed() {
   [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == installed ]]

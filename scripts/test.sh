@@ -18,8 +18,14 @@ export GST_PLUGIN_PATH="$TARGET_DIR/debug${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 START=$SECONDS
 step() { printf '\n==== [%4ds] %s ====\n' "$((SECONDS - START))" "$*"; }
 
-step "setup: Debian packages and Rust toolchain"
-bash scripts/setup-debian.sh
+step "setup: Debian packages (with the browser player's) and Rust toolchain"
+bash scripts/setup-debian.sh --player
+
+step "player harness: hls.js and puppeteer-core from tests/player/package-lock.json"
+if ! npm ls --prefix tests/player --depth=0 >/dev/null 2>&1; then
+  npm ci --prefix tests/player --no-audit --no-fund
+fi
+npm ls --prefix tests/player --depth=0
 
 step "sample media"
 bash test-media/fetch.sh

@@ -158,5 +158,11 @@ fn corrupt_and_truncated_partial_streams_lose_only_the_damaged_gops() {
     assert_eq!(gaps, vec![3, 6]);
     assert!(outcome.count("gopswarm-depay-resync") >= 2);
     assert_eq!(media::decode_errors(&mp4).unwrap(), "");
+    assert_eq!(
+        media::decode_timing(&mp4)
+            .unwrap()
+            .problem(qa::TIMESTAMP_TOLERANCE_NS),
+        None
+    );
     assert_eq!(media::video_frames(&mp4).unwrap().len(), 250 - 2 * 25);
 }

@@ -25,6 +25,11 @@ pub fn assert_frame_exact(report: &qa::Report) {
     );
     assert_eq!(report.timestamps, None, "{}: timestamps", report.clip);
     assert_eq!(
+        report.decode_timing, None,
+        "{}: decode timestamps (DTS increasing, PTS >= DTS, no zero-length sample, one decode delay)",
+        report.clip
+    );
+    assert_eq!(
         report.decode_errors, "",
         "{}: ffmpeg decode errors",
         report.clip

@@ -154,6 +154,12 @@ fn without_redundancy_lost_gops_are_bounded_reported_and_what_ffprobe_finds_miss
 
     // ffprobe: exactly the frames of those GOPs are missing, nothing else, and it decodes.
     assert_eq!(media::decode_errors(&output).unwrap(), "");
+    assert_eq!(
+        media::decode_timing(&output)
+            .unwrap()
+            .problem(qa::TIMESTAMP_TOLERANCE_NS),
+        None
+    );
     let src: Vec<i64> = media::video_frames(&clip.path)
         .unwrap()
         .iter()

@@ -205,6 +205,12 @@ fn resolution_change_lands_on_the_chosen_gop() {
     let outcome = run::play(&pipeline, Duration::from_secs(300)).unwrap();
     assert_eq!(outcome.count("gopswarm-gap"), 0);
     assert_eq!(media::decode_errors(&ts).unwrap(), "");
+    assert_eq!(
+        media::decode_timing(&ts)
+            .unwrap()
+            .problem(qa::TIMESTAMP_TOLERANCE_NS),
+        None
+    );
 
     // Every frame is there with the source's timestamps, and the size changes exactly at GOP 5.
     let src = media::video_frames(&clip.path).unwrap();

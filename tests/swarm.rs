@@ -1,4 +1,4 @@
-//! The local 3-way swarm (r=0) on every sample clip: frame-exact against the source, checked
+//! The local 3-way swarm (r=0, and r=1) on every sample clip: frame-exact against the source, checked
 //! with ffprobe and ffmpeg; on the synthetic feed and bikes also quality and size against a
 //! single encode of the same profile.
 
@@ -63,4 +63,30 @@ fn bikes_b_frames_frame_exact_and_quality() {
 fn synthetic_feed_frame_exact_and_quality() {
     let r = swarm_on("synthetic-720p25", true);
     assert!(r.audio_offset_frames.is_some(), "audio kept");
+}
+
+/// With redundancy 1 every GOP comes twice (primary and copy, from different branches); the
+/// merger keeps one. Frame-exact and in decode order on every sample clip.
+#[test]
+fn every_sample_clip_with_redundancy_one_is_frame_exact_in_decode_order() {
+    for name in qa::SAMPLE_CLIPS {
+        let clip = clip(name);
+        let out = out_dir(&format!("swarm-r1-{name}"));
+        let (output, outcome) = qa::swarm(
+            &clip,
+            &out,
+            &[("PROFILE", qa::DEFAULT_PROFILE), ("REDUNDANCY", "1")],
+        )
+        .unwrap();
+        let report = qa::check_output(&clip, &output, &outcome).unwrap();
+        qa::print_table(std::slice::from_ref(&report));
+        assert_frame_exact(&report);
+        let summary = outcome.message("gopswarm-merge-summary").unwrap();
+        let dropped =
+            summary.get::<u64>("duplicates").unwrap() + summary.get::<u64>("late").unwrap();
+        assert!(
+            dropped > 0,
+            "{name}: the copies arrived and were dropped ({summary:?})"
+        );
+    }
 }

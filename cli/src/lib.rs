@@ -5,6 +5,7 @@ pub mod bench_control;
 pub mod launch;
 pub mod media;
 pub mod pipelines;
+pub mod player;
 pub mod plot;
 pub mod qa;
 pub mod run;

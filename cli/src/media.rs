@@ -178,6 +178,141 @@ pub fn video_bytes(path: &Path) -> Result<u64> {
         .sum())
 }
 
+/// Decode timing of the first video stream, packet by packet in file (decode) order: what MP4,
+/// MPEG-TS and browsers (MSE) require of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeTiming {
+    pub packets: usize,
+    /// Packets whose DTS is not greater than the previous packet's.
+    pub non_increasing_dts: usize,
+    /// Packets shown before they are decoded (PTS < DTS).
+    pub pts_before_dts: usize,
+    /// Packets (MP4 samples) of zero duration.
+    pub zero_duration: usize,
+    /// Decode delay (PTS - DTS, ns) of every keyframe, in file order.
+    pub key_delays_ns: Vec<i64>,
+    /// The first packet with a problem, for the message.
+    pub first_problem: Option<String>,
+}
+
+impl DecodeTiming {
+    /// None when DTS strictly increase, PTS >= DTS, no packet lasts zero and every keyframe has
+    /// the same decode delay (within `tolerance_ns`, for container rounding); else what is wrong.
+    pub fn problem(&self, tolerance_ns: i64) -> Option<String> {
+        let mut wrong = Vec::new();
+        if self.packets == 0 {
+            wrong.push("no video packets".to_string());
+        }
+        if self.non_increasing_dts > 0 {
+            wrong.push(format!("{} non-increasing DTS", self.non_increasing_dts));
+        }
+        if self.pts_before_dts > 0 {
+            wrong.push(format!("{} with PTS < DTS", self.pts_before_dts));
+        }
+        if self.zero_duration > 0 {
+            wrong.push(format!("{} of zero duration", self.zero_duration));
+        }
+        let (lo, hi) = (
+            self.key_delays_ns.iter().min().copied().unwrap_or(0),
+            self.key_delays_ns.iter().max().copied().unwrap_or(0),
+        );
+        if hi - lo > tolerance_ns {
+            wrong.push(format!(
+                "keyframe decode delay varies from {:.3} to {:.3} s",
+                lo as f64 / 1e9,
+                hi as f64 / 1e9
+            ));
+        }
+        if wrong.is_empty() {
+            return None;
+        }
+        let mut text = format!(
+            "{} of {} packets: {}",
+            wrong.len(),
+            self.packets,
+            wrong.join(", ")
+        );
+        if let Some(first) = &self.first_problem {
+            text.push_str(&format!(" (first: {first})"));
+        }
+        Some(text)
+    }
+}
+
+/// Every packet of the first video stream as ffprobe reads it (an MP4, a TS file, or an HLS
+/// playlist with all its segments).
+pub fn decode_timing(path: &Path) -> Result<DecodeTiming> {
+    let v = ffprobe_json(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=time_base:packet=pts,dts,duration,flags",
+        ],
+        path,
+    )?;
+    let tb = v["streams"][0]["time_base"]
+        .as_str()
+        .and_then(ratio)
+        .context("no video time base")?;
+    let ns = |t: i64| ((t as i128 * tb.0 as i128 * 1_000_000_000) / tb.1 as i128) as i64;
+    let mut t = DecodeTiming::default();
+    let mut prev_dts: Option<i64> = None;
+    for (i, p) in v["packets"]
+        .as_array()
+        .context("no packets")?
+        .iter()
+        .enumerate()
+    {
+        t.packets += 1;
+        let pts = p["pts"].as_i64().map(ns);
+        let dts = p["dts"].as_i64().map(ns);
+        let mut problem = None;
+        match (dts, prev_dts) {
+            (Some(d), Some(prev)) if d <= prev => {
+                t.non_increasing_dts += 1;
+                problem = Some("DTS not increasing");
+            }
+            (None, _) => {
+                t.non_increasing_dts += 1;
+                problem = Some("no DTS");
+            }
+            _ => (),
+        }
+        if let (Some(p), Some(d)) = (pts, dts)
+            && p < d
+        {
+            t.pts_before_dts += 1;
+            problem = problem.or(Some("PTS < DTS"));
+        }
+        if p["duration"].as_i64() == Some(0) {
+            t.zero_duration += 1;
+            problem = problem.or(Some("zero duration"));
+        }
+        if p["flags"].as_str().is_some_and(|f| f.starts_with('K'))
+            && let (Some(p), Some(d)) = (pts, dts)
+        {
+            t.key_delays_ns.push(p - d);
+        }
+        if let Some(what) = problem
+            && t.first_problem.is_none()
+        {
+            t.first_problem = Some(format!(
+                "packet {i}: {what}, pts {} dts {} previous dts {}",
+                fmt_s(pts),
+                fmt_s(dts),
+                fmt_s(prev_dts)
+            ));
+        }
+        prev_dts = dts.or(prev_dts);
+    }
+    Ok(t)
+}
+
+fn fmt_s(t: Option<i64>) -> String {
+    t.map_or("none".into(), |t| format!("{:.6} s", t as f64 / 1e9))
+}
+
 /// Compare two frame lists: same count and every timestamp within `tolerance_ns`.
 pub fn compare_frames(source: &[Frame], output: &[Frame], tolerance_ns: i64) -> Result<(), String> {
     if source.len() != output.len() {

@@ -82,6 +82,9 @@ pub struct Report {
     pub output_frames: usize,
     /// First timestamp mismatch, if any.
     pub timestamps: Option<String>,
+    /// What is wrong with the decode timestamps (DTS not increasing, PTS < DTS, zero-length
+    /// samples, decode delay not constant) in the MP4 or the HLS output, if anything.
+    pub decode_timing: Option<String>,
     pub decode_errors: String,
     /// Audio offset against video, output minus source, in frames; None without audio.
     pub audio_offset_frames: Option<f64>,
@@ -96,6 +99,7 @@ impl Report {
     pub fn frame_exact(&self) -> bool {
         self.source_frames == self.output_frames
             && self.timestamps.is_none()
+            && self.decode_timing.is_none()
             && self.decode_errors.is_empty()
             && self.gops_lost == 0
             && self.audio_offset_frames.is_none_or(|o| o.abs() <= 1.0)
@@ -112,6 +116,24 @@ impl Report {
     }
 }
 
+/// The HLS folder the pipelines write beside `OUT.mp4`: `OUT-hls/index.m3u8`.
+pub fn hls_beside(mp4: &Path) -> Option<PathBuf> {
+    let stem = mp4.file_stem()?.to_string_lossy().to_string();
+    let playlist = mp4.with_file_name(format!("{stem}-hls")).join("index.m3u8");
+    playlist.is_file().then_some(playlist)
+}
+
+/// Decode-timing problems of an output and of the HLS written beside it, if any.
+pub fn decode_timing_problem(output: &Path) -> Result<Option<String>> {
+    let mut problems = Vec::new();
+    for file in std::iter::once(output.to_path_buf()).chain(hls_beside(output)) {
+        if let Some(p) = media::decode_timing(&file)?.problem(TIMESTAMP_TOLERANCE_NS) {
+            problems.push(format!("{}: {p}", file.display()));
+        }
+    }
+    Ok((!problems.is_empty()).then(|| problems.join("; ")))
+}
+
 /// Check a merged output against its source.
 pub fn check_output(clip: &Clip, output: &Path, outcome: &Outcome) -> Result<Report> {
     let src_frames = media::video_frames(&clip.path)?;
@@ -121,6 +143,7 @@ pub fn check_output(clip: &Clip, output: &Path, outcome: &Outcome) -> Result<Rep
         source_frames: src_frames.len(),
         output_frames: out_frames.len(),
         timestamps: media::compare_frames(&src_frames, &out_frames, TIMESTAMP_TOLERANCE_NS).err(),
+        decode_timing: decode_timing_problem(output)?,
         decode_errors: media::decode_errors(output)?,
         gops_lost: outcome
             .message("gopswarm-merge-summary")
@@ -160,8 +183,18 @@ pub fn add_quality(
 
 pub fn print_table(reports: &[Report]) -> usize {
     println!(
-        "{:<20} {:>11} {:>10} {:>7} {:>9} {:>5} {:>8} {:>8} {:>7} {:>7}  result",
-        "clip", "frames", "timestamps", "decode", "audio", "lost", "psnr", "single", "dB", "size"
+        "{:<20} {:>11} {:>10} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>7} {:>7}  result",
+        "clip",
+        "frames",
+        "timestamps",
+        "dts",
+        "decode",
+        "audio",
+        "lost",
+        "psnr",
+        "single",
+        "dB",
+        "size"
     );
     let mut failed = 0;
     for r in reports {
@@ -172,13 +205,18 @@ pub fn print_table(reports: &[Report]) -> usize {
         }
         let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or("-".into());
         println!(
-            "{:<20} {:>11} {:>10} {:>7} {:>9} {:>5} {:>8} {:>8} {:>7} {:>7}  {}",
+            "{:<20} {:>11} {:>10} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>7} {:>7}  {}",
             r.clip,
             format!("{}/{}", r.output_frames, r.source_frames),
             if r.timestamps.is_none() {
                 "exact"
             } else {
                 "DIFFER"
+            },
+            if r.decode_timing.is_none() {
+                "rising"
+            } else {
+                "BROKEN"
             },
             if r.decode_errors.is_empty() {
                 "clean"
@@ -199,6 +237,9 @@ pub fn print_table(reports: &[Report]) -> usize {
         );
         if let Some(e) = &r.timestamps {
             println!("    timestamps: {e}");
+        }
+        if let Some(e) = &r.decode_timing {
+            println!("    dts: {e}");
         }
         if !r.decode_errors.is_empty() {
             println!(

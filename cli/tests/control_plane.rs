@@ -14,6 +14,7 @@ fn assert_frame_exact(swarm: &Swarm, summary: &serde_json::Value) -> OutputCheck
     assert_eq!(c.frames, c.expected, "{c:?}\n{summary:#}");
     assert_eq!(c.bad_steps, 0, "{c:?}");
     assert!(c.decode_errors.is_empty(), "{c:?}");
+    assert_eq!(c.decode_timing, None, "{c:?}");
     assert!(
         summary["lost_gops"].as_array().unwrap().is_empty(),
         "{summary:#}"
@@ -96,6 +97,7 @@ fn host_killed_without_redundancy_loses_only_reported_gops() {
     );
     assert_eq!(c.frames, c.expected - lost.len() * 50, "{c:?}");
     assert!(c.decode_errors.is_empty(), "{c:?}");
+    assert_eq!(c.decode_timing, None, "{c:?}");
 }
 
 #[test]
@@ -167,6 +169,7 @@ fn fifty_planned_handoffs_land_on_their_committed_gops() {
     let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
     assert_eq!(check.bad_steps, 0, "{check:?}");
     assert!(check.decode_errors.is_empty(), "{check:?}");
+    assert_eq!(check.decode_timing, None, "{check:?}");
     assert!(check.missing_gops.is_empty(), "{check:?}");
 }
 

@@ -178,6 +178,7 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
     assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
     assert_eq!(check.bad_steps, 0, "{check:?}");
     assert!(check.decode_errors.is_empty(), "{check:?}");
+    assert_eq!(check.decode_timing, None, "{check:?}");
     assert!(
         summary["lost_gops"].as_array().unwrap().is_empty(),
         "{summary:#}"
@@ -363,6 +364,7 @@ echo $! > "$dir/$id.pid"
     assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
     assert_eq!(check.bad_steps, 0, "{check:?}");
     assert!(check.decode_errors.is_empty(), "{check:?}");
+    assert_eq!(check.decode_timing, None, "{check:?}");
     assert!(
         summary["lost_gops"].as_array().unwrap().is_empty(),
         "{summary:#}"
@@ -543,6 +545,7 @@ fn an_announced_event_provisions_hosts_before_it_starts() {
     let summary = swarm.finish();
     let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
     assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
+    assert_eq!(check.decode_timing, None, "{check:?}");
     assert!(
         summary["lost_gops"].as_array().unwrap().is_empty(),
         "{summary:#}"
@@ -622,6 +625,7 @@ fn bronze_backups_cover_a_killed_primary_and_own_no_gop() {
     assert_eq!(check.frames, check.expected, "{check:?}");
     assert_eq!(check.bad_steps, 0, "{check:?}");
     assert!(check.decode_errors.is_empty(), "{check:?}");
+    assert_eq!(check.decode_timing, None, "{check:?}");
     assert!(
         summary["merger"]["redundant-used"].as_u64().unwrap() >= 1,
         "the victim's last GOPs came from its backup: {summary:#}"

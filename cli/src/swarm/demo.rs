@@ -70,6 +70,20 @@ pub struct DemoReport {
     pub decode_errors: String,
     /// Frame timestamps not 1/fps after the previous one.
     pub timestamp_gaps: usize,
+    /// What is wrong with the decode timestamps of the MP4 or the HLS output, if anything.
+    pub decode_timing: Option<String>,
+}
+
+impl DemoReport {
+    /// Every frame of every merged GOP, on time, decodable, in decode order players accept.
+    pub fn passed(&self) -> bool {
+        self.frames == self.expected_frames
+            && self.frames > 0
+            && self.timestamp_gaps == 0
+            && self.decode_timing.is_none()
+            && self.decode_errors.trim().is_empty()
+            && self.merge.lost_gops.is_empty()
+    }
 }
 
 pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
@@ -348,6 +362,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     let mp4 = summary.mp4.clone();
     let frames = crate::media::video_frames(&mp4)?;
     let decode_errors = crate::media::decode_errors(&mp4)?;
+    let decode_timing = crate::qa::decode_timing_problem(&mp4)?;
     let gop_frames = {
         let info = crate::media::stream_info(&opts.clip)?;
         (opts.gop.as_secs_f64() * info.fps.0 as f64 / info.fps.1 as f64).round() as u64
@@ -367,6 +382,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         expected_frames: expected,
         decode_errors,
         timestamp_gaps,
+        decode_timing,
         merge: summary,
         handoffs,
         killed,
@@ -416,11 +432,12 @@ pub fn format_report(r: &DemoReport) -> String {
     );
     s += &format!("lost GOPs: {:?}\n", m.lost_gops);
     s += &format!(
-        "output: {} ({} frames, {} expected, {} timestamp gaps, decode: {}), {}/index.m3u8\n",
+        "output: {} ({} frames, {} expected, {} timestamp gaps, DTS: {}, decode: {}), {}/index.m3u8\n",
         m.mp4.display(),
         r.frames,
         r.expected_frames,
         r.timestamp_gaps,
+        r.decode_timing.as_deref().unwrap_or("increasing"),
         if r.decode_errors.trim().is_empty() {
             "clean"
         } else {

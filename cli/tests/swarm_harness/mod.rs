@@ -626,12 +626,16 @@ pub struct OutputCheck {
     pub decode_errors: String,
     /// GOPs (indices) with no frame in the output.
     pub missing_gops: Vec<u64>,
+    /// Decode timestamps of the MP4 and the HLS output: None when DTS strictly increase,
+    /// PTS >= DTS, no sample lasts zero and the decode delay is constant.
+    pub decode_timing: Option<String>,
 }
 
 pub fn check_output(dir: &Path, summary: &serde_json::Value, gop_s: f64) -> OutputCheck {
     let mp4 = dir.join("out.mp4");
     let frames = gopswarm::media::video_frames(&mp4).unwrap();
     let decode_errors = gopswarm::media::decode_errors(&mp4).unwrap();
+    let decode_timing = gopswarm::qa::decode_timing_problem(&mp4).unwrap();
     let first = summary["first_gop"].as_u64().unwrap();
     let last = summary["last_gop"].as_u64().unwrap();
     let gop_frames = (gop_s * 25.0).round() as usize;
@@ -654,5 +658,6 @@ pub fn check_output(dir: &Path, summary: &serde_json::Value, gop_s: f64) -> Outp
         bad_steps,
         decode_errors,
         missing_gops,
+        decode_timing,
     }
 }
