@@ -557,8 +557,8 @@ fn main() -> Result<()> {
             }
             chunks.extend(deframer.finish());
             println!(
-                "{:>6} {:>8} {:>12} {:>7} {:>6} {:>9}  host/profile",
-                "gop", "kind", "start s", "frames", "epoch", "bytes"
+                "{:>6} {:>8} {:>12} {:>7} {:>6} {:>9} {:>7}  host/profile",
+                "gop", "kind", "start s", "frames", "epoch", "bytes", "reorder"
             );
             for c in &chunks {
                 let h = &c.header;
@@ -570,13 +570,14 @@ fn main() -> Result<()> {
                     "primary"
                 };
                 println!(
-                    "{:>6} {:>8} {:>12.3} {:>7} {:>6} {:>9}  {}/{}",
+                    "{:>6} {:>8} {:>12.3} {:>7} {:>6} {:>9} {:>7}  {}/{}",
                     h.gop_index,
                     kind,
                     h.start_ns as f64 / 1e9,
                     h.frame_count,
                     h.epoch,
                     c.bytes().len(),
+                    h.reorder_frames.map_or("-".into(), |r| r.to_string()),
                     h.host_id,
                     h.profile_id
                 );
