@@ -187,7 +187,7 @@ pub struct DecodeTiming {
     pub non_increasing_dts: usize,
     /// Packets shown before they are decoded (PTS < DTS).
     pub pts_before_dts: usize,
-    /// Packets (MP4 samples) of zero duration.
+    /// Packets (MP4 samples) of zero or unknown duration.
     pub zero_duration: usize,
     /// Decode delay (PTS - DTS, ns) of every keyframe, in file order.
     pub key_delays_ns: Vec<i64>,
@@ -210,7 +210,7 @@ impl DecodeTiming {
             wrong.push(format!("{} with PTS < DTS", self.pts_before_dts));
         }
         if self.zero_duration > 0 {
-            wrong.push(format!("{} of zero duration", self.zero_duration));
+            wrong.push(format!("{} of zero or no duration", self.zero_duration));
         }
         let (lo, hi) = (
             self.key_delays_ns.iter().min().copied().unwrap_or(0),
@@ -251,6 +251,11 @@ pub fn decode_timing(path: &Path) -> Result<DecodeTiming> {
         ],
         path,
     )?;
+    decode_timing_of(&v)
+}
+
+/// [`decode_timing`] of ffprobe's JSON (`streams[0].time_base`, `packets[]`).
+pub fn decode_timing_of(v: &Value) -> Result<DecodeTiming> {
     let tb = v["streams"][0]["time_base"]
         .as_str()
         .and_then(ratio)
@@ -258,15 +263,15 @@ pub fn decode_timing(path: &Path) -> Result<DecodeTiming> {
     let ns = |t: i64| ((t as i128 * tb.0 as i128 * 1_000_000_000) / tb.1 as i128) as i64;
     let mut t = DecodeTiming::default();
     let mut prev_dts: Option<i64> = None;
-    for (i, p) in v["packets"]
+    for (i, packet) in v["packets"]
         .as_array()
         .context("no packets")?
         .iter()
         .enumerate()
     {
         t.packets += 1;
-        let pts = p["pts"].as_i64().map(ns);
-        let dts = p["dts"].as_i64().map(ns);
+        let pts = packet["pts"].as_i64().map(ns);
+        let dts = packet["dts"].as_i64().map(ns);
         let mut problem = None;
         match (dts, prev_dts) {
             (Some(d), Some(prev)) if d <= prev => {
@@ -285,11 +290,13 @@ pub fn decode_timing(path: &Path) -> Result<DecodeTiming> {
             t.pts_before_dts += 1;
             problem = problem.or(Some("PTS < DTS"));
         }
-        if p["duration"].as_i64() == Some(0) {
+        // ffprobe leaves out a duration it does not know; a sample of zero or unknown length is
+        // one a player cannot place.
+        if packet["duration"].as_i64().is_none_or(|d| d <= 0) {
             t.zero_duration += 1;
-            problem = problem.or(Some("zero duration"));
+            problem = problem.or(Some("zero or unknown duration"));
         }
-        if p["flags"].as_str().is_some_and(|f| f.starts_with('K'))
+        if packet["flags"].as_str().is_some_and(|f| f.starts_with('K'))
             && let (Some(p), Some(d)) = (pts, dts)
         {
             t.key_delays_ns.push(p - d);
@@ -335,4 +342,66 @@ pub fn compare_frames(source: &[Frame], output: &[Frame], tolerance_ns: i64) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(packets: &[(i64, i64, Option<i64>, &str)]) -> DecodeTiming {
+        let packets: Vec<Value> = packets
+            .iter()
+            .map(|&(pts, dts, duration, flags)| {
+                let mut p = serde_json::json!({"pts": pts, "dts": dts, "flags": flags});
+                if let Some(d) = duration {
+                    p["duration"] = d.into();
+                }
+                p
+            })
+            .collect();
+        decode_timing_of(&serde_json::json!({
+            "streams": [{"time_base": "1/25"}],
+            "packets": packets,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn one_encoders_decode_order_passes() {
+        // I0 P3 B2 B1 | I4 ...: DTS two frames behind, one decode delay.
+        let t = timing(&[
+            (0, -2, Some(1), "K_"),
+            (3, -1, Some(1), "__"),
+            (2, 0, Some(1), "__"),
+            (1, 1, Some(1), "__"),
+            (4, 2, Some(1), "K_"),
+            (5, 3, Some(1), "__"),
+        ]);
+        assert_eq!(t.problem(0), None, "{t:?}");
+        assert_eq!(t.key_delays_ns, vec![80_000_000, 80_000_000]);
+    }
+
+    #[test]
+    fn every_kind_of_broken_decode_order_is_reported() {
+        // What the swarm's joins looked like: DTS repeated at a keyframe three frames early.
+        let t = timing(&[
+            (0, -2, Some(1), "K_"),
+            (2, -1, Some(1), "__"),
+            (1, 0, Some(1), "__"),
+            (3, 0, Some(1), "K_"),
+        ]);
+        assert_eq!(t.non_increasing_dts, 1);
+        let p = t.problem(0).unwrap();
+        assert!(p.contains("1 non-increasing DTS"), "{p}");
+        assert!(p.contains("keyframe decode delay varies"), "{p}");
+        assert!(p.contains("packet 3"), "{p}");
+
+        let t = timing(&[(0, 0, Some(1), "K_"), (1, 2, Some(1), "__")]);
+        assert_eq!(t.pts_before_dts, 1);
+        assert!(t.problem(0).unwrap().contains("PTS < DTS"));
+
+        let t = timing(&[(0, 0, Some(0), "K_"), (1, 1, None, "__")]);
+        assert_eq!(t.zero_duration, 2);
+        assert!(t.problem(0).unwrap().contains("2 of zero or no duration"));
+    }
 }

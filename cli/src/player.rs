@@ -142,7 +142,18 @@ pub fn play_hls(playlist: &Path, timeout: Duration) -> Result<Playback> {
     let dir = playlist.parent().context("playlist without a folder")?;
     let root = dir.parent().unwrap_or(dir);
     let rel = playlist.strip_prefix(root)?.to_string_lossy().to_string();
-    let out = Command::new("node")
+    // The harness stops itself at `timeout`; a node or Chromium that hangs past that (and a
+    // grace for start and shutdown) is killed here, so a test never waits forever.
+    let scratch = std::env::temp_dir().join(format!(
+        "gopswarm-player-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&scratch)?;
+    let (stdout_path, stderr_path) = (scratch.join("stdout"), scratch.join("stderr"));
+    let mut child = Command::new("node")
         .arg(harness_dir().join("play.mjs"))
         .arg("--root")
         .arg(root)
@@ -150,20 +161,33 @@ pub fn play_hls(playlist: &Path, timeout: Duration) -> Result<Playback> {
         .arg(&rel)
         .arg("--timeout")
         .arg(timeout.as_secs().max(1).to_string())
-        .output()
-        .context("running node tests/player/play.mjs")?;
-    if !out.status.success() {
-        bail!(
-            "the player harness failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()
+        .context("starting node tests/player/play.mjs")?;
+    let deadline = std::time::Instant::now() + timeout + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&scratch);
+            bail!("the player harness hung past {timeout:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !status.success() {
+        bail!("the player harness failed ({status}): {}", stderr.trim());
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
+    let line = stdout
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .with_context(|| format!("no result from the player harness: {text}"))?;
+        .with_context(|| format!("no result from the player harness: {stdout}"))?;
     serde_json::from_str(line).with_context(|| format!("player result {line}"))
 }

@@ -388,6 +388,12 @@ fn bad_payloads_on_every_topic_change_nothing() {
     // the payloads that cannot decode.
     assert!(refused >= 25, "orchestrator refused {refused} payloads");
     assert!(log.contains("stale death"), "stale death not reported");
+    // The merger too: it kept waiting for host-0, whose GOPs all came.
+    let merger_log = std::fs::read_to_string(swarm.dir.join("merger.log")).unwrap();
+    assert!(
+        merger_log.contains("ignoring stale death of host-0"),
+        "the merger took a stale death for real"
+    );
     // host-0 counted what it refused and says so in its heartbeats.
     let counted = swarm.obs.decoded().iter().any(|(_, m)| {
         matches!(m, Inbound::Heartbeat(h) if h.host == host_id(0) && h.metrics.rejected_payloads >= 10)

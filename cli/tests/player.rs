@@ -14,8 +14,8 @@ const CLIP: &str = "synthetic-720p25";
 const CLIP_FRAMES: u64 = 1500;
 const PLAY_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// One playback at a time: the browser gets the machine, so dropped frames measure the
-/// stream, not a neighbour test.
+/// One test at a time, encode and playback: the browser gets the machine, so dropped frames
+/// measure the stream, not a neighbour test.
 static PLAYER: Mutex<()> = Mutex::new(());
 static BASELINE: OnceLock<player::Playback> = OnceLock::new();
 
@@ -86,6 +86,7 @@ fn assert_no_worse_than_one_encoder(what: &str, p: &player::Playback, base: &pla
 
 #[test]
 fn three_way_swarm_hls_plays_with_no_more_dropped_frames_than_one_encoder() {
+    let _one_at_a_time = PLAYER.lock().unwrap_or_else(|e| e.into_inner());
     let clip = qa::clip(CLIP).unwrap();
     let dir = out_dir("swarm");
     let (mp4, outcome) = qa::swarm(&clip, &dir, &[]).unwrap();
@@ -94,7 +95,6 @@ fn three_way_swarm_hls_plays_with_no_more_dropped_frames_than_one_encoder() {
     assert_decode_timing(&mp4);
     assert_decode_timing(&playlist);
 
-    let _one_at_a_time = PLAYER.lock().unwrap_or_else(|e| e.into_inner());
     let base = baseline();
     let p = play(&playlist);
     assert_no_worse_than_one_encoder("3-way swarm", &p, base);
@@ -110,6 +110,7 @@ fn three_way_swarm_hls_plays_with_no_more_dropped_frames_than_one_encoder() {
 /// shortened to 30 s: its HLS output in the browser.
 #[test]
 fn demo_hls_plays_with_no_more_dropped_frames_than_one_encoder() {
+    let _one_at_a_time = PLAYER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = out_dir("demo");
     let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
         .args([
@@ -138,7 +139,6 @@ fn demo_hls_plays_with_no_more_dropped_frames_than_one_encoder() {
     assert!(frames >= 25 * 10, "the demo merged {frames} frames");
     assert_decode_timing(&playlist);
 
-    let _one_at_a_time = PLAYER.lock().unwrap_or_else(|e| e.into_inner());
     let base = baseline();
     let p = play(&playlist);
     assert_no_worse_than_one_encoder("demo", &p, base);

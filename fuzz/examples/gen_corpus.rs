@@ -30,6 +30,18 @@ fn header(gop: u64, fl: u8) -> ChunkHeader {
     }
 }
 
+/// The same chunk as version 1 wrote it: no reorder depth, header CRC redone.
+fn version_1(v2: &[u8]) -> Vec<u8> {
+    let header_len = u16::from_le_bytes([v2[6], v2[7]]) as usize;
+    let mut out = v2[..header_len - 5].to_vec();
+    out[4] = 1;
+    out[6..8].copy_from_slice(&((header_len - 1) as u16).to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&v2[header_len..]);
+    out
+}
+
 fn frames(seed: u8, n: usize) -> Vec<FrameRecord> {
     (0..n)
         .map(|i| FrameRecord {
@@ -89,7 +101,8 @@ fn main() {
         &encode_frames(&[]),
     )
     .unwrap();
-    let singles = [&data[0], &data[1], &data[2], &parity_chunk, &empty];
+    let v1 = version_1(&data[1]);
+    let singles = [&data[0], &data[1], &data[2], &parity_chunk, &empty, &v1];
 
     // parse_chunk: one chunk per file, plus a bare frame table and a bare parity payload.
     for (i, c) in singles.iter().enumerate() {

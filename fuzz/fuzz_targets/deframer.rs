@@ -16,7 +16,7 @@
 //! * the returned chunks, concatenated and fed again with the same splits, deframe cleanly.
 #![no_main]
 
-use gopswarm_chunk::{Chunk, Deframer, parse_owned, serialize};
+use gopswarm_chunk::{Chunk, Deframer, VERSION, parse_owned, serialize};
 use libfuzzer_sys::fuzz_target;
 
 const SMALL_MAX: usize = 1024;
@@ -94,7 +94,9 @@ fn run(stream: &[u8], sizes: &[u8], max: Option<usize>, lazy: bool) -> Run {
 fn check_chunk(c: &Chunk, max: usize) {
     assert!(c.bytes().len() <= max, "chunk longer than max_chunk_len");
     let again = serialize(&c.header, c.payload()).expect("re-serialise");
-    assert_eq!(again, c.bytes(), "serialize(chunk) != chunk.bytes()");
+    if c.header.version == VERSION {
+        assert_eq!(again, c.bytes(), "serialize(chunk) != chunk.bytes()");
+    }
     let reparsed = parse_owned(c.bytes().to_vec()).expect("re-parse");
     assert_eq!(&reparsed, c);
 }

@@ -1,6 +1,7 @@
 //! `partialpay` and `partialdepay`: chunking, flags, parity, resynchronisation.
 
 use gopswarm_chunk::{ParityInfo, decode_frames, flags, frame_flags};
+use gst::glib;
 use gst::prelude::*;
 use gstgopswarm::meta::FrameInfo;
 
@@ -277,4 +278,78 @@ fn depay_survives_random_bytes() {
     let stats = h.element().unwrap().property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("chunks").unwrap(), 0);
     assert_eq!(stats.get::<u64>("bytes-skipped").unwrap(), 200 * 997);
+}
+
+fn profile_event(reorder: impl Into<glib::Value> + Send) -> gst::Event {
+    let s = gst::Structure::builder("gopswarm-profile")
+        .field("reorder-frames", reorder)
+        .build();
+    gst::event::CustomDownstreamSticky::builder(s).build()
+}
+
+#[test]
+fn chunks_declare_the_reorder_depth_of_the_profile_that_encoded_them() {
+    init();
+    let mut h = pay_harness(&[]);
+    for n in 0..25 {
+        h.push(frame(n, n == 0, false)).unwrap();
+    }
+    h.push_event(profile_event(2u32));
+    for n in 25..50 {
+        h.push(frame(n, n == 25, false)).unwrap();
+    }
+    // A profile change to one without B-frames (the field as an i32, as parsed from text):
+    // GOP 1 keeps the depth it was encoded with.
+    h.push_event(profile_event(0i32));
+    for n in 50..75 {
+        h.push(frame(n, n == 50, false)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let depths: Vec<Option<u8>> = pulled_chunks(&mut h)
+        .iter()
+        .map(|c| c.header.reorder_frames)
+        .collect();
+    assert_eq!(depths, vec![None, Some(2), Some(0)]);
+
+    // The property wins over the profile.
+    let mut h = pay_harness(&[("reorder-frames", "1")]);
+    h.push_event(profile_event(2u32));
+    for n in 0..25 {
+        h.push(frame(n, n == 0, false)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    assert_eq!(pulled_chunks(&mut h)[0].header.reorder_frames, Some(1));
+}
+
+#[test]
+fn profileenc_and_partialpay_declare_the_encoders_depth() {
+    init();
+    for (profile, depth) in [("h264, complexity=5", 2u8), ("h264, complexity=1", 0)] {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=50 pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! profileenc profile=\"{profile}, gop=1.0, bitrate=300\" ! partialpay gop-duration=1000000000 \
+             ! appsink name=out sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut depths = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            let bytes = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+            depths.push(
+                gopswarm_chunk::parse_owned(bytes)
+                    .unwrap()
+                    .header
+                    .reorder_frames,
+            );
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(depths, vec![Some(depth); 2], "{profile}");
+    }
 }

@@ -67,12 +67,21 @@ const TYPES = {
 function serve(root) {
   const rootAbs = path.resolve(root);
   const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://127.0.0.1');
+    let pathname;
+    try {
+      pathname = decodeURIComponent(new URL(req.url, 'http://127.0.0.1').pathname);
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
     let file;
-    if (url.pathname === '/__player/page.html') file = PAGE;
-    else if (url.pathname === '/__player/hls.min.js') file = HLS_JS;
-    else {
-      file = path.resolve(rootAbs, '.' + decodeURIComponent(url.pathname));
+    if (pathname === '/__player/page.html') file = PAGE;
+    else if (pathname === '/__player/hls.min.js') file = HLS_JS;
+    else if (pathname === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    } else {
+      file = path.resolve(rootAbs, '.' + pathname);
       if (!file.startsWith(rootAbs + path.sep)) {
         res.writeHead(403).end();
         return;

@@ -299,6 +299,9 @@ pub async fn run(
     }
     let srt_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut srt_endpoints: BTreeMap<String, String> = BTreeMap::new();
+    // Latest birth seq per host: a death of an older connection is stale (the orchestrator
+    // applies the same rule), and must not make the merger stop waiting for a live host.
+    let mut birth_seq: BTreeMap<String, u64> = BTreeMap::new();
     let mut srt_pulled: BTreeSet<String> = BTreeSet::new();
     let rejects = RejectCounters::default();
     let mut summary = MergeSummary {
@@ -385,9 +388,14 @@ pub async fn run(
                     }
                     Ok(Inbound::StreamDef(d)) => gop_ns = d.gop_ns,
                     Ok(Inbound::Birth(b)) => {
+                        let seq = birth_seq.entry(b.host.clone()).or_insert(b.seq);
+                        *seq = (*seq).max(b.seq);
                         if let Some(e) = b.capabilities.srt_endpoint {
                             srt_endpoints.insert(b.host, e);
                         }
+                    }
+                    Ok(Inbound::Death(d)) if birth_seq.get(&d.host).is_some_and(|&live| d.seq < live) => {
+                        tracing::info!("merge: ignoring stale death of {} (seq {} < live seq {})", d.host, d.seq, birth_seq[&d.host]);
                     }
                     Ok(Inbound::Death(d)) => {
                         // A dead host sends nothing more: settle its GOPs now (copies or gaps).

@@ -21,8 +21,8 @@ pub struct Stamped {
     pub dts: Vec<i64>,
     /// The reorder depth went up at this GOP: (from, to) frames.
     pub raised: Option<(usize, usize)>,
-    /// Frames whose natural DTS had to be pushed later to keep DTS increasing (only where the
-    /// depth went up).
+    /// Frames whose natural DTS had to be pushed later to keep DTS increasing: where the depth
+    /// went up, or where a GOP's frames overlap the previous GOP's in presentation time.
     pub pushed: usize,
 }
 
@@ -83,7 +83,7 @@ impl DtsStamper {
 
         if let Some(f) = sorted
             .windows(2)
-            .map(|w| w[1] - w[0])
+            .map(|w| w[1].saturating_sub(w[0]))
             .filter(|&d| d > 0)
             .min()
             .or(frame_hint.filter(|&f| f > 0))
@@ -102,10 +102,12 @@ impl DtsStamper {
                 .collect()
         } else {
             (0..depth)
-                .map(|j| sorted[0] - (depth - j) as i64 * frame)
+                .map(|j| sorted[0].saturating_sub(((depth - j) as i64).saturating_mul(frame)))
                 .collect()
         };
-        let step = (frame / (depth as i64 + 1)).max(1);
+        // Small enough that a pushed frame never reaches the next frame's natural DTS, so the
+        // frames after a push are stamped as usual again.
+        let step = (frame / (depth as i64 + 2)).max(1);
         let mut out = Stamped {
             raised,
             ..Default::default()
@@ -119,7 +121,7 @@ impl DtsStamper {
             if let Some(last) = self.last_dts
                 && dts <= last
             {
-                dts = last + step;
+                dts = last.saturating_add(step);
                 out.pushed += 1;
             }
             self.last_dts = Some(dts);
@@ -245,6 +247,27 @@ mod tests {
         assert_eq!(c.raised, None);
         assert_eq!(s.depth(), Some(2));
         assert_eq!(c.dts[0], 20 * F - 2 * F);
+    }
+
+    #[test]
+    fn an_overlapping_join_without_b_frames_recovers_at_once() {
+        // GOP 1 repeats GOP 0's last presentation time: one DTS is pushed, the rest are not.
+        let mut s = DtsStamper::default();
+        s.stamp(0, &[0, F, 2 * F], Some(0), None);
+        let b = s.stamp(1, &[2 * F, 3 * F, 4 * F], Some(0), None);
+        assert_eq!(b.pushed, 1);
+        assert_eq!(b.dts, vec![2 * F + F / 2, 3 * F, 4 * F]);
+        let c = s.stamp(2, &[5 * F, 6 * F], Some(0), None);
+        assert_eq!((c.pushed, c.dts), (0, vec![5 * F, 6 * F]));
+    }
+
+    #[test]
+    fn absurd_timestamps_do_not_overflow() {
+        let mut s = DtsStamper::default();
+        let st = s.stamp(0, &[i64::MIN + 5, i64::MIN + 6], Some(16), Some(i64::MAX));
+        assert_eq!(st.dts.len(), 2);
+        let st = s.stamp(1, &[i64::MAX - 1, i64::MAX], Some(16), None);
+        assert!(st.dts[1] > st.dts[0]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
 
-use super::decode_order::DtsStamper;
+use super::decode_order::{DtsStamper, Stamped};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -523,26 +523,29 @@ impl GopMerge {
         stamper: &mut DtsStamper,
         chunk: &Chunk,
         discont: bool,
-    ) -> Result<(Vec<gst::Buffer>, super::decode_order::Stamped), gopswarm_chunk::ChunkError> {
+    ) -> Result<(Vec<gst::Buffer>, Stamped), gopswarm_chunk::ChunkError> {
         let frames = gopswarm_chunk::decode_frames(chunk.payload())?;
         if frames.len() != chunk.header.frame_count as usize {
             return Err(gopswarm_chunk::ChunkError::Malformed("frame count"));
         }
-        let start = chunk.header.start_ns as i64;
-        // Every encoded frame has a presentation time; without one there is no decode order to
-        // rebuild, so the chunk is unreadable rather than stamped wrong.
-        let pts: Vec<i64> = frames
-            .iter()
-            .map(|f| f.pts_offset.map(|o| start + o))
-            .collect::<Option<_>>()
-            .ok_or(gopswarm_chunk::ChunkError::Malformed("frame without PTS"))?;
-        if pts
-            .iter()
-            .any(|&p| p.checked_add(OUTPUT_BASE as i64).is_none_or(|t| t < 0))
-        {
-            return Err(gopswarm_chunk::ChunkError::Malformed(
-                "frame PTS out of range",
-            ));
+        let out_of_range = || gopswarm_chunk::ChunkError::Malformed("frame time out of range");
+        let start = i64::try_from(chunk.header.start_ns).map_err(|_| out_of_range())?;
+        // Presentation times order the frames for decode timestamps. A frame without one (a
+        // producer that stamps only DTS, as for streams without reordering) is shown when it
+        // is decoded; a frame with neither cannot be placed, so the chunk is unreadable.
+        let mut pts = Vec::with_capacity(frames.len());
+        for f in &frames {
+            let offset =
+                f.pts_offset
+                    .or(f.dts_offset)
+                    .ok_or(gopswarm_chunk::ChunkError::Malformed(
+                        "frame without timestamps",
+                    ))?;
+            let t = start
+                .checked_add(offset)
+                .filter(|t| t.checked_add(OUTPUT_BASE as i64).is_some_and(|o| o >= 0))
+                .ok_or_else(out_of_range)?;
+            pts.push(t);
         }
         let frame_hint = frames
             .iter()
@@ -555,8 +558,9 @@ impl GopMerge {
             frame_hint,
         );
         let to_ts = |t: i64| {
-            u64::try_from(OUTPUT_BASE as i64 + t)
-                .ok()
+            (OUTPUT_BASE as i64)
+                .checked_add(t)
+                .and_then(|t| u64::try_from(t).ok())
                 .map(gst::ClockTime::from_nseconds)
         };
         let mut out = Vec::with_capacity(frames.len());

@@ -71,6 +71,8 @@ struct OpenChunk {
     broken: bool,
     /// Caps in force at the GOP's first frame.
     codec: String,
+    /// Reorder depth of the profile in force at the GOP's first frame.
+    reorder_frames: Option<u8>,
 }
 
 struct State {
@@ -137,6 +139,15 @@ impl PartialPay {
         if k == 0 || m == 0 { (0, 0) } else { (k, m) }
     }
 
+    /// The decode reorder depth chunks declare: the property, else the upstream profile's.
+    fn reorder_frames(&self, settings: &Settings, state: &State) -> Option<u8> {
+        if settings.reorder_frames >= 0 {
+            Some(settings.reorder_frames as u8)
+        } else {
+            state.profile_reorder
+        }
+    }
+
     fn header(&self, settings: &Settings, state: &State, fec: (u8, u8)) -> ChunkHeader {
         ChunkHeader {
             stream_id: settings.stream_id.clone(),
@@ -145,11 +156,7 @@ impl PartialPay {
             codec: state.codec.clone(),
             fec_k: fec.0,
             fec_m: fec.1,
-            reorder_frames: if settings.reorder_frames >= 0 {
-                Some(settings.reorder_frames as u8)
-            } else {
-                state.profile_reorder
-            },
+            reorder_frames: self.reorder_frames(settings, state),
             ..Default::default()
         }
     }
@@ -166,6 +173,7 @@ impl PartialPay {
             } else {
                 let mut header = self.header(&settings, state, fec);
                 header.codec = open.codec.clone();
+                header.reorder_frames = open.reorder_frames;
                 header.gop_index = open.info.gop;
                 header.start_ns = open.info.gop_start;
                 header.duration_ns = open.info.gop_duration;
@@ -362,6 +370,7 @@ impl PartialPay {
                     end_rt: start_rt,
                     broken,
                     codec: state.codec.clone(),
+                    reorder_frames: self.reorder_frames(&settings, state),
                 });
             }
             let open = state.open.as_mut().unwrap();
@@ -462,9 +471,8 @@ impl PartialPay {
                     if let Some(state) = self.state.lock().unwrap().as_mut() {
                         state.profile_fec = (field("fec-k"), field("fec-m"));
                         state.profile_reorder = s
-                            .get::<u32>("reorder-frames")
-                            .ok()
-                            .map(|v| v.min(254) as u8);
+                            .has_field("reorder-frames")
+                            .then(|| field("reorder-frames").min(254));
                     }
                 }
             }
