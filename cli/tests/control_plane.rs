@@ -264,6 +264,9 @@ fn stale_epoch_host_is_fenced_by_the_merger() {
             slots: 3,
             redundancy: 0,
             host_args: vec![(0, vec!["--freeze-after-commit".into()])],
+            // Room after the handoff for the frozen host's next GOPs: adding the spare and the
+            // handoff can take 20 s on a loaded machine, and a 30 s stream then ended first.
+            duration_s: 50.0,
             ..Default::default()
         },
     );
