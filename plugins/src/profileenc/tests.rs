@@ -125,6 +125,18 @@ fn run_to_eos(pipeline: &gst::Pipeline) -> Vec<gst::Structure> {
     elements
 }
 
+/// Runs `desc` (with a `profileenc name=enc`) to EOS and returns what left the encoder.
+fn encode_and_capture(desc: &str) -> Capture {
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let enc = pipeline.by_name("enc").unwrap();
+    let cap = capture_output(&enc.static_pad("src").unwrap(), FRAME);
+    run_to_eos(&pipeline);
+    std::mem::take(&mut *cap.lock().unwrap())
+}
+
 fn temp_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("profileenc-{}-{name}", std::process::id()))
 }
@@ -576,19 +588,12 @@ fn framerate_reduction_keeps_the_same_frames_across_gaps() {
 fn grid_test(codec: &str, mux: &str, ext: &str) {
     init();
     let file = temp_file(&format!("grid-{codec}.{ext}"));
-    let pipeline = gst::parse::launch(&format!(
+    let cap = encode_and_capture(&format!(
         "videotestsrc num-buffers=100 pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
          ! profileenc name=enc profile=\"{codec}, gop=1.0, bitrate=300, complexity=2\" \
          ! {mux} ! filesink location=\"{}\"",
         file.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let enc = pipeline.by_name("enc").unwrap();
-    let cap = capture_output(&enc.static_pad("src").unwrap(), FRAME);
-    run_to_eos(&pipeline);
-    let cap = cap.lock().unwrap();
+    ));
     assert_eq!(cap.buffers.len(), 100, "{codec}: frame count");
     assert_eq!(
         key_indices(&cap.buffers),
@@ -619,17 +624,10 @@ fn declared_reorder_depth_is_the_encoders_decode_delay() {
         "h265, complexity=2",
         "vp9, complexity=2",
     ] {
-        let pipeline = gst::parse::launch(&format!(
+        let cap = encode_and_capture(&format!(
             "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
              ! profileenc name=enc profile=\"{profile}, gop=1.0, bitrate=300\" ! fakesink"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let enc = pipeline.by_name("enc").unwrap();
-        let cap = capture_output(&enc.static_pad("src").unwrap(), FRAME);
-        run_to_eos(&pipeline);
-        let cap = cap.lock().unwrap();
+        ));
         let declared = Profile::parse(profile).unwrap().reorder_frames() as i64;
         let event = cap
             .profile_events
