@@ -10,11 +10,14 @@
 //! - manual acks, so a QoS 1 message is acknowledged only after the part handled it.
 
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Quality of service of subscriptions and publishes (rumqttc's).
+pub use rumqttc::QoS;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -303,6 +306,51 @@ async fn drive(
     }
 }
 
+/// Publish one message with QoS 1 on a connection of its own and return once the broker has
+/// acknowledged it (PUBACK), or fail after `timeout`. For one-shot commands (`gopswarm
+/// stream ...`); a part that stays connected uses a [`Link`]. The error says what went wrong
+/// with the broker (refused, unreachable, no PUBACK in time), without naming it.
+pub async fn publish_once(
+    broker: &BrokerUrl,
+    client_id: &str,
+    topic: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut mqtt = broker.mqtt_options(client_id);
+    mqtt.set_max_packet_size(crate::MAX_PACKET, crate::MAX_PACKET);
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 8);
+    // Queued now, sent by the event loop once connected.
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!("no PUBACK within {} s", timeout.as_secs_f64()));
+            }
+        }
+    }
+    // A clean DISCONNECT, so the broker does not log a lost client; the message is in already.
+    if client.disconnect().await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +406,80 @@ mod tests {
         );
         assert!(BrokerUrl::parse("mqtt://x?frob=1").is_err());
         assert!(BrokerUrl::parse("not a url").is_err());
+    }
+
+    #[tokio::test]
+    async fn publish_once_names_what_went_wrong() {
+        // Nothing listens: the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+        let e = publish_once(&broker, "t", "t", vec![1], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        // Something listens but never answers: the timeout, in seconds.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let broker = BrokerUrl::parse(&format!("mqtt://{}", silent.local_addr().unwrap())).unwrap();
+        let start = std::time::Instant::now();
+        let e = publish_once(&broker, "t", "t", vec![1], Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "no PUBACK within 0.5 s");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    /// One MQTT packet from `r`: (first byte, body).
+    fn read_packet(r: &mut impl std::io::Read) -> (u8, Vec<u8>) {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).unwrap();
+        let first = b[0];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            r.read_exact(&mut b).unwrap();
+            len |= ((b[0] & 0x7f) as usize) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).unwrap();
+        (first, body)
+    }
+
+    #[tokio::test]
+    async fn publish_once_returns_after_the_puback() {
+        use std::io::Write;
+        // A broker of one connection: CONNACK, then the PUBLISH it got, acknowledged.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let broker = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let (connect, _) = read_packet(&mut s);
+            assert_eq!(connect >> 4, 1, "CONNECT first");
+            s.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+            let (publish, body) = read_packet(&mut s);
+            assert_eq!(publish >> 4, 3, "then PUBLISH");
+            assert_eq!((publish >> 1) & 3, 1, "QoS 1");
+            let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+            let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
+            let pkid = [body[2 + topic_len], body[3 + topic_len]];
+            let payload = body[4 + topic_len..].to_vec();
+            s.write_all(&[0x40, 0x02, pkid[0], pkid[1]]).unwrap();
+            let (disconnect, _) = read_packet(&mut s);
+            (topic, payload, disconnect >> 4)
+        });
+        let url = BrokerUrl::parse(&format!("mqtt://{addr}")).unwrap();
+        publish_once(&url, "t", "a/b", b"hello".to_vec(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (topic, payload, last) = broker.join().unwrap();
+        assert_eq!(topic, "a/b");
+        assert_eq!(payload, b"hello");
+        assert_eq!(last, 14, "a clean DISCONNECT at the end");
     }
 }
