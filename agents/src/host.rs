@@ -11,14 +11,16 @@
 //! keeps the last GOPs to answer the merger's resend requests, and reports heartbeats with
 //! metrics and what it applied.
 
+use crate::options::{parse_broker, parse_seconds};
 use anyhow::{Context, Result, bail};
-use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence};
+use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence, QoS};
 use gopswarm_proto::*;
 use gst::prelude::*;
-use rumqttc::QoS;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+pub mod quality;
 
 /// A host's options: its `gopswarm host` command line (one definition for parsing and use).
 #[derive(Debug, Clone, clap::Args)]
@@ -83,15 +85,6 @@ pub struct HostOptions {
     pub psnr_every: u64,
 }
 
-fn parse_broker(s: &str) -> Result<BrokerUrl, String> {
-    BrokerUrl::parse(s)
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s} s: {e}"))
-}
-
 /// Reference profile of the join benchmark when none is given.
 pub const DEFAULT_BENCH_PROFILE: &str = "h264, width=640, height=360, bitrate=1500";
 /// Frame rate the benchmark's reference source runs at (its real time).
@@ -120,12 +113,12 @@ impl SrtServer {
         let (host, port) = rest
             .rsplit_once(':')
             .with_context(|| format!("--srt-listen {endpoint:?} has no port"))?;
-        let pipeline = crate::run::parse(&format!(
+        let pipeline = crate::pipeline::parse(&format!(
             "appsrc name=src is-live=true format=bytes block=false max-bytes=64000000 \
              ! srtsink uri=srt://{host}:{port}?mode=listener wait-for-connection=false sync=false latency=200"
         ))
         .context("SRT server pipeline")?;
-        let src = crate::run::by_name::<gst_app::AppSrc>(&pipeline, "src");
+        let src = crate::pipeline::by_name::<gst_app::AppSrc>(&pipeline, "src");
         src.set_caps(Some(&gst::Caps::new_empty_simple(
             "application/x-gopswarm-stream",
         )));
@@ -167,7 +160,7 @@ struct Runner {
     drain_mark: Option<u64>,
     /// frames-in at the last heartbeat, while frames flow.
     frames_at_beat: Option<u64>,
-    quality: Option<super::quality::QualitySampler>,
+    quality: Option<quality::QualitySampler>,
 }
 
 /// Frames to let through after a drained slot's last GOP (gopselect's default max-reorder).
@@ -212,7 +205,7 @@ impl Runner {
             .filter(|f| *f > 0.0)
             .map(|f| format!("identity sleep-time={} ! ", (1e6 / f) as u64))
             .unwrap_or_default();
-        let pipeline = crate::run::parse(&format!(
+        let pipeline = crate::pipeline::parse(&format!(
             "tcpclientsrc host={src_host} port={src_port} ! gdpdepay ! h264parse \
              ! video/x-h264,alignment=au ! {throttle}gopselect name=sel gop-duration={} \
              ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
@@ -229,7 +222,7 @@ impl Runner {
         pay.set_property("stream-id", &task.stream);
         pay.set_property("profile-id", &task.profile);
         pay.set_property("host-id", host);
-        let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
+        let sink = crate::pipeline::by_name::<gst_app::AppSink>(&pipeline, "out");
         let (stream, profile) = (task.stream.clone(), task.profile.clone());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -262,7 +255,7 @@ impl Runner {
             last_current: None,
             drain_mark: None,
             frames_at_beat: None,
-            quality: (psnr_every > 0).then(|| super::quality::QualitySampler::new(psnr_every)),
+            quality: (psnr_every > 0).then(|| quality::QualitySampler::new(psnr_every)),
         };
         if let Some(q) = &r.quality {
             q.attach(&r.select.static_pad("src").unwrap());
@@ -925,7 +918,7 @@ pub fn join_benchmark(profiles: &[String], frames: u32) -> Vec<BenchResult> {
         .iter()
         .filter_map(|spec| {
             let run = || -> Result<f64> {
-                let pipeline = crate::run::parse(&format!(
+                let pipeline = crate::pipeline::parse(&format!(
                     "videotestsrc num-buffers={frames} pattern=ball \
                      ! video/x-raw,width=1280,height=720,framerate=30/1 \
                      ! profileenc name=enc ! fakesink sync=false"
@@ -935,7 +928,7 @@ pub fn join_benchmark(profiles: &[String], frames: u32) -> Vec<BenchResult> {
                     .unwrap()
                     .set_property("profile", spec);
                 let started = Instant::now();
-                crate::run::play(&pipeline, Duration::from_secs(60))?;
+                crate::pipeline::play(&pipeline, Duration::from_secs(60))?;
                 Ok(frames as f64 / started.elapsed().as_secs_f64().max(1e-6))
             };
             match run() {
@@ -985,7 +978,7 @@ fn capabilities(max_tasks: u32) -> Capabilities {
 
 /// Run the host until `shutdown` resolves.
 pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    crate::run::init();
+    crate::pipeline::init();
     if !valid_id(&opts.id) {
         bail!("host id {:?}: use 1-64 of [A-Za-z0-9._-]", opts.id);
     }

@@ -11,35 +11,51 @@
 //! It ends when a host reports the source's end and every GOP up to it is out (or given up
 //! after the latency), and prints a summary: GOPs per host, fenced, duplicates, lost GOPs.
 
+use crate::options::{parse_broker, parse_seconds};
 use anyhow::{Context, Result, bail};
-use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions};
+use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, QoS};
 use gopswarm_proto::*;
 use gst::prelude::*;
-use rumqttc::QoS;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A merger's options: its `gopswarm merge` command line (one definition for parsing and use).
+#[derive(Debug, Clone, clap::Args)]
 pub struct MergeOptions {
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_parser = parse_broker)]
     pub broker: BrokerUrl,
+    #[arg(long)]
     pub stream: String,
+    #[arg(long)]
     pub profile: String,
-    /// Output prefix: PREFIX.mp4 and PREFIX-hls/.
+    /// Output prefix: writes OUT.mp4 and OUT-hls/
+    #[arg(long)]
     pub out: PathBuf,
-    /// How long a missing GOP is waited for, in GOPs.
+    /// Wait for a missing GOP this many GOPs before reporting it lost
+    #[arg(long, default_value_t = 6)]
     pub latency_gops: u64,
-    /// Stop when nothing arrived for this long (after the first chunk).
+    /// Finish when nothing arrived for this many seconds
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub idle_timeout: Duration,
-    pub progress: bool,
-    /// Also take partial streams over TCP on this address (`tcp://host:port`), from any
-    /// number of hosts at once.
+    /// Write the summary as JSON here
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Also take partial streams over TCP here (tcp://host:port), from any number of hosts
+    #[arg(long)]
     pub listen: Option<String>,
-    /// Call every host of the layout at its SRT endpoint (from its birth) for its partial
-    /// stream (streams defined with chunk sink `srt`).
+    /// Call the hosts' SRT listeners for their partial streams (streams added with
+    /// --chunks srt; hosts run with --srt-listen)
+    #[arg(long)]
     pub pull_srt: bool,
-    /// Serve Prometheus metrics here.
+    /// Serve Prometheus metrics (GOPs in and out, lost, fenced, duplicates) at
+    /// http://ADDR/metrics
+    #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    // Progress lines on stderr: on for `gopswarm merge`, off where the caller prints its own.
+    #[arg(skip = true)]
+    pub progress: bool,
 }
 
 /// The merger's counters as Prometheus metrics.
@@ -115,7 +131,7 @@ fn pull_srt(
             return;
         };
         while !stop.load(Ordering::Relaxed) {
-            let pipeline = match crate::run::parse(&format!(
+            let pipeline = match crate::pipeline::parse(&format!(
                 "srtsrc uri=srt://{rest}?mode=caller latency=200 ! appsink name=out sync=false"
             )) {
                 Ok(p) => p,
@@ -124,7 +140,7 @@ fn pull_srt(
                     return;
                 }
             };
-            let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
+            let sink = crate::pipeline::by_name::<gst_app::AppSink>(&pipeline, "out");
             let _ = pipeline.set_state(gst::State::Playing);
             let mut deframer = gopswarm_chunk::Deframer::default();
             let bus = pipeline.bus().unwrap();
@@ -231,10 +247,10 @@ struct Merger {
 
 impl Merger {
     fn start(out: &std::path::Path, start_gop: u64, latency: u64, gop_ns: u64) -> Result<Merger> {
-        crate::run::prepare_out(out)?;
+        crate::pipeline::prepare_out(out)?;
         let mp4 = format!("{}.mp4", out.display());
         let hls = format!("{}-hls", out.display());
-        let pipeline = crate::run::parse(&format!(
+        let pipeline = crate::pipeline::parse(&format!(
             "appsrc name=src format=time is-live=false max-bytes=0 ! partialdepay \
              ! gopmerge name=merge inputs-by-host=true start-gop={start_gop} latency={latency} ! tee name=v \
              v. ! queue ! h264parse ! mp4mux ! filesink location=\"{mp4}\" \
@@ -243,7 +259,7 @@ impl Merger {
             (gop_ns / 1_000_000_000).max(1)
         ))
         .context("merger pipeline")?;
-        let src = crate::run::by_name::<gst_app::AppSrc>(&pipeline, "src");
+        let src = crate::pipeline::by_name::<gst_app::AppSrc>(&pipeline, "src");
         src.set_caps(Some(&gst::Caps::new_empty_simple(
             "application/x-gopswarm-stream",
         )));
@@ -269,7 +285,7 @@ pub async fn run(
     opts: MergeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<MergeSummary> {
-    crate::run::init();
+    crate::pipeline::init();
     let mut options = LinkOptions::new(
         opts.broker.clone(),
         &format!("gopswarm-merge-{}-{}", opts.stream, opts.profile),

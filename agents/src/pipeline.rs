@@ -1,4 +1,5 @@
-//! Running pipelines in-process with the gopswarm plugin registered statically.
+//! Running pipelines in-process with the gopswarm plugin registered statically: what every
+//! role builds its GStreamer pipelines with.
 
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
@@ -87,13 +88,6 @@ pub fn play(pipeline: &gst::Pipeline, timeout: Duration) -> Result<Outcome> {
     outcome.elapsed = start.elapsed();
     result?;
     Ok(outcome)
-}
-
-/// Load a shipped pipeline, expand it, and play it.
-pub fn shipped(name: &str, vars: &[(&str, &str)], timeout: Duration) -> Result<Outcome> {
-    let desc = crate::pipelines::load(name)?.expand(vars)?;
-    let pipeline = parse(&desc)?;
-    play(&pipeline, timeout)
 }
 
 /// Make the parent directory of an output prefix.

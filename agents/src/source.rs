@@ -9,44 +9,53 @@
 //! before the first keyframe stay positive), and the stream ends just before the first
 //! keyframe at or after `duration`, so the last GOP is complete.
 
+use crate::options::parse_seconds;
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Running time of the first frame served.
 pub const TIMELINE_START: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
-pub struct SourceOptions<'a> {
-    pub clip: &'a Path,
-    pub listen_host: &'a str,
+/// A source's options: its `gopswarm source` command line (one definition for parsing and use).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceOptions {
+    /// H.264 MP4 clip
+    #[arg(long)]
+    pub clip: PathBuf,
+    // The address the TCP server listens on.
+    #[arg(long = "host", value_name = "HOST", default_value = "127.0.0.1")]
+    pub listen_host: String,
+    #[arg(long)]
     pub port: u16,
-    /// Stop after this much stream time (the clip loops until then).
+    /// Seconds of stream to serve (the clip loops), then EOS
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
     pub duration: Duration,
 }
 
 /// Serve until `duration` of stream time went out, then send EOS to every client.
 pub fn serve(opts: &SourceOptions, progress: bool) -> Result<()> {
-    crate::run::init();
+    crate::pipeline::init();
     if !opts.clip.exists() {
         bail!("clip {} not found", opts.clip.display());
     }
-    let reader = crate::run::parse(&format!(
+    let reader = crate::pipeline::parse(&format!(
         "filesrc location=\"{}\" ! qtdemux ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au \
          ! appsink name=frames sync=false max-buffers=64",
         opts.clip.display()
     ))
     .context("clip reader")?;
-    let frames = crate::run::by_name::<gst_app::AppSink>(&reader, "frames");
+    let frames = crate::pipeline::by_name::<gst_app::AppSink>(&reader, "frames");
     frames.set_property("wait-on-eos", false);
-    let server = crate::run::parse(&format!(
+    let server = crate::pipeline::parse(&format!(
         "appsrc name=src is-live=true format=time block=true max-bytes=8000000 \
          ! gdppay ! tcpserversink name=sink host={} port={} sync=true sync-method=latest-keyframe",
         opts.listen_host, opts.port
     ))
     .context("server pipeline")?;
-    let src = crate::run::by_name::<gst_app::AppSrc>(&server, "src");
+    let src = crate::pipeline::by_name::<gst_app::AppSrc>(&server, "src");
     reader.set_state(gst::State::Playing)?;
     // The first frame's running time is TIMELINE_START: make that "now" for the clock sync,
     // so the stream starts at once instead of TIMELINE_START later.

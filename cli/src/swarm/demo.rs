@@ -4,19 +4,18 @@
 //! and later asks for a planned handoff; it prints progress while it runs and a summary at the
 //! end, and checks the output with ffprobe.
 
-use crate::swarm::merge::{self, MergeOptions, MergeSummary};
 use anyhow::{Context, Result, bail};
+use gopswarm_agents::merge::{self, MergeOptions, MergeSummary};
 use gopswarm_orchestrator::controller::{Config, HandoffRecord};
 use gopswarm_orchestrator::service::{Service, ServiceOptions};
-use gopswarm_proto::link::BrokerUrl;
+use gopswarm_proto::link::{BrokerUrl, publish_once};
 use gopswarm_proto::*;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct DemoOptions {
+pub struct DemoConfig {
     pub clip: PathBuf,
     pub out: PathBuf,
     pub duration: Duration,
@@ -86,7 +85,7 @@ impl DemoReport {
     }
 }
 
-pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
+pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
     crate::run::init();
     if !opts.clip.exists() {
         bail!(
@@ -190,7 +189,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ctl = control_client(broker_port, "gopswarm-demo-ctl").await?;
+    let control = BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?;
     let def = StreamDef {
         id: "demo".into(),
         source: format!("gdp+tcp://127.0.0.1:{source_port}"),
@@ -204,13 +203,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         complexity: None,
         chunk_sink: None,
     };
-    ctl.publish(
-        Topic::StreamControl.path(),
-        QoS::AtLeastOnce,
-        false,
-        encode(&StreamCommand::Add { stream: def }),
-    )
-    .await?;
+    send(&control, &StreamCommand::Add { stream: def }).await?;
     let merge_task = tokio::spawn(merge::run(
         MergeOptions {
             metrics_listen: None,
@@ -220,6 +213,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             out: opts.out.join("demo"),
             latency_gops: opts.hosts as u64 + 3,
             idle_timeout: Duration::from_secs(30),
+            summary: None,
             progress: false,
             listen: None,
             pull_srt: false,
@@ -285,18 +279,13 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             }
             last_handoff = Instant::now();
             let from = l.hosts[(handed - 1) % l.hosts.len()].clone();
-            ctl.publish(
-                Topic::StreamControl.path(),
-                QoS::AtLeastOnce,
-                false,
-                encode(&StreamCommand::Handoff {
-                    stream: "demo".into(),
-                    profile: "p360".into(),
-                    from_host: from.clone(),
-                    to_host: None,
-                }),
-            )
-            .await?;
+            let handoff = StreamCommand::Handoff {
+                stream: "demo".into(),
+                profile: "p360".into(),
+                from_host: from.clone(),
+                to_host: None,
+            };
+            send(&control, &handoff).await?;
             eprintln!(
                 "demo: {:>5.1} s  planned handoff {handed}/{} requested: {from} -> a spare host",
                 el.as_secs_f64(),
@@ -451,18 +440,17 @@ pub fn format_report(r: &DemoReport) -> String {
     s
 }
 
-async fn control_client(port: u16, id: &str) -> Result<AsyncClient> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    tokio::spawn(async move {
-        loop {
-            if el.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    });
-    Ok(client)
+/// A stream command to the orchestrator, as `gopswarm stream` sends it.
+async fn send(broker: &BrokerUrl, cmd: &StreamCommand) -> Result<()> {
+    publish_once(
+        broker,
+        "gopswarm-demo-ctl",
+        &Topic::StreamControl.path(),
+        encode(cmd),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("demo broker: {e}"))
 }
 
 pub fn wait_listen(port: u16, timeout: Duration) -> Result<()> {

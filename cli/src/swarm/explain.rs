@@ -3,9 +3,8 @@
 //! from the broker and prints them.
 
 use anyhow::{Context, Result, bail};
-use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions};
+use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, QoS};
 use gopswarm_proto::*;
-use rumqttc::QoS;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

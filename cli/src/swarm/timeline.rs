@@ -2,7 +2,7 @@
 //! (solid: the primary copy, pale: a redundant copy), the layout epochs as vertical lines
 //! (re-deals after a death, handoffs), and the killed host marked.
 
-use crate::swarm::merge::MergeSummary;
+use gopswarm_agents::merge::MergeSummary;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 

@@ -1,0 +1,206 @@
+//! `gopswarm stream` and `gopswarm rolling-update`: commands to the orchestrator, published
+//! on its control topic over MQTT.
+
+use anyhow::{Context, Result};
+use gopswarm_agents::{daemon, options::seconds};
+use gopswarm_proto::{EventAnnouncement, Message, ProfileDef, StreamCommand, StreamDef};
+use std::time::Duration;
+
+/// How long a command waits for the broker to take it.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args)]
+pub struct StreamOptions {
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    #[command(subcommand)]
+    op: StreamOp,
+}
+
+#[derive(clap::Subcommand)]
+enum StreamOp {
+    /// Add a stream
+    Add {
+        #[arg(long)]
+        id: String,
+        /// Source URL (gdp+tcp://host:port from `gopswarm source`)
+        #[arg(long)]
+        source: String,
+        /// Profile as ID=SPEC (SPEC: profileenc profile), repeatable
+        #[arg(long = "profile", required = true)]
+        profiles: Vec<String>,
+        /// GOP duration, seconds
+        #[arg(long, default_value_t = 2.0)]
+        gop: f64,
+        /// Redundant copies per GOP (default: the orchestrator decides)
+        #[arg(long)]
+        redundancy: Option<u32>,
+        /// Hosts per profile (default: the orchestrator decides from the measured complexity)
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Do not sample the source for its complexity (SI/TI)
+        #[arg(long)]
+        no_measure: bool,
+        /// Chunk transport instead of MQTT: tcp://host:port (hosts push to a merger listening
+        /// there) or srt (hosts serve SRT, the merger pulls)
+        #[arg(long)]
+        chunks: Option<String>,
+    },
+    /// Remove a stream
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
+    /// Announce an event: the scaler (orchestrator --autoscale) provisions for it ahead
+    Announce {
+        /// Event id
+        #[arg(long)]
+        id: String,
+        /// The stream that will carry it (its slots count as demand once it runs)
+        #[arg(long)]
+        stream: Option<String>,
+        /// Seconds from now until it starts
+        #[arg(long = "in")]
+        starts_in: f64,
+        /// How long it lasts, seconds
+        #[arg(long)]
+        duration: f64,
+        /// Encoding slots it needs (profiles x slots)
+        #[arg(long)]
+        slots: u32,
+        /// Expected audience
+        #[arg(long, default_value_t = 0.0)]
+        viewers: f64,
+    },
+    /// Move a host's slot to another host at a GOP boundary
+    Handoff {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        from: String,
+        /// Target host (default: the least loaded free host)
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RollingUpdateOptions {
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// Host to update (repeatable; default: every live host)
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+}
+
+pub fn stream(o: StreamOptions) -> Result<()> {
+    let cmd = match o.op {
+        StreamOp::Add {
+            id,
+            source,
+            profiles,
+            gop,
+            redundancy,
+            slots,
+            no_measure,
+            chunks,
+        } => {
+            let profiles = profiles
+                .iter()
+                .map(|p| {
+                    let (id, spec) = p
+                        .split_once('=')
+                        .with_context(|| format!("--profile {p:?}: expected ID=SPEC"))?;
+                    Ok(ProfileDef {
+                        id: id.into(),
+                        spec: spec.into(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut stream = StreamDef {
+                id,
+                source,
+                profiles,
+                gop_ns: seconds(gop)?.as_nanos() as u64,
+                redundancy,
+                slots,
+                complexity: None,
+                chunk_sink: chunks,
+            };
+            if !no_measure && (slots.is_none() || redundancy.is_none()) {
+                let c = gopswarm::swarm::complexity::measure(
+                    &stream.source,
+                    50,
+                    5,
+                    Duration::from_secs(30),
+                )?;
+                eprintln!(
+                    "{}: SI {:.1}, TI {:.1} over {} sampled frames",
+                    stream.id, c.si, c.ti, c.frames
+                );
+                stream.complexity = Some(c);
+            }
+            stream
+                .validate()
+                .map_err(|e| anyhow::anyhow!("stream refused: {e}"))?;
+            StreamCommand::Add { stream }
+        }
+        StreamOp::Remove { id } => StreamCommand::Remove { id },
+        StreamOp::Announce {
+            id,
+            stream,
+            starts_in,
+            duration,
+            slots,
+            viewers,
+        } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            StreamCommand::Announce {
+                event: EventAnnouncement {
+                    id,
+                    stream,
+                    start_unix_ms: now_ms + (starts_in.max(0.0) * 1000.0) as u64,
+                    duration_s: duration,
+                    slots,
+                    expected_viewers: viewers,
+                },
+            }
+        }
+        StreamOp::Handoff {
+            stream,
+            profile,
+            from,
+            to,
+        } => StreamCommand::Handoff {
+            stream,
+            profile,
+            from_host: from,
+            to_host: to,
+        },
+    };
+    send(&o.broker, &cmd)
+}
+
+pub fn rolling_update(o: RollingUpdateOptions) -> Result<()> {
+    send(&o.broker, &StreamCommand::RollingUpdate { hosts: o.hosts })
+}
+
+/// Validate a command and publish it; returns once the broker has it.
+fn send(broker: &str, cmd: &StreamCommand) -> Result<()> {
+    cmd.validate()
+        .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let url = gopswarm_proto::link::BrokerUrl::parse(broker).map_err(anyhow::Error::msg)?;
+    daemon::runtime()?
+        .block_on(gopswarm_proto::link::publish_once(
+            &url,
+            &format!("gopswarm-ctl-{}", std::process::id()),
+            &gopswarm_proto::Topic::StreamControl.path(),
+            gopswarm_proto::encode(cmd),
+            PUBLISH_TIMEOUT,
+        ))
+        .map_err(|e| anyhow::anyhow!("broker {broker}: {e}"))
+}

@@ -1,0 +1,15 @@
+//! The CLI's own commands, one module each: its options (one `clap::Args` struct) and what it
+//! does. The daemons' options live next to the daemons, in `gopswarm-agents`.
+
+pub mod bench;
+pub mod bench_control;
+pub mod chunks;
+pub mod control;
+pub mod demo;
+pub mod explain;
+pub mod launch;
+pub mod learn;
+pub mod merge;
+pub mod orchestrator;
+pub mod qa;
+pub mod simulate;

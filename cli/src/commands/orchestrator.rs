@@ -1,0 +1,182 @@
+//! `gopswarm orchestrator`: the orchestrator service, configured from its flags.
+
+use anyhow::{Context, Result};
+use gopswarm_agents::{daemon, options::seconds};
+use gopswarm_orchestrator::provision::{CommandHook, LocalSpawner, Provisioner};
+use gopswarm_orchestrator::service::{Service, ServiceOptions};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct OrchestratorOptions {
+    /// External broker (mqtt:// or mqtts://, with user:pass@); default: embedded rumqttd
+    #[arg(long)]
+    broker: Option<String>,
+    /// Where the embedded broker listens
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    listen: String,
+    /// State database (survives restarts)
+    #[arg(long, default_value = "gopswarm-state.redb")]
+    state: PathBuf,
+    /// Heartbeat interval hosts use; a host silent 1.5 x this long is dead (seconds)
+    #[arg(long, default_value_t = 2.0)]
+    keepalive: f64,
+    /// GOPs between the furthest host and a switch GOP
+    #[arg(long, default_value_t = 2)]
+    switch_margin: u64,
+    /// Swarm sizing from content complexity, JSON, any of: si_low, ti_low, si_high,
+    /// ti_high (P.910 SI/TI at 320x180), slots ([low, medium, high]), redundancy.
+    /// Default: {"si_low":50,"ti_low":10,"si_high":150,"ti_high":40,"slots":[2,3,4],"redundancy":1}
+    #[arg(long)]
+    sizing: Option<String>,
+    /// Tier thresholds on the combined score, JSON, any of: gold, silver, hysteresis,
+    /// stability_weight. Default: {"gold":90,"silver":70,"hysteresis":5,"stability_weight":0.5}
+    #[arg(long)]
+    tiers: Option<String>,
+    /// Score reference points and weights, JSON (see `gopswarm explain --help`)
+    #[arg(long)]
+    scores: Option<String>,
+    /// The swarm's home region (hosts in another region score lower)
+    #[arg(long)]
+    region: Option<String>,
+    /// Do not hand the slots of hosts that fall to bronze to better spares
+    #[arg(long)]
+    no_peer_swap: bool,
+    /// Give spare bronze hosts backup roles: each slot of every layout gets a copy-only
+    /// task on one, so a primary's death loses none of its GOPs before the re-deal
+    #[arg(long)]
+    backup_copies: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Learned disconnect model from `gopswarm learn`: each host's score carries its
+    /// predicted disconnect risk
+    #[arg(long)]
+    disconnect_model: Option<PathBuf>,
+    /// Operator script that starts, stops and updates hosts: called as
+    /// `CMD provision|deprovision|update HOST-ID` with GOPSWARM_BROKER set. Default: this
+    /// machine spawns `gopswarm host` processes
+    #[arg(long)]
+    provision_hook: Option<String>,
+    /// Extra argument for the hosts this machine spawns (repeatable)
+    #[arg(long = "spawn-host-arg", allow_hyphen_values = true)]
+    spawn_host_args: Vec<String>,
+    /// Provision hosts ahead of the predicted demand and announced events; drain and
+    /// deprovision the ones it started when demand falls below 75% of capacity
+    #[arg(long)]
+    autoscale: bool,
+    /// Hosts in the swarm at most when scaling
+    #[arg(long, default_value_t = 64)]
+    max_hosts: usize,
+    /// Step of the live demand forecast, seconds
+    #[arg(long, default_value_t = 60.0)]
+    forecast_step: f64,
+    /// Steps ahead the forecast (and the scaler) looks
+    #[arg(long, default_value_t = 10)]
+    forecast_horizon: usize,
+    /// Seconds after a scale-up before the scaler may scale down
+    #[arg(long, default_value_t = 300.0)]
+    scale_cooldown: f64,
+    /// Longest a host may take to empty, and to come back, in a rolling update (seconds)
+    #[arg(long, default_value_t = 120.0)]
+    rollout_timeout: f64,
+}
+
+impl OrchestratorOptions {
+    /// The service's options from the flags: every flag maps into them here and nowhere else.
+    /// `broker` is the broker the service and the hosts it starts connect to.
+    fn service_options(self, broker: String) -> Result<ServiceOptions> {
+        let broker_url =
+            gopswarm_proto::link::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
+        let keepalive = seconds(self.keepalive)?;
+        let cfg = gopswarm_orchestrator::Config {
+            keepalive,
+            dead_after: keepalive * 3 / 2,
+            switch_margin_gops: self.switch_margin,
+            sizing: json_flag("--sizing", self.sizing.as_deref())?,
+            tiers: json_flag("--tiers", self.tiers.as_deref())?,
+            scores: json_flag("--scores", self.scores.as_deref())?,
+            home_region: self.region,
+            peer_swap: !self.no_peer_swap,
+            backup_copies: self.backup_copies,
+            ..Default::default()
+        };
+        cfg.tiers
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("--tiers")?;
+        let rollout_timeout = seconds(self.rollout_timeout)?;
+        let provisioner: Box<dyn Provisioner> = match self.provision_hook {
+            Some(command) => Box::new(CommandHook {
+                command,
+                broker: broker.clone(),
+                timeout: rollout_timeout,
+            }),
+            None => {
+                let mut spawner = LocalSpawner::new(
+                    std::env::current_exe().context("this program's path")?,
+                    broker.clone(),
+                    self.spawn_host_args,
+                );
+                // Host logs and pid files next to the state.
+                let dir = self.state.parent().unwrap_or(Path::new(".")).join("hosts");
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                spawner.log_dir = Some(dir);
+                Box::new(spawner)
+            }
+        };
+        let scaler = self
+            .autoscale
+            .then(|| gopswarm_orchestrator::rollout::ScalerConfig {
+                max_hosts: self.max_hosts,
+                cooldown: std::time::Duration::from_secs_f64(self.scale_cooldown.max(0.0)),
+                ..Default::default()
+            });
+        Ok(ServiceOptions {
+            broker: broker_url,
+            state: self.state,
+            cfg,
+            client_id: "gopswarm-orchestrator".into(),
+            gstreamer_version: gst::version_string().to_string(),
+            metrics_listen: self.metrics_listen,
+            disconnect_model: self
+                .disconnect_model
+                .as_deref()
+                .map(gopswarm::swarm::learn::load_model)
+                .transpose()?,
+            provisioner: Some(provisioner),
+            scaler,
+            forecast_step: seconds(self.forecast_step)?,
+            forecast_horizon: self.forecast_horizon.max(1),
+            rollout_timeout,
+        })
+    }
+}
+
+/// A JSON flag, or the default when it is not given.
+fn json_flag<T: serde::de::DeserializeOwned + Default>(
+    flag: &str,
+    json: Option<&str>,
+) -> Result<T> {
+    match json {
+        Some(j) => serde_json::from_str(j).context(flag.to_string()),
+        None => Ok(T::default()),
+    }
+}
+
+/// Runs the orchestrator (and the embedded broker, unless `--broker` names one) until a signal.
+pub fn run(mut o: OrchestratorOptions) -> Result<()> {
+    daemon::init_logging();
+    gopswarm::run::init();
+    let broker = match o.broker.take() {
+        Some(b) => b,
+        None => {
+            let addr: std::net::SocketAddr = o.listen.parse().context("--listen")?;
+            gopswarm_orchestrator::broker::start_embedded(addr)?;
+            eprintln!("embedded MQTT broker on mqtt://{addr}");
+            format!("mqtt://{addr}")
+        }
+    };
+    let options = o.service_options(broker)?;
+    daemon::runtime()?.block_on(Service::run(options, daemon::interrupted(), None))
+}

@@ -1,0 +1,13 @@
+//! Running pipelines in-process: the agents' pipeline helpers, and the shipped pipelines.
+
+pub use gopswarm_agents::pipeline::*;
+
+use anyhow::Result;
+use std::time::Duration;
+
+/// Load a shipped pipeline, expand it, and play it.
+pub fn shipped(name: &str, vars: &[(&str, &str)], timeout: Duration) -> Result<Outcome> {
+    let desc = crate::pipelines::load(name)?.expand(vars)?;
+    let pipeline = parse(&desc)?;
+    play(&pipeline, timeout)
+}
