@@ -88,3 +88,30 @@ fn bad_arguments_get_a_clear_error() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn an_unreachable_broker_is_named() {
+    // Nothing listens on port 1: the command fails at once and says which broker.
+    for args in [
+        vec![
+            "stream",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "remove",
+            "--id",
+            "s",
+        ],
+        vec!["rolling-update", "--broker", "mqtt://127.0.0.1:1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("broker mqtt://127.0.0.1:1: ") && err.contains("refused"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use gopswarm_agents::merge::{self, MergeOptions, MergeSummary};
 use gopswarm_orchestrator::controller::{Config, HandoffRecord};
 use gopswarm_orchestrator::service::{Service, ServiceOptions};
-use gopswarm_proto::link::{BrokerUrl, publish_once};
+use gopswarm_proto::link::{BrokerUrl, Link, LinkOptions, QoS};
 use gopswarm_proto::*;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -189,7 +189,13 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let control = BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?;
+    // One control connection for the whole demo, as an operator's console would keep.
+    let mut control = LinkOptions::new(
+        BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
+        "gopswarm-demo-ctl",
+    );
+    control.keep_alive = Duration::from_secs(5);
+    let mut ctl = Link::start(control);
     let def = StreamDef {
         id: "demo".into(),
         source: format!("gdp+tcp://127.0.0.1:{source_port}"),
@@ -203,7 +209,7 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
         complexity: None,
         chunk_sink: None,
     };
-    send(&control, &StreamCommand::Add { stream: def }).await?;
+    send(&ctl, &StreamCommand::Add { stream: def }).await?;
     let merge_task = tokio::spawn(merge::run(
         MergeOptions {
             metrics_listen: None,
@@ -229,6 +235,8 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
     let mut last_progress = Instant::now();
     while !merge_task.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        // Only (re)connection news on this link: nothing to act on, but it must not fill up.
+        while ctl.events.try_recv().is_ok() {}
         let el = start.elapsed();
         let (layout, alive) = {
             let c = service.controller.lock().unwrap();
@@ -285,7 +293,7 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
                 from_host: from.clone(),
                 to_host: None,
             };
-            send(&control, &handoff).await?;
+            send(&ctl, &handoff).await?;
             eprintln!(
                 "demo: {:>5.1} s  planned handoff {handed}/{} requested: {from} -> a spare host",
                 el.as_secs_f64(),
@@ -440,17 +448,17 @@ pub fn format_report(r: &DemoReport) -> String {
     s
 }
 
-/// A stream command to the orchestrator, as `gopswarm stream` sends it.
-async fn send(broker: &BrokerUrl, cmd: &StreamCommand) -> Result<()> {
-    publish_once(
-        broker,
-        "gopswarm-demo-ctl",
-        &Topic::StreamControl.path(),
-        encode(cmd),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("demo broker: {e}"))
+/// A stream command to the orchestrator, on the topic `gopswarm stream` publishes to.
+async fn send(ctl: &Link, cmd: &StreamCommand) -> Result<()> {
+    ctl.client
+        .publish(
+            Topic::StreamControl.path(),
+            QoS::AtLeastOnce,
+            false,
+            encode(cmd),
+        )
+        .await?;
+    Ok(())
 }
 
 pub fn wait_listen(port: u16, timeout: Duration) -> Result<()> {
