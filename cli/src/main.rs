@@ -28,6 +28,9 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         description: Vec<String>,
     },
+    /// List, describe, print and run the pipelines/NAME.pipeline descriptions (what
+    /// `pipelines/run` wraps)
+    Pipeline(gopswarm::pipelines::command::PipelineArgs),
     /// Run the local 3-way swarm on the sample media and check every output against its source
     /// (frame count, timestamps, decode errors, audio sync, Y-PSNR and size against a single
     /// encode). Prints a PASS/FAIL table; exits non-zero when a clip fails.
@@ -449,6 +452,7 @@ fn main() -> Result<()> {
             let status = gopswarm::launch::run(&description)?;
             std::process::exit(status);
         }
+        Command::Pipeline(args) => std::process::exit(args.run()),
         Command::Qa {
             clips,
             out,
