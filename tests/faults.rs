@@ -79,12 +79,12 @@ fn local_swarm(
     let src = clip.path.to_string_lossy().to_string();
     let mut all = vec![("SRC", src.as_str()), ("OUT", prefix_s.as_str())];
     all.extend_from_slice(vars);
-    let desc = pipelines::load("local-swarm-video")
+    let words = pipelines::load("local-swarm-video")
         .unwrap()
         .expand(&all)
         .unwrap();
     (
-        run::parse(&desc).unwrap(),
+        run::parse_words(&words).unwrap(),
         std::path::PathBuf::from(format!("{prefix_s}.mp4")),
     )
 }

@@ -68,7 +68,7 @@ fn three_way_to_two_way_and_bitrate_change_land_on_their_gops() {
     run::prepare_out(&prefix_path).unwrap();
     let prefix = prefix_path.to_string_lossy().to_string();
     let src = clip.path.to_string_lossy().to_string();
-    let desc = pipelines::load("local-swarm-video")
+    let words = pipelines::load("local-swarm-video")
         .unwrap()
         .expand(&[
             ("SRC", &src),
@@ -77,7 +77,7 @@ fn three_way_to_two_way_and_bitrate_change_land_on_their_gops() {
             ("PROFILE", "h264, bitrate=150, complexity=3"),
         ])
         .unwrap();
-    let pipeline = run::parse(&desc).unwrap();
+    let pipeline = run::parse_words(&words).unwrap();
     let chunks = record_chunks(&pipeline);
 
     // Schedule both changes while GOP 1 plays: the swarm shrinks at GOP 4, the bitrate cap

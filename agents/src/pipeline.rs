@@ -39,6 +39,18 @@ pub fn parse(description: &str) -> Result<gst::Pipeline> {
         .map_err(|_| anyhow::anyhow!("not a pipeline"))
 }
 
+/// Build a pipeline from `gst-launch-1.0` argv words (as `gopswarm::pipelines` expands them),
+/// the way gst-launch-1.0 does: each word stays one word, spaces included.
+pub fn parse_words(words: &[String]) -> Result<gst::Pipeline> {
+    init();
+    let argv: Vec<&str> = words.iter().map(String::as_str).collect();
+    let element = gst::parse::launchv(&argv)
+        .with_context(|| format!("pipeline does not parse: {}", argv.join(" ")))?;
+    element
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))
+}
+
 /// The element `name` of a pipeline built from a description we wrote ourselves, as `T`.
 pub fn by_name<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) -> T {
     pipeline

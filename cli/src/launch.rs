@@ -44,6 +44,12 @@ fn path_of(src: Option<&gst::Object>) -> String {
     src.map_or_else(|| "(unknown)".to_string(), |s| s.path_string().to_string())
 }
 
+/// Ask a running [`run`] to stop as a first SIGINT does: send EOS so that files are finished
+/// (the `pipelines` watchdog uses this when the in-process run reaches its TIMEOUT).
+pub fn interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
 /// Run the pipeline `words` (the argv words of a `gst-launch-1.0` line) to its end.
 pub fn run(words: &[String]) -> anyhow::Result<i32> {
     gst::init()?;

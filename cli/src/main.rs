@@ -32,6 +32,9 @@ enum Command {
     /// and 1 on the first error. Unlike gst-launch-1.0 1.22 it cannot miss the pipeline's EOS
     /// through the PAUSED-to-PLAYING race of GstBin.
     Launch(LaunchOptions),
+    /// List, describe, print and run the pipelines/NAME.pipeline descriptions (what
+    /// `pipelines/run` wraps)
+    Pipeline(gopswarm::pipelines::command::PipelineArgs),
     /// Run the local 3-way swarm on the sample media and check every output against its source
     /// (frame count, timestamps, decode errors, audio sync, Y-PSNR and size against a single
     /// encode). Prints a PASS/FAIL table; exits non-zero when a clip fails.
@@ -82,6 +85,7 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Launch(o) => commands::launch::run(o),
+        Command::Pipeline(args) => std::process::exit(args.run()),
         Command::Qa(o) => commands::qa::run(o),
         Command::Bench(o) => commands::bench::run(o),
         Command::Chunks(o) => commands::chunks::run(o),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Load a shipped pipeline, expand it, and play it.
 pub fn shipped(name: &str, vars: &[(&str, &str)], timeout: Duration) -> Result<Outcome> {
-    let desc = crate::pipelines::load(name)?.expand(vars)?;
-    let pipeline = parse(&desc)?;
+    let words = crate::pipelines::load(name)?.expand(vars)?;
+    let pipeline = parse_words(&words)?;
     play(&pipeline, timeout)
 }

@@ -24,6 +24,11 @@ fn every_subcommand_has_help() {
         vec!["rolling-update", "--help"],
         vec!["stream", "announce", "--help"],
         vec!["launch", "--help"],
+        vec!["pipeline", "--help"],
+        vec!["pipeline", "run", "--help"],
+        vec!["pipeline", "print", "--help"],
+        vec!["pipeline", "list", "--help"],
+        vec!["pipeline", "describe", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)
