@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 #![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
 //! gopswarm GStreamer plugin: split a source at GOP boundaries, encode per profile, emit partial
 //! streams cut at GOP boundaries, and merge them back frame-exactly.
@@ -30,9 +31,12 @@ gst::plugin_define!(
     gopswarm,
     env!("CARGO_PKG_DESCRIPTION"),
     plugin_init,
-    env!("CARGO_PKG_VERSION"),
+    // Version, commit id and release date from build.rs (gst-plugin-version-helper).
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    // GStreamer's name for MPL-2.0 (the crate's license).
     "MPL",
     "gopswarm",
     "gopswarm",
-    "https://github.com/gopswarm/gopswarm"
+    "https://github.com/gopswarm/gopswarm",
+    env!("BUILD_REL_DATE")
 );

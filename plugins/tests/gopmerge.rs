@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopmerge` rules, fed synthetic chunks from several appsrc inputs.
 
 use gopswarm_chunk::{ChunkHeader, FrameRecord, ParityInfo, encode_frames, flags, frame_flags};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopmerge`: reassemble one profile's complete stream from gopswarm partial streams.
 //!
 //! Request sink pads (`sink_%u`) take chunks, one partial stream each (straight from

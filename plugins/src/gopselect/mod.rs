@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopselect`: keep the GOPs assigned to this swarm member on a fixed GOP grid.
 //!
 //! GOP `k` covers `[grid-origin + k * gop-duration, grid-origin + (k + 1) * gop-duration)` on the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;

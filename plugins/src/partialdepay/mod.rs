@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `partialdepay`: recover gopswarm chunks from a byte stream.
 //!
 //! Reads whatever a byte transport delivers (`filesrc`, `tcpserversrc`, `srtsrc`, `appsrc`), in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `partialpay`: cut an encoded video stream into gopswarm chunks, one per GOP.
 //!
 //! Each chunk carries a versioned, CRC32C-protected header (stream, profile, host, GOP index,

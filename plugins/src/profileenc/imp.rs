@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `profileenc` implementation. See the module documentation in `mod.rs` for the behaviour.
 //!
 //! Inside the bin:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `profileenc`: encode one profile with an IDR exactly on the first frame of every GOP.
 //!
 //! ```text
