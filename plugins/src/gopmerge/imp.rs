@@ -85,6 +85,9 @@ struct InputState {
     /// so having passed a GOP proves nothing; only its end does.
     by_host: bool,
     last_data_gop: Option<u64>,
+    /// GOPs between the input's last two data chunks: its chunk for GOP k is only complete once
+    /// its next GOP starts (`partialpay` closes a chunk there), `step` GOPs later.
+    gop_step: Option<u64>,
     /// Highest GOP covered by a parity group this input sent.
     last_parity_gop: Option<u64>,
     fec_k: u8,
@@ -139,6 +142,10 @@ struct State {
     discont: bool,
     eos_sent: bool,
     flushing: bool,
+    /// GOP duration on the grid (ns), from the chunks.
+    gop_duration: Option<u64>,
+    /// The latency this element adds, as last reported (LATENCY query and message).
+    reported_latency: Option<gst::ClockTime>,
     /// Decode timestamps of the output, continuous across joins.
     stamper: DtsStamper,
     stats: Stats,
@@ -163,8 +170,34 @@ impl State {
             eos_sent: false,
             flushing: false,
             stamper: DtsStamper::default(),
+            gop_duration: None,
+            reported_latency: None,
             stats: Stats::default(),
         }
+    }
+
+    /// The latency the merger adds to its inputs', once the GOP duration is known. A GOP goes
+    /// out when its whole chunk is here, and an input's chunk for GOP k is complete when that
+    /// input's next GOP starts: `step` GOPs after k starts (the slot count without redundancy).
+    /// Until every input has shown its step, the number of inputs stands in (an input per slot).
+    /// The `latency` property (the longest wait for a missing GOP) comes on top, as
+    /// `GstAggregator` adds its own.
+    fn added_latency(&self, settings: &Settings) -> Option<gst::ClockTime> {
+        let gop = self.gop_duration?;
+        let inputs = self.inputs.len().max(1) as u64;
+        let live: Vec<&InputState> = self.inputs.values().filter(|i| !i.eos).collect();
+        let steps = live
+            .iter()
+            .map(|i| i.gop_step.map(|s| s.min(inputs)))
+            .collect::<Option<Vec<u64>>>();
+        let hold_gops = match steps {
+            Some(steps) if !steps.is_empty() => steps.into_iter().max().unwrap_or(inputs),
+            _ => inputs,
+        };
+        Some(gst::ClockTime::from_nseconds(
+            gop.saturating_mul(hold_gops)
+                .saturating_add(settings.latency),
+        ))
     }
 
     fn all_inputs_ended(&self) -> bool {
@@ -232,6 +265,12 @@ impl GopMerge {
                     gst::warning!(CAT, obj = pad, "corrupt chunk dropped: {err}");
                 }
             }
+            let latency = state.added_latency(&settings);
+            if latency != state.reported_latency {
+                gst::info!(CAT, obj = pad, "added latency now {}", latency.display());
+                state.reported_latency = latency;
+                messages.push(gst::message::Latency::builder().src(&*self.obj()).build());
+            }
         }
         self.cond.notify_all();
         for m in messages {
@@ -295,7 +334,7 @@ impl GopMerge {
         } else {
             input.to_string()
         };
-        let input_state = state.inputs.entry(key).or_default();
+        let input_state = state.inputs.entry(key.clone()).or_default();
         if settings.inputs_by_host {
             // A host that sends is alive again (ended by `end-input` after a false alarm).
             input_state.eos = false;
@@ -333,6 +372,13 @@ impl GopMerge {
         }
 
         let gop = h.gop_index;
+        if h.duration_ns > 0 {
+            state.gop_duration = Some(h.duration_ns);
+        }
+        let input_state = state.inputs.entry(key.clone()).or_default();
+        if let Some(last) = input_state.last_data_gop.filter(|&l| gop > l) {
+            input_state.gop_step = Some(gop - last);
+        }
         input_state.last_data_gop = input_state.last_data_gop.max(Some(gop));
         input_state.fec_k = h.fec_k;
         if h.fec_k > 0 {
@@ -812,6 +858,37 @@ impl GopMerge {
         }
     }
 
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            // The inputs' latency (the largest minimum over every sink pad), plus what
+            // waiting for whole GOPs adds.
+            let mut upstream = gst::query::Latency::new();
+            if !gst::Pad::query_default(pad, Some(&*self.obj()), &mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            let settings = self
+                .settings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let added = state.added_latency(&settings);
+            state.reported_latency = added;
+            drop(state);
+            let added = added.unwrap_or(gst::ClockTime::ZERO);
+            gst::debug!(
+                CAT,
+                obj = pad,
+                "latency: upstream {min}..{}, adding {added}",
+                max.display()
+            );
+            q.set(live, min + added, max.map(|m| m + added));
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
     fn start_task(&self) {
         let this = self.downgrade();
         let _ = self.srcpad.start_task(move || {
@@ -838,8 +915,22 @@ impl ObjectSubclass for GopMerge {
                     |this| match event.view() {
                         // Chunks arrive in GOP order from live producers: no seeking.
                         gst::EventView::Seek(_) => false,
+                        // Chunks are whole GOPs: an upstream encoder (or its decoder, scaler)
+                        // that skips late frames breaks them. Lateness downstream is answered
+                        // with the latency, not by dropping frames upstream.
+                        gst::EventView::Qos(_) => {
+                            gst::log!(CAT, obj = pad, "QoS event not forwarded upstream");
+                            true
+                        }
                         _ => gst::Pad::event_default(pad, Some(&*this.obj()), event),
                     },
+                )
+            })
+            .query_function(|pad, parent, query| {
+                GopMerge::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| this.src_query(pad, query),
                 )
             })
             .build();
