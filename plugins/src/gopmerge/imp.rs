@@ -4,7 +4,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::sync::{Condvar, LazyLock, Mutex};
+use std::sync::{Condvar, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
@@ -144,6 +144,8 @@ struct State {
     flushing: bool,
     /// GOP duration on the grid (ns), from the chunks.
     gop_duration: Option<u64>,
+    /// A GOP and its start on the timeline (ns), to place GOPs that never came.
+    grid: Option<(u64, u64)>,
     /// The latency this element adds, as last reported (LATENCY query and message).
     reported_latency: Option<gst::ClockTime>,
     /// Decode timestamps of the output, continuous across joins.
@@ -171,6 +173,7 @@ impl State {
             flushing: false,
             stamper: DtsStamper::default(),
             gop_duration: None,
+            grid: None,
             reported_latency: None,
             stats: Stats::default(),
         }
@@ -238,15 +241,26 @@ impl GopMerge {
         pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let bytes = buffer
-            .map_readable()
-            .map_err(|_| gst::FlowError::Error)?
-            .to_vec();
-        let settings = self.settings.lock().unwrap().clone();
+        let bytes = match buffer.map_readable() {
+            Ok(map) => map.to_vec(),
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Read,
+                    ["chunk buffer on {} not readable: {err}", pad.name()]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let parsed = gopswarm_chunk::parse_owned(bytes);
         let mut messages = Vec::new();
         {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.flushing {
                 return Err(gst::FlowError::Flushing);
             }
@@ -359,13 +373,21 @@ impl GopMerge {
                 .find(|g| g.host == host && g.info.members.first().map(|m| m.0) == first);
             match existing {
                 Some(group) if group.info.members == info.members && group.info.m == info.m => {
-                    group.shards[index] = Some(shard);
+                    match group.shards.get_mut(index) {
+                        Some(slot) => *slot = Some(shard),
+                        None => state.stats.corrupt += 1,
+                    }
                 }
                 Some(_) => state.stats.corrupt += 1,
                 None => {
                     let mut shards = vec![None; info.m as usize];
-                    shards[index] = Some(shard);
-                    state.groups.push(ParityGroup { host, info, shards });
+                    match shards.get_mut(index) {
+                        Some(slot) => {
+                            *slot = Some(shard);
+                            state.groups.push(ParityGroup { host, info, shards });
+                        }
+                        None => state.stats.corrupt += 1,
+                    }
                 }
             }
             return;
@@ -375,6 +397,7 @@ impl GopMerge {
         if h.duration_ns > 0 {
             state.gop_duration = Some(h.duration_ns);
         }
+        state.grid = Some((gop, h.start_ns));
         let input_state = state.inputs.entry(key.clone()).or_default();
         if let Some(last) = input_state.last_data_gop.filter(|&l| gop > l) {
             input_state.gop_step = Some(gop - last);
@@ -635,13 +658,17 @@ impl GopMerge {
 
     /// One iteration of the source pad task.
     fn output_loop(&self) {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut events = Vec::new();
         let mut messages = Vec::new();
         let mut buffers = Vec::new();
         let mut eos = false;
         {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.eos_sent || state.flushing {
                 drop(state);
                 let _ = self.srcpad.pause_task();
@@ -649,7 +676,7 @@ impl GopMerge {
             }
             match self.decide(&mut state, &settings) {
                 Step::Wait(d) => {
-                    let _ = self.cond.wait_timeout(state, d).unwrap();
+                    let _ = self.cond.wait_timeout(state, d);
                     return;
                 }
                 Step::Eos => {
@@ -658,19 +685,7 @@ impl GopMerge {
                     messages.push(self.summary(&state.stats));
                 }
                 Step::Gap { gop, reason } => {
-                    state.stats.lost += 1;
-                    state.discont = true;
-                    gst::warning!(CAT, imp = self, "GOP {gop} lost ({reason})");
-                    messages.push(
-                        gst::message::Element::builder(
-                            gst::Structure::builder("gopswarm-gap")
-                                .field("gop", gop)
-                                .field("reason", reason)
-                                .build(),
-                        )
-                        .src(&*self.obj())
-                        .build(),
-                    );
+                    messages.push(self.gap(&mut state, gop, reason));
                     Self::prune(&mut state, gop);
                 }
                 Step::Emit(chunk) => {
@@ -701,10 +716,17 @@ impl GopMerge {
                                 }
                             }
                             Err(_) => {
+                                gst::warning!(
+                                    CAT,
+                                    imp = self,
+                                    "GOP {gop} dropped: its caps '{}' do not parse",
+                                    chunk.header.codec
+                                );
                                 state.stats.corrupt += 1;
-                                state.stats.lost += 1;
-                                state.discont = true;
+                                let gap = self.gap(&mut state, gop, "unparsable-caps");
                                 Self::prune(&mut state, gop);
+                                drop(state);
+                                let _ = self.obj().post_message(gap);
                                 return;
                             }
                         }
@@ -742,8 +764,7 @@ impl GopMerge {
                         Err(err) => {
                             gst::warning!(CAT, imp = self, "GOP {gop} unreadable: {err}");
                             state.stats.corrupt += 1;
-                            state.stats.lost += 1;
-                            state.discont = true;
+                            messages.push(self.gap(&mut state, gop, "unreadable"));
                         }
                     }
                     Self::prune(&mut state, gop);
@@ -774,7 +795,10 @@ impl GopMerge {
                         self.srcpad.push_event(gst::event::Eos::new());
                     }
                 }
-                self.state.lock().unwrap().eos_sent = true;
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .eos_sent = true;
                 let _ = self.srcpad.pause_task();
                 return;
             }
@@ -783,6 +807,26 @@ impl GopMerge {
             self.srcpad.push_event(gst::event::Eos::new());
             let _ = self.srcpad.pause_task();
         }
+    }
+
+    /// Count GOP `gop` as lost, flag the next buffer DISCONT and build its `gopswarm-gap`
+    /// message: gop, reason, and where known its start on the timeline and its duration.
+    fn gap(&self, state: &mut State, gop: u64, reason: &str) -> gst::Message {
+        state.stats.lost += 1;
+        state.discont = true;
+        gst::warning!(CAT, imp = self, "GOP {gop} lost ({reason})");
+        let mut s = gst::Structure::builder("gopswarm-gap")
+            .field("gop", gop)
+            .field("reason", reason)
+            .build();
+        if let (Some(duration), Some((known, known_start))) = (state.gop_duration, state.grid) {
+            let start = (known_start as i128) + (gop as i128 - known as i128) * duration as i128;
+            if let Ok(start) = u64::try_from(start) {
+                s.set("start", gst::ClockTime::from_nseconds(start));
+                s.set("duration", gst::ClockTime::from_nseconds(duration));
+            }
+        }
+        gst::message::Element::builder(s).src(&*self.obj()).build()
     }
 
     fn summary(&self, s: &Stats) -> gst::Message {
@@ -815,8 +859,12 @@ impl GopMerge {
         use gst::EventView;
         match event.view() {
             EventView::Eos(_) => {
-                let by_host = self.settings.lock().unwrap().inputs_by_host;
-                let mut state = self.state.lock().unwrap();
+                let by_host = self
+                    .settings
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .inputs_by_host;
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if by_host {
                     // Every host that came through this pad is done.
                     for i in state.inputs.values_mut().filter(|i| i.pad == pad.name()) {
@@ -831,7 +879,10 @@ impl GopMerge {
                 true
             }
             EventView::FlushStart(_) => {
-                self.state.lock().unwrap().flushing = true;
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .flushing = true;
                 self.cond.notify_all();
                 let res = self.srcpad.push_event(event);
                 let _ = self.srcpad.pause_task();
@@ -839,7 +890,7 @@ impl GopMerge {
             }
             EventView::FlushStop(_) => {
                 {
-                    let mut state = self.state.lock().unwrap();
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                     let stats = state.stats.clone();
                     let inputs: Vec<String> = state.inputs.keys().cloned().collect();
                     *state = State::new();
@@ -993,7 +1044,7 @@ impl ObjectImpl for GopMerge {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap();
+        let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
             "latency" => settings.latency = value.get().unwrap(),
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
@@ -1013,10 +1064,15 @@ impl ObjectImpl for GopMerge {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         if pspec.name() == "stats" {
-            let stats = self.state.lock().unwrap().stats.clone();
+            let stats = self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stats
+                .clone();
             return Self::stats_structure("gopmerge-stats", &stats).to_value();
         }
-        let settings = self.settings.lock().unwrap();
+        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
             "latency" => settings.latency.to_value(),
             "min-epoch" => settings.min_epoch.to_value(),
@@ -1042,7 +1098,7 @@ impl ObjectImpl for GopMerge {
                         let imp = element.imp();
                         imp.state
                             .lock()
-                            .unwrap()
+                            .unwrap_or_else(PoisonError::into_inner)
                             .inputs
                             .entry(name)
                             .or_default()
@@ -1156,10 +1212,15 @@ impl ElementImpl for GopMerge {
                 )
             })
             .build();
-        if !self.settings.lock().unwrap().inputs_by_host {
+        if !self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .inputs_by_host
+        {
             self.state
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .inputs
                 .insert(name, InputState::default());
         }
@@ -1173,7 +1234,7 @@ impl ElementImpl for GopMerge {
         if let Some(input) = self
             .state
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .inputs
             .get_mut(pad.name().as_str())
         {
@@ -1190,7 +1251,7 @@ impl ElementImpl for GopMerge {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         match transition {
             gst::StateChange::ReadyToPaused => {
-                let mut state = self.state.lock().unwrap();
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 let inputs: Vec<String> = state.inputs.keys().cloned().collect();
                 *state = State::new();
                 for name in inputs {
@@ -1198,7 +1259,10 @@ impl ElementImpl for GopMerge {
                 }
             }
             gst::StateChange::PausedToReady => {
-                self.state.lock().unwrap().flushing = true;
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .flushing = true;
                 self.cond.notify_all();
                 let _ = self.srcpad.stop_task();
             }

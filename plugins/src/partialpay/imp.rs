@@ -389,7 +389,14 @@ impl PartialPay {
             if let Some(pts) = pts_rt {
                 open.end_rt = open.end_rt.max(pts + duration.unwrap_or(0) as i64);
             }
-            let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            let map = buffer.map_readable().map_err(|err| {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Read,
+                    ["input buffer not readable: {err}"]
+                );
+                gst::FlowError::Error
+            })?;
             open.frames.push(FrameRecord {
                 pts_offset: pts_rt.map(|t| t - open.start_rt),
                 dts_offset: dts_rt.map(|t| t - open.start_rt),
