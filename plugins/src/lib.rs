@@ -14,6 +14,18 @@ mod partialdepay;
 mod partialpay;
 mod profileenc;
 
+/// The split-encode-merge example shown in every element's docs and `gst-inspect-1.0` output.
+pub const SWARM_EXAMPLE: &str = include_str!("swarm-example.txt");
+
+/// An element's `gst-inspect-1.0` description: what it does, the runnable example, the bus
+/// messages it posts and the units of its properties.
+pub(crate) fn inspect_description(summary: &str, messages: &str, units: &str) -> String {
+    format!(
+        "{summary}\n\nExample (split, encode, merge; runs as written):\n{SWARM_EXAMPLE}\n\
+         Bus messages: {messages}\n\nUnits: {units}"
+    )
+}
+
 /// Caps of a chunked partial stream (see the `gopswarm-chunk` crate for the wire format).
 pub const PARTIAL_CAPS_NAME: &str = "application/x-gopswarm-partial";
 

@@ -1126,10 +1126,18 @@ impl ElementImpl for GopMerge {
             gst::subclass::ElementMetadata::new(
                 "gopswarm GOP merger",
                 "Codec/Muxer/Video",
-                "Merges gopswarm partial streams into one frame-exact encoded stream: orders \
-                 chunks by GOP, drops duplicate, stale and corrupt copies, rebuilds lost chunks \
-                 from Reed-Solomon parity and reports gaps. Example: gopmerge name=m latency=6000000000 \
-                 ! h264parse ! mp4mux ! filesink location=out.mp4",
+                &crate::inspect_description(
+                    "Merges gopswarm partial streams into one frame-exact encoded stream: orders \
+                     chunks by GOP, drops duplicate, stale and corrupt copies, rebuilds lost \
+                     chunks from Reed-Solomon parity and reports gaps. Its latency is the \
+                     inputs' plus GOP duration x the GOPs between an input's chunks plus \
+                     `latency`.",
+                    "gopswarm-gap (gop: u64, reason: missing|deadline|unparsable-caps|unreadable, \
+                     start: ClockTime ns, duration: ClockTime ns); gopswarm-decode-delay (gop, \
+                     from-frames, to-frames: u64); gopswarm-merge-summary at EOS (the stats \
+                     fields, u64).",
+                    "latency in nanoseconds (ClockTime); min-epoch and start-gop are counts.",
+                ),
                 "gopswarm developers",
             )
         });

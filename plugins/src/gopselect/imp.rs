@@ -906,10 +906,11 @@ impl ElementImpl for GopSelect {
             gst::subclass::ElementMetadata::new(
                 "GOP selector",
                 "Filter/Video",
-                "Keeps the GOPs of a fixed GOP grid assigned to this swarm member (by slot or \
-                 explicit set, with redundancy, or as a backup's copies) and marks each frame with its GOP and role; on \
-                 parsed H.264/H.265 it selects before decoding and passes the needed pre-roll. \
-                 Example: gopselect slot-index=1 slot-count=3 gop-duration=2000000000",
+                &crate::inspect_description(
+                    "Keeps the GOPs of a fixed GOP grid assigned to this swarm member (by slot or explicit set, with redundancy, or as a backup's copies) and marks each frame with its GOP and role; on parsed H.264/H.265 it selects before decoding and passes the needed pre-roll.",
+                    "gopswarm-assignment-applied (gop: u64, epoch: u64, slots: string) when an assignment change lands on its GOP.",
+                    "gop-duration and grid-origin in nanoseconds (ClockTime); slot-index, slot-count, redundancy, epoch, switch-gop and max-reorder are counts (GOPs, frames).",
+                ),
                 "gopswarm developers",
             )
         });

@@ -326,9 +326,11 @@ impl ElementImpl for PartialDepay {
             gst::subclass::ElementMetadata::new(
                 "gopswarm partial stream depayloader",
                 "Codec/Depayloader/Video",
-                "Recovers CRC-checked gopswarm chunks from any byte stream, resynchronising \
-                 after garbage or truncation and counting what it dropped. Example: \
-                 tcpserversrc port=7001 ! partialdepay ! gopmerge",
+                &crate::inspect_description(
+                    "Recovers CRC-checked gopswarm chunks from any byte stream (filesrc, tcpserversrc, srtsrc, appsrc), resynchronising after garbage or truncation and counting what it dropped.",
+                    "gopswarm-depay-resync (bytes-skipped, corrupt, unsupported-version, chunks: u64) after bytes were skipped.",
+                    "max-chunk-size in bytes.",
+                ),
                 "gopswarm developers",
             )
         });

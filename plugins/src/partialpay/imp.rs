@@ -687,9 +687,11 @@ impl ElementImpl for PartialPay {
             gst::subclass::ElementMetadata::new(
                 "gopswarm partial stream payloader",
                 "Codec/Payloader/Video",
-                "Packs each encoded GOP into one self-delimiting, checksummed gopswarm chunk \
-                 (with optional Reed-Solomon parity chunks) for any byte transport. Example: \
-                 profileenc ! partialpay host-id=a fec-k=4 fec-m=1 ! tcpclientsink port=7001",
+                &crate::inspect_description(
+                    "Packs each encoded GOP into one self-delimiting, checksummed gopswarm chunk (with optional Reed-Solomon parity chunks) for any byte transport. A chunk leaves when the next GOP of its input starts.",
+                    "warnings when a GOP does not start with a keyframe (dropped) or cannot be packed.",
+                    "gop-duration in nanoseconds (ClockTime); fec-k, fec-m in chunks; reorder-frames in frames.",
+                ),
                 "gopswarm developers",
             )
         });
