@@ -19,7 +19,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_LATENCY: u64 = 0;
+const DEFAULT_LATENCY: gst::ClockTime = gst::ClockTime::ZERO;
 const DEFAULT_MIN_EPOCH: u64 = 0;
 const DEFAULT_START_GOP: i64 = -1;
 /// Output timestamps sit this far above the timeline so B-frame DTS never go negative (the same
@@ -34,7 +34,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 struct Settings {
-    latency: u64,
+    latency: gst::ClockTime,
     min_epoch: u64,
     start_gop: i64,
     stream_id: String,
@@ -199,7 +199,7 @@ impl State {
         };
         Some(gst::ClockTime::from_nseconds(
             gop.saturating_mul(hold_gops)
-                .saturating_add(settings.latency),
+                .saturating_add(settings.latency.nseconds()),
         ))
     }
 
@@ -468,7 +468,7 @@ impl GopMerge {
         if state.flushing {
             return Step::Wait(IDLE_WAIT);
         }
-        let latency = (settings.latency > 0).then(|| Duration::from_nanos(settings.latency));
+        let latency = (settings.latency > gst::ClockTime::ZERO).then(|| settings.latency.into());
         let next = match state.next {
             Some(n) => n,
             None => {
@@ -1000,19 +1000,19 @@ impl ObjectImpl for GopMerge {
             vec![
                 glib::ParamSpecUInt64::builder("latency")
                     .nick("Latency")
-                    .blurb("How long (ns) to wait for a missing GOP once a later one has arrived before reporting a gap (0: wait until every input has moved past it or ended)")
-                    .default_value(DEFAULT_LATENCY)
+                    .blurb("How long to wait for a missing GOP once a later one has arrived before reporting a gap, in nanoseconds (0: wait until every input has moved past it or ended); added to the reported latency")
+                    .default_value(DEFAULT_LATENCY.nseconds())
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("min-epoch")
                     .nick("Minimum epoch")
-                    .blurb("Chunks from assignments older than this epoch are stale and ignored")
+                    .blurb("Chunks from assignments older than this epoch (a count) are stale and ignored")
                     .default_value(DEFAULT_MIN_EPOCH)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecInt64::builder("start-gop")
                     .nick("Start GOP")
-                    .blurb("First GOP of the output (-1: the earliest GOP received once every input has delivered or ended)")
+                    .blurb("First GOP of the output, a GOP index (-1: the earliest GOP received once every input has delivered or ended)")
                     .minimum(-1)
                     .default_value(DEFAULT_START_GOP)
                     .mutable_ready()
@@ -1046,7 +1046,7 @@ impl ObjectImpl for GopMerge {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
-            "latency" => settings.latency = value.get().unwrap(),
+            "latency" => settings.latency = gst::ClockTime::from_nseconds(value.get().unwrap()),
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
             "start-gop" => settings.start_gop = value.get().unwrap(),
             "inputs-by-host" => settings.inputs_by_host = value.get().unwrap(),
@@ -1074,7 +1074,7 @@ impl ObjectImpl for GopMerge {
         }
         let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
-            "latency" => settings.latency.to_value(),
+            "latency" => settings.latency.nseconds().to_value(),
             "min-epoch" => settings.min_epoch.to_value(),
             "start-gop" => settings.start_gop.to_value(),
             "inputs-by-host" => settings.inputs_by_host.to_value(),

@@ -270,7 +270,9 @@ impl ObjectImpl for PartialDepay {
             vec![
                 glib::ParamSpecUInt::builder("max-chunk-size")
                     .nick("Maximum chunk size")
-                    .blurb("Chunks claiming more bytes than this are treated as corruption")
+                    .blurb(
+                        "Chunks claiming more bytes than this (in bytes) are treated as corruption",
+                    )
                     .minimum(1024)
                     .default_value(DEFAULT_MAX_CHUNK_SIZE)
                     .mutable_ready()

@@ -583,7 +583,7 @@ impl ObjectImpl for PartialPay {
                     .build(),
                 glib::ParamSpecUInt64::builder("gop-duration")
                     .nick("GOP duration")
-                    .blurb("Grid GOP duration in ns, used only for frames without gopselect's meta")
+                    .blurb("Grid GOP duration in nanoseconds, used only for frames without gopselect's meta")
                     .minimum(1_000_000)
                     .default_value(DEFAULT_GOP_DURATION)
                     .mutable_ready()
