@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Turns an arbitrary byte stream back into chunks, resynchronising after garbage, corruption or
 //! truncation.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Reed-Solomon parity over groups of serialised data chunks.
 //!
 //! A producer groups `k` consecutive data chunks of its own partial stream and emits `m` parity

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The gopswarm chunk format.
 //!
 //! A *chunk* is one encoded GOP (or one Reed-Solomon parity shard over a group of GOPs) with a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The GOP grid and slot assignment shared by every gopswarm element.
 //!
 //! GOP `k` covers `[origin + k * gop, origin + (k + 1) * gop)` on the common timeline. The

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 #![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
 //! gopswarm GStreamer plugin: split a source at GOP boundaries, encode per profile, emit partial
 //! streams cut at GOP boundaries, and merge them back frame-exactly.
@@ -12,6 +13,18 @@ mod gopselect;
 mod partialdepay;
 mod partialpay;
 mod profileenc;
+
+/// The split-encode-merge example shown in every element's docs and `gst-inspect-1.0` output.
+pub const SWARM_EXAMPLE: &str = include_str!("swarm-example.txt");
+
+/// An element's `gst-inspect-1.0` description: what it does, the runnable example, the bus
+/// messages it posts and the units of its properties.
+pub(crate) fn inspect_description(summary: &str, messages: &str, units: &str) -> String {
+    format!(
+        "{summary}\n\nExample (split, encode, merge; runs as written):\n{SWARM_EXAMPLE}\n\
+         Bus messages: {messages}\n\nUnits: {units}"
+    )
+}
 
 /// Caps of a chunked partial stream (see the `gopswarm-chunk` crate for the wire format).
 pub const PARTIAL_CAPS_NAME: &str = "application/x-gopswarm-partial";
@@ -30,9 +43,12 @@ gst::plugin_define!(
     gopswarm,
     env!("CARGO_PKG_DESCRIPTION"),
     plugin_init,
-    env!("CARGO_PKG_VERSION"),
+    // Version, commit id and release date from build.rs (gst-plugin-version-helper).
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    // GStreamer's name for MPL-2.0 (the crate's license).
     "MPL",
     "gopswarm",
     "gopswarm",
-    "https://github.com/gopswarm/gopswarm"
+    "https://github.com/gopswarm/gopswarm",
+    env!("BUILD_REL_DATE")
 );

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Per-frame gopswarm information carried on buffers as a custom meta.
 //!
 //! `gopselect` attaches it; it survives decoders, `videoconvert`/`videoscale` and encoders (all of

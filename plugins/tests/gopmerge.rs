@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopmerge` rules, fed synthetic chunks from several appsrc inputs.
 
 use gopswarm_chunk::{ChunkHeader, FrameRecord, ParityInfo, encode_frames, flags, frame_flags};
@@ -304,6 +305,20 @@ fn gap_is_reported_and_flagged() {
         .map(|s| s.get::<u64>("gop").unwrap())
         .collect();
     assert_eq!(gaps, vec![3]);
+    let gap = m
+        .messages
+        .iter()
+        .find(|s| s.name() == "gopswarm-gap")
+        .unwrap();
+    assert_eq!(gap.get::<&str>("reason").unwrap(), "missing");
+    assert_eq!(
+        gap.get::<gst::ClockTime>("start").unwrap().nseconds(),
+        3 * GOP
+    );
+    assert_eq!(
+        gap.get::<gst::ClockTime>("duration").unwrap().nseconds(),
+        GOP
+    );
     assert_eq!(m.stat("lost"), 1);
     let disconts: Vec<&str> = m
         .buffers
@@ -470,6 +485,34 @@ fn caps_follow_the_chunks() {
     assert_eq!(m.caps.len(), 2);
     assert!(m.caps[1].contains("width=(int)8"));
     assert_eq!(m.stat("frames-out"), 10);
+}
+
+#[test]
+fn a_gop_with_unparsable_caps_is_a_reported_gap() {
+    let a = vec![
+        chunk(&spec(0, "a")),
+        chunk(&Spec {
+            codec: "video/x-h264, width=(int)",
+            ..spec(1, "a")
+        }),
+        chunk(&spec(2, "a")),
+    ];
+    let m = merge(vec![a], vec![true], &[]);
+    assert_eq!(m.gops(), vec!["a:0", "a:2"]);
+    let gaps: Vec<(u64, String)> = m
+        .messages
+        .iter()
+        .filter(|s| s.name() == "gopswarm-gap")
+        .map(|s| {
+            (
+                s.get::<u64>("gop").unwrap(),
+                s.get::<String>("reason").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(gaps, vec![(1, "unparsable-caps".to_string())]);
+    assert_eq!(m.stat("lost"), 1);
+    assert_eq!(m.stat("corrupt"), 1);
 }
 
 #[test]

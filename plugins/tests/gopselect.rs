@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Boundary cases of `gopselect`, driven through `gst_check::Harness`.
 
 use gst::prelude::*;

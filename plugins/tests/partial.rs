@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `partialpay` and `partialdepay`: chunking, flags, parity, resynchronisation.
 
 use gopswarm_chunk::{ParityInfo, decode_frames, flags, frame_flags};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Decode timestamps for the merged stream.
 //!
 //! Every host's encoder stamps DTS on its own frames only. At a host's next GOP (k + n after k)

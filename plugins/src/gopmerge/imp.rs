@@ -1,9 +1,10 @@
+// SPDX-License-Identifier: MPL-2.0
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::sync::{Condvar, LazyLock, Mutex};
+use std::sync::{Condvar, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
@@ -18,7 +19,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_LATENCY: u64 = 0;
+const DEFAULT_LATENCY: gst::ClockTime = gst::ClockTime::ZERO;
 const DEFAULT_MIN_EPOCH: u64 = 0;
 const DEFAULT_START_GOP: i64 = -1;
 /// Output timestamps sit this far above the timeline so B-frame DTS never go negative (the same
@@ -33,7 +34,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 struct Settings {
-    latency: u64,
+    latency: gst::ClockTime,
     min_epoch: u64,
     start_gop: i64,
     stream_id: String,
@@ -84,6 +85,9 @@ struct InputState {
     /// so having passed a GOP proves nothing; only its end does.
     by_host: bool,
     last_data_gop: Option<u64>,
+    /// GOPs between the input's last two data chunks: its chunk for GOP k is only complete once
+    /// its next GOP starts (`partialpay` closes a chunk there), `step` GOPs later.
+    gop_step: Option<u64>,
     /// Highest GOP covered by a parity group this input sent.
     last_parity_gop: Option<u64>,
     fec_k: u8,
@@ -138,6 +142,12 @@ struct State {
     discont: bool,
     eos_sent: bool,
     flushing: bool,
+    /// GOP duration on the grid (ns), from the chunks.
+    gop_duration: Option<u64>,
+    /// A GOP and its start on the timeline (ns), to place GOPs that never came.
+    grid: Option<(u64, u64)>,
+    /// The latency this element adds, as last reported (LATENCY query and message).
+    reported_latency: Option<gst::ClockTime>,
     /// Decode timestamps of the output, continuous across joins.
     stamper: DtsStamper,
     stats: Stats,
@@ -162,8 +172,35 @@ impl State {
             eos_sent: false,
             flushing: false,
             stamper: DtsStamper::default(),
+            gop_duration: None,
+            grid: None,
+            reported_latency: None,
             stats: Stats::default(),
         }
+    }
+
+    /// The latency the merger adds to its inputs', once the GOP duration is known. A GOP goes
+    /// out when its whole chunk is here, and an input's chunk for GOP k is complete when that
+    /// input's next GOP starts: `step` GOPs after k starts (the slot count without redundancy).
+    /// Until every input has shown its step, the number of inputs stands in (an input per slot).
+    /// The `latency` property (the longest wait for a missing GOP) comes on top, as
+    /// `GstAggregator` adds its own.
+    fn added_latency(&self, settings: &Settings) -> Option<gst::ClockTime> {
+        let gop = self.gop_duration?;
+        let inputs = self.inputs.len().max(1) as u64;
+        let live: Vec<&InputState> = self.inputs.values().filter(|i| !i.eos).collect();
+        let steps = live
+            .iter()
+            .map(|i| i.gop_step.map(|s| s.min(inputs)))
+            .collect::<Option<Vec<u64>>>();
+        let hold_gops = match steps {
+            Some(steps) if !steps.is_empty() => steps.into_iter().max().unwrap_or(inputs),
+            _ => inputs,
+        };
+        Some(gst::ClockTime::from_nseconds(
+            gop.saturating_mul(hold_gops)
+                .saturating_add(settings.latency.nseconds()),
+        ))
     }
 
     fn all_inputs_ended(&self) -> bool {
@@ -204,15 +241,26 @@ impl GopMerge {
         pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let bytes = buffer
-            .map_readable()
-            .map_err(|_| gst::FlowError::Error)?
-            .to_vec();
-        let settings = self.settings.lock().unwrap().clone();
+        let bytes = match buffer.map_readable() {
+            Ok(map) => map.to_vec(),
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Read,
+                    ["chunk buffer on {} not readable: {err}", pad.name()]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let parsed = gopswarm_chunk::parse_owned(bytes);
         let mut messages = Vec::new();
         {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.flushing {
                 return Err(gst::FlowError::Flushing);
             }
@@ -230,6 +278,12 @@ impl GopMerge {
                     state.stats.corrupt += 1;
                     gst::warning!(CAT, obj = pad, "corrupt chunk dropped: {err}");
                 }
+            }
+            let latency = state.added_latency(&settings);
+            if latency != state.reported_latency {
+                gst::info!(CAT, obj = pad, "added latency now {}", latency.display());
+                state.reported_latency = latency;
+                messages.push(gst::message::Latency::builder().src(&*self.obj()).build());
             }
         }
         self.cond.notify_all();
@@ -294,7 +348,7 @@ impl GopMerge {
         } else {
             input.to_string()
         };
-        let input_state = state.inputs.entry(key).or_default();
+        let input_state = state.inputs.entry(key.clone()).or_default();
         if settings.inputs_by_host {
             // A host that sends is alive again (ended by `end-input` after a false alarm).
             input_state.eos = false;
@@ -319,19 +373,35 @@ impl GopMerge {
                 .find(|g| g.host == host && g.info.members.first().map(|m| m.0) == first);
             match existing {
                 Some(group) if group.info.members == info.members && group.info.m == info.m => {
-                    group.shards[index] = Some(shard);
+                    match group.shards.get_mut(index) {
+                        Some(slot) => *slot = Some(shard),
+                        None => state.stats.corrupt += 1,
+                    }
                 }
                 Some(_) => state.stats.corrupt += 1,
                 None => {
                     let mut shards = vec![None; info.m as usize];
-                    shards[index] = Some(shard);
-                    state.groups.push(ParityGroup { host, info, shards });
+                    match shards.get_mut(index) {
+                        Some(slot) => {
+                            *slot = Some(shard);
+                            state.groups.push(ParityGroup { host, info, shards });
+                        }
+                        None => state.stats.corrupt += 1,
+                    }
                 }
             }
             return;
         }
 
         let gop = h.gop_index;
+        if h.duration_ns > 0 {
+            state.gop_duration = Some(h.duration_ns);
+        }
+        state.grid = Some((gop, h.start_ns));
+        let input_state = state.inputs.entry(key.clone()).or_default();
+        if let Some(last) = input_state.last_data_gop.filter(|&l| gop > l) {
+            input_state.gop_step = Some(gop - last);
+        }
         input_state.last_data_gop = input_state.last_data_gop.max(Some(gop));
         input_state.fec_k = h.fec_k;
         if h.fec_k > 0 {
@@ -398,7 +468,7 @@ impl GopMerge {
         if state.flushing {
             return Step::Wait(IDLE_WAIT);
         }
-        let latency = (settings.latency > 0).then(|| Duration::from_nanos(settings.latency));
+        let latency = (settings.latency > gst::ClockTime::ZERO).then(|| settings.latency.into());
         let next = match state.next {
             Some(n) => n,
             None => {
@@ -588,13 +658,17 @@ impl GopMerge {
 
     /// One iteration of the source pad task.
     fn output_loop(&self) {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut events = Vec::new();
         let mut messages = Vec::new();
         let mut buffers = Vec::new();
         let mut eos = false;
         {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.eos_sent || state.flushing {
                 drop(state);
                 let _ = self.srcpad.pause_task();
@@ -602,7 +676,7 @@ impl GopMerge {
             }
             match self.decide(&mut state, &settings) {
                 Step::Wait(d) => {
-                    let _ = self.cond.wait_timeout(state, d).unwrap();
+                    let _ = self.cond.wait_timeout(state, d);
                     return;
                 }
                 Step::Eos => {
@@ -611,19 +685,7 @@ impl GopMerge {
                     messages.push(self.summary(&state.stats));
                 }
                 Step::Gap { gop, reason } => {
-                    state.stats.lost += 1;
-                    state.discont = true;
-                    gst::warning!(CAT, imp = self, "GOP {gop} lost ({reason})");
-                    messages.push(
-                        gst::message::Element::builder(
-                            gst::Structure::builder("gopswarm-gap")
-                                .field("gop", gop)
-                                .field("reason", reason)
-                                .build(),
-                        )
-                        .src(&*self.obj())
-                        .build(),
-                    );
+                    messages.push(self.gap(&mut state, gop, reason));
                     Self::prune(&mut state, gop);
                 }
                 Step::Emit(chunk) => {
@@ -654,10 +716,17 @@ impl GopMerge {
                                 }
                             }
                             Err(_) => {
+                                gst::warning!(
+                                    CAT,
+                                    imp = self,
+                                    "GOP {gop} dropped: its caps '{}' do not parse",
+                                    chunk.header.codec
+                                );
                                 state.stats.corrupt += 1;
-                                state.stats.lost += 1;
-                                state.discont = true;
+                                let gap = self.gap(&mut state, gop, "unparsable-caps");
                                 Self::prune(&mut state, gop);
+                                drop(state);
+                                let _ = self.obj().post_message(gap);
                                 return;
                             }
                         }
@@ -695,8 +764,7 @@ impl GopMerge {
                         Err(err) => {
                             gst::warning!(CAT, imp = self, "GOP {gop} unreadable: {err}");
                             state.stats.corrupt += 1;
-                            state.stats.lost += 1;
-                            state.discont = true;
+                            messages.push(self.gap(&mut state, gop, "unreadable"));
                         }
                     }
                     Self::prune(&mut state, gop);
@@ -727,7 +795,10 @@ impl GopMerge {
                         self.srcpad.push_event(gst::event::Eos::new());
                     }
                 }
-                self.state.lock().unwrap().eos_sent = true;
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .eos_sent = true;
                 let _ = self.srcpad.pause_task();
                 return;
             }
@@ -736,6 +807,26 @@ impl GopMerge {
             self.srcpad.push_event(gst::event::Eos::new());
             let _ = self.srcpad.pause_task();
         }
+    }
+
+    /// Count GOP `gop` as lost, flag the next buffer DISCONT and build its `gopswarm-gap`
+    /// message: gop, reason, and where known its start on the timeline and its duration.
+    fn gap(&self, state: &mut State, gop: u64, reason: &str) -> gst::Message {
+        state.stats.lost += 1;
+        state.discont = true;
+        gst::warning!(CAT, imp = self, "GOP {gop} lost ({reason})");
+        let mut s = gst::Structure::builder("gopswarm-gap")
+            .field("gop", gop)
+            .field("reason", reason)
+            .build();
+        if let (Some(duration), Some((known, known_start))) = (state.gop_duration, state.grid) {
+            let start = (known_start as i128) + (gop as i128 - known as i128) * duration as i128;
+            if let Ok(start) = u64::try_from(start) {
+                s.set("start", gst::ClockTime::from_nseconds(start));
+                s.set("duration", gst::ClockTime::from_nseconds(duration));
+            }
+        }
+        gst::message::Element::builder(s).src(&*self.obj()).build()
     }
 
     fn summary(&self, s: &Stats) -> gst::Message {
@@ -768,8 +859,12 @@ impl GopMerge {
         use gst::EventView;
         match event.view() {
             EventView::Eos(_) => {
-                let by_host = self.settings.lock().unwrap().inputs_by_host;
-                let mut state = self.state.lock().unwrap();
+                let by_host = self
+                    .settings
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .inputs_by_host;
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if by_host {
                     // Every host that came through this pad is done.
                     for i in state.inputs.values_mut().filter(|i| i.pad == pad.name()) {
@@ -784,7 +879,10 @@ impl GopMerge {
                 true
             }
             EventView::FlushStart(_) => {
-                self.state.lock().unwrap().flushing = true;
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .flushing = true;
                 self.cond.notify_all();
                 let res = self.srcpad.push_event(event);
                 let _ = self.srcpad.pause_task();
@@ -792,7 +890,7 @@ impl GopMerge {
             }
             EventView::FlushStop(_) => {
                 {
-                    let mut state = self.state.lock().unwrap();
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                     let stats = state.stats.clone();
                     let inputs: Vec<String> = state.inputs.keys().cloned().collect();
                     *state = State::new();
@@ -809,6 +907,37 @@ impl GopMerge {
             EventView::Caps(_) | EventView::Segment(_) | EventView::StreamStart(_) => true,
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            // The inputs' latency (the largest minimum over every sink pad), plus what
+            // waiting for whole GOPs adds.
+            let mut upstream = gst::query::Latency::new();
+            if !gst::Pad::query_default(pad, Some(&*self.obj()), &mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            let settings = self
+                .settings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let added = state.added_latency(&settings);
+            state.reported_latency = added;
+            drop(state);
+            let added = added.unwrap_or(gst::ClockTime::ZERO);
+            gst::debug!(
+                CAT,
+                obj = pad,
+                "latency: upstream {min}..{}, adding {added}",
+                max.display()
+            );
+            q.set(live, min + added, max.map(|m| m + added));
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
     }
 
     fn start_task(&self) {
@@ -837,8 +966,22 @@ impl ObjectSubclass for GopMerge {
                     |this| match event.view() {
                         // Chunks arrive in GOP order from live producers: no seeking.
                         gst::EventView::Seek(_) => false,
+                        // Chunks are whole GOPs: an upstream encoder (or its decoder, scaler)
+                        // that skips late frames breaks them. Lateness downstream is answered
+                        // with the latency, not by dropping frames upstream.
+                        gst::EventView::Qos(_) => {
+                            gst::log!(CAT, obj = pad, "QoS event not forwarded upstream");
+                            true
+                        }
                         _ => gst::Pad::event_default(pad, Some(&*this.obj()), event),
                     },
+                )
+            })
+            .query_function(|pad, parent, query| {
+                GopMerge::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| this.src_query(pad, query),
                 )
             })
             .build();
@@ -857,19 +1000,19 @@ impl ObjectImpl for GopMerge {
             vec![
                 glib::ParamSpecUInt64::builder("latency")
                     .nick("Latency")
-                    .blurb("How long (ns) to wait for a missing GOP once a later one has arrived before reporting a gap (0: wait until every input has moved past it or ended)")
-                    .default_value(DEFAULT_LATENCY)
+                    .blurb("How long to wait for a missing GOP once a later one has arrived before reporting a gap, in nanoseconds (0: wait until every input has moved past it or ended); added to the reported latency")
+                    .default_value(DEFAULT_LATENCY.nseconds())
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("min-epoch")
                     .nick("Minimum epoch")
-                    .blurb("Chunks from assignments older than this epoch are stale and ignored")
+                    .blurb("Chunks from assignments older than this epoch (a count) are stale and ignored")
                     .default_value(DEFAULT_MIN_EPOCH)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecInt64::builder("start-gop")
                     .nick("Start GOP")
-                    .blurb("First GOP of the output (-1: the earliest GOP received once every input has delivered or ended)")
+                    .blurb("First GOP of the output, a GOP index (-1: the earliest GOP received once every input has delivered or ended)")
                     .minimum(-1)
                     .default_value(DEFAULT_START_GOP)
                     .mutable_ready()
@@ -901,9 +1044,9 @@ impl ObjectImpl for GopMerge {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap();
+        let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
-            "latency" => settings.latency = value.get().unwrap(),
+            "latency" => settings.latency = gst::ClockTime::from_nseconds(value.get().unwrap()),
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
             "start-gop" => settings.start_gop = value.get().unwrap(),
             "inputs-by-host" => settings.inputs_by_host = value.get().unwrap(),
@@ -921,12 +1064,17 @@ impl ObjectImpl for GopMerge {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         if pspec.name() == "stats" {
-            let stats = self.state.lock().unwrap().stats.clone();
+            let stats = self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stats
+                .clone();
             return Self::stats_structure("gopmerge-stats", &stats).to_value();
         }
-        let settings = self.settings.lock().unwrap();
+        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
-            "latency" => settings.latency.to_value(),
+            "latency" => settings.latency.nseconds().to_value(),
             "min-epoch" => settings.min_epoch.to_value(),
             "start-gop" => settings.start_gop.to_value(),
             "inputs-by-host" => settings.inputs_by_host.to_value(),
@@ -950,7 +1098,7 @@ impl ObjectImpl for GopMerge {
                         let imp = element.imp();
                         imp.state
                             .lock()
-                            .unwrap()
+                            .unwrap_or_else(PoisonError::into_inner)
                             .inputs
                             .entry(name)
                             .or_default()
@@ -978,10 +1126,18 @@ impl ElementImpl for GopMerge {
             gst::subclass::ElementMetadata::new(
                 "gopswarm GOP merger",
                 "Codec/Muxer/Video",
-                "Merges gopswarm partial streams into one frame-exact encoded stream: orders \
-                 chunks by GOP, drops duplicate, stale and corrupt copies, rebuilds lost chunks \
-                 from Reed-Solomon parity and reports gaps. Example: gopmerge name=m latency=6000000000 \
-                 ! h264parse ! mp4mux ! filesink location=out.mp4",
+                &crate::inspect_description(
+                    "Merges gopswarm partial streams into one frame-exact encoded stream: orders \
+                     chunks by GOP, drops duplicate, stale and corrupt copies, rebuilds lost \
+                     chunks from Reed-Solomon parity and reports gaps. Its latency is the \
+                     inputs' plus GOP duration x the GOPs between an input's chunks plus \
+                     `latency`.",
+                    "gopswarm-gap (gop: u64, reason: missing|deadline|unparsable-caps|unreadable, \
+                     start: ClockTime ns, duration: ClockTime ns); gopswarm-decode-delay (gop, \
+                     from-frames, to-frames: u64); gopswarm-merge-summary at EOS (the stats \
+                     fields, u64).",
+                    "latency in nanoseconds (ClockTime); min-epoch and start-gop are counts.",
+                ),
                 "gopswarm developers",
             )
         });
@@ -1064,10 +1220,15 @@ impl ElementImpl for GopMerge {
                 )
             })
             .build();
-        if !self.settings.lock().unwrap().inputs_by_host {
+        if !self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .inputs_by_host
+        {
             self.state
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .inputs
                 .insert(name, InputState::default());
         }
@@ -1081,7 +1242,7 @@ impl ElementImpl for GopMerge {
         if let Some(input) = self
             .state
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .inputs
             .get_mut(pad.name().as_str())
         {
@@ -1098,7 +1259,7 @@ impl ElementImpl for GopMerge {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         match transition {
             gst::StateChange::ReadyToPaused => {
-                let mut state = self.state.lock().unwrap();
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 let inputs: Vec<String> = state.inputs.keys().cloned().collect();
                 *state = State::new();
                 for name in inputs {
@@ -1106,7 +1267,10 @@ impl ElementImpl for GopMerge {
                 }
             }
             gst::StateChange::PausedToReady => {
-                self.state.lock().unwrap().flushing = true;
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .flushing = true;
                 self.cond.notify_all();
                 let _ = self.srcpad.stop_task();
             }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopmerge`: reassemble one profile's complete stream from gopswarm partial streams.
 //!
 //! Request sink pads (`sink_%u`) take chunks, one partial stream each (straight from
@@ -29,7 +30,39 @@
 //! signal (a pad name, or a host id) tells the merger an input will send nothing more (its host
 //! died), so missing GOPs are settled at once (redundant copy or gap) instead of at `latency`.
 //!
+//! ## Bus messages
+//!
+//! Element messages from `gopmerge`:
+//! - `gopswarm-gap`: a GOP that will not come: `gop` (u64), `reason` (string: `missing`, every
+//!   input moved past it or ended; `deadline`, `latency` ran out; `unparsable-caps`;
+//!   `unreadable`, its frames did not decode), and once a chunk has shown the grid `start`
+//!   (ClockTime, ns on the common timeline) and `duration` (ClockTime, ns).
+//! - `gopswarm-decode-delay`: the decode reorder depth grew: `gop`, `from-frames`, `to-frames`
+//!   (u64).
+//! - `gopswarm-merge-summary` at EOS: the `stats` fields (u64 counters, see the property).
+//!
+//! ## Latency
+//!
+//! A GOP goes out when its whole chunk is here, and an input's chunk is complete only when that
+//! input's next GOP starts. The LATENCY query answers the inputs' latency plus
+//! GOP duration x the GOPs between an input's chunks (the slot count without redundancy; the
+//! number of inputs until each has shown its spacing) plus `latency`; the element posts a
+//! latency message when it learns the GOP duration from the first chunk or the spacing changes.
+//! QoS events are not forwarded upstream: skipping frames there would break whole GOPs.
+//!
+//! ## Properties and units
+//!
+//! Times are nanoseconds (`latency`), as GStreamer's ClockTime; GOP indices and epochs are
+//! counts.
+//!
 //! ## Example
+//!
+//! A complete split-encode-merge on one machine, two swarm members as two branches (runs as
+//! written; a test runs the copy that `gst-inspect-1.0 gopmerge` shows):
+//!
+#![doc = concat!("```text\n", include_str!("../swarm-example.txt"), "```")]
+//!
+//! Merging partial streams that hosts wrote to files:
 //!
 //! ```text
 //! gst-launch-1.0 filesrc location=host-a.gsw ! partialdepay ! m.sink_0 \

@@ -1,8 +1,9 @@
+// SPDX-License-Identifier: MPL-2.0
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::VecDeque;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use crate::grid::{GopSet, Grid, Role, Slots, Timeline};
 use crate::meta::{FrameInfo, signed_running_time};
@@ -322,7 +323,11 @@ impl GopSelect {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let grid = Grid {
             gop_duration: settings.gop_duration,
             origin: settings.grid_origin,
@@ -331,7 +336,7 @@ impl GopSelect {
         let mut messages = Vec::new();
         let mut applied_seq = None;
         let output = {
-            let mut state_guard = self.state.lock().unwrap();
+            let mut state_guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(state) = state_guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
@@ -355,7 +360,7 @@ impl GopSelect {
         if let Some(seq) = applied_seq {
             self.settings
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .requests
                 .retain(|r| r.seq > seq);
         }
@@ -511,7 +516,12 @@ impl GopSelect {
                     .caps()
                     .structure(0)
                     .is_some_and(|s| s.name() != "video/x-raw");
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
                     state.compressed = compressed;
                 }
                 gst::debug!(CAT, imp = self, "compressed input: {compressed}");
@@ -525,12 +535,22 @@ impl GopSelect {
                     );
                     return false;
                 };
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
                     state.segment = segment;
                 }
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
                     state.current_gop = None;
                     state.seen_keyframe = false;
                     state.held.clear();
@@ -540,7 +560,12 @@ impl GopSelect {
                 }
             }
             EventView::Eos(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
                     state.held.clear();
                 }
             }
@@ -550,7 +575,12 @@ impl GopSelect {
     }
 
     fn stats(&self) -> gst::Structure {
-        let (s, epoch, gop, applied_seq) = match self.state.lock().unwrap().as_ref() {
+        let (s, epoch, gop, applied_seq) = match self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             Some(st) => (
                 st.stats.clone(),
                 st.active.epoch,
@@ -562,7 +592,7 @@ impl GopSelect {
         let pending = self
             .settings
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .requests
             .iter()
             .filter(|r| r.seq > applied_seq)
@@ -773,7 +803,7 @@ impl ObjectImpl for GopSelect {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap();
+        let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         let mut changed = settings.desired.clone();
         match pspec.name() {
             "gop-duration" => settings.gop_duration = value.get().unwrap(),
@@ -828,7 +858,7 @@ impl ObjectImpl for GopSelect {
         if pspec.name() == "stats" {
             return self.stats().to_value();
         }
-        let settings = self.settings.lock().unwrap();
+        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
             "gop-duration" => settings.gop_duration.to_value(),
             "grid-origin" => settings.grid_origin.to_value(),
@@ -876,10 +906,11 @@ impl ElementImpl for GopSelect {
             gst::subclass::ElementMetadata::new(
                 "GOP selector",
                 "Filter/Video",
-                "Keeps the GOPs of a fixed GOP grid assigned to this swarm member (by slot or \
-                 explicit set, with redundancy, or as a backup's copies) and marks each frame with its GOP and role; on \
-                 parsed H.264/H.265 it selects before decoding and passes the needed pre-roll. \
-                 Example: gopselect slot-index=1 slot-count=3 gop-duration=2000000000",
+                &crate::inspect_description(
+                    "Keeps the GOPs of a fixed GOP grid assigned to this swarm member (by slot or explicit set, with redundancy, or as a backup's copies) and marks each frame with its GOP and role; on parsed H.264/H.265 it selects before decoding and passes the needed pre-roll.",
+                    "gopswarm-assignment-applied (gop: u64, epoch: u64, slots: string) when an assignment change lands on its GOP.",
+                    "gop-duration and grid-origin in nanoseconds (ClockTime); slot-index, slot-count, redundancy, epoch, switch-gop and max-reorder are counts (GOPs, frames).",
+                ),
                 "gopswarm developers",
             )
         });
@@ -932,7 +963,11 @@ impl ElementImpl for GopSelect {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
-            let settings = self.settings.lock().unwrap().clone();
+            let settings = self
+                .settings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             if settings.desired.gops.is_none()
                 && settings.desired.slot_index >= settings.desired.slot_count
             {
@@ -947,11 +982,12 @@ impl ElementImpl for GopSelect {
                 );
                 return Err(gst::StateChangeError);
             }
-            *self.state.lock().unwrap() = Some(State::new(&settings));
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(State::new(&settings));
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            *self.state.lock().unwrap() = None;
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         Ok(res)
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopselect`: keep the GOPs assigned to this swarm member on a fixed GOP grid.
 //!
 //! GOP `k` covers `[grid-origin + k * gop-duration, grid-origin + (k + 1) * gop-duration)` on the
@@ -29,6 +30,22 @@
 //!   t. ! queue ! gopselect slot-index=1 slot-count=2 ! profileenc ! partialpay ! queue ! m.sink_1 \
 //!   gopmerge name=m ! h264parse ! mp4mux ! filesink location=out.mp4
 //! ```
+//!
+//! ## Bus messages
+//!
+//! `gopswarm-assignment-applied` (gop: u64, epoch: u64, slots: string) when an assignment
+//! change lands on its GOP.
+//!
+//! ## Units
+//!
+//! `gop-duration` and `grid-origin` in nanoseconds (ClockTime); slot and GOP numbers, epochs and
+//! `max-reorder` (frames) are counts.
+//!
+//! ## Swarm example
+//!
+//! A complete split-encode-merge on one machine (runs as written; `gst-inspect-1.0` shows it too):
+//!
+#![doc = concat!("```text\n", include_str!("../swarm-example.txt"), "```")]
 
 use gst::glib;
 use gst::prelude::*;

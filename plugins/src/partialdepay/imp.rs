@@ -1,7 +1,8 @@
+// SPDX-License-Identifier: MPL-2.0
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use gopswarm_chunk::{Chunk, Deframer, DeframerStats};
 
@@ -44,7 +45,11 @@ pub struct PartialDepay {
 
 impl PartialDepay {
     fn new_state(&self) -> State {
-        let max = self.settings.lock().unwrap().max_chunk_size as usize;
+        let max = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .max_chunk_size as usize;
         State {
             deframer: Deframer::new(max),
             need_stream_start: true,
@@ -130,11 +135,18 @@ impl PartialDepay {
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let (events, chunks, messages) = {
-            let mut guard = self.state.lock().unwrap();
+            let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
-            let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            let map = buffer.map_readable().map_err(|err| {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Read,
+                    ["input buffer not readable: {err}"]
+                );
+                gst::FlowError::Error
+            })?;
             state.deframer.push(map.as_slice());
             let mut chunks = Vec::new();
             while let Some(c) = state.deframer.next_chunk() {
@@ -162,24 +174,34 @@ impl PartialDepay {
             // Our own stream-start, caps and TIME segment go out with the first chunk.
             EventView::StreamStart(_) | EventView::Caps(_) | EventView::Segment(_) => true,
             EventView::Eos(_) => {
-                let out = self.state.lock().unwrap().as_mut().map(|state| {
-                    let chunks = state.deframer.finish();
-                    let events = if state.need_stream_start {
-                        state.need_stream_start = false;
-                        self.start_events()
-                    } else {
-                        vec![]
-                    };
-                    let messages: Vec<_> = self.loss_report(state).into_iter().collect();
-                    (events, chunks, messages)
-                });
+                let out = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                    .map(|state| {
+                        let chunks = state.deframer.finish();
+                        let events = if state.need_stream_start {
+                            state.need_stream_start = false;
+                            self.start_events()
+                        } else {
+                            vec![]
+                        };
+                        let messages: Vec<_> = self.loss_report(state).into_iter().collect();
+                        (events, chunks, messages)
+                    });
                 if let Some((events, chunks, messages)) = out {
                     let _ = self.push_out(events, chunks, messages);
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
                     // Keep the counters; drop the half-read bytes.
                     let _ = state.deframer.finish();
                 }
@@ -193,7 +215,7 @@ impl PartialDepay {
         let s = self
             .state
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|s| s.deframer.stats().clone())
             .unwrap_or_default();
@@ -248,7 +270,9 @@ impl ObjectImpl for PartialDepay {
             vec![
                 glib::ParamSpecUInt::builder("max-chunk-size")
                     .nick("Maximum chunk size")
-                    .blurb("Chunks claiming more bytes than this are treated as corruption")
+                    .blurb(
+                        "Chunks claiming more bytes than this (in bytes) are treated as corruption",
+                    )
                     .minimum(1024)
                     .default_value(DEFAULT_MAX_CHUNK_SIZE)
                     .mutable_ready()
@@ -265,14 +289,24 @@ impl ObjectImpl for PartialDepay {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         match pspec.name() {
-            "max-chunk-size" => self.settings.lock().unwrap().max_chunk_size = value.get().unwrap(),
+            "max-chunk-size" => {
+                self.settings
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .max_chunk_size = value.get().unwrap()
+            }
             _ => unimplemented!(),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "max-chunk-size" => self.settings.lock().unwrap().max_chunk_size.to_value(),
+            "max-chunk-size" => self
+                .settings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .max_chunk_size
+                .to_value(),
             "stats" => self.stats().to_value(),
             _ => unimplemented!(),
         }
@@ -294,9 +328,11 @@ impl ElementImpl for PartialDepay {
             gst::subclass::ElementMetadata::new(
                 "gopswarm partial stream depayloader",
                 "Codec/Depayloader/Video",
-                "Recovers CRC-checked gopswarm chunks from any byte stream, resynchronising \
-                 after garbage or truncation and counting what it dropped. Example: \
-                 tcpserversrc port=7001 ! partialdepay ! gopmerge",
+                &crate::inspect_description(
+                    "Recovers CRC-checked gopswarm chunks from any byte stream (filesrc, tcpserversrc, srtsrc, appsrc), resynchronising after garbage or truncation and counting what it dropped.",
+                    "gopswarm-depay-resync (bytes-skipped, corrupt, unsupported-version, chunks: u64) after bytes were skipped.",
+                    "max-chunk-size in bytes.",
+                ),
                 "gopswarm developers",
             )
         });
@@ -330,11 +366,11 @@ impl ElementImpl for PartialDepay {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
-            *self.state.lock().unwrap() = Some(self.new_state());
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.new_state());
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            *self.state.lock().unwrap() = None;
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         Ok(res)
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `partialdepay`: recover gopswarm chunks from a byte stream.
 //!
 //! Reads whatever a byte transport delivers (`filesrc`, `tcpserversrc`, `srtsrc`, `appsrc`), in
@@ -14,6 +15,21 @@
 //!   tcpserversrc port=7002 ! partialdepay ! m.sink_1 \
 //!   gopmerge name=m ! h264parse ! mp4mux ! filesink location=out.mp4
 //! ```
+//!
+//! ## Bus messages
+//!
+//! `gopswarm-depay-resync` (bytes-skipped, corrupt, unsupported-version, chunks: u64) after
+//! bytes were skipped to find the next chunk.
+//!
+//! ## Units
+//!
+//! `max-chunk-size` in bytes.
+//!
+//! ## Swarm example
+//!
+//! A complete split-encode-merge on one machine (runs as written; `gst-inspect-1.0` shows it too):
+//!
+#![doc = concat!("```text\n", include_str!("../swarm-example.txt"), "```")]
 
 use gst::glib;
 use gst::prelude::*;

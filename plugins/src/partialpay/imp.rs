@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -388,7 +389,14 @@ impl PartialPay {
             if let Some(pts) = pts_rt {
                 open.end_rt = open.end_rt.max(pts + duration.unwrap_or(0) as i64);
             }
-            let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            let map = buffer.map_readable().map_err(|err| {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Read,
+                    ["input buffer not readable: {err}"]
+                );
+                gst::FlowError::Error
+            })?;
             open.frames.push(FrameRecord {
                 pts_offset: pts_rt.map(|t| t - open.start_rt),
                 dts_offset: dts_rt.map(|t| t - open.start_rt),
@@ -575,7 +583,7 @@ impl ObjectImpl for PartialPay {
                     .build(),
                 glib::ParamSpecUInt64::builder("gop-duration")
                     .nick("GOP duration")
-                    .blurb("Grid GOP duration in ns, used only for frames without gopselect's meta")
+                    .blurb("Grid GOP duration in nanoseconds, used only for frames without gopselect's meta")
                     .minimum(1_000_000)
                     .default_value(DEFAULT_GOP_DURATION)
                     .mutable_ready()
@@ -679,9 +687,11 @@ impl ElementImpl for PartialPay {
             gst::subclass::ElementMetadata::new(
                 "gopswarm partial stream payloader",
                 "Codec/Payloader/Video",
-                "Packs each encoded GOP into one self-delimiting, checksummed gopswarm chunk \
-                 (with optional Reed-Solomon parity chunks) for any byte transport. Example: \
-                 profileenc ! partialpay host-id=a fec-k=4 fec-m=1 ! tcpclientsink port=7001",
+                &crate::inspect_description(
+                    "Packs each encoded GOP into one self-delimiting, checksummed gopswarm chunk (with optional Reed-Solomon parity chunks) for any byte transport. A chunk leaves when the next GOP of its input starts.",
+                    "warnings when a GOP does not start with a keyframe (dropped) or cannot be packed.",
+                    "gop-duration in nanoseconds (ClockTime); fec-k, fec-m in chunks; reorder-frames in frames.",
+                ),
                 "gopswarm developers",
             )
         });

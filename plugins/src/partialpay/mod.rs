@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `partialpay`: cut an encoded video stream into gopswarm chunks, one per GOP.
 //!
 //! Each chunk carries a versioned, CRC32C-protected header (stream, profile, host, GOP index,
@@ -20,6 +21,23 @@
 //!   ! profileenc ! partialpay stream-id=cam1 host-id=host-a fec-k=4 fec-m=1 \
 //!   ! filesink location=host-a.gsw
 //! ```
+//!
+//! ## Bus messages
+//!
+//! Warnings (not element messages) when a GOP does not start with a keyframe (dropped) or
+//! cannot be packed.
+//!
+//! ## Units
+//!
+//! `gop-duration` in nanoseconds (ClockTime); `fec-k`, `fec-m` in chunks; `reorder-frames` in
+//! frames. A chunk leaves when its input's next GOP starts, which is what `gopmerge` counts
+//! in its latency.
+//!
+//! ## Swarm example
+//!
+//! A complete split-encode-merge on one machine (runs as written; `gst-inspect-1.0` shows it too):
+//!
+#![doc = concat!("```text\n", include_str!("../swarm-example.txt"), "```")]
 
 use gst::glib;
 use gst::prelude::*;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `profileenc` implementation. See the module documentation in `mod.rs` for the behaviour.
 //!
 //! Inside the bin:
@@ -1207,11 +1208,11 @@ impl ElementImpl for ProfileEnc {
             gst::subclass::ElementMetadata::new(
                 "gopswarm profile encoder",
                 "Codec/Encoder/Video/Bin",
-                "Decodes if needed, drops pre-roll frames, scales and encodes one profile \
-                 (h264/h265/vp9/av1, capped-CRF rate control) with an IDR exactly on the first \
-                 frame of every GOP of the grid; the profile can change while playing, at the \
-                 next GOP. Example: profileenc profile=\"h264, width=1280, height=720, \
-                 bitrate=3000, complexity=5, gop=2.0\"",
+                &crate::inspect_description(
+                    "Decodes if needed, drops pre-roll frames, scales and encodes one profile (h264/h265/vp9/av1, capped-CRF rate control) with an IDR exactly on the first frame of every GOP of the grid; the profile can change while playing, at the next GOP.",
+                    "gopswarm-profile-applied (gop: u64, profile: string) when a profile lands; a warning naming the field when a profile is rejected.",
+                    "in profile: bitrate in kbit/s, gop in seconds, vbv-buffer in ms, width/height in pixels; switch-gop is a GOP index.",
+                ),
                 "gopswarm developers",
             )
         });

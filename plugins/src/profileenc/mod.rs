@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `profileenc`: encode one profile with an IDR exactly on the first frame of every GOP.
 //!
 //! ```text
@@ -152,6 +153,22 @@
 //! Read-only structure: `frames-in`, `frames-encoded`, `keyframes-out`, `preroll-dropped`,
 //! `rate-dropped`, `keyframes-forced`, `profile-changes`, `chains-built`, `encoder` (the
 //! current encoder settings as a launch-line fragment).
+//!
+//! # Bus messages
+//!
+//! `gopswarm-profile-applied` (gop: u64, profile: string) when a profile lands; a warning
+//! naming the field when a profile is rejected.
+//!
+//! # Units
+//!
+//! In `profile`: `bitrate` in kbit/s, `gop` in seconds, `vbv-buffer` in ms, `width`/`height`
+//! in pixels; `switch-gop` is a GOP index.
+//!
+//! ## Swarm example
+//!
+//! A complete split-encode-merge on one machine (runs as written; `gst-inspect-1.0` shows it too):
+//!
+#![doc = concat!("```text\n", include_str!("../swarm-example.txt"), "```")]
 
 use gst::glib;
 use gst::prelude::*;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `profile` string of `profileenc`: parsing, validation, normalisation, and the mapping from
 //! a profile to concrete encoder settings (complexity table, rate control).
 //!

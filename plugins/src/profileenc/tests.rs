@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Tests of `profileenc` with real encoders: keyframes exactly on the GOP grid (checked on the
 //! buffers and, where ffmpeg is installed, with ffprobe on a muxed file), live profile changes
 //! landing on the next GOP, bad profiles, pre-roll dropping, frame-rate reduction.
