@@ -826,12 +826,12 @@ fn main() -> Result<()> {
             placement_salt,
             out,
         } => {
-            let defaults = gopswarm_orchestrator::sim::SimConfig::default();
-            let cfg = gopswarm_orchestrator::sim::SimConfig {
+            let defaults = gopswarm_sim::sim::SimConfig::default();
+            let cfg = gopswarm_sim::sim::SimConfig {
                 seed,
                 hosts,
                 streams,
-                trace: gopswarm_orchestrator::traces::TraceConfig {
+                trace: gopswarm_sim::traces::TraceConfig {
                     seed,
                     days,
                     base: demand,

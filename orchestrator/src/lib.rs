@@ -1,12 +1,13 @@
 //! gopswarm orchestrator: the swarm controller ([`controller`]), its state store ([`store`]),
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
 //! swarm intelligence: host scores and tiers ([`score`], [`fleet`]), load forecasts
-//! ([`forecast`] on [`traces`]), a learned disconnect model ([`learn`] on [`churn`]),
-//! provisioners ([`provision`]), the simulator ([`sim`]) and Prometheus metrics ([`metrics`]).
+//! ([`forecast`]), a learned disconnect model ([`learn`]), provisioners ([`provision`]),
+//! scaling and rollouts ([`rollout`]) and Prometheus metrics ([`metrics`]).
+//!
+//! The simulator, synthetic traces, benchmarks and backtests live in the `gopswarm-sim` crate,
+//! which drives this one; nothing here imports it (checked by `tests/structure.rs`).
 
-pub mod bench;
 pub mod broker;
-pub mod churn;
 pub mod controller;
 pub mod fleet;
 pub mod forecast;
@@ -16,8 +17,6 @@ pub mod provision;
 pub mod rollout;
 pub mod score;
 pub mod service;
-pub mod sim;
 pub mod store;
-pub mod traces;
 
 pub use controller::{Config, Controller};
