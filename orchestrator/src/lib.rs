@@ -1,6 +1,6 @@
 //! gopswarm orchestrator: the swarm controller ([`controller`]), its state store ([`store`]),
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
-//! swarm intelligence: host scores and tiers ([`score`], [`fleet`]), load forecasts
+//! swarm intelligence: host scores and tiers ([`score`], [`controller::fleet`]), load forecasts
 //! ([`forecast`]), a learned disconnect model ([`learn`]), provisioners ([`provision`]),
 //! scaling and rollouts ([`rollout`]) and Prometheus metrics ([`metrics`]).
 //!
@@ -9,7 +9,6 @@
 
 pub mod broker;
 pub mod controller;
-pub mod fleet;
 pub mod forecast;
 pub mod learn;
 pub mod metrics;
@@ -19,4 +18,6 @@ pub mod score;
 pub mod service;
 pub mod store;
 
+/// Host scores, tiers and peer swaps: part of the controller, re-exported at its old path.
+pub use controller::fleet;
 pub use controller::{Config, Controller};
