@@ -4,8 +4,8 @@
 
 use crate::swarm::demo::free_port;
 use anyhow::{Context, Result, bail};
-use gopswarm_orchestrator::bench::{assignment_rounds, percentile};
 use gopswarm_proto::*;
+use gopswarm_sim::bench::{assignment_rounds, percentile};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub fn print_assignment(hosts: usize, streams: usize, slots: u32, repeat: usize)
 /// Rescoring every host (once per keep-alive in the orchestrator): stability, fitness, tier and
 /// its explanation, scores published.
 pub fn print_rescore(hosts: usize, repeat: usize) {
-    let t = gopswarm_orchestrator::bench::rescore_rounds(hosts, repeat.max(1));
+    let t = gopswarm_sim::bench::rescore_rounds(hosts, repeat.max(1));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "rescore ({hosts} hosts): p50 {:.1} ms  p99 {:.1} ms; scoring alone, p50: with the arithmetic written out {:.1} ms, numbers only {:.1} ms",

@@ -204,7 +204,7 @@ fn learn_trains_on_persisted_history_and_reports_held_out_auc() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state.redb");
     // Simulated host history stands in for weeks of a real swarm's.
-    let history: Vec<HistorySample> = gopswarm_orchestrator::churn::history(5, 45, 2.0, 10.0)
+    let history: Vec<HistorySample> = gopswarm_sim::churn::history(5, 45, 2.0, 10.0)
         .into_iter()
         .map(|s| HistorySample {
             host: format!("h{}", s.host),

@@ -1,14 +1,14 @@
 //! gopswarm orchestrator: the swarm controller ([`controller`]), its state store ([`store`]),
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
-//! swarm intelligence: host scores and tiers ([`score`], [`fleet`]), load forecasts
-//! ([`forecast`] on [`traces`]), a learned disconnect model ([`learn`] on [`churn`]),
-//! provisioners ([`provision`]), the simulator ([`sim`]) and Prometheus metrics ([`metrics`]).
+//! swarm intelligence: host scores and tiers ([`score`], [`controller::fleet`]), load forecasts
+//! ([`forecast`]), a learned disconnect model ([`learn`]), provisioners ([`provision`]),
+//! scaling and rollouts ([`rollout`]) and Prometheus metrics ([`metrics`]).
+//!
+//! The simulator, synthetic traces, benchmarks and backtests live in the `gopswarm-sim` crate,
+//! which drives this one; nothing here imports it (checked by `tests/structure.rs`).
 
-pub mod bench;
 pub mod broker;
-pub mod churn;
 pub mod controller;
-pub mod fleet;
 pub mod forecast;
 pub mod learn;
 pub mod metrics;
@@ -16,8 +16,8 @@ pub mod provision;
 pub mod rollout;
 pub mod score;
 pub mod service;
-pub mod sim;
 pub mod store;
-pub mod traces;
 
+/// Host scores, tiers and peer swaps: part of the controller, re-exported at its old path.
+pub use controller::fleet;
 pub use controller::{Config, Controller};

@@ -355,7 +355,7 @@ impl Scaler {
         predicted: impl Fn(usize, f64) -> f64,
     ) -> (Vec<Job>, ScaleRound) {
         let mut jobs = Vec::new();
-        let (demand, capacity_live) = crate::service::demand_and_capacity(c);
+        let (demand, capacity_live) = c.demand_and_capacity();
         // Started hosts that joined stop booting; those that never joined stop counting.
         self.started.retain(|id, at| {
             let joined = c.hosts.get(id).is_some_and(|h| h.alive);

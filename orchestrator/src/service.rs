@@ -36,28 +36,6 @@ pub const DEFAULT_FORECAST_STEP: Duration = Duration::from_secs(60);
 /// Steps ahead the live forecast looks by default.
 pub const DEFAULT_FORECAST_HORIZON: usize = 10;
 
-/// Slots the streams hold now, and slots the live hosts' tiers allow (cordoned hosts, being
-/// emptied for an update or a deprovision, take none).
-pub fn demand_and_capacity(c: &Controller) -> (f64, f64) {
-    let demand: usize = c
-        .streams
-        .values()
-        .flat_map(|s| s.profiles.values())
-        .filter_map(|p| p.history.last())
-        .map(|e| e.hosts.len())
-        .sum();
-    let capacity: u32 = c
-        .hosts
-        .values()
-        .filter(|h| h.alive && h.incompatible.is_none() && !h.cordoned)
-        .map(|h| match h.tier {
-            Some(t) => c.cfg.tiers.slots(t, h.max_tasks()),
-            None => h.max_tasks(),
-        })
-        .sum();
-    (demand as f64, capacity as f64)
-}
-
 /// The swarm's demand forecast, fed once per [`FORECAST_STEP`]; its predictions and its own
 /// error are exported.
 pub struct LiveForecast {
@@ -101,7 +79,7 @@ impl LiveForecast {
         c: &Controller,
         viewers_now: f64,
     ) -> Result<()> {
-        let (demand, capacity) = demand_and_capacity(c);
+        let (demand, capacity) = c.demand_and_capacity();
         self.forecaster.observe(
             demand,
             &crate::forecast::Exog {

@@ -107,7 +107,10 @@ impl Store {
     }
 
     /// Append host history samples (one per host per interval).
-    pub fn append_samples(&self, samples: &[crate::fleet::HistorySample]) -> Result<()> {
+    pub fn append_samples(
+        &self,
+        samples: &[crate::controller::fleet::HistorySample],
+    ) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
@@ -124,7 +127,7 @@ impl Store {
     }
 
     /// Every recorded host history sample, oldest first.
-    pub fn load_samples(&self) -> Result<Vec<crate::fleet::HistorySample>> {
+    pub fn load_samples(&self) -> Result<Vec<crate::controller::fleet::HistorySample>> {
         let r = self.db.begin_read()?;
         let mut out = Vec::new();
         for row in r.open_table(SAMPLES)?.iter()? {

@@ -41,12 +41,12 @@ pub struct SimulateOptions {
 }
 
 pub fn run(o: SimulateOptions) -> Result<()> {
-    let defaults = gopswarm_orchestrator::sim::SimConfig::default();
-    let cfg = gopswarm_orchestrator::sim::SimConfig {
+    let defaults = gopswarm_sim::sim::SimConfig::default();
+    let cfg = gopswarm_sim::sim::SimConfig {
         seed: o.seed,
         hosts: o.hosts,
         streams: o.streams,
-        trace: gopswarm_orchestrator::traces::TraceConfig {
+        trace: gopswarm_sim::traces::TraceConfig {
             seed: o.seed,
             days: o.days,
             base: o.demand,

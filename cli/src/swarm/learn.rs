@@ -3,9 +3,9 @@
 //! held out of training, and write the model for `gopswarm orchestrator --disconnect-model`.
 
 use anyhow::{Context, Result, bail};
-use gopswarm_orchestrator::churn::Sample;
 use gopswarm_orchestrator::fleet::HistorySample;
 use gopswarm_orchestrator::learn;
+use gopswarm_orchestrator::learn::Sample;
 use gopswarm_orchestrator::score::{ScoreConfig, stability};
 use std::collections::BTreeMap;
 use std::path::Path;

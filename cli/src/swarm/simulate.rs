@@ -2,7 +2,7 @@
 //! (predicted vs actual demand, hosts online, overloaded hosts over time) as SVG.
 
 use anyhow::{Context, Result};
-use gopswarm_orchestrator::sim::{self, Comparison, SimConfig, SimResult};
+use gopswarm_sim::sim::{self, Comparison, SimConfig, SimResult};
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! of a large swarm (prepare, ready acks, first layout), as the orchestrator does after a
 //! cold start with an empty state.
 
-use crate::controller::{Config, Controller};
+use gopswarm_orchestrator::controller::{Config, Controller};
 use gopswarm_proto::*;
 use std::time::{Duration, Instant};
 
@@ -144,8 +144,8 @@ pub fn rescore_rounds(hosts: usize, repeat: usize) -> RescoreTimes {
         .values()
         .map(|h| {
             (
-                crate::fleet::stability_inputs(h, None),
-                crate::fleet::fitness_inputs(h, now),
+                gopswarm_orchestrator::fleet::stability_inputs(h, None),
+                gopswarm_orchestrator::fleet::fitness_inputs(h, now),
             )
         })
         .collect();
@@ -164,7 +164,8 @@ pub fn rescore_rounds(hosts: usize, repeat: usize) -> RescoreTimes {
         let sum: f64 = inputs
             .iter()
             .map(|(s, f)| {
-                crate::score::stability(s, &cfg).score + crate::score::fitness(f, &cfg).score
+                gopswarm_orchestrator::score::stability(s, &cfg).score
+                    + gopswarm_orchestrator::score::fitness(f, &cfg).score
             })
             .sum();
         out.explained.push(t.elapsed());
@@ -172,8 +173,8 @@ pub fn rescore_rounds(hosts: usize, repeat: usize) -> RescoreTimes {
         let sum_quiet: f64 = inputs
             .iter()
             .map(|(s, f)| {
-                crate::score::stability_quiet(s, &cfg).score
-                    + crate::score::fitness_quiet(f, &cfg).score
+                gopswarm_orchestrator::score::stability_quiet(s, &cfg).score
+                    + gopswarm_orchestrator::score::fitness_quiet(f, &cfg).score
             })
             .sum();
         out.quiet.push(t.elapsed());

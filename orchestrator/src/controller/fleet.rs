@@ -3,7 +3,7 @@
 //! ([`crate::score`]), and peer swapping: a slot holder that falls to bronze has its slots
 //! handed to the best spare by the controller's GOP-boundary handoff.
 
-use crate::controller::{Controller, HostRecord};
+use super::{Controller, HostRecord};
 use crate::score::{self, Explained, FitnessInputs, StabilityInputs, Tier};
 use gopswarm_proto::*;
 use serde::{Deserialize, Serialize};
@@ -226,6 +226,28 @@ pub fn fitness_inputs(h: &HostRecord, now: Instant) -> FitnessInputs {
 }
 
 impl Controller {
+    /// Slots the streams hold now, and slots the live hosts' tiers allow (cordoned hosts, being
+    /// emptied for an update or a deprovision, take none).
+    pub fn demand_and_capacity(&self) -> (f64, f64) {
+        let demand: usize = self
+            .streams
+            .values()
+            .flat_map(|s| s.profiles.values())
+            .filter_map(|p| p.history.last())
+            .map(|e| e.hosts.len())
+            .sum();
+        let capacity: u32 = self
+            .hosts
+            .values()
+            .filter(|h| h.alive && h.incompatible.is_none() && !h.cordoned)
+            .map(|h| match h.tier {
+                Some(t) => self.cfg.tiers.slots(t, h.max_tasks()),
+                None => h.max_tasks(),
+            })
+            .sum();
+        (demand as f64, capacity as f64)
+    }
+
     fn live_hosts(&self) -> Vec<String> {
         self.hosts
             .values()
@@ -585,6 +607,34 @@ impl Controller {
         let mut task = self.make_task(stream, profile, TaskRole::Copy, e, slot);
         task.redundancy = 0;
         task
+    }
+}
+
+impl Controller {
+    /// Take back every backup copy `host` holds, so it can take a primary of
+    /// (stream, profile).
+    pub(super) fn take_backups(&mut self, host: &str, stream: &str, profile: &str) {
+        for (s, p) in self.drop_backups(host) {
+            tracing::info!(
+                "backup: {s}/{p} on {host} gives way to a primary of {stream}/{profile}"
+            );
+        }
+    }
+
+    /// Drop every backup copy `host` holds (a backup holds nothing the output needs); the
+    /// (stream, profile) of each.
+    pub(super) fn drop_backups(&mut self, host: &str) -> Vec<(String, String)> {
+        let copies: Vec<(String, String)> = self.hosts[host]
+            .tasks
+            .iter()
+            .filter(|t| t.role == TaskRole::Copy)
+            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .collect();
+        for (s, p) in &copies {
+            self.set_task(host, s, p, None);
+            self.stats.backups_taken += 1;
+        }
+        copies
     }
 }
 

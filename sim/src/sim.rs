@@ -18,9 +18,9 @@
 //! layouts that host deaths shrank.
 
 use crate::churn::{Fate, HostProfile, SimHost, StepEvent};
-use crate::controller::{Config, Controller};
-use crate::forecast::{Exog, ForecastConfig, Forecaster};
 use crate::traces::{self, Trace, TraceConfig};
+use gopswarm_orchestrator::controller::{Config, Controller};
+use gopswarm_orchestrator::forecast::{Exog, ForecastConfig, Forecaster};
 use gopswarm_proto::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -335,7 +335,7 @@ pub struct Simulation {
     /// is being sized for arrives (0 when none). Its hosts keep that room for it.
     reserved: Vec<f64>,
     /// Learned disconnect model (proactive policy only).
-    disconnect_model: Option<crate::learn::Model>,
+    disconnect_model: Option<gopswarm_orchestrator::learn::Model>,
     /// Per host: among the riskiest online hosts that make up `RISKY_CAPACITY_SHARE` of the
     /// capacity at the horizon (proactive policy; all false otherwise).
     risky: Vec<bool>,
@@ -416,7 +416,7 @@ impl Simulation {
             let p = &hosts[i].sim.profile;
             (
                 std::cmp::Reverse(p.capacity_slots),
-                p.interface != crate::score::NetInterface::Ethernet,
+                p.interface != gopswarm_orchestrator::score::NetInterface::Ethernet,
                 i,
             )
         });
@@ -430,9 +430,9 @@ impl Simulation {
                     cfg.seed ^ 0x0d15_c0ed,
                     RISK_TRAINING_HOSTS,
                     RISK_TRAINING_DAYS,
-                    crate::learn::COMPARE_INTERVAL_MINUTES,
+                    crate::learn_compare::COMPARE_INTERVAL_MINUTES,
                 );
-                crate::learn::train(&history)
+                gopswarm_orchestrator::learn::train(&history)
                     .inspect_err(|e| tracing::warn!("sim: no disconnect model: {e:#}"))
                     .ok()
             }
@@ -1136,7 +1136,7 @@ impl Simulation {
             if h.phase != HostPhase::Online {
                 continue;
             }
-            let inputs = crate::fleet::stability_inputs(rec, home.as_deref());
+            let inputs = gopswarm_orchestrator::fleet::stability_inputs(rec, home.as_deref());
             let load_fraction = (self.now_hosts[i] / h.capacity()).clamp(0.0, 1.0);
             self.risk[i] = model.disconnect_probability(&inputs, minute, load_fraction);
             online.push(i);
@@ -1911,7 +1911,7 @@ mod tests {
         let cfg = SimConfig::default();
         let trace = traces::generate(&cfg.trace);
         let warmup = (cfg.warmup_days * trace.steps_per_day as f64) as usize;
-        let b = crate::forecast::backtest(&trace, cfg.horizon, warmup);
+        let b = crate::backtest::backtest(&trace, cfg.horizon, warmup);
         eprintln!(
             "simulator demand, horizon {}: model MAPE {:.4}, naive {:.4}, improvement {:.3} over {} points",
             cfg.horizon, b.mape_model, b.mape_naive, b.improvement, b.points

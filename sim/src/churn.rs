@@ -3,10 +3,10 @@
 //!
 //! The swarm simulator drives it one host and one step at a time ([`SimHost::step`]), and
 //! [`history`] runs it over days to make labelled training data for the learned stability
-//! model (`crate::learn`).
+//! model (`gopswarm_orchestrator::learn`).
 //!
 //! The model is deliberately *richer* than what the hand-weighted stability score
-//! (`crate::score::stability`) looks at, so that a learned model has something to find
+//! (`gopswarm_orchestrator::score::stability`) looks at, so that a learned model has something to find
 //! and a comparison between the two means something:
 //!
 //! * every host has a hidden **frailty** (a log-normal multiplier of its hazard and of its GOP
@@ -23,7 +23,8 @@
 //! All randomness comes from the caller's RNG (and its [`Fate`] draws, where it passes
 //! them), so a seeded RNG gives a reproducible run.
 
-use crate::score::{DeviceClass, NetInterface, StabilityInputs};
+pub use gopswarm_orchestrator::learn::{MINUTES_PER_DAY, Sample};
+use gopswarm_orchestrator::score::{DeviceClass, NetInterface, StabilityInputs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -33,9 +34,6 @@ pub const REALTIME_FPS: f64 = 30.0;
 
 /// Length of one GOP in seconds of video: a busy slot encodes one GOP per this many seconds.
 pub const GOP_SECONDS: f64 = 2.0;
-
-/// Minutes in a day.
-pub const MINUTES_PER_DAY: usize = 1440;
 
 /// The static attributes of one simulated host, drawn once when it is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -583,22 +581,6 @@ pub fn stability_inputs<R: Rng + ?Sized>(
 pub fn swarm_demand(minute_of_day: usize) -> f64 {
     let from_peak = (minute_of_day as f64 - 20.0 * 60.0) / MINUTES_PER_DAY as f64;
     0.55 + 0.3 * (std::f64::consts::TAU * from_peak).cos()
-}
-
-/// One training example: an online host at the start of an interval, what the orchestrator
-/// knew about it then, and whether it dropped out during the interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub host: usize,
-    /// Index of the interval since the start of the recorded span.
-    pub t_interval: usize,
-    pub inputs: StabilityInputs,
-    /// Swarm clock at the start of the interval, 0..1440.
-    pub minute_of_day: usize,
-    /// Fraction of the host's slots that were busy.
-    pub load_fraction: f64,
-    /// The host disconnected (or left) during the interval.
-    pub label: bool,
 }
 
 /// Simulated time before the recorded span, so that the first samples already include hosts
