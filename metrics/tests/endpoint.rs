@@ -142,7 +142,9 @@ async fn serves_metrics_over_http() {
         Some(registry.render().len().to_string().as_str())
     );
     let mut old = TcpStream::connect(addr).await.unwrap();
-    old.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    old.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
     let mut raw = String::new();
     old.read_to_string(&mut raw).await.unwrap();
     assert!(raw.starts_with("HTTP/1.0 200 OK\r\n"), "{raw}");

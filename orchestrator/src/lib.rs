@@ -2,7 +2,8 @@
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
 //! swarm intelligence: host scores and tiers ([`score`], [`fleet`]), load forecasts
 //! ([`forecast`] on [`traces`]), a learned disconnect model ([`learn`] on [`churn`]),
-//! provisioners ([`provision`]), the simulator ([`sim`]) and Prometheus metrics ([`metrics`]).
+//! provisioners ([`provision`]) and the simulator ([`sim`]). Prometheus metrics are
+//! exported into a `gopswarm_metrics::Registry`.
 
 pub mod bench;
 pub mod broker;
@@ -11,7 +12,6 @@ pub mod controller;
 pub mod fleet;
 pub mod forecast;
 pub mod learn;
-pub mod metrics;
 pub mod provision;
 pub mod rollout;
 pub mod score;
