@@ -363,7 +363,7 @@ struct Agent {
     /// Tasks that stopped on an error, since start (failed GOPs of the history).
     failed_tasks: u64,
     gops_sent_total: u64,
-    metrics: std::sync::Arc<gopswarm_orchestrator::metrics::Registry>,
+    metrics: std::sync::Arc<gopswarm_metrics::Registry>,
 }
 
 impl Agent {
@@ -1015,11 +1015,17 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
             b.profile
         );
     }
-    let metrics = std::sync::Arc::new(gopswarm_orchestrator::metrics::Registry::new());
-    if let Some(addr) = opts.metrics_listen {
-        let (bound, _) = gopswarm_orchestrator::metrics::serve(metrics.clone(), addr).await?;
-        tracing::info!("{}: Prometheus metrics on http://{bound}/metrics", opts.id);
-    }
+    let metrics = std::sync::Arc::new(gopswarm_metrics::Registry::new());
+    // Serves until the host returns (dropped with it).
+    let _metrics_server = match opts.metrics_listen {
+        Some(addr) => {
+            let server = gopswarm_metrics::serve(metrics.clone(), addr).await?;
+            let bound = server.local_addr();
+            tracing::info!("{}: Prometheus metrics on http://{bound}/metrics", opts.id);
+            Some(server)
+        }
+        None => None,
+    };
     let srt = match &opts.srt_listen {
         Some(e) => Some(SrtServer::start(e)?),
         None => None,

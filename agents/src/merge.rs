@@ -60,7 +60,7 @@ pub struct MergeOptions {
 
 /// The merger's counters as Prometheus metrics.
 fn export(
-    m: &gopswarm_orchestrator::metrics::Registry,
+    m: &gopswarm_metrics::Registry,
     stream: &str,
     profile: &str,
     stats: &BTreeMap<String, u64>,
@@ -340,11 +340,17 @@ pub async fn run(
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_report = Instant::now();
-    let registry = std::sync::Arc::new(gopswarm_orchestrator::metrics::Registry::new());
-    if let Some(addr) = opts.metrics_listen {
-        let (bound, _) = gopswarm_orchestrator::metrics::serve(registry.clone(), addr).await?;
-        tracing::info!("merge: Prometheus metrics on http://{bound}/metrics");
-    }
+    let registry = std::sync::Arc::new(gopswarm_metrics::Registry::new());
+    // Serves until the merger returns (dropped with it).
+    let _metrics_server = match opts.metrics_listen {
+        Some(addr) => {
+            let server = gopswarm_metrics::serve(registry.clone(), addr).await?;
+            let bound = server.local_addr();
+            tracing::info!("merge: Prometheus metrics on http://{bound}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -2,7 +2,8 @@
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
 //! swarm intelligence: host scores and tiers ([`score`], [`controller::fleet`]), load forecasts
 //! ([`forecast`]), a learned disconnect model ([`learn`]), provisioners ([`provision`]),
-//! scaling and rollouts ([`rollout`]) and Prometheus metrics ([`metrics`]).
+//! scaling and rollouts ([`rollout`]).
+//! Prometheus metrics are exported into a `gopswarm_metrics::Registry`.
 //!
 //! The simulator, synthetic traces, benchmarks and backtests live in the `gopswarm-sim` crate,
 //! which drives this one; nothing here imports it (checked by `tests/structure.rs`).
@@ -11,7 +12,6 @@ pub mod broker;
 pub mod controller;
 pub mod forecast;
 pub mod learn;
-pub mod metrics;
 pub mod provision;
 pub mod rollout;
 pub mod score;

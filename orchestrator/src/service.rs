@@ -75,7 +75,7 @@ impl LiveForecast {
     /// Observe the demand now (with the audience announced for now) and export the forecast.
     pub fn step(
         &mut self,
-        m: &crate::metrics::Registry,
+        m: &gopswarm_metrics::Registry,
         c: &Controller,
         viewers_now: f64,
     ) -> Result<()> {
@@ -129,7 +129,7 @@ impl LiveForecast {
 
 /// Mirror the controller into Prometheus metrics (called once per scoring round).
 pub fn export_metrics(
-    m: &crate::metrics::Registry,
+    m: &gopswarm_metrics::Registry,
     c: &Controller,
     rejects: &RejectCounters,
 ) -> Result<()> {
@@ -366,11 +366,18 @@ impl Service {
         if scaler.is_some() && worker.is_none() {
             anyhow::bail!("scaling needs a provisioner");
         }
-        let registry = Arc::new(crate::metrics::Registry::new());
-        if let Some(addr) = opts.metrics_listen {
-            let (bound, _) = crate::metrics::serve(registry.clone(), addr).await?;
-            tracing::info!("Prometheus metrics on http://{bound}/metrics");
-        }
+        let registry = Arc::new(gopswarm_metrics::Registry::new());
+        let metrics_server = match opts.metrics_listen {
+            Some(addr) => {
+                let server = gopswarm_metrics::serve(registry.clone(), addr).await?;
+                tracing::info!(
+                    "Prometheus metrics on http://{}/metrics",
+                    server.local_addr()
+                );
+                Some(server)
+            }
+            None => None,
+        };
         let mut connected = false;
         tokio::pin!(shutdown);
         loop {
@@ -542,6 +549,9 @@ impl Service {
             )
             .await;
         let _ = link.client.disconnect().await;
+        if let Some(server) = metrics_server {
+            server.shutdown().await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
@@ -553,7 +563,7 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn rollout_metrics(m: &crate::metrics::Registry, r: &crate::rollout::Rollout) {
+fn rollout_metrics(m: &gopswarm_metrics::Registry, r: &crate::rollout::Rollout) {
     let res = (|| -> Result<()> {
         m.gauge(
             "gopswarm_rollout_remaining_hosts",
@@ -581,7 +591,7 @@ fn rollout_metrics(m: &crate::metrics::Registry, r: &crate::rollout::Rollout) {
 }
 
 fn scaler_metrics(
-    m: &crate::metrics::Registry,
+    m: &gopswarm_metrics::Registry,
     s: &crate::rollout::Scaler,
     round: &crate::rollout::ScaleRound,
 ) -> Result<()> {
@@ -619,7 +629,7 @@ fn scaler_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Registry;
+    use gopswarm_metrics::Registry;
 
     fn birth(host: &str, seq: u64) -> Birth {
         Birth {

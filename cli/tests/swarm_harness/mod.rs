@@ -381,6 +381,8 @@ pub struct SwarmOptions {
     pub srt_chunks: bool,
     /// Extra orchestrator arguments.
     pub orchestrator_args: Vec<String>,
+    /// Extra arguments for the merger.
+    pub merger_args: Vec<String>,
 }
 
 impl Default for SwarmOptions {
@@ -398,6 +400,7 @@ impl Default for SwarmOptions {
             merger_delay_s: 0.0,
             srt_chunks: false,
             orchestrator_args: Vec::new(),
+            merger_args: Vec::new(),
         }
     }
 }
@@ -505,6 +508,7 @@ impl Swarm {
         if opts.srt_chunks {
             merge_args.push("--pull-srt".into());
         }
+        merge_args.extend(opts.merger_args.iter().cloned());
         let delayed = opts.merger_delay_s > 0.0;
         let mut merger = (!delayed).then(|| Proc::spawn(&dir, "merger", &merge_args));
         if let Some(a) = &tcp_sink {
