@@ -135,7 +135,8 @@ enum Command {
         duration: f64,
     },
     /// Print a host's scores and tier with the inputs and arithmetic behind them (from the
-    /// orchestrator's retained score messages).
+    /// orchestrator's retained score messages), and the tasks the host refused (bad profile,
+    /// with the reason) or lost to an error (from its retained applied message).
     ///
     /// stability = 100 x (0.25 network + 0.10 device + 0.20 power + 0.05 region + 0.10
     /// interface + 0.30 history); fitness = 100 x compatible x (0.4 speed + 0.3 headroom + 0.3
@@ -885,6 +886,8 @@ fn main() -> Result<()> {
                             let (id, spec) = p
                                 .split_once('=')
                                 .with_context(|| format!("--profile {p:?}: expected ID=SPEC"))?;
+                            gopswarm::swarm::check_profile(spec)
+                                .map_err(|e| anyhow::anyhow!("--profile {id}: {e}"))?;
                             Ok(ProfileDef {
                                 id: id.into(),
                                 spec: spec.into(),

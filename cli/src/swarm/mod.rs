@@ -12,6 +12,15 @@ pub mod simulate;
 pub mod source;
 pub mod timeline;
 
+/// Checks a `profileenc` profile with the element's own parser: the message of a refused one
+/// names the field and its allowed values (`gopswarm stream add` and the hosts use it, so they
+/// refuse exactly what the element would).
+pub fn check_profile(spec: &str) -> Result<gstgopswarm::profile::Profile, String> {
+    crate::run::init();
+    gstgopswarm::profile::Profile::parse(spec)
+        .map_err(|e| format!("profile \"{spec}\" refused: {e}"))
+}
+
 /// Log lines to stderr; `RUST_LOG` overrides the level (default `info`).
 pub fn init_logging() {
     use std::sync::Once;
