@@ -13,6 +13,16 @@ use gopswarm::{bench, qa, run};
     about = "gopswarm live-encoding swarm: QA, benchmarks and tools"
 )]
 struct Cli {
+    /// Log lines on stderr as text (colours only on a terminal) or as JSON lines for log
+    /// shippers; also passed to the processes it starts
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GOPSWARM_LOG_FORMAT"
+    )]
+    log_format: gopswarm::swarm::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -445,6 +455,7 @@ fn publish_control(broker: &str, payload: Vec<u8>) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    gopswarm::swarm::set_log_format(cli.log_format);
     match cli.command {
         Command::Launch { description } => {
             let status = gopswarm::launch::run(&description)?;
@@ -696,7 +707,7 @@ fn main() -> Result<()> {
                 None => {
                     let addr: std::net::SocketAddr = listen.parse().context("--listen")?;
                     gopswarm_orchestrator::broker::start_embedded(addr)?;
-                    eprintln!("embedded MQTT broker on mqtt://{addr}");
+                    tracing::info!("embedded MQTT broker on mqtt://{addr}");
                     format!("mqtt://{addr}")
                 }
             };
