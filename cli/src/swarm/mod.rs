@@ -21,6 +21,11 @@ pub fn check_profile(spec: &str) -> Result<gstgopswarm::profile::Profile, String
         .map_err(|e| format!("profile \"{spec}\" refused: {e}"))
 }
 
+/// A number for progress lines and reports, or `-` when there is none yet.
+pub fn number_or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -153,6 +158,12 @@ pub async fn interrupted() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numbers_or_a_dash() {
+        assert_eq!(super::number_or_dash(Some(13u64)), "13");
+        assert_eq!(super::number_or_dash(None::<u64>), "-");
+    }
+
     #[test]
     fn only_clean_disconnects_are_filtered() {
         assert!(super::is_clean_disconnect("router-drop"));
