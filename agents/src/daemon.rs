@@ -1,21 +1,122 @@
 //! What every daemon does around its work: log lines, the signals that stop it, its runtime.
 
-/// Log lines to stderr; `RUST_LOG` overrides the level (default `info`).
+/// A number for progress lines and reports, or `-` when there is none yet.
+pub fn number_or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, fields with `message`, target), for log
+    /// shippers.
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// The environment variable that carries the log format to the processes this one starts
+/// (the demo's and the orchestrator's hosts, mergers, sources).
+pub const LOG_FORMAT_ENV: &str = "GOPSWARM_LOG_FORMAT";
+
+/// Chooses the log format for [`init_logging`]; call it once at start-up, before any thread
+/// is spawned (it exports the choice to child processes through [`LOG_FORMAT_ENV`]).
+pub fn set_log_format(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
+    let name = match format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    // SAFETY: called at start-up, before any thread is spawned.
+    unsafe { std::env::set_var(LOG_FORMAT_ENV, name) };
+}
+
+/// Drops the two events rumqttd (the embedded broker) logs at ERROR for a clean disconnect:
+/// `router-drop` whenever its router closes a connection (every client that disconnects, every
+/// clean shutdown), and `no-connection id N is already gone` when a client's DISCONNECT and
+/// its socket closing both reach the router (rumqttd's own comment calls that normal). Nothing
+/// is wrong then, so a user must not see an error; every other rumqttd event passes.
+struct NotCleanDisconnect;
+
+fn is_clean_disconnect(message: &str) -> bool {
+    message == "router-drop"
+        || (message.starts_with("no-connection id ") && message.ends_with(" is already gone"))
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for NotCleanDisconnect {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" && is_clean_disconnect(&format!("{v:?}")) {
+                    self.0 = true;
+                }
+            }
+        }
+        if !event.metadata().target().starts_with("rumqttd") {
+            return true;
+        }
+        let mut m = Message(false);
+        event.record(&mut m);
+        !m.0
+    }
+}
+
+/// Log lines to stderr; `RUST_LOG` overrides the level (default `info`). The format is the
+/// one [`set_log_format`] chose, else `GOPSWARM_LOG_FORMAT` (`text` or `json`), else text.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use std::sync::Once;
+    use tracing_subscriber::prelude::*;
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .try_init();
+        let format = LOG_FORMAT.get().copied().unwrap_or_else(|| {
+            match std::env::var(LOG_FORMAT_ENV).as_deref() {
+                Ok("json") => LogFormat::Json,
+                _ => LogFormat::Text,
+            }
+        });
+        let registry = tracing_subscriber::registry().with(filter);
+        let _ = match format {
+            LogFormat::Text => registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_target(false)
+                        .with_filter(NotCleanDisconnect),
+                )
+                .try_init(),
+            LogFormat::Json => registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr)
+                        .with_filter(NotCleanDisconnect),
+                )
+                .try_init(),
+        };
     });
 }
 
-/// Warnings only (for commands that print their own progress, like the demo).
+/// Warnings only (the demo prints its own progress).
 pub fn init_logging_quiet() {
     if std::env::var_os("RUST_LOG").is_none() {
         // SAFETY: called at start-up, before any thread is spawned.
@@ -41,4 +142,23 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_or_a_dash() {
+        assert_eq!(super::number_or_dash(Some(13u64)), "13");
+        assert_eq!(super::number_or_dash(None::<u64>), "-");
+    }
+
+    #[test]
+    fn only_clean_disconnects_are_filtered() {
+        assert!(super::is_clean_disconnect("router-drop"));
+        assert!(super::is_clean_disconnect(
+            "no-connection id 12 is already gone"
+        ));
+        assert!(!super::is_clean_disconnect("Remote link error"));
+        assert!(!super::is_clean_disconnect("disconnected"));
+    }
 }

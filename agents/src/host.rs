@@ -364,7 +364,17 @@ struct Agent {
     failed_tasks: u64,
     gops_sent_total: u64,
     metrics: std::sync::Arc<gopswarm_metrics::Registry>,
+    /// Recent tasks refused for a bad profile, newest last, with the reason in `error`:
+    /// reported in the retained `applied` (what `gopswarm explain` shows).
+    refused: Vec<TaskStatus>,
+    /// Tasks refused for a bad profile, since start.
+    refused_total: u64,
+    /// A refusal not yet in the retained `applied`.
+    refused_unpublished: bool,
 }
+
+/// Refused tasks kept for `applied` and `gopswarm explain`.
+const REFUSED_KEPT: usize = 16;
 
 impl Agent {
     fn publish<M: Message>(&mut self, topic: Topic, msg: &M, retain: bool) {
@@ -386,8 +396,58 @@ impl Agent {
         self.publish(Topic::Ack(self.id.clone()), &ack, false);
     }
 
+    /// A task whose profile the encoder would refuse is refused here, with the parser's reason:
+    /// never started on a default profile, never taking the host's good tasks down with it.
+    fn check_task(&mut self, task: &Task) -> Result<()> {
+        let Err(reason) = crate::pipeline::check_profile(&task.profile_spec) else {
+            return Ok(());
+        };
+        self.refused_total += 1;
+        tracing::error!(
+            "{}: task {}/{}: {reason}",
+            self.id,
+            task.stream,
+            task.profile
+        );
+        self.refused
+            .retain(|t| (&t.stream, &t.profile) != (&task.stream, &task.profile));
+        if self.refused.len() >= REFUSED_KEPT {
+            self.refused.remove(0);
+        }
+        self.refused.push(TaskStatus {
+            stream: task.stream.clone(),
+            profile: task.profile.clone(),
+            layout_epoch: task.layout_epoch,
+            current_gop: None,
+            gops_sent: 0,
+            ready: false,
+            error: Some(reason.clone()),
+        });
+        self.refused_unpublished = true;
+        bail!(reason)
+    }
+
+    /// The retained reported state: the tasks it runs and those it refused.
+    fn publish_applied(&mut self) {
+        self.refused_unpublished = false;
+        let applied = Applied {
+            host: self.id.clone(),
+            revision: self.applied_revision,
+            tasks: self
+                .runners
+                .values()
+                .map(Runner::status)
+                .chain(self.refused.iter().cloned())
+                .collect(),
+        };
+        self.publish(Topic::Applied(self.id.clone()), &applied, true);
+    }
+
     fn ensure(&mut self, task: &Task) -> Result<()> {
+        self.check_task(task)?;
         let key = (task.stream.clone(), task.profile.clone());
+        self.refused
+            .retain(|t| (&t.stream, &t.profile) != (&task.stream, &task.profile));
         if task.until_gop.is_some()
             && self.finished.contains(&(
                 task.stream.clone(),
@@ -468,12 +528,7 @@ impl Agent {
             }
         }
         self.applied_revision = a.revision;
-        let applied = Applied {
-            host: self.id.clone(),
-            revision: a.revision,
-            tasks: self.runners.values().map(Runner::status).collect(),
-        };
-        self.publish(Topic::Applied(self.id.clone()), &applied, true);
+        self.publish_applied();
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -499,7 +554,7 @@ impl Agent {
                 Ok(()) => self
                     .pending_ready
                     .push((cmd.id, (task.stream.clone(), task.profile.clone()))),
-                Err(e) => self.ack(&cmd.id, false, &format!("{e:#}"), None),
+                Err(e) => self.refuse_command(&cmd.id, &e),
             },
             CommandKind::Commit { task } => {
                 let key = (task.stream.clone(), task.profile.clone());
@@ -508,7 +563,7 @@ impl Agent {
                         let gop = self.runners.get(&key).and_then(Runner::current_gop);
                         self.ack(&cmd.id, true, "", gop);
                     }
-                    Err(e) => self.ack(&cmd.id, false, &format!("{e:#}"), None),
+                    Err(e) => self.refuse_command(&cmd.id, &e),
                 }
             }
             CommandKind::Abort { stream, profile } => {
@@ -535,6 +590,15 @@ impl Agent {
                 self.ack(&cmd.id, true, "", gop);
             }
             CommandKind::Ping => self.ack(&cmd.id, true, "pong", None),
+        }
+    }
+
+    /// A command the host cannot carry out: acked with the reason; a refused profile also goes
+    /// into the retained `applied`.
+    fn refuse_command(&mut self, id: &str, e: &anyhow::Error) {
+        self.ack(id, false, &format!("{e:#}"), None);
+        if self.refused_unpublished {
+            self.publish_applied();
         }
     }
 
@@ -829,6 +893,12 @@ impl Agent {
         ] {
             m.counter(name, help, &[])?.set(&[], v as f64)?;
         }
+        m.counter(
+            "gopswarm_host_refused_tasks_total",
+            "Tasks refused for a profile the encoder would refuse",
+            &[],
+        )?
+        .set(&[], self.refused_total as f64)?;
         Ok(())
     }
 }
@@ -1089,6 +1159,9 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         failed_tasks: 0,
         gops_sent_total: 0,
         metrics,
+        refused: Vec::new(),
+        refused_total: 0,
+        refused_unpublished: false,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut beat = tokio::time::interval(opts.keepalive / 2);

@@ -384,8 +384,8 @@ pub async fn run(
                 }
                 if opts.progress && last_report.elapsed() > Duration::from_secs(5) {
                     last_report = Instant::now();
-                    eprintln!("merge {}/{}: {} GOPs in (up to {:?}), {} fenced, {} duplicates",
-                        opts.stream, opts.profile, have.len(), have.iter().next_back(), summary.fenced_stale, summary.duplicates);
+                    eprintln!("merge {}/{}: {} GOPs in (up to {}), {} fenced, {} duplicates",
+                        opts.stream, opts.profile, have.len(), crate::daemon::number_or_dash(have.iter().next_back()), summary.fenced_stale, summary.duplicates);
                 }
                 let complete = end_gop.is_some_and(|e| (first.from_gop..=e).all(|g| have.contains(&g)));
                 let waited = end_seen_at.is_some_and(|t| t.elapsed() > gop_dur * opts.latency_gops as u32 + Duration::from_secs(2));

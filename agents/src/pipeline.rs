@@ -114,3 +114,12 @@ pub fn prepare_out(prefix: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Checks a `profileenc` profile with the element's own parser: the message of a refused one
+/// names the field and its allowed values (`gopswarm stream add` and the hosts use it, so they
+/// refuse exactly what the element would).
+pub fn check_profile(spec: &str) -> Result<gstgopswarm::profile::Profile, String> {
+    init();
+    gstgopswarm::profile::Profile::parse(spec)
+        .map_err(|e| format!("profile \"{spec}\" refused: {e}"))
+}

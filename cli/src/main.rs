@@ -21,6 +21,16 @@ use gopswarm_agents::{daemon, host, merge::MergeOptions, source};
     about = "gopswarm live-encoding swarm: QA, benchmarks and tools"
 )]
 struct Cli {
+    /// Log lines on stderr as text (colours only on a terminal) or as JSON lines for log
+    /// shippers; also passed to the processes it starts
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "GOPSWARM_LOG_FORMAT"
+    )]
+    log_format: gopswarm::swarm::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,7 +65,8 @@ enum Command {
     /// Serve a clip as a live, looped mezzanine over TCP (GDP) for the hosts.
     Source(source::SourceOptions),
     /// Print a host's scores and tier with the inputs and arithmetic behind them (from the
-    /// orchestrator's retained score messages).
+    /// orchestrator's retained score messages), and the tasks the host refused (bad profile,
+    /// with the reason) or lost to an error (from its retained applied message).
     ///
     /// stability = 100 x (0.25 network + 0.10 device + 0.20 power + 0.05 region + 0.10
     /// interface + 0.30 history); fitness = 100 x compatible x (0.4 speed + 0.3 headroom + 0.3
@@ -83,7 +94,9 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    gopswarm::swarm::set_log_format(cli.log_format);
+    match cli.command {
         Command::Launch(o) => commands::launch::run(o),
         Command::Pipeline(args) => std::process::exit(args.run()),
         Command::Qa(o) => commands::qa::run(o),

@@ -26,6 +26,10 @@ pub(crate) fn inspect_description(summary: &str, messages: &str, units: &str) ->
     )
 }
 
+/// The `profile` string of `profileenc`: the one parser that the element, `gopswarm stream add`
+/// and the encoder hosts use, so a profile one of them refuses is refused by all of them.
+pub use profileenc::profile;
+
 /// Caps of a chunked partial stream (see the `gopswarm-chunk` crate for the wire format).
 pub const PARTIAL_CAPS_NAME: &str = "application/x-gopswarm-partial";
 

@@ -230,10 +230,27 @@ fn bad_assignment_changes_nothing() {
     let mut h = harness(&[("slot-index", "1"), ("slot-count", "2")], "video/x-raw");
     raw(&mut h);
     let e = h.element().unwrap();
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
     e.set_property("assignment", "assignment, index=4, count=2");
     e.set_property("assignment", "not a structure {");
     e.set_property("assignment", "assignment, index=0, colour=blue");
     e.set_property("gops", "5-2");
+    // Each one is an element error naming what is wrong, not a silent no-op.
+    let errors: Vec<String> = bus
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Error(err) => Some(err.error().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors[0].contains("index 4 is not below count 2"),
+        "{errors:?}"
+    );
+    assert!(errors[2].contains("unknown field 'colour'"), "{errors:?}");
+    assert!(errors[3].starts_with("gops \"5-2\" refused"), "{errors:?}");
     assert_eq!(e.property::<u32>("slot-index"), 1);
     assert_eq!(e.property::<String>("gops"), "");
     for i in 0..100 {
@@ -241,6 +258,33 @@ fn bad_assignment_changes_nothing() {
     }
     let gops: Vec<u64> = drain(&mut h).iter().map(|o| o.1.gop).collect();
     assert!(gops.iter().all(|g| g % 2 == 1) && !gops.is_empty());
+}
+
+#[test]
+fn bad_assignment_before_start_fails_the_pipeline() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=10 ! gopselect assignment=\"assignment, index=3, count=2\" \
+         ! fakesink",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an error");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    let text = err.error().to_string();
+    assert!(
+        text.contains("refused") && text.contains("index 3 is not below count 2"),
+        "{text}"
+    );
 }
 
 #[test]

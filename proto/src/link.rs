@@ -246,6 +246,7 @@ async fn drive(
     mut seq: u64,
 ) {
     let mut attempt = 0u32;
+    let mut leaving = false;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     loop {
         match eventloop.poll().await {
@@ -282,7 +283,12 @@ async fn drive(
                     return;
                 }
             }
+            // Our own disconnect (shutdown): the link ends once it is sent, never reconnecting
+            // (a reconnect racing the process exit leaves the broker a half-open connection
+            // that it reports as an error).
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => leaving = true,
             Ok(_) => {}
+            Err(_) if leaving => return,
             Err(e) => {
                 stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 let delay =

@@ -113,6 +113,8 @@ pub fn stream(o: StreamOptions) -> Result<()> {
                     let (id, spec) = p
                         .split_once('=')
                         .with_context(|| format!("--profile {p:?}: expected ID=SPEC"))?;
+                    gopswarm::swarm::check_profile(spec)
+                        .map_err(|e| anyhow::anyhow!("--profile {id}: {e}"))?;
                     Ok(ProfileDef {
                         id: id.into(),
                         spec: spec.into(),

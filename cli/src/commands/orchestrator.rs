@@ -173,7 +173,7 @@ pub fn run(mut o: OrchestratorOptions) -> Result<()> {
         None => {
             let addr: std::net::SocketAddr = o.listen.parse().context("--listen")?;
             gopswarm_orchestrator::broker::start_embedded(addr)?;
-            eprintln!("embedded MQTT broker on mqtt://{addr}");
+            tracing::info!("embedded MQTT broker on mqtt://{addr}");
             format!("mqtt://{addr}")
         }
     };

@@ -392,8 +392,11 @@ pub fn format_report(r: &DemoReport) -> String {
     let mut s = String::new();
     let m = &r.merge;
     s += &format!(
-        "stream {}/{}: GOPs {:?}..{:?}\n",
-        m.stream, m.profile, m.first_gop, m.last_gop
+        "stream {}/{}: GOPs {}..{}\n",
+        m.stream,
+        m.profile,
+        super::number_or_dash(m.first_gop),
+        super::number_or_dash(m.last_gop)
     );
     s += "GOPs per host:\n";
     for (h, n) in &m.gops_by_host {
@@ -404,8 +407,13 @@ pub fn format_report(r: &DemoReport) -> String {
     }
     for h in &r.handoffs {
         s += &format!(
-            "handoff: {} -> {} at GOP {} (epoch {}, decided at GOP {:?}, {} retries)\n",
-            h.from, h.to, h.switch_gop, h.epoch, h.decided_at_gop, h.retries
+            "handoff: {} -> {} at GOP {} (epoch {}, decided at GOP {}, {} retries)\n",
+            h.from,
+            h.to,
+            h.switch_gop,
+            h.epoch,
+            super::number_or_dash(h.decided_at_gop),
+            h.retries
         );
     }
     let mut lat: Vec<u64> = r
@@ -470,4 +478,44 @@ pub fn wait_listen(port: u16, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_prints_numbers_not_options() {
+        let handoff = |decided_at_gop| HandoffRecord {
+            stream: "demo".into(),
+            profile: "p360".into(),
+            from: "host-1".into(),
+            to: "host-4".into(),
+            epoch: 3,
+            switch_gop: 13,
+            decided_at_gop,
+            retries: 0,
+        };
+        let report = DemoReport {
+            merge: MergeSummary {
+                stream: "demo".into(),
+                profile: "p360".into(),
+                first_gop: Some(0),
+                last_gop: None,
+                ..Default::default()
+            },
+            handoffs: vec![handoff(Some(11)), handoff(None)],
+            killed: None,
+            frames: 0,
+            expected_frames: 0,
+            decode_errors: String::new(),
+            timestamp_gaps: 0,
+            decode_timing: None,
+        };
+        let text = format_report(&report);
+        assert!(text.contains("stream demo/p360: GOPs 0..-\n"), "{text}");
+        assert!(text.contains("decided at GOP 11,"), "{text}");
+        assert!(text.contains("decided at GOP -,"), "{text}");
+        assert!(!text.contains("Some(") && !text.contains("None"), "{text}");
+    }
 }

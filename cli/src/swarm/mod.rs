@@ -8,3 +8,6 @@ pub mod explain;
 pub mod learn;
 pub mod simulate;
 pub mod timeline;
+
+pub use gopswarm_agents::daemon::{LogFormat, number_or_dash, set_log_format};
+pub use gopswarm_agents::pipeline::check_profile;

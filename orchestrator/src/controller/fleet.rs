@@ -298,8 +298,8 @@ impl Controller {
         h.live.disconnect_risk = risk;
         if previous != Some(tier) {
             tracing::info!(
-                "host {host}: tier {:?} -> {tier:?} (score {combined:.1})",
-                previous
+                "host {host}: tier {} -> {tier:?} (score {combined:.1})",
+                previous.map_or_else(|| "-".to_string(), |t| format!("{t:?}"))
             );
         }
         h.tier = Some(tier);

@@ -126,6 +126,9 @@ struct Settings {
     /// for GOP 20 that arrives before the change for GOP 14 has applied waits behind it.
     requests: Vec<Request>,
     next_seq: u64,
+    /// Why the last `gops`/`assignment` set before the element started was refused: starting
+    /// then fails with this error instead of running the previous assignment.
+    refused: Option<String>,
 }
 
 impl Settings {
@@ -156,6 +159,7 @@ impl Default for Settings {
             switch_gop: DEFAULT_SWITCH_GOP,
             requests: Vec::new(),
             next_seq: 0,
+            refused: None,
         }
     }
 }
@@ -613,6 +617,17 @@ impl GopSelect {
 
     /// Parse the atomic `assignment` property: a GstStructure such as
     /// `assignment, index=1, count=3, redundancy=1, epoch=7, switch-gop=12` or `..., gops="0-9"`.
+    /// No silent fallback: a refused `gops`/`assignment` fails the element. Before it starts
+    /// there is no bus yet, so the error is posted when it starts; while running, at once.
+    fn refuse(&self, message: String) {
+        gst::error!(CAT, imp = self, "{message}");
+        if self.state.lock().unwrap().is_some() {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
+        } else {
+            self.settings.lock().unwrap().refused = Some(message);
+        }
+    }
+
     fn parse_assignment(s: &str, current: &Settings) -> Result<(Assignment, i64), String> {
         let st = gst::Structure::from_str(s).map_err(|_| format!("'{s}' is not a structure"))?;
         let mut a = current.desired.clone();
@@ -765,7 +780,7 @@ impl ObjectImpl for GopSelect {
                     .build(),
                 glib::ParamSpecString::builder("gops")
                     .nick("GOP set")
-                    .blurb("Explicit GOP indices to keep, e.g. \"0-9,12,20-\", or \"none\" to drain (overrides the slot properties when not empty)")
+                    .blurb("Explicit GOP indices to keep, e.g. \"0-9,12,20-\", or \"none\" to drain (overrides the slot properties when not empty); an invalid set is an element error (starting fails, or posted at once while running)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("epoch")
@@ -783,7 +798,7 @@ impl ObjectImpl for GopSelect {
                     .build(),
                 glib::ParamSpecString::builder("assignment")
                     .nick("Assignment")
-                    .blurb("Atomic assignment change: \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"...\"")
+                    .blurb("Atomic assignment change: \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"...\"; an invalid one is an element error (starting fails, or posted at once while running)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("max-reorder")
@@ -829,19 +844,30 @@ impl ObjectImpl for GopSelect {
             }
             "gops" => {
                 let text: Option<String> = value.get().unwrap();
-                match parse_gops(&text.unwrap_or_default()) {
-                    Ok(set) => changed.gops = set,
+                let text = text.unwrap_or_default();
+                match parse_gops(&text) {
+                    Ok(set) => {
+                        changed.gops = set;
+                        settings.refused = None;
+                    }
                     Err(err) => {
-                        gst::error!(CAT, imp = self, "gops not changed: {err}");
+                        drop(settings);
+                        self.refuse(format!("gops \"{text}\" refused: {err}"));
+                        return;
                     }
                 }
             }
             "assignment" => {
                 let text: Option<String> = value.get().unwrap();
-                match Self::parse_assignment(&text.unwrap_or_default(), &settings) {
-                    Ok((a, switch_gop)) => settings.request(a, switch_gop),
+                let text = text.unwrap_or_default();
+                match Self::parse_assignment(&text, &settings) {
+                    Ok((a, switch_gop)) => {
+                        settings.request(a, switch_gop);
+                        settings.refused = None;
+                    }
                     Err(err) => {
-                        gst::error!(CAT, imp = self, "assignment not changed: {err}");
+                        drop(settings);
+                        self.refuse(format!("assignment \"{text}\" refused: {err}"));
                     }
                 }
                 return;
@@ -962,6 +988,14 @@ impl ElementImpl for GopSelect {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if matches!(
+            transition,
+            gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused
+        ) && let Some(message) = self.settings.lock().unwrap().refused.clone()
+        {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
+            return Err(gst::StateChangeError);
+        }
         if transition == gst::StateChange::ReadyToPaused {
             let settings = self
                 .settings

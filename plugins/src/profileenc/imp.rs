@@ -62,6 +62,9 @@ struct Settings {
     /// GOP from which a profile change may land (-1: the next boundary), so that every member
     /// of a swarm switches on the same GOP.
     switch_gop: i64,
+    /// Why the last profile set before the element started was refused: starting then fails
+    /// with this error instead of encoding the previous profile.
+    refused: Option<String>,
 }
 
 const DEFAULT_SWITCH_GOP: i64 = -1;
@@ -71,6 +74,7 @@ impl Default for Settings {
         Settings {
             profile: Profile::parse(DEFAULT_PROFILE).expect("default profile parses"),
             switch_gop: DEFAULT_SWITCH_GOP,
+            refused: None,
         }
     }
 }
@@ -968,24 +972,20 @@ impl ProfileEnc {
                     settings.profile
                 );
                 settings.profile = p;
+                settings.refused = None;
             }
             Err(err) => {
-                let old = self.settings.lock().unwrap().profile.to_string();
-                gst::error!(
-                    CAT,
-                    imp = self,
-                    "rejected profile \"{text}\": {err}; keeping \"{old}\""
-                );
-                gst::element_imp_warning!(
-                    self,
-                    gst::LibraryError::Settings,
-                    [
-                        "Rejected profile \"{}\": {}; keeping \"{}\"",
-                        text,
-                        err,
-                        old
-                    ]
-                );
+                // No silent fallback: a refused profile fails the element. Before it starts
+                // (gst-launch lines, applications setting it up) there is no bus yet, so the
+                // error is posted when it starts; while running, at once.
+                let message = format!("profile \"{text}\" refused: {err}");
+                gst::error!(CAT, imp = self, "{message}");
+                let running = self.state.lock().unwrap().is_some();
+                if running {
+                    gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
+                } else {
+                    self.settings.lock().unwrap().refused = Some(message);
+                }
             }
         }
     }
@@ -1074,9 +1074,11 @@ impl ObjectImpl for ProfileEnc {
                          good cpu-used 4..0 (5-9), best (10); av1 realtime cpu-used 10..7 (1-4), \
                          good cpu-used 6..1 (5-10). Default rate control capped-crf: CRF from \
                          bits per pixel, bitrate = VBV max rate. Settable while PLAYING: a \
-                         change lands exactly on the first frame of the next GOP. Invalid \
-                         strings are rejected and the previous profile stays. Reads back \
-                         normalised.",
+                         change lands exactly on the first frame of the next GOP. An invalid \
+                         string is an error naming the field and its allowed values: set \
+                         before the element starts, starting fails; set while running, the \
+                         element posts an error (the profile in effect stays until the \
+                         application stops the pipeline). Reads back normalised.",
                     )
                     .default_value(Some(DEFAULT_PROFILE))
                     .mutable_playing()
@@ -1271,6 +1273,14 @@ impl ElementImpl for ProfileEnc {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if matches!(
+            transition,
+            gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused
+        ) && let Some(message) = self.settings.lock().unwrap().refused.clone()
+        {
+            gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
+            return Err(gst::StateChangeError);
+        }
         if transition == gst::StateChange::ReadyToPaused {
             self.start();
         }

@@ -86,10 +86,16 @@
 //! | tv | 1920x1080 | 6000 kbit/s |
 //! | vr | 3840x1920 | 16000 kbit/s |
 //!
-//! An unknown field, a bad value or an unparsable string is rejected: an error in the log, a
-//! warning message on the bus, and the previous profile stays. Reading `profile` returns the
-//! last accepted profile normalised (every field, device defaults resolved); `applied-profile`
-//! returns the one in effect in the stream.
+//! An unknown field, a bad value or an unparsable string is refused, never replaced by a
+//! default: the element posts a `GST_LIBRARY_ERROR_SETTINGS` error whose text names the field
+//! and its allowed values or range (`profile "nvh264, bitrate=999999" refused: unknown codec
+//! 'nvh264' (the structure name must be one of h264, h265, vp9, av1)`). Set before the element
+//! starts (a `gst-launch-1.0` line), the state change to READY fails, so the pipeline does not
+//! start and `gst-launch-1.0` exits non-zero; set while running, the error is posted at once
+//! and the profile in effect stays until the application stops the pipeline. Reading `profile`
+//! returns the last accepted profile normalised (every field, device defaults resolved);
+//! `applied-profile` returns the one in effect in the stream. `gopswarm stream add` and the
+//! encoder hosts check profiles with the same parser ([`profile::Profile::parse`]).
 //!
 //! ## Changes while PLAYING
 //!

@@ -224,8 +224,14 @@ fn field_u32(s: &gst::StructureRef, name: &str, min: u32, max: u32) -> Result<Op
         ));
     };
     if n < min as i64 || n > max as i64 {
+        let unit = match name {
+            "bitrate" => " kbit/s",
+            "vbv-buffer" => " ms",
+            "width" | "height" => " pixels",
+            _ => "",
+        };
         return Err(format!(
-            "field '{name}' = {n} is out of range {min}..={max}"
+            "field '{name}' = {n} is out of range {min}..={max}{unit}"
         ));
     }
     Ok(Some(n as u32))

@@ -427,6 +427,101 @@ fn bad_profiles_are_rejected_and_old_one_kept() {
     assert_eq!(enc.property::<String>("profile"), good);
 }
 
+/// The first error or EOS on the bus, as the error's text (`None` for EOS).
+fn first_error(pipeline: &gst::Pipeline, timeout_s: u64) -> Option<String> {
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(timeout_s),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )
+        .expect("an error or EOS in time");
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(e.error().to_string()),
+        _ => None,
+    }
+}
+
+#[test]
+fn bad_profile_on_a_launch_line_fails_the_pipeline() {
+    init();
+    for (profile, expected) in [
+        (
+            "nvh264, bitrate=500",
+            "unknown codec 'nvh264' (the structure name must be one of h264, h265, vp9, av1)",
+        ),
+        (
+            "h264, bitrate=999999",
+            "field 'bitrate' = 999999 is out of range 16..=100000 kbit/s",
+        ),
+        ("h264, device=watch", "one of mobile, desktop, tv, vr"),
+    ] {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=30 ! profileenc profile=\"{profile}\" ! fakesink"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        // No silent fallback to the default profile: the pipeline does not start.
+        assert!(
+            pipeline.set_state(gst::State::Playing).is_err(),
+            "{profile}: pipeline started"
+        );
+        let error = first_error(&pipeline, 5);
+        pipeline.set_state(gst::State::Null).unwrap();
+        let error = error.unwrap_or_else(|| panic!("{profile}: EOS instead of an error"));
+        assert!(
+            error.contains(&format!("profile \"{profile}\" refused")) && error.contains(expected),
+            "{profile}: {error}"
+        );
+    }
+}
+
+#[test]
+fn bad_profile_while_playing_is_an_element_error() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=2000 ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! profileenc name=enc profile=\"h264, complexity=1\" ! fakesink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let enc = pipeline.by_name("enc").unwrap();
+    enc.set_property("profile", "h264, complexity=11");
+    let error = first_error(&pipeline, 20);
+    pipeline.set_state(gst::State::Null).unwrap();
+    let error = error.expect("an error before EOS");
+    assert!(
+        error.contains("field 'complexity' = 11 is out of range 1..=10"),
+        "{error}"
+    );
+    // The profile in effect is still the accepted one.
+    assert!(
+        enc.property::<String>("profile")
+            .contains("complexity=(int)1,")
+    );
+}
+
+#[test]
+fn a_good_profile_after_a_bad_one_starts() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! profileenc name=enc profile=\"h264, gop=0\" ! fakesink",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline
+        .by_name("enc")
+        .unwrap()
+        .set_property("profile", "h264, gop=1.0, complexity=1");
+    run_to_eos(&pipeline);
+}
+
 fn i420(index: u64, w: usize, h: usize) -> gst::Buffer {
     let mut data = vec![128u8; w * h * 3 / 2];
     for (i, px) in data[..w * h].iter_mut().enumerate() {
