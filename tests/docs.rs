@@ -56,3 +56,28 @@ fn gst_inspect_shows_the_plugin() {
         );
     }
 }
+
+/// docs/architecture.md names every workspace crate, so a new crate lands with its two lines.
+#[test]
+fn architecture_doc_names_every_crate() {
+    let root = gopswarm::repo_root();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let members_line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .expect("workspace members");
+    let members: Vec<&str> = members_line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(members.len() >= 9, "members parsed: {members:?}");
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).expect("architecture.md");
+    for m in members {
+        assert!(
+            doc.contains(&format!("| `{m}/`")),
+            "docs/architecture.md has no row for the crate `{m}/`"
+        );
+    }
+}
