@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_control;
+pub mod config;
 pub mod launch;
 pub mod media;
 pub mod pipelines;

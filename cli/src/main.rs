@@ -12,6 +12,7 @@ use commands::{
     explain::ExplainOptions, launch::LaunchOptions, learn::LearnOptions,
     orchestrator::OrchestratorOptions, qa::QaOptions, simulate::SimulateOptions,
 };
+use gopswarm::config;
 use gopswarm_agents::{daemon, host, merge::MergeOptions, source};
 
 #[derive(Parser)]
@@ -82,8 +83,12 @@ enum Command {
     Stream(StreamOptions),
 }
 
+/// The roles that run as daemons: they take `--config FILE.toml`, `--print-config` and a
+/// `GOPSWARM_<ROLE>_<FLAG>` environment variable for every flag (see `gopswarm::config`).
+const ROLES: &[&str] = &["orchestrator", "host", "merge", "source"];
+
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    match config::parse::<Cli>(ROLES).command {
         Command::Launch(o) => commands::launch::run(o),
         Command::Pipeline(args) => std::process::exit(args.run()),
         Command::Qa(o) => commands::qa::run(o),
