@@ -77,6 +77,7 @@ fn installed_binary_finds_its_data_next_to_it_and_never_in_the_source_tree() {
     let out = run(&prefix, &work, &["pipeline", "list"]);
     let t = text(&out);
     assert!(out.status.success() && t.contains("local-swarm"), "{t}");
+    std::fs::remove_dir_all(prefix.parent().unwrap()).unwrap();
 }
 
 /// The demo from an installed binary: host and merger processes it starts are the same binary
@@ -123,4 +124,5 @@ fn installed_binary_runs_the_demo_from_another_folder() {
         .unwrap_or_else(|| panic!("no frame count in:\n{t}"));
     assert!(frames >= 25 * 10, "the demo merged {frames} frames:\n{t}");
     assert!(work.join("out/demo/demo.mp4").is_file(), "{t}");
+    std::fs::remove_dir_all(prefix.parent().unwrap()).unwrap();
 }
