@@ -7,6 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The tests one at a time: a binary being copied in one test is open for writing, and a
+/// process another test forks then would make exec of the copy fail (ETXTBSY).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A prefix with bin/gopswarm, a work folder outside it, the prefix.
 fn install(name: &str) -> (PathBuf, PathBuf) {
     let root = std::env::temp_dir().join(format!("gopswarm-install-{}-{name}", std::process::id()));
@@ -47,6 +51,7 @@ fn source_tree() -> PathBuf {
 
 #[test]
 fn installed_binary_finds_its_data_next_to_it_and_never_in_the_source_tree() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (prefix, work) = install("data");
     // Nothing installed beside it: clear errors, though the source tree has both.
     let out = run(&prefix, &work, &["pipeline", "list"]);
@@ -84,6 +89,7 @@ fn installed_binary_finds_its_data_next_to_it_and_never_in_the_source_tree() {
 /// with the gopswarm elements registered statically, no plugin path needed.
 #[test]
 fn installed_binary_runs_the_demo_from_another_folder() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let clip = gopswarm::media_dir().join("synthetic-720p25.mp4");
     assert!(
         clip.is_file(),
