@@ -12,6 +12,7 @@ use commands::{
     explain::ExplainOptions, launch::LaunchOptions, learn::LearnOptions,
     orchestrator::OrchestratorOptions, qa::QaOptions, simulate::SimulateOptions,
 };
+use gopswarm::config;
 use gopswarm_agents::{daemon, host, merge::MergeOptions, source};
 
 #[derive(Parser)]
@@ -93,8 +94,12 @@ enum Command {
     Stream(StreamOptions),
 }
 
+/// The roles that run as daemons: they take `--config FILE.toml`, `--print-config` and a
+/// `GOPSWARM_<ROLE>_<FLAG>` environment variable for every flag (see `gopswarm::config`).
+const ROLES: &[&str] = &["orchestrator", "host", "merge", "source"];
+
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = config::parse::<Cli>(ROLES);
     gopswarm::swarm::set_log_format(cli.log_format);
     match cli.command {
         Command::Launch(o) => commands::launch::run(o),

@@ -24,9 +24,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The folder of the shipped pipelines in this source tree.
-pub fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines")
+/// The folder of the shipped pipelines (see [`crate::pipelines_dir`]).
+pub fn dir() -> Result<PathBuf> {
+    crate::pipelines_dir()
 }
 
 /// Variables every pipeline accepts, used by the runner rather than the description.
@@ -94,7 +94,7 @@ pub fn names(dir: &Path) -> Result<Vec<String>> {
 
 /// Load the shipped pipeline `name`.
 pub fn load(name: &str) -> Result<Description> {
-    load_from(&dir(), name)
+    load_from(&dir()?, name)
 }
 
 /// Load `dir/name.pipeline`; an unknown name lists the pipelines there.
@@ -675,7 +675,7 @@ mod tests {
 
     #[test]
     fn every_shipped_pipeline_parses() {
-        let names = names(&dir()).unwrap();
+        let names = names(&dir().unwrap()).unwrap();
         assert!(names.len() >= 8, "{names:?}");
         for name in names {
             let d = load(&name).unwrap();

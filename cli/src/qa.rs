@@ -28,10 +28,14 @@ pub const SAMPLE_CLIPS: [&str; 4] = [
 ];
 
 pub fn clip(name: &str) -> Result<Clip> {
-    let path = crate::media_dir().join(format!("{name}.mp4"));
+    let path = crate::sample_media_dir()
+        .with_context(|| format!("clip {name}"))?
+        .join(format!("{name}.mp4"));
     if !path.is_file() {
         anyhow::bail!(
-            "{} is missing: run test-media/fetch.sh first",
+            "clip {name}: {} is missing: run test-media/fetch.sh in a source checkout (it \
+             makes test-media/cache/), and set GOPSWARM_MEDIA to that folder when running an \
+             installed gopswarm",
             path.display()
         );
     }

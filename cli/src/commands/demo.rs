@@ -1,6 +1,6 @@
 //! `gopswarm demo`: the whole swarm on this machine.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gopswarm::{qa, swarm::demo};
 use gopswarm_agents::{daemon, options::seconds};
 use std::path::PathBuf;
@@ -9,8 +9,10 @@ const DEMO_PROFILE: &str = "h264, width=640, height=360, bitrate=1200, complexit
 
 #[derive(clap::Args)]
 pub struct DemoOptions {
-    /// Clip name in test-media/cache or a path (H.264 MP4)
-    #[arg(long, default_value = "synthetic-720p25")]
+    /// H.264 MP4 to loop as the live source: a path, or the name of a sample clip in the
+    /// sample media folder (GOPSWARM_MEDIA, <bin>/../share/gopswarm/media when installed,
+    /// test-media/cache of the source checkout; test-media/fetch.sh makes them)
+    #[arg(long, env = "GOPSWARM_DEMO_CLIP", default_value = "synthetic-720p25")]
     clip: String,
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
@@ -50,7 +52,15 @@ impl DemoOptions {
         let clip = if std::path::Path::new(&self.clip).exists() {
             PathBuf::from(self.clip)
         } else {
-            qa::clip(&self.clip)?.path
+            qa::clip(&self.clip)
+                .with_context(|| {
+                    format!(
+                        "--clip {}: no such file; as a sample clip's name (pass a path to an \
+                         H.264 MP4 otherwise)",
+                        self.clip
+                    )
+                })?
+                .path
         };
         let at = |s: f64| (s >= 0.0).then(|| seconds(s)).transpose();
         Ok(demo::DemoConfig {

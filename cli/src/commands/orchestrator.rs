@@ -1,8 +1,11 @@
 //! `gopswarm orchestrator`: the orchestrator service, configured from its flags.
 
 use anyhow::{Context, Result};
+use gopswarm::config;
 use gopswarm_agents::{daemon, options::seconds};
+use gopswarm_orchestrator::controller::Sizing;
 use gopswarm_orchestrator::provision::{CommandHook, LocalSpawner, Provisioner};
+use gopswarm_orchestrator::score::{ScoreConfig, TierConfig};
 use gopswarm_orchestrator::service::{Service, ServiceOptions};
 use std::path::{Path, PathBuf};
 
@@ -23,18 +26,21 @@ pub struct OrchestratorOptions {
     /// GOPs between the furthest host and a switch GOP
     #[arg(long, default_value_t = 2)]
     switch_margin: u64,
-    /// Swarm sizing from content complexity, JSON, any of: si_low, ti_low, si_high,
-    /// ti_high (P.910 SI/TI at 320x180), slots ([low, medium, high]), redundancy.
-    /// Default: {"si_low":50,"ti_low":10,"si_high":150,"ti_high":40,"slots":[2,3,4],"redundancy":1}
-    #[arg(long)]
-    sizing: Option<String>,
-    /// Tier thresholds on the combined score, JSON, any of: gold, silver, hysteresis,
-    /// stability_weight. Default: {"gold":90,"silver":70,"hysteresis":5,"stability_weight":0.5}
-    #[arg(long)]
-    tiers: Option<String>,
-    /// Score reference points and weights, JSON (see `gopswarm explain --help`)
-    #[arg(long)]
-    scores: Option<String>,
+    /// Swarm sizing from content complexity, JSON (a [sizing] table in --config), any of:
+    /// si_low, ti_low, si_high, ti_high (P.910 SI/TI at 320x180), slots ([low, medium, high]),
+    /// redundancy. Default:
+    /// {"si_low":50,"ti_low":10,"si_high":150,"ti_high":40,"slots":[2,3,4],"redundancy":1}
+    #[arg(long, value_name = config::JSON, value_parser = config::strict_json::<Sizing>)]
+    sizing: Option<Sizing>,
+    /// Tier thresholds on the combined score, JSON (a [tiers] table in --config), any of:
+    /// gold, silver, hysteresis, stability_weight. Default:
+    /// {"gold":90,"silver":70,"hysteresis":5,"stability_weight":0.5}
+    #[arg(long, value_name = config::JSON, value_parser = tiers)]
+    tiers: Option<TierConfig>,
+    /// Score reference points and weights, JSON (a [scores] table in --config; see
+    /// `gopswarm explain --help`)
+    #[arg(long, value_name = config::JSON, value_parser = config::strict_json::<ScoreConfig>)]
+    scores: Option<ScoreConfig>,
     /// The swarm's home region (hosts in another region score lower)
     #[arg(long)]
     region: Option<String>,
@@ -92,18 +98,14 @@ impl OrchestratorOptions {
             keepalive,
             dead_after: keepalive * 3 / 2,
             switch_margin_gops: self.switch_margin,
-            sizing: json_flag("--sizing", self.sizing.as_deref())?,
-            tiers: json_flag("--tiers", self.tiers.as_deref())?,
-            scores: json_flag("--scores", self.scores.as_deref())?,
+            sizing: self.sizing.unwrap_or_default(),
+            tiers: self.tiers.unwrap_or_default(),
+            scores: self.scores.unwrap_or_default(),
             home_region: self.region,
             peer_swap: !self.no_peer_swap,
             backup_copies: self.backup_copies,
             ..Default::default()
         };
-        cfg.tiers
-            .validate()
-            .map_err(anyhow::Error::msg)
-            .context("--tiers")?;
         let rollout_timeout = seconds(self.rollout_timeout)?;
         let provisioner: Box<dyn Provisioner> = match self.provision_hook {
             Some(command) => Box::new(CommandHook {
@@ -153,15 +155,11 @@ impl OrchestratorOptions {
     }
 }
 
-/// A JSON flag, or the default when it is not given.
-fn json_flag<T: serde::de::DeserializeOwned + Default>(
-    flag: &str,
-    json: Option<&str>,
-) -> Result<T> {
-    match json {
-        Some(j) => serde_json::from_str(j).context(flag.to_string()),
-        None => Ok(T::default()),
-    }
+/// `--tiers`: its JSON, thresholds in order.
+fn tiers(json: &str) -> Result<TierConfig, String> {
+    let t: TierConfig = config::strict_json(json)?;
+    t.validate()?;
+    Ok(t)
 }
 
 /// Runs the orchestrator (and the embedded broker, unless `--broker` names one) until a signal.

@@ -17,8 +17,8 @@ use std::path::PathBuf;
     (unknown or missing variables, a missing input file, an unknown pipeline)."
 )]
 pub struct PipelineArgs {
-    /// Folder of the NAME.pipeline files [default: pipelines/ of the source tree this was built
-    /// from]
+    /// Folder of the NAME.pipeline files [default: <bin>/../share/gopswarm/pipelines when
+    /// installed, pipelines/ of the source checkout when run from its target/]
     #[arg(long, env = "GOPSWARM_PIPELINES", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Name for messages and hints (pipelines/run passes its own)
@@ -71,7 +71,6 @@ pub enum Action {
 impl PipelineArgs {
     /// Carry out the action; returns the exit status.
     pub fn run(self) -> i32 {
-        let dir = self.dir.unwrap_or_else(super::dir);
         let (reporter, run_command) = match self.runner_name {
             Some(name) => (
                 Reporter {
@@ -85,6 +84,13 @@ impl PipelineArgs {
                 },
                 "gopswarm pipeline run".into(),
             ),
+        };
+        let dir = match self.dir.map_or_else(super::dir, Ok) {
+            Ok(dir) => dir,
+            Err(e) => {
+                reporter.error(&format!("{e:#}"));
+                return 2;
+            }
         };
         let load = |name: &str| {
             super::load_from(&dir, name).map_err(|e| {
