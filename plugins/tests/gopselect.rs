@@ -299,8 +299,7 @@ fn assignment_string_on_a_launch_line_reads_back_as_a_structure() {
     // Text that is no structure fails the launch line itself.
     let err =
         gst::parse::launch("videotestsrc ! gopselect assignment=\"not a structure {\" ! fakesink")
-            .err()
-            .expect("a launch line with an assignment that is no structure is refused");
+            .expect_err("a launch line with an assignment that is no structure is refused");
     assert!(err.to_string().contains("could not set property"), "{err}");
 }
 

@@ -505,8 +505,7 @@ fn profile_that_is_no_structure_fails_the_launch_line() {
     init();
     let err =
         gst::parse::launch("videotestsrc num-buffers=30 ! profileenc profile=\",,,\" ! fakesink")
-            .err()
-            .expect("a launch line with a profile that is no structure is refused");
+            .expect_err("a launch line with a profile that is no structure is refused");
     assert!(err.to_string().contains("could not set property"), "{err}");
 }
 
