@@ -798,7 +798,7 @@ impl ObjectImpl for GopSelect {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("assignment")
                     .nick("Assignment")
-                    .blurb("Atomic assignment change, a GstStructure (on a gst-launch line its string form): \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"0-9,12\" (index, count: slots; redundancy: extra copies; epoch: fencing counter; switch-gop and gops: GOP indices; all integers); fields left out keep their value. An invalid one is an element error (starting fails, or posted at once while running); a string that is no structure fails the launch line. Reads back as a structure with every field")
+                    .blurb("Atomic assignment change, a GstStructure (on a gst-launch line its string form): \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"0-9,12\" (index, count: slot integers; redundancy: extra copies; epoch: fencing counter; switch-gop: GOP index, -1 the next boundary; copy-only: boolean; gops: GOP set string); fields left out keep their value. An invalid one is an element error (starting fails, or posted at once while running); a string that is no structure fails the launch line. Reads back as a structure with every field (gops only while an explicit set is in force)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("max-reorder")

@@ -1230,7 +1230,7 @@ impl ElementImpl for ProfileEnc {
                 "Codec/Encoder/Video/Bin",
                 &crate::inspect_description(
                     "Decodes if needed, drops pre-roll frames, scales and encodes one profile (h264/h265/vp9/av1, capped-CRF rate control) with an IDR exactly on the first frame of every GOP of the grid; the profile can change while playing, at the next GOP.",
-                    "gopswarm-profile-applied (gop: u64, profile: string) when a profile lands; a warning naming the field when a profile is rejected.",
+                    "gopswarm-profile-applied (gop: u64, profile: string) when a profile lands; an element error naming the field when a profile is refused.",
                     "in profile: bitrate in kbit/s, gop in seconds, vbv-buffer in ms, width/height in pixels; switch-gop is a GOP index.",
                 ),
                 "gopswarm developers",
