@@ -102,11 +102,17 @@ fn three_way_to_two_way_and_bitrate_change_land_on_their_gops() {
                         1 => "assignment, index=1, count=2, epoch=2, switch-gop=4",
                         _ => "assignment, gops=none, epoch=2, switch-gop=4",
                     };
-                    s.set_property("assignment", assignment);
+                    s.set_property_from_str("assignment", assignment);
                 }
                 for e in &enc {
                     e.set_property("switch-gop", 6i64);
-                    e.set_property("profile", "h264, bitrate=1500, complexity=3");
+                    e.set_property(
+                        "profile",
+                        gst::Structure::builder("h264")
+                            .field("bitrate", 1500)
+                            .field("complexity", 3)
+                            .build(),
+                    );
                 }
             }
             gst::PadProbeReturn::Ok
@@ -194,10 +200,12 @@ fn resolution_change_lands_on_the_chosen_gop() {
                 .unwrap_or(0);
             if pts >= GOP && !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 for i in 0..3 {
-                    p2.by_name(&format!("enc{i}")).unwrap().set_property(
-                        "profile",
-                        "h264, width=320, height=136, bitrate=800, complexity=3",
-                    );
+                    p2.by_name(&format!("enc{i}"))
+                        .unwrap()
+                        .set_property_from_str(
+                            "profile",
+                            "h264, width=320, height=136, bitrate=800, complexity=3",
+                        );
                 }
             }
             gst::PadProbeReturn::Ok

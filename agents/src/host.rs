@@ -12,7 +12,7 @@
 //! metrics and what it applied.
 
 use crate::options::{parse_broker, parse_seconds};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence, QoS};
 use gopswarm_proto::*;
 use gst::prelude::*;
@@ -176,18 +176,21 @@ fn parse_source(url: &str) -> Result<(String, u16)> {
     Ok((h.to_string(), p.parse().context("source port")?))
 }
 
-fn assignment_for(task: &Task) -> String {
+/// `gopselect`'s atomic `assignment` for a task.
+fn assignment_for(task: &Task) -> gst::Structure {
+    let assignment = gst::Structure::builder("assignment");
     match task.role {
-        TaskRole::Standby => "assignment, gops=(string)none".to_string(),
-        TaskRole::Active | TaskRole::Copy => format!(
-            "assignment, index=(uint){}, count=(uint){}, redundancy=(uint){}, copy-only=(boolean){}, epoch=(guint64){}, switch-gop=(gint64){}, gops=(string)\"\"",
-            task.slot_index,
-            task.slot_count,
-            task.redundancy,
-            task.role == TaskRole::Copy,
-            task.layout_epoch,
-            task.switch_gop
-        ),
+        TaskRole::Standby => assignment.field("gops", "none").build(),
+        TaskRole::Active | TaskRole::Copy => assignment
+            .field("index", task.slot_index)
+            .field("count", task.slot_count)
+            .field("redundancy", task.redundancy)
+            .field("copy-only", task.role == TaskRole::Copy)
+            .field("epoch", task.layout_epoch)
+            .field("switch-gop", task.switch_gop)
+            // An empty set: the slots rule, not an earlier explicit set.
+            .field("gops", "")
+            .build(),
     }
 }
 
@@ -214,10 +217,12 @@ impl Runner {
         ))
         .context("host pipeline")?;
         let select = pipeline.by_name("sel").unwrap();
+        // The spec comes from the network: parsed (and checked) here, a bad one refuses the task.
+        let profile = crate::pipeline::check_profile(&task.profile_spec).map_err(|e| anyhow!(e))?;
         pipeline
             .by_name("enc")
             .unwrap()
-            .set_property("profile", &task.profile_spec);
+            .set_property("profile", profile.to_structure());
         let pay = pipeline.by_name("pay").unwrap();
         pay.set_property("stream-id", &task.stream);
         pay.set_property("profile-id", &task.profile);
@@ -305,10 +310,10 @@ impl Runner {
         if only_until_changed && let Some(last) = task.until_gop {
             self.select.set_property(
                 "assignment",
-                format!(
-                    "assignment, gops=(string)none, switch-gop=(gint64){}",
-                    last + 1
-                ),
+                gst::Structure::builder("assignment")
+                    .field("gops", "none")
+                    .field("switch-gop", last + 1)
+                    .build(),
             );
         } else {
             self.select.set_property("assignment", assignment_for(task));
@@ -988,6 +993,7 @@ pub fn join_benchmark(profiles: &[String], frames: u32) -> Vec<BenchResult> {
         .iter()
         .filter_map(|spec| {
             let run = || -> Result<f64> {
+                let profile = crate::pipeline::check_profile(spec).map_err(|e| anyhow!(e))?;
                 let pipeline = crate::pipeline::parse(&format!(
                     "videotestsrc num-buffers={frames} pattern=ball \
                      ! video/x-raw,width=1280,height=720,framerate=30/1 \
@@ -996,7 +1002,7 @@ pub fn join_benchmark(profiles: &[String], frames: u32) -> Vec<BenchResult> {
                 pipeline
                     .by_name("enc")
                     .unwrap()
-                    .set_property("profile", spec);
+                    .set_property("profile", profile.to_structure());
                 let started = Instant::now();
                 crate::pipeline::play(&pipeline, Duration::from_secs(60))?;
                 Ok(frames as f64 / started.elapsed().as_secs_f64().max(1e-6))

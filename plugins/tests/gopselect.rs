@@ -163,7 +163,7 @@ fn a_backup_becomes_the_primary_at_the_switch_gop() {
     }
     // The primary of slot 1 died: the backup takes the slot over from GOP 3.
     let e = h.element().unwrap();
-    e.set_property(
+    e.set_property_from_str(
         "assignment",
         "assignment, index=1, count=2, copy-only=false, epoch=4, switch-gop=3",
     );
@@ -180,7 +180,7 @@ fn a_backup_becomes_the_primary_at_the_switch_gop() {
         gops,
         vec![(1, true, 0), (3, false, 4), (5, false, 4), (7, false, 4)]
     );
-    e.set_property("assignment", "assignment, copy-only=maybe");
+    e.set_property_from_str("assignment", "assignment, copy-only=maybe");
     assert!(
         !e.property::<bool>("copy-only"),
         "a bad value changes nothing"
@@ -200,7 +200,12 @@ fn reassignment_lands_on_the_switch_gop() {
     // 3-way to 2-way, effective at GOP 3; the old assignment would have kept GOP 3.
     h.element().unwrap().set_property(
         "assignment",
-        "assignment, index=0, count=2, epoch=5, switch-gop=3",
+        gst::Structure::builder("assignment")
+            .field("index", 0u32)
+            .field("count", 2u32)
+            .field("epoch", 5u64)
+            .field("switch-gop", 3i64)
+            .build(),
     );
     for i in 10..175 {
         h.push(frame(i * FRAME, None, true)).unwrap();
@@ -232,9 +237,9 @@ fn bad_assignment_changes_nothing() {
     let e = h.element().unwrap();
     let bus = gst::Bus::new();
     e.set_bus(Some(&bus));
-    e.set_property("assignment", "assignment, index=4, count=2");
-    e.set_property("assignment", "not a structure {");
-    e.set_property("assignment", "assignment, index=0, colour=blue");
+    e.set_property_from_str("assignment", "assignment, index=4, count=2");
+    e.set_property("assignment", None::<gst::Structure>);
+    e.set_property_from_str("assignment", "assignment, index=0, colour=blue");
     e.set_property("gops", "5-2");
     // Each one is an element error naming what is wrong, not a silent no-op.
     let errors: Vec<String> = bus
@@ -249,7 +254,17 @@ fn bad_assignment_changes_nothing() {
         errors[0].contains("index 4 is not below count 2"),
         "{errors:?}"
     );
+    assert!(
+        errors[1].starts_with("assignment \"NULL\" refused"),
+        "{errors:?}"
+    );
     assert!(errors[2].contains("unknown field 'colour'"), "{errors:?}");
+    // The message quotes the structure the element received.
+    assert!(
+        errors[2]
+            .starts_with("assignment \"assignment, index=(int)0, colour=(string)blue\" refused"),
+        "{errors:?}"
+    );
     assert!(errors[3].starts_with("gops \"5-2\" refused"), "{errors:?}");
     assert_eq!(e.property::<u32>("slot-index"), 1);
     assert_eq!(e.property::<String>("gops"), "");
@@ -258,6 +273,34 @@ fn bad_assignment_changes_nothing() {
     }
     let gops: Vec<u64> = drain(&mut h).iter().map(|o| o.1.gop).collect();
     assert!(gops.iter().all(|g| g % 2 == 1) && !gops.is_empty());
+}
+
+#[test]
+fn assignment_string_on_a_launch_line_reads_back_as_a_structure() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=10 \
+         ! gopselect name=sel assignment=\"assignment, index=1, count=3, epoch=7\" ! fakesink",
+    )
+    .unwrap();
+    let sel = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("sel")
+        .unwrap();
+    let a = sel.property::<gst::Structure>("assignment");
+    assert_eq!(a.name(), "assignment");
+    assert_eq!(a.get::<u32>("index").unwrap(), 1);
+    assert_eq!(a.get::<u32>("count").unwrap(), 3);
+    assert_eq!(a.get::<u64>("epoch").unwrap(), 7);
+    assert_eq!(a.get::<i64>("switch-gop").unwrap(), -1);
+    assert!(!a.get::<bool>("copy-only").unwrap());
+    assert!(!a.has_field("gops"));
+    // Text that is no structure fails the launch line itself.
+    let err =
+        gst::parse::launch("videotestsrc ! gopselect assignment=\"not a structure {\" ! fakesink")
+            .expect_err("a launch line with an assignment that is no structure is refused");
+    assert!(err.to_string().contains("could not set property"), "{err}");
 }
 
 #[test]
@@ -465,7 +508,7 @@ fn drain_with_gops_none_keeps_nothing_from_the_switch_gop() {
     }
     h.element()
         .unwrap()
-        .set_property("assignment", "assignment, gops=none, epoch=2, switch-gop=3");
+        .set_property_from_str("assignment", "assignment, gops=none, epoch=2, switch-gop=3");
     assert_eq!(h.element().unwrap().property::<String>("gops"), "none");
     for i in 10..200 {
         h.push(frame(i * FRAME, None, true)).unwrap();
@@ -493,11 +536,11 @@ fn changes_for_later_gops_queue_behind_earlier_ones() {
     assert_eq!(push_gops(&mut h, 0, 1), vec![(0, 0)]);
     let e = h.element().unwrap();
     // A layout for GOP 2, then a drain for GOP 4 sent before GOP 2 arrives: both apply.
-    e.set_property(
+    e.set_property_from_str(
         "assignment",
         "assignment, index=1, count=2, epoch=3, switch-gop=2",
     );
-    e.set_property("assignment", "assignment, gops=none, epoch=4, switch-gop=4");
+    e.set_property_from_str("assignment", "assignment, gops=none, epoch=4, switch-gop=4");
     assert_eq!(stat(&h, "assignments-pending"), 2);
     assert_eq!(
         push_gops(&mut h, 1, 8),
@@ -514,9 +557,9 @@ fn a_change_scheduled_earlier_replaces_the_waiting_one() {
     let mut h = harness(&[], "video/x-raw");
     raw(&mut h);
     let e = h.element().unwrap();
-    e.set_property("assignment", "assignment, gops=none, epoch=3, switch-gop=4");
+    e.set_property_from_str("assignment", "assignment, gops=none, epoch=3, switch-gop=4");
     // Decided later, due earlier: the drain for GOP 4 no longer stands.
-    e.set_property(
+    e.set_property_from_str(
         "assignment",
         "assignment, index=0, count=2, epoch=4, switch-gop=2",
     );
@@ -526,11 +569,11 @@ fn a_change_scheduled_earlier_replaces_the_waiting_one() {
         vec![(0, 0), (1, 0), (2, 4), (4, 4), (6, 4)]
     );
     // "Next boundary" replaces everything waiting.
-    e.set_property(
+    e.set_property_from_str(
         "assignment",
         "assignment, index=1, count=2, epoch=5, switch-gop=10",
     );
-    e.set_property("assignment", "assignment, index=1, count=4, epoch=6");
+    e.set_property_from_str("assignment", "assignment, index=1, count=4, epoch=6");
     assert_eq!(stat(&h, "assignments-pending"), 1);
     assert_eq!(push_gops(&mut h, 8, 14), vec![(9, 6), (13, 6)]);
 }

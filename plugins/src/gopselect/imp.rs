@@ -628,8 +628,10 @@ impl GopSelect {
         }
     }
 
-    fn parse_assignment(s: &str, current: &Settings) -> Result<(Assignment, i64), String> {
-        let st = gst::Structure::from_str(s).map_err(|_| format!("'{s}' is not a structure"))?;
+    fn parse_assignment(
+        st: &gst::StructureRef,
+        current: &Settings,
+    ) -> Result<(Assignment, i64), String> {
         let mut a = current.desired.clone();
         let mut switch_gop = DEFAULT_SWITCH_GOP;
         let num = |field: &str| -> Result<Option<i64>, String> {
@@ -690,8 +692,6 @@ impl GopSelect {
         Ok((a, switch_gop))
     }
 }
-
-use std::str::FromStr;
 
 #[glib::object_subclass]
 impl ObjectSubclass for GopSelect {
@@ -796,9 +796,9 @@ impl ObjectImpl for GopSelect {
                     .default_value(DEFAULT_SWITCH_GOP)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecString::builder("assignment")
+                glib::ParamSpecBoxed::builder::<gst::Structure>("assignment")
                     .nick("Assignment")
-                    .blurb("Atomic assignment change: \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"...\"; an invalid one is an element error (starting fails, or posted at once while running)")
+                    .blurb("Atomic assignment change, a GstStructure (on a gst-launch line its string form): \"assignment, index=1, count=3, redundancy=0, copy-only=false, epoch=7, switch-gop=12\" or with gops=\"0-9,12\" (index, count: slot integers; redundancy: extra copies; epoch: fencing counter; switch-gop: GOP index, -1 the next boundary; copy-only: boolean; gops: GOP set string); fields left out keep their value. An invalid one is an element error (starting fails, or posted at once while running); a string that is no structure fails the launch line. Reads back as a structure with every field (gops only while an explicit set is in force)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("max-reorder")
@@ -858,15 +858,22 @@ impl ObjectImpl for GopSelect {
                 }
             }
             "assignment" => {
-                let text: Option<String> = value.get().unwrap();
-                let text = text.unwrap_or_default();
-                match Self::parse_assignment(&text, &settings) {
+                // Validated straight from the structure: no string round trip.
+                let structure: Option<gst::Structure> = value.get().unwrap();
+                let parsed = structure
+                    .as_deref()
+                    .ok_or_else(|| "no assignment (NULL)".to_string())
+                    .and_then(|st| Self::parse_assignment(st, &settings));
+                match parsed {
                     Ok((a, switch_gop)) => {
                         settings.request(a, switch_gop);
                         settings.refused = None;
                     }
                     Err(err) => {
                         drop(settings);
+                        let text = structure.map_or_else(|| "NULL".to_string(), |s| s.to_string());
+                        // GStreamer 1.22 ends a serialised structure with ';'.
+                        let text = text.trim_end_matches(';');
                         self.refuse(format!("assignment \"{text}\" refused: {err}"));
                     }
                 }
@@ -910,7 +917,7 @@ impl ObjectImpl for GopSelect {
                 if a.gops.is_some() {
                     s.set("gops", gops_text(&a.gops));
                 }
-                s.to_string().to_value()
+                s.to_value()
             }
             _ => unimplemented!(),
         }

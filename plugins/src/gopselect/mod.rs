@@ -18,7 +18,12 @@
 //!
 //! Assignment changes (`slot-*`, `redundancy`, `gops`, `epoch`, or the atomic `assignment`)
 //! take effect at the first GOP boundary at or after `switch-gop` (`-1`: the next boundary), and
-//! post an element message `gopswarm-assignment-applied` (gop, epoch, slots). Changes queue: one
+//! post an element message `gopswarm-assignment-applied` (gop, epoch, slots). The atomic
+//! `assignment` is a `GstStructure` (boxed property; its string form on a `gst-launch-1.0`
+//! line, e.g. `assignment="assignment, index=1, count=3, epoch=7, switch-gop=12"`): every field
+//! it carries changes together; applications build it with `gst::Structure::builder`. A
+//! refused one (unknown field, `index` not below `count`, ...) is an element error quoting the
+//! structure; reading it back gives the current assignment as a structure. Changes queue: one
 //! for GOP 20 set before the change for GOP 14 has applied waits behind it, while a change
 //! scheduled at or before a waiting one's switch GOP replaces it.
 //!

@@ -943,8 +943,14 @@ impl ProfileEnc {
             .build()
     }
 
-    fn set_profile(&self, text: &str) {
-        let parsed = Profile::parse(text).and_then(|p| {
+    /// Validates a new `profile` straight from the structure (no string round trip); `None`
+    /// (NULL) is the default profile.
+    fn set_profile(&self, structure: Option<&gst::StructureRef>) {
+        let parsed = match structure {
+            Some(s) => Profile::from_structure(s),
+            None => Profile::parse(DEFAULT_PROFILE),
+        };
+        let parsed = parsed.and_then(|p| {
             // Refuse an upward frame-rate conversion right away when the input rate is known.
             let in_fps = self
                 .state
@@ -978,6 +984,9 @@ impl ProfileEnc {
                 // No silent fallback: a refused profile fails the element. Before it starts
                 // (gst-launch lines, applications setting it up) there is no bus yet, so the
                 // error is posted when it starts; while running, at once.
+                let text = structure.map_or_else(|| "NULL".to_string(), |s| s.to_string());
+                // GStreamer 1.22 ends a serialised structure with ';': not part of the syntax.
+                let text = text.trim_end_matches(';');
                 let message = format!("profile \"{text}\" refused: {err}");
                 gst::error!(CAT, imp = self, "{message}");
                 let running = self.state.lock().unwrap().is_some();
@@ -1059,10 +1068,11 @@ impl ObjectImpl for ProfileEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
-                glib::ParamSpecString::builder("profile")
+                glib::ParamSpecBoxed::builder::<gst::Structure>("profile")
                     .nick("Profile")
                     .blurb(
-                        "Encoding profile in GstStructure syntax: \
+                        "Encoding profile, a GstStructure (on a gst-launch line its string \
+                         form, default \"h264\"): \
                          \"<h264|h265|vp9|av1>, width=W, height=H, framerate=N/D, bitrate=KBPS, \
                          complexity=1..10, crf=Q, rate-control=capped-crf|crf|abr|cbr, \
                          vbv-buffer=MS, gop=SECONDS, redundancy=R, fec-k=K, fec-m=M, \
@@ -1072,15 +1082,17 @@ impl ObjectImpl for ProfileEnc {
                          speed-preset ultrafast, superfast, veryfast, faster, fast, medium, slow, \
                          slower, veryslow, veryslow+subme=11; vp9 realtime cpu-used 8..5 (1-4), \
                          good cpu-used 4..0 (5-9), best (10); av1 realtime cpu-used 10..7 (1-4), \
-                         good cpu-used 6..1 (5-10). Default rate control capped-crf: CRF from \
-                         bits per pixel, bitrate = VBV max rate. Settable while PLAYING: a \
-                         change lands exactly on the first frame of the next GOP. An invalid \
-                         string is an error naming the field and its allowed values: set \
-                         before the element starts, starting fails; set while running, the \
-                         element posts an error (the profile in effect stays until the \
-                         application stops the pipeline). Reads back normalised.",
+                         good cpu-used 6..1 (5-10). Units: width/height in pixels, bitrate in \
+                         kbit/s, vbv-buffer in ms, gop in seconds. Default rate control \
+                         capped-crf: CRF from bits per pixel, bitrate = VBV max rate. Settable \
+                         while PLAYING: a change lands exactly on the first frame of the next \
+                         GOP. An invalid profile is an error naming the field and its allowed \
+                         values: set before the element starts, starting fails; set while \
+                         running, the element posts an error (the profile in effect stays until \
+                         the application stops the pipeline); a string that is no structure \
+                         fails the launch line. Reads back as the normalised structure \
+                         (device defaults resolved); NULL sets the default.",
                     )
-                    .default_value(Some(DEFAULT_PROFILE))
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecInt64::builder("switch-gop")
@@ -1112,8 +1124,8 @@ impl ObjectImpl for ProfileEnc {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         match pspec.name() {
             "profile" => {
-                let text: Option<String> = value.get().expect("type checked upstream");
-                self.set_profile(text.as_deref().unwrap_or(""));
+                let structure: Option<gst::Structure> = value.get().expect("type checked upstream");
+                self.set_profile(structure.as_deref());
             }
             "switch-gop" => self.settings.lock().unwrap().switch_gop = value.get().unwrap(),
             _ => unimplemented!(),
@@ -1122,7 +1134,13 @@ impl ObjectImpl for ProfileEnc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "profile" => self.settings.lock().unwrap().profile.to_string().to_value(),
+            "profile" => self
+                .settings
+                .lock()
+                .unwrap()
+                .profile
+                .to_structure()
+                .to_value(),
             "switch-gop" => self.settings.lock().unwrap().switch_gop.to_value(),
             "applied-profile" => {
                 let applied = self
@@ -1212,7 +1230,7 @@ impl ElementImpl for ProfileEnc {
                 "Codec/Encoder/Video/Bin",
                 &crate::inspect_description(
                     "Decodes if needed, drops pre-roll frames, scales and encodes one profile (h264/h265/vp9/av1, capped-CRF rate control) with an IDR exactly on the first frame of every GOP of the grid; the profile can change while playing, at the next GOP.",
-                    "gopswarm-profile-applied (gop: u64, profile: string) when a profile lands; a warning naming the field when a profile is rejected.",
+                    "gopswarm-profile-applied (gop: u64, profile: string) when a profile lands; an element error naming the field when a profile is refused.",
                     "in profile: bitrate in kbit/s, gop in seconds, vbv-buffer in ms, width/height in pixels; switch-gop is a GOP index.",
                 ),
                 "gopswarm developers",

@@ -55,11 +55,25 @@
 //!
 //! # The `profile` property
 //!
-//! One string in GstStructure syntax, the structure name being the codec:
+//! A `GstStructure` (boxed property), the structure name being the codec. On a `gst-launch-1.0`
+//! line (or `gst::parse::launch`) it is given in its string form, which GStreamer deserialises:
 //!
 //! ```text
 //! h264, width=1280, height=720, framerate=25/1, bitrate=3000, complexity=5, gop=2.0,
 //!       redundancy=1, fec-k=4, fec-m=1, device=desktop
+//! ```
+//!
+//! Applications build it instead of formatting a string, and the element validates the
+//! structure's fields directly:
+//!
+//! ```ignore
+//! enc.set_property(
+//!     "profile",
+//!     gst::Structure::builder("h264")
+//!         .field("bitrate", 3000)
+//!         .field("gop", 2.0)
+//!         .build(),
+//! );
 //! ```
 //!
 //! | field | values | default |
@@ -86,15 +100,18 @@
 //! | tv | 1920x1080 | 6000 kbit/s |
 //! | vr | 3840x1920 | 16000 kbit/s |
 //!
-//! An unknown field, a bad value or an unparsable string is refused, never replaced by a
-//! default: the element posts a `GST_LIBRARY_ERROR_SETTINGS` error whose text names the field
-//! and its allowed values or range (`profile "nvh264, bitrate=999999" refused: unknown codec
-//! 'nvh264' (the structure name must be one of h264, h265, vp9, av1)`). Set before the element
+//! An unknown field or a bad value is refused, never replaced by a default: the element posts
+//! a `GST_LIBRARY_ERROR_SETTINGS` error that quotes the structure it received and names the
+//! field and its allowed values or range (`profile "nvh264, bitrate=(int)999999" refused:
+//! unknown codec 'nvh264' (the structure name must be one of h264, h265, vp9, av1)`). A string
+//! that is no structure at all never reaches the element: the launch line fails (`could not
+//! set property "profile"`). Set before the element
 //! starts (a `gst-launch-1.0` line), the state change to READY fails, so the pipeline does not
 //! start and `gst-launch-1.0` exits non-zero; set while running, the error is posted at once
 //! and the profile in effect stays until the application stops the pipeline. Reading `profile`
-//! returns the last accepted profile normalised (every field, device defaults resolved);
-//! `applied-profile` returns the one in effect in the stream. `gopswarm stream add` and the
+//! returns the last accepted profile as a normalised structure (every field, device defaults
+//! resolved); setting NULL sets the default profile (`h264`); `applied-profile` returns the one
+//! in effect in the stream, as a string. `gopswarm stream add` and the
 //! encoder hosts check profiles with the same parser ([`profile::Profile::parse`]).
 //!
 //! ## Changes while PLAYING

@@ -281,7 +281,7 @@ fn set_profile_at(enc: &gst::Element, at: u64, profile: &'static str) {
                 && b.pts() == Some(gst::ClockTime::from_nseconds(at * FRAME))
                 && let Some(enc) = weak.upgrade()
             {
-                enc.set_property("profile", profile);
+                enc.set_property_from_str("profile", profile);
             }
             gst::PadProbeReturn::Ok
         });
@@ -397,16 +397,25 @@ fn codec_change_relinks_at_boundary() {
 fn bad_profiles_are_rejected_and_old_one_kept() {
     init();
     let enc = gst::ElementFactory::make("profileenc").build().unwrap();
+    // Unset, it reads back the default profile, normalised.
+    let default = enc.property::<gst::Structure>("profile");
+    assert_eq!(default.name(), "h264");
+    assert_eq!(default.get::<i32>("bitrate").unwrap(), 2000);
     enc.set_property(
         "profile",
-        "h265, device=mobile, complexity=3, gop=1.5, fec-k=4, fec-m=1",
+        gst::Structure::builder("h265")
+            .field("device", "mobile")
+            .field("complexity", 3)
+            .field("gop", 1.5)
+            .field("fec-k", 4)
+            .field("fec-m", 1)
+            .build(),
     );
-    let good = enc.property::<String>("profile");
-    assert!(good.starts_with("h265"), "{good}");
-    assert!(
-        good.contains("width=(int)640") && good.contains("bitrate=(int)800"),
-        "{good}"
-    );
+    let good = enc.property::<gst::Structure>("profile");
+    assert_eq!(good.name(), "h265");
+    assert_eq!(good.get::<i32>("width").unwrap(), 640, "{good}");
+    assert_eq!(good.get::<i32>("bitrate").unwrap(), 800, "{good}");
+    assert_eq!(good.get::<f64>("gop").unwrap(), 1.5, "{good}");
     for bad in [
         "h264, bitrate=abc",
         "h264, speed=3",
@@ -417,14 +426,24 @@ fn bad_profiles_are_rejected_and_old_one_kept() {
         "h264, gop=-1.0",
         "h264, rate-control=vbr",
         "h264, fec-m=1",
-        ",,,",
+        "h264, bitrate=(double)500.0",
     ] {
-        enc.set_property("profile", bad);
-        assert_eq!(enc.property::<String>("profile"), good, "after {bad}");
+        enc.set_property_from_str("profile", bad);
+        assert_eq!(
+            enc.property::<gst::Structure>("profile"),
+            good,
+            "after {bad}"
+        );
     }
-    // The normalised string parses back to the same profile.
+    // Text that is no structure never reaches the element: the string form fails to
+    // deserialise (a launch line fails, see below).
+    assert!(",,,".parse::<gst::Structure>().is_err());
+    // The normalised structure is accepted as it is.
     enc.set_property("profile", &good);
-    assert_eq!(enc.property::<String>("profile"), good);
+    assert_eq!(enc.property::<gst::Structure>("profile"), good);
+    // NULL is the default profile again.
+    enc.set_property("profile", None::<gst::Structure>);
+    assert_eq!(enc.property::<gst::Structure>("profile"), default);
 }
 
 /// The first error or EOS on the bus, as the error's text (`None` for EOS).
@@ -471,11 +490,45 @@ fn bad_profile_on_a_launch_line_fails_the_pipeline() {
         let error = first_error(&pipeline, 5);
         pipeline.set_state(gst::State::Null).unwrap();
         let error = error.unwrap_or_else(|| panic!("{profile}: EOS instead of an error"));
+        // The message quotes the structure the element received, in its serialised form.
+        let received = profile.parse::<gst::Structure>().unwrap().to_string();
+        let received = received.trim_end_matches(';');
         assert!(
-            error.contains(&format!("profile \"{profile}\" refused")) && error.contains(expected),
+            error.contains(&format!("profile \"{received}\" refused")) && error.contains(expected),
             "{profile}: {error}"
         );
     }
+}
+
+#[test]
+fn profile_that_is_no_structure_fails_the_launch_line() {
+    init();
+    let err =
+        gst::parse::launch("videotestsrc num-buffers=30 ! profileenc profile=\",,,\" ! fakesink")
+            .expect_err("a launch line with a profile that is no structure is refused");
+    assert!(err.to_string().contains("could not set property"), "{err}");
+}
+
+#[test]
+fn profile_string_on_a_launch_line_reads_back_as_a_structure() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120,framerate=25/1 \
+         ! profileenc name=enc profile=\"h265, width=128, height=96, bitrate=(int)300, \
+         gop=1.0, complexity=1\" ! fakesink",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let profile = pipeline
+        .by_name("enc")
+        .unwrap()
+        .property::<gst::Structure>("profile");
+    assert_eq!(profile.name(), "h265");
+    assert_eq!(profile.get::<i32>("width").unwrap(), 128);
+    assert_eq!(profile.get::<i32>("bitrate").unwrap(), 300);
+    assert_eq!(profile.get::<f64>("gop").unwrap(), 1.0);
+    run_to_eos(&pipeline);
 }
 
 #[test]
@@ -490,7 +543,12 @@ fn bad_profile_while_playing_is_an_element_error() {
     .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let enc = pipeline.by_name("enc").unwrap();
-    enc.set_property("profile", "h264, complexity=11");
+    enc.set_property(
+        "profile",
+        gst::Structure::builder("h264")
+            .field("complexity", 11)
+            .build(),
+    );
     let error = first_error(&pipeline, 20);
     pipeline.set_state(gst::State::Null).unwrap();
     let error = error.expect("an error before EOS");
@@ -499,9 +557,11 @@ fn bad_profile_while_playing_is_an_element_error() {
         "{error}"
     );
     // The profile in effect is still the accepted one.
-    assert!(
-        enc.property::<String>("profile")
-            .contains("complexity=(int)1,")
+    assert_eq!(
+        enc.property::<gst::Structure>("profile")
+            .get::<i32>("complexity")
+            .unwrap(),
+        1
     );
 }
 
@@ -515,10 +575,13 @@ fn a_good_profile_after_a_bad_one_starts() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    pipeline
-        .by_name("enc")
-        .unwrap()
-        .set_property("profile", "h264, gop=1.0, complexity=1");
+    pipeline.by_name("enc").unwrap().set_property(
+        "profile",
+        gst::Structure::builder("h264")
+            .field("gop", 1.0)
+            .field("complexity", 1)
+            .build(),
+    );
     run_to_eos(&pipeline);
 }
 
@@ -554,7 +617,7 @@ fn preroll_frames_are_dropped() {
     let mut h = gst_check::Harness::new("profileenc");
     h.element()
         .unwrap()
-        .set_property("profile", "h264, gop=1.0, bitrate=300, complexity=1");
+        .set_property_from_str("profile", "h264, gop=1.0, bitrate=300, complexity=1");
     h.set_src_caps_str("video/x-raw,format=I420,width=64,height=48,framerate=25/1");
     // What gopselect sends for GOPs 1 and 3 of a 1 s grid: 5 pre-roll frames before each.
     let mut sent = 0;
@@ -568,11 +631,14 @@ fn preroll_frames_are_dropped() {
     }
     assert_eq!(sent, 60);
     // A frame rate above the input's is refused while the input rate is known.
-    let before = h.element().unwrap().property::<String>("profile");
+    let before = h.element().unwrap().property::<gst::Structure>("profile");
     h.element()
         .unwrap()
-        .set_property("profile", "h264, gop=1.0, framerate=50/1");
-    assert_eq!(h.element().unwrap().property::<String>("profile"), before);
+        .set_property_from_str("profile", "h264, gop=1.0, framerate=50/1");
+    assert_eq!(
+        h.element().unwrap().property::<gst::Structure>("profile"),
+        before
+    );
 
     assert!(h.push_event(gst::event::Eos::new()));
     let mut out = Vec::new();
@@ -617,7 +683,7 @@ fn framerate_reduction_keeps_the_same_frames_across_gaps() {
     let mut h = gst_check::Harness::new("profileenc");
     h.element()
         .unwrap()
-        .set_property("profile", "h264, gop=1.0, framerate=25/1, complexity=1");
+        .set_property_from_str("profile", "h264, gop=1.0, framerate=25/1, complexity=1");
     h.set_src_caps_str("video/x-raw,format=I420,width=64,height=48,framerate=50/1");
     const F50: u64 = 20_000_000;
     for gop in [1u64, 3, 4] {
