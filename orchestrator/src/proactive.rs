@@ -679,3 +679,251 @@ impl Swarm for LiveSwarm<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Config;
+    use gopswarm_proto::*;
+
+    fn birth(c: &mut Controller, host: &str, max_tasks: u32, t0: Instant) {
+        c.on_birth(
+            Birth {
+                host: host.into(),
+                seq: 1,
+                versions: this_build_versions("1.22.0"),
+                capabilities: Capabilities {
+                    max_tasks,
+                    codecs: vec!["h264".into()],
+                    ..Default::default()
+                },
+            },
+            t0,
+        );
+        // Scored gold: it may hold all its slots (a new host holds one until scored).
+        c.hosts.get_mut(host).unwrap().tier = Some(crate::score::Tier::Gold);
+        c.reindex(host);
+    }
+
+    /// The hosts ack every command at once, until quiet.
+    fn pump(c: &mut Controller, now: Instant) {
+        for _ in 0..16 {
+            let outs = c.take_out();
+            if outs.is_empty() {
+                return;
+            }
+            for o in outs {
+                if let Ok(Inbound::Command(host, cmd)) = decode_publish(&o.topic, &o.payload) {
+                    let ack = Ack {
+                        host,
+                        id: cmd.id,
+                        ok: true,
+                        detail: String::new(),
+                        current_gop: Some(0),
+                    };
+                    c.on_ack(ack, now);
+                }
+            }
+        }
+    }
+
+    fn stream(id: &str, slots: u32) -> StreamDef {
+        StreamDef {
+            id: id.into(),
+            source: "gdp+tcp://127.0.0.1:9".into(),
+            profiles: vec![ProfileDef {
+                id: "main".into(),
+                spec: "h264".into(),
+            }],
+            gop_ns: 1_000_000_000,
+            redundancy: Some(0),
+            slots: Some(slots),
+            complexity: None,
+            chunk_sink: None,
+        }
+    }
+
+    /// Two small hosts hold both slots of `s1`; a big host joins empty.
+    fn swarm() -> (Controller, Instant) {
+        let t0 = Instant::now();
+        let mut c = Controller::new(Config::default(), this_build_versions("1.22.0"), 1);
+        birth(&mut c, "small-a", 2, t0);
+        birth(&mut c, "small-b", 2, t0);
+        c.add_stream(stream("s1", 2), t0).unwrap();
+        pump(&mut c, t0);
+        birth(&mut c, "big", 8, t0);
+        pump(&mut c, t0);
+        assert!(!c.busy("s1", "main"));
+        (c, t0)
+    }
+
+    fn slots_on(c: &Controller, host: &str) -> usize {
+        c.hosts[host]
+            .tasks
+            .iter()
+            .filter(|t| t.role == TaskRole::Active && t.until_gop.is_none())
+            .count()
+    }
+
+    #[test]
+    fn an_announced_event_moves_a_slot_off_a_host_it_would_overload_before_it_starts() {
+        let (mut c, t0) = swarm();
+        let mut b = LiveBalancer::new(BalanceConfig::default(), Duration::from_secs(1), 10);
+        // Nothing announced: 1 slot on a host of 2 is under 90 %, nothing moves.
+        assert!(b.step(&mut c, t0, 1_000_000).is_empty());
+        // An event of 6 slots on s1 in 5 s: each of its 2 slots will carry 3 on hosts of 2.
+        b.announce(EventAnnouncement {
+            id: "final".into(),
+            stream: Some("s1".into()),
+            start_unix_ms: 1_005_000,
+            duration_s: 60.0,
+            slots: 6,
+            expected_viewers: 0.0,
+        });
+        let moves = b.step(&mut c, t0, 1_001_000);
+        assert_eq!(
+            moves.len(),
+            1,
+            "one handoff at a time per stream: {moves:?}"
+        );
+        let mv = &moves[0];
+        assert_eq!((mv.stream.as_str(), mv.to.as_str()), ("s1", "big"));
+        assert!(mv.from.starts_with("small-"), "{mv:?}");
+        assert_eq!(
+            mv.reason,
+            Reason::Forecast {
+                planned: 3.0,
+                capacity: 2.0
+            }
+        );
+        assert!(c.busy("s1", "main"), "the handoff is under way");
+        pump(&mut c, t0);
+        assert_eq!(slots_on(&c, "big"), 1);
+        assert_eq!(slots_on(&c, &mv.from), 0);
+        assert_eq!(b.moves_total.get("forecast"), Some(&1));
+    }
+
+    #[test]
+    fn without_a_forecast_overload_nothing_moves() {
+        let (mut c, t0) = swarm();
+        let mut b = LiveBalancer::new(BalanceConfig::default(), Duration::from_secs(1), 10);
+        // An event beyond the horizon (10 steps of 1 s) and one of another stream.
+        for (id, stream, start) in [("later", "s1", 1_020_000), ("other", "s9", 1_002_000)] {
+            b.announce(EventAnnouncement {
+                id: id.into(),
+                stream: Some(stream.into()),
+                start_unix_ms: start,
+                duration_s: 60.0,
+                slots: 6,
+                expected_viewers: 0.0,
+            });
+        }
+        for k in 0..5 {
+            assert!(b.step(&mut c, t0, 1_000_000 + 1000 * k).is_empty());
+        }
+        assert_eq!(slots_on(&c, "big"), 0);
+    }
+
+    /// A swarm of plain vectors: every handoff is accepted.
+    struct Fake {
+        free: Vec<usize>,
+        slots: Vec<Vec<Slot>>,
+        handed: Vec<(String, String)>,
+    }
+
+    impl Swarm for Fake {
+        fn free_hosts(&self) -> Vec<usize> {
+            self.free.clone()
+        }
+        fn slots(&self, i: usize) -> Vec<Slot> {
+            self.slots[i].clone()
+        }
+        fn busy(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn hand_off(&mut self, mv: &Move) -> bool {
+            self.handed.push((mv.stream.clone(), mv.to.clone()));
+            true
+        }
+    }
+
+    fn host(id: &str, capacity: f64, planned: f64, now: f64) -> HostLoad {
+        HostLoad {
+            id: id.into(),
+            capacity,
+            planned,
+            now,
+            takes_slots: true,
+            sheds_slots: true,
+            ..Default::default()
+        }
+    }
+
+    fn slot(stream: &str, planned: f64, now: f64, holders: &[&str]) -> Slot {
+        Slot {
+            stream: stream.into(),
+            profile: "main".into(),
+            planned,
+            now,
+            holders: holders.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_biggest_slots_of_a_host_whose_forecast_crosses_the_threshold_go_to_the_roomiest() {
+        // Host 0 is planned at 5 of 4 (fine now at 2); hosts 1 and 2 have room, 2 the most
+        // but it already holds a slot of `x`.
+        let mut hosts = vec![
+            host("hot", 4.0, 5.0, 2.0),
+            host("roomy", 4.0, 1.0, 1.0),
+            host("roomier", 8.0, 0.0, 0.0),
+        ];
+        let mut swarm = Fake {
+            free: vec![0, 1, 2],
+            slots: vec![
+                vec![
+                    slot("x", 2.5, 1.0, &["hot", "roomier"]),
+                    slot("y", 1.5, 0.5, &["hot"]),
+                    slot("z", 1.0, 0.5, &["hot"]),
+                ],
+                vec![],
+                vec![],
+            ],
+            handed: Vec::new(),
+        };
+        let cfg = BalanceConfig::default();
+        let mut b = Balancer::new(&cfg, &mut hosts);
+        let unplaced = b.balance(&mut swarm);
+        // 5 - 0.9 * 4 = 1.4 over: x (2.5) goes to `roomy`, the only one with room for it
+        // that does not hold x, and that is enough.
+        assert_eq!(swarm.handed, [("x".to_string(), "roomy".to_string())]);
+        assert_eq!(unplaced, 0.0);
+        assert_eq!(b.moves[0].reason.kind(), "forecast");
+        assert!((hosts[0].planned - 2.5).abs() < 1e-9);
+        assert!((hosts[1].planned - 3.5).abs() < 1e-9);
+        assert!((hosts[0].now - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_host_overloaded_now_with_no_room_for_the_forecast_moves_where_the_slot_fits_now() {
+        let mut hosts = vec![host("hot", 2.0, 4.0, 2.5), host("other", 2.0, 1.8, 0.5)];
+        let mut swarm = Fake {
+            free: vec![1],
+            slots: vec![vec![slot("x", 2.0, 1.0, &["hot"])], vec![]],
+            handed: Vec::new(),
+        };
+        let cfg = BalanceConfig::default();
+        let mut b = Balancer::new(&cfg, &mut hosts);
+        let unplaced = b.balance(&mut swarm);
+        assert_eq!(swarm.handed, [("x".to_string(), "other".to_string())]);
+        assert_eq!(
+            b.moves[0].reason,
+            Reason::LoadNow {
+                now: 2.5,
+                capacity: 2.0
+            }
+        );
+        // Its forecast still does not fit anywhere: the swarm lacks that much room.
+        assert!((unplaced - (4.0 - 1.8 - 2.0)).abs() < 1e-9, "{unplaced}");
+    }
+}
