@@ -647,3 +647,150 @@ fn bronze_backups_cover_a_killed_primary_and_own_no_gop() {
         "host-2 scores: {scores:?}"
     );
 }
+
+/// Two hosts of 2 slots hold the stream's 2 slots; a host of 8 joins empty. Every host is
+/// gold at once (so it may hold all its slots) and nobody swaps peers: only the proactive
+/// balancer may move a slot. An event of 6 slots on the stream is announced `lead` ahead:
+/// each of its 2 slots will then carry 3 on hosts of 2.
+fn announce_an_overloading_event(name: &str, extra: &[&str]) -> (Swarm, std::time::Instant) {
+    let orchestrator_args: Vec<String> = [
+        "--forecast-step",
+        "1",
+        "--forecast-horizon",
+        "10",
+        "--tiers",
+        r#"{"gold":0.001,"silver":0,"hysteresis":0}"#,
+        "--no-peer-swap",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    let small = |i: usize| {
+        let mut a = server_args();
+        a.extend(["--max-tasks".to_string(), "2".to_string()]);
+        (i, a)
+    };
+    let mut swarm = Swarm::start(
+        name,
+        SwarmOptions {
+            hosts: 2,
+            slots: 2,
+            redundancy: 0,
+            gop_s: 1.0,
+            duration_s: 30.0,
+            // A starved machine misses heartbeats: a host given up would move slots too.
+            keepalive_s: 2.0,
+            latency_gops: 12,
+            host_args: vec![small(0), small(1)],
+            orchestrator_args,
+            ..Default::default()
+        },
+    );
+    let mut big = server_args();
+    big.extend(["--max-tasks".to_string(), "8".to_string()]);
+    swarm.add_host(2, &big);
+    // Scored (gold) and a few forecast steps with nothing announced: nothing moves.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        !layout_of(&swarm, STREAM)
+            .unwrap()
+            .history
+            .iter()
+            .any(|e| e.hosts.contains(&host_id(2))),
+        "a slot moved with nothing announced"
+    );
+    let lead_s = 8;
+    let starts_at = std::time::Instant::now() + Duration::from_secs(lead_s);
+    let st = Command::new(BIN)
+        .args(["stream", "--broker", &swarm.broker.url(), "announce"])
+        .args([
+            "--id",
+            "final",
+            "--stream",
+            STREAM,
+            "--in",
+            &lead_s.to_string(),
+        ])
+        .args(["--duration", "60", "--slots", "6"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (swarm, starts_at)
+}
+
+/// When the big host took its first GOP of the stream (the switch of the first layout
+/// epoch that holds it), by the observer's clock.
+fn big_host_took_a_slot(swarm: &Swarm) -> Option<std::time::Instant> {
+    swarm.obs.decoded().into_iter().find_map(|(t, m)| match m {
+        Inbound::Layout(l)
+            if l.stream == STREAM && l.history.iter().any(|e| e.hosts.contains(&host_id(2))) =>
+        {
+            Some(t)
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn an_announced_event_moves_slots_off_hosts_it_would_overload_before_it_starts() {
+    let _serial = serial();
+    let (mut swarm, starts_at) = announce_an_overloading_event("proactive", &[]);
+    swarm
+        .obs
+        .wait_for("a slot on the big host", Duration::from_secs(8), |_| {
+            big_host_took_a_slot(&swarm).is_some()
+        });
+    let moved_at = big_host_took_a_slot(&swarm).unwrap();
+    assert!(
+        moved_at < starts_at,
+        "the slot moved {:?} after the event started",
+        moved_at - starts_at
+    );
+    let layout = layout_of(&swarm, STREAM).unwrap();
+    let last = &layout.history.last().unwrap().hosts;
+    assert!(last.contains(&host_id(2)), "{layout:?}");
+    assert_eq!(last.len(), 2, "a handoff, not a growth: {layout:?}");
+    // The move and its forecast numbers are in the orchestrator's log.
+    let log: String = ["orchestrator.log", "orchestrator.out"]
+        .iter()
+        .map(|f| std::fs::read_to_string(swarm.dir.join(f)).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("proactive move") && log.contains("forecast load 3.00 of capacity 2.00"),
+        "orchestrator log:\n{log}"
+    );
+    eprintln!(
+        "slot moved {:?} before the event",
+        starts_at.saturating_duration_since(moved_at)
+    );
+    let summary = swarm.finish();
+    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
+    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
+    assert_eq!(check.decode_timing, None, "{check:?}");
+    assert!(
+        summary["lost_gops"].as_array().unwrap().is_empty(),
+        "{summary:#}"
+    );
+}
+
+#[test]
+fn with_no_proactive_an_announced_event_moves_nothing() {
+    let _serial = serial();
+    let (mut swarm, starts_at) = announce_an_overloading_event("no-proactive", &["--no-proactive"]);
+    std::thread::sleep(starts_at.saturating_duration_since(std::time::Instant::now()));
+    std::thread::sleep(Duration::from_secs(3));
+    let log: String = ["orchestrator.log", "orchestrator.out"]
+        .iter()
+        .map(|f| std::fs::read_to_string(swarm.dir.join(f)).unwrap_or_default())
+        .collect();
+    assert!(!log.contains("proactive move"), "orchestrator log:\n{log}");
+    assert_eq!(
+        big_host_took_a_slot(&swarm),
+        None,
+        "orchestrator log:\n{log}"
+    );
+    let summary = swarm.finish();
+    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
+    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
+}

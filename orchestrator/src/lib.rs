@@ -2,7 +2,7 @@
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
 //! swarm intelligence: host scores and tiers ([`score`], [`controller::fleet`]), load forecasts
 //! ([`forecast`]), a learned disconnect model ([`learn`]), provisioners ([`provision`]),
-//! scaling and rollouts ([`rollout`]).
+//! scaling and rollouts ([`rollout`]), proactive balancing on the forecast ([`proactive`]).
 //! Prometheus metrics are exported into a `gopswarm_metrics::Registry`.
 //!
 //! The simulator, synthetic traces, benchmarks and backtests live in the `gopswarm-sim` crate,
@@ -12,6 +12,7 @@ pub mod broker;
 pub mod controller;
 pub mod forecast;
 pub mod learn;
+pub mod proactive;
 pub mod provision;
 pub mod rollout;
 pub mod score;

@@ -29,6 +29,9 @@ pub struct ServiceOptions {
     pub forecast_horizon: usize,
     /// Longest a host may take to empty, and to come back, during a rolling update.
     pub rollout_timeout: Duration,
+    /// Move slots off hosts before their forecast load (rising demand, announced events)
+    /// overloads them, once per forecast step ([`crate::proactive`]); none: off.
+    pub proactive: Option<crate::proactive::BalanceConfig>,
 }
 
 /// Step of the live demand forecast by default (the forecaster's season is a day of these).
@@ -363,6 +366,9 @@ impl Service {
         };
         let mut rollout: Option<crate::rollout::Rollout> = None;
         let mut scaler = opts.scaler.clone().map(crate::rollout::Scaler::new);
+        let mut balancer = opts.proactive.clone().map(|cfg| {
+            crate::proactive::LiveBalancer::new(cfg, opts.forecast_step, opts.forecast_horizon)
+        });
         if scaler.is_some() && worker.is_none() {
             anyhow::bail!("scaling needs a provisioner");
         }
@@ -446,6 +452,12 @@ impl Service {
                             tracing::error!("metrics: {e:#}");
                         }
                     }
+                    if let (Some(b), true) = (balancer.as_mut(), connected) {
+                        b.step(&mut c, Instant::now(), now_ms);
+                        if let Err(e) = proactive_metrics(&registry, b) {
+                            tracing::error!("metrics: {e:#}");
+                        }
+                    }
                     c.take_out()
                 }
                 Some((job, result)) = jobs_done.recv() => {
@@ -514,10 +526,16 @@ impl Service {
                                             rollout = Some(r);
                                         }
                                     }
-                                    StreamCommand::Announce { event } => match scaler.as_mut() {
-                                        Some(s) => s.announce(event),
-                                        None => tracing::warn!("event {} announced, but scaling is off (--autoscale)", event.id),
-                                    },
+                                    StreamCommand::Announce { event } => {
+                                        if let Some(b) = balancer.as_mut() {
+                                            b.announce(event.clone());
+                                        }
+                                        match scaler.as_mut() {
+                                            Some(s) => s.announce(event),
+                                            None if balancer.is_some() => tracing::info!("event {} announced: slots move ahead of it (scaling is off)", event.id),
+                                            None => tracing::warn!("event {} announced, but scaling (--autoscale) and proactive balancing are off", event.id),
+                                        }
+                                    }
                                 },
                                 Ok(_) => {}
                                 Err(reject) => {
@@ -588,6 +606,21 @@ fn rollout_metrics(m: &gopswarm_metrics::Registry, r: &crate::rollout::Rollout) 
     if let Err(e) = res {
         tracing::error!("metrics: {e:#}");
     }
+}
+
+fn proactive_metrics(
+    m: &gopswarm_metrics::Registry,
+    b: &crate::proactive::LiveBalancer,
+) -> Result<()> {
+    let moves = m.counter(
+        "gopswarm_proactive_moves_total",
+        "Slots the proactive balancer handed off, by reason",
+        &["reason"],
+    )?;
+    for (reason, n) in &b.moves_total {
+        moves.set(&[reason], *n as f64)?;
+    }
+    Ok(())
 }
 
 fn scaler_metrics(

@@ -21,6 +21,9 @@ use crate::churn::{Fate, HostProfile, SimHost, StepEvent};
 use crate::traces::{self, Trace, TraceConfig};
 use gopswarm_orchestrator::controller::{Config, Controller};
 use gopswarm_orchestrator::forecast::{Exog, ForecastConfig, Forecaster};
+use gopswarm_orchestrator::proactive::{
+    self, BalanceConfig, Balancer, HostLoad, Reason, Slot, Swarm,
+};
 use gopswarm_proto::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -930,7 +933,7 @@ impl Simulation {
     }
 
     /// The load each stream is planned for: now (reactive) or the highest the forecaster
-    /// expects over the horizon, never below now (proactive).
+    /// expects over the horizon, never below now (proactive, [`proactive::planned_load`]).
     fn signals(&self, now: &[f64]) -> Vec<f64> {
         match self.policy {
             Policy::Reactive => now.to_vec(),
@@ -940,35 +943,14 @@ impl Simulation {
                 now.iter()
                     .enumerate()
                     .map(|(s, &cur)| {
-                        let f = &self.forecasters[s];
-                        // Once a stream's own events taught its forecaster, it knows better.
-                        let own_learnt = f.stats().per_viewer > 0.0;
-                        let ahead = (1..=self.cfg.horizon)
-                            .map(|h| {
-                                let target = (self.step + h).min(last);
-                                let viewers = self.per_stream[s].expected_viewers[target];
-                                let own = f.forecast(
-                                    h,
-                                    &Exog {
-                                        expected_viewers: viewers,
-                                    },
-                                );
-                                if viewers > 0.0 && !own_learnt {
-                                    // A stream's first event: its own forecaster has not
-                                    // learnt what a viewer costs yet, other events have.
-                                    let background = f.forecast(
-                                        h,
-                                        &Exog {
-                                            expected_viewers: 0.0,
-                                        },
-                                    );
-                                    own.max(background + per_viewer * viewers)
-                                } else {
-                                    own
-                                }
-                            })
-                            .fold(0.0, f64::max);
-                        ahead.max(cur)
+                        let viewers = &self.per_stream[s].expected_viewers;
+                        proactive::planned_load(
+                            &self.forecasters[s],
+                            cur,
+                            self.cfg.horizon,
+                            |h| viewers[(self.step + h).min(last)],
+                            per_viewer,
+                        )
                     })
                     .collect()
             }
@@ -1012,25 +994,14 @@ impl Simulation {
                         let announced = (1..=EVENT_LEAD_STEPS)
                             .map(|h| viewers[(self.step + h).min(last)])
                             .fold(0.0, f64::max);
-                        if announced <= 0.0 {
-                            return planned;
-                        }
-                        let f = &self.forecasters[s];
-                        let background = f.forecast(
+                        proactive::event_sized_load(
+                            &self.forecasters[s],
+                            planned,
                             self.cfg.horizon,
-                            &Exog {
-                                expected_viewers: 0.0,
-                            },
-                        );
-                        // An event under way that its stream's forecaster has learnt from,
-                        // with no bigger audience announced: the load per viewer it shows.
-                        let running = viewers[self.step.min(last)];
-                        let per_viewer = if running >= announced && f.stats().per_viewer > 0.0 {
-                            f.stats().per_viewer
-                        } else {
-                            per_viewer
-                        };
-                        planned.max(background + per_viewer * announced)
+                            announced,
+                            viewers[self.step.min(last)],
+                            per_viewer,
+                        )
                     })
                     .collect()
             }
@@ -1074,7 +1045,8 @@ impl Simulation {
 
     /// The online host with the most planned headroom that can take `cost` more, whose
     /// capacity up to `move_above` holds at least `min_share`, and holds no slot of the
-    /// stream; none if nobody has room. A risky host only when no other has room.
+    /// stream; none if nobody has room. A risky host only when no other has room (the
+    /// production rule, [`proactive::roomiest`]).
     fn target(
         &self,
         planned: &[f64],
@@ -1082,38 +1054,56 @@ impl Simulation {
         min_share: f64,
         holders: &BTreeSet<String>,
     ) -> Option<usize> {
-        self.roomiest_host(planned, cost, holders, self.cfg.move_above, |j| {
-            self.cfg.move_above * self.hosts[j].capacity() >= min_share
-        })
+        let move_above = self.cfg.move_above;
+        proactive::roomiest(
+            self.controller
+                .free_hosts()
+                .filter_map(|id| self.index.get(id).copied()),
+            |j| {
+                let h = &self.hosts[j];
+                (h.phase == HostPhase::Online
+                    && !holders.contains(&h.id)
+                    && move_above * h.capacity() >= min_share)
+                    .then(|| move_above * h.capacity() - planned[j])
+            },
+            |j| self.risky[j],
+            cost,
+        )
     }
 
-    /// The online free host, `admit`ted and holding no slot of the stream, with the most
-    /// planned room below `ceiling` of its capacity, that room at least `cost`; safe hosts
-    /// before risky ones (all are safe for the reactive policy).
-    fn roomiest_host(
-        &self,
-        planned: &[f64],
-        cost: f64,
-        holders: &BTreeSet<String>,
-        ceiling: f64,
-        admit: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
-        self.controller
-            .free_hosts()
-            .filter_map(|id| {
-                let j = *self.index.get(id)?;
-                let h = &self.hosts[j];
-                (h.phase == HostPhase::Online && !holders.contains(id) && admit(j))
-                    .then(|| (j, ceiling * h.capacity() - planned[j]))
+    /// The hosts as the production balancer sees them: capacity, planned and current load.
+    fn balance_view(&self, planned: &[f64]) -> Vec<HostLoad> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HostLoad {
+                id: h.id.clone(),
+                capacity: h.capacity(),
+                planned: planned[i],
+                now: self.now_hosts[i],
+                takes_slots: h.phase == HostPhase::Online,
+                sheds_slots: matches!(h.phase, HostPhase::Online | HostPhase::Draining),
+                risky: self.risky[i],
+                risk: self.risk[i],
             })
-            .filter(|(_, room)| *room >= cost)
-            // Risky hosts are the swarm's spare room.
-            .max_by(|a, b| {
-                (!self.risky[a.0])
-                    .cmp(&!self.risky[b.0])
-                    .then(a.1.total_cmp(&b.1))
-            })
-            .map(|(j, _)| j)
+            .collect()
+    }
+
+    /// The balancer's loads back into the step's planned and current loads.
+    fn take_view(&mut self, view: &[HostLoad], planned: &mut [f64]) {
+        for (i, h) in view.iter().enumerate() {
+            planned[i] = h.planned;
+            self.now_hosts[i] = h.now;
+        }
+    }
+
+    fn balance_config(&self) -> BalanceConfig {
+        BalanceConfig {
+            move_above: self.cfg.move_above,
+            target_utilisation: self.cfg.target_utilisation,
+            max_moves: self.cfg.max_moves_per_step,
+            max_sheds: MAX_SHEDS_PER_STEP,
+        }
     }
 
     /// Proactive policy: predict each online host's chance of dropping out at the horizon
@@ -1153,41 +1143,13 @@ impl Simulation {
         }
     }
 
-    /// Proactive policy: hand slots off the risky hosts, riskiest first, to safer hosts
-    /// with room for them below the target utilisation (the safer hosts must not run hot:
-    /// a full host drops out more).
+    /// Proactive policy: hand slots off the risky hosts to safer hosts with room for them
+    /// below the target utilisation ([`Balancer::shed_risky`]).
     fn shed_risky(&mut self, signal: &[f64], planned: &mut [f64]) {
-        let mut risky: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.risky[i]).collect();
-        risky.sort_by(|&a, &b| self.risk[b].total_cmp(&self.risk[a]));
-        let mut moves = 0;
-        for i in risky {
-            let mut slots = self.slots_of(i, signal);
-            // A death costs each slot its GOPs, whatever it carries: the small slots go first
-            // (the most slots for the room they take).
-            slots.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for (cost, stream, holders) in slots {
-                if moves >= MAX_SHEDS_PER_STEP {
-                    return;
-                }
-                if self.controller.busy(&stream, "main") {
-                    continue;
-                }
-                let Some(j) = self.safe_target(planned, cost, &holders) else {
-                    continue;
-                };
-                if self.hand_off(i, j, cost, &stream, &holders, planned) {
-                    moves += 1;
-                }
-            }
-        }
-    }
-
-    /// The safe (not risky) online host with the most planned room that stays within the
-    /// target utilisation with `cost` more, holding no slot of the stream.
-    fn safe_target(&self, planned: &[f64], cost: f64, holders: &BTreeSet<String>) -> Option<usize> {
-        self.roomiest_host(planned, cost, holders, self.cfg.target_utilisation, |j| {
-            !self.risky[j]
-        })
+        let cfg = self.balance_config();
+        let mut view = self.balance_view(planned);
+        Balancer::new(&cfg, &mut view).shed_risky(&mut SimSwarm { sim: self, signal });
+        self.take_view(&view, planned);
     }
 
     /// Active slots of a host: (planned cost, stream, holders of its layout).
@@ -1214,7 +1176,9 @@ impl Simulation {
             .collect()
     }
 
-    /// Hand one slot from host `i` to the best target; the planned loads follow.
+    /// Hand one slot of host `i` to the best target through the production balancer; the
+    /// planned and current loads follow.
+    #[cfg(test)]
     fn move_slot(
         &mut self,
         i: usize,
@@ -1223,27 +1187,32 @@ impl Simulation {
         holders: &BTreeSet<String>,
         planned: &mut [f64],
     ) -> bool {
-        if self.controller.busy(stream, "main") {
-            return false;
-        }
-        let cap = self.hosts[i].capacity();
-        let j = match self.target(planned, cost, 0.0, holders) {
-            Some(j) => j,
-            // No host has room for the slot's predicted load, but this one is overloaded now,
-            // or above the move threshold in a surprise the plan missed: a host where it fits
-            // now (room kept for an event included) is better than staying (the reactive move).
-            None if self.now_hosts[i] > cap
-                || (self.surprised() && self.now_hosts[i] > self.cfg.move_above * cap) =>
-            {
-                let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
-                match self.target(&self.now_hosts, cost_now, 0.0, holders) {
-                    Some(j) => j,
-                    None => return false,
-                }
-            }
-            None => return false,
+        let cfg = self.balance_config();
+        let mut view = self.balance_view(planned);
+        let mut b = Balancer::new(&cfg, &mut view);
+        b.surprised = self.surprised();
+        let slot = Slot {
+            stream: stream.into(),
+            profile: "main".into(),
+            planned: cost,
+            now: self.now_stream[stream_index(stream)] / holders.len().max(1) as f64,
+            holders: holders.clone(),
         };
-        self.hand_off(i, j, cost, stream, holders, planned)
+        let why = Reason::Forecast {
+            planned: planned[i],
+            capacity: self.hosts[i].capacity(),
+        };
+        let moved = b.move_slot(
+            &mut SimSwarm {
+                sim: self,
+                signal: &[],
+            },
+            i,
+            &slot,
+            why,
+        );
+        self.take_view(&view, planned);
+        moved
     }
 
     /// Proactive policy: demand now is above `SURPRISE_ABOVE` times the forecast made for it a
@@ -1257,67 +1226,17 @@ impl Simulation {
             })
     }
 
-    /// Hand one slot of `stream` from host `i` to host `j`; the planned and current loads
-    /// follow.
-    fn hand_off(
-        &mut self,
-        i: usize,
-        j: usize,
-        cost: f64,
-        stream: &str,
-        holders: &BTreeSet<String>,
-        planned: &mut [f64],
-    ) -> bool {
-        let cost_now = self.now_stream[stream_index(stream)] / holders.len().max(1) as f64;
-        let (from, to) = (self.hosts[i].id.clone(), self.hosts[j].id.clone());
-        let now = self.now();
-        if self
-            .controller
-            .start_handoff(stream, "main", &from, Some(&to), now)
-            .is_err()
-        {
-            return false;
-        }
-        self.pump();
-        planned[i] -= cost;
-        planned[j] += cost;
-        self.now_hosts[i] -= cost_now;
-        self.now_hosts[j] += cost_now;
-        true
-    }
-
     /// Move slots off hosts whose planned load crosses `move_above` of their capacity, to
-    /// the hosts with the most planned headroom.
+    /// the hosts with the most planned headroom ([`Balancer::balance`]).
     /// Returns the planned load above the thresholds that found no host with room: capacity
     /// the scaler must add even when the swarm as a whole looks fine (its room is scattered).
     fn balance(&mut self, signal: &[f64], planned: &mut [f64]) -> f64 {
-        let mut hot: Vec<(usize, f64)> = self
-            .hosts
-            .iter()
-            .enumerate()
-            .filter(|(i, h)| {
-                matches!(h.phase, HostPhase::Online | HostPhase::Draining)
-                    && planned[*i] > self.cfg.move_above * h.capacity()
-            })
-            .map(|(i, h)| (i, planned[i] - self.cfg.move_above * h.capacity()))
-            .collect();
-        hot.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut moves = 0;
-        let mut unplaced = 0.0;
-        for (i, mut excess) in hot {
-            let mut slots = self.slots_of(i, signal);
-            slots.sort_by(|a, b| b.0.total_cmp(&a.0));
-            for (cost, stream, holders) in slots {
-                if excess <= 0.0 || moves >= self.cfg.max_moves_per_step {
-                    break;
-                }
-                if self.move_slot(i, cost, &stream, &holders, planned) {
-                    excess -= cost;
-                    moves += 1;
-                }
-            }
-            unplaced += excess.max(0.0);
-        }
+        let cfg = self.balance_config();
+        let mut view = self.balance_view(planned);
+        let mut b = Balancer::new(&cfg, &mut view);
+        b.surprised = self.surprised();
+        let unplaced = b.balance(&mut SimSwarm { sim: self, signal });
+        self.take_view(&view, planned);
         unplaced
     }
 
@@ -1475,6 +1394,10 @@ impl Simulation {
 
     /// Draining hosts hand their slots off; empty ones are deprovisioned.
     fn retire_drained(&mut self, signal: &[f64], planned: &mut [f64]) {
+        let cfg = self.balance_config();
+        let mut view = self.balance_view(planned);
+        let mut b = Balancer::new(&cfg, &mut view);
+        b.surprised = self.surprised();
         for i in 0..self.hosts.len() {
             if self.hosts[i].phase != HostPhase::Draining {
                 continue;
@@ -1489,18 +1412,22 @@ impl Simulation {
                 h.sim.state.minutes_until_connect = 0.0;
                 h.no_drain_until = self.step + 30;
                 self.result.deprovisioned += 1;
+                b.hosts[i].sheds_slots = false;
                 continue;
             }
             if self.step > self.hosts[i].draining_since + DRAIN_GIVE_UP_STEPS {
                 // Nobody had room for its slots: it stays.
                 self.hosts[i].phase = HostPhase::Online;
                 self.hosts[i].no_drain_until = self.step + 30;
+                b.hosts[i].takes_slots = true;
                 continue;
             }
-            for (cost, stream, holders) in self.slots_of(i, signal) {
-                self.move_slot(i, cost, &stream, &holders, planned);
+            let mut swarm = SimSwarm { sim: self, signal };
+            for slot in swarm.slots(i) {
+                b.move_slot(&mut swarm, i, &slot, Reason::Drain);
             }
         }
+        self.take_view(&view, planned);
     }
 
     /// Slots a stream should have for a planned load: one slot carries at most
@@ -1654,6 +1581,55 @@ impl Simulation {
             self.controller.stats.handoffs_done + self.controller.stats.slots_moved_together;
         self.result.peer_swaps = self.controller.stats.peer_swaps;
         self.result
+    }
+}
+
+/// The simulated swarm as the production balancer's [`Swarm`]: slots priced at this step's
+/// planned loads, handoffs through the controller and the simulated hosts' answers.
+struct SimSwarm<'a> {
+    sim: &'a mut Simulation,
+    signal: &'a [f64],
+}
+
+impl Swarm for SimSwarm<'_> {
+    fn free_hosts(&self) -> Vec<usize> {
+        self.sim
+            .controller
+            .free_hosts()
+            .filter_map(|id| self.sim.index.get(id).copied())
+            .collect()
+    }
+
+    fn slots(&self, i: usize) -> Vec<Slot> {
+        self.sim
+            .slots_of(i, self.signal)
+            .into_iter()
+            .map(|(planned, stream, holders)| Slot {
+                now: self.sim.now_stream[stream_index(&stream)] / holders.len().max(1) as f64,
+                stream,
+                profile: "main".into(),
+                planned,
+                holders,
+            })
+            .collect()
+    }
+
+    fn busy(&self, stream: &str, profile: &str) -> bool {
+        self.sim.controller.busy(stream, profile)
+    }
+
+    fn hand_off(&mut self, mv: &proactive::Move) -> bool {
+        let now = self.sim.now();
+        if self
+            .sim
+            .controller
+            .start_handoff(&mv.stream, &mv.profile, &mv.from, Some(&mv.to), now)
+            .is_err()
+        {
+            return false;
+        }
+        self.sim.pump();
+        true
     }
 }
 

@@ -79,6 +79,12 @@ pub struct OrchestratorOptions {
     /// Steps ahead the forecast (and the scaler) looks
     #[arg(long, default_value_t = 10)]
     forecast_horizon: usize,
+    /// Do not move slots off hosts before their forecast load overloads them. By default,
+    /// once per forecast step, a host whose load planned for the horizon (each stream's
+    /// forecast, announced events of its streams) crosses 90% of its capacity hands slots
+    /// off at a GOP boundary to hosts with room
+    #[arg(long)]
+    no_proactive: bool,
     /// Seconds after a scale-up before the scaler may scale down
     #[arg(long, default_value_t = 300.0)]
     scale_cooldown: f64,
@@ -151,6 +157,7 @@ impl OrchestratorOptions {
             forecast_step: seconds(self.forecast_step)?,
             forecast_horizon: self.forecast_horizon.max(1),
             rollout_timeout,
+            proactive: (!self.no_proactive).then(Default::default),
         })
     }
 }

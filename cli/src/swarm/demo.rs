@@ -126,6 +126,7 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
             forecast_step: gopswarm_orchestrator::service::DEFAULT_FORECAST_STEP,
             forecast_horizon: gopswarm_orchestrator::service::DEFAULT_FORECAST_HORIZON,
             rollout_timeout: std::time::Duration::from_secs(120),
+            proactive: Some(Default::default()),
         },
         async {
             let _ = stop_rx.await;
