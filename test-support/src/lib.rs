@@ -2,7 +2,7 @@
 //!
 //! - the crate root, with only std, GStreamer and the plugin behind it (what the plugin's own
 //!   tests may use): [`init`], [`free_port`], [`wait_port`], [`repo_root`], [`media_dir`],
-//!   [`out_dir`], [`Reaper`] and [`kill_and_reap`] for child processes, [`Mosquitto`], [`Rng`].
+//!   [`build_dir`], [`out_dir`], [`Reaper`] and [`kill_and_reap`] for child processes, [`Mosquitto`], [`Rng`].
 //! - [`e2e`] (feature `e2e`, needs the `gopswarm` library): sample clips and
 //!   [`e2e::assert_frame_exact`] for the QA report of a merged output.
 //! - [`swarm`] (feature `swarm`): a real swarm of `gopswarm` processes (orchestrator, source,
@@ -61,6 +61,20 @@ pub fn repo_root() -> PathBuf {
 /// The sample media fetched by `test-media/fetch.sh`.
 pub fn media_dir() -> PathBuf {
     repo_root().join("test-media/cache")
+}
+
+/// The cargo profile folder this test runs from (`target/debug`): test executables are in its
+/// `deps/`; the plugin's cdylib and the packages' binaries are in it.
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let mut dir = exe
+        .parent()
+        .expect("test executable in a folder")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
 }
 
 /// A fresh, empty output folder under `target/e2e/` (`name` may be a relative path).

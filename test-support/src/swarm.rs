@@ -3,10 +3,10 @@
 //! every message on the wire. Everything is on loopback and is killed when dropped.
 //!
 //! The `gopswarm` binary is the one cargo builds for the `gopswarm` package's integration
-//! tests, found next to the running test executable.
+//! tests, found in [`build_dir`].
 
 pub use crate::{Mosquitto, free_port, wait_port};
-use crate::{kill_and_reap, media_dir};
+use crate::{build_dir, kill_and_reap, media_dir};
 use gopswarm_proto::*;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::ffi::OsStr;
@@ -22,20 +22,6 @@ pub const STREAM: &str = "cam1";
 pub const PROFILE: &str = "p360";
 pub const SPEC: &str = "h264, width=480, height=270, bitrate=800, complexity=2";
 
-/// The profile folder the test runs from (`target/debug`): cargo puts test executables in its
-/// `deps/` and the package's binaries in it.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test executable");
-    let mut dir = exe
-        .parent()
-        .expect("test executable in a folder")
-        .to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
-
 /// The path of the `gopswarm` binary; see [`BIN`].
 #[derive(Clone, Copy, Debug)]
 pub struct GopswarmBin;
@@ -44,7 +30,7 @@ impl GopswarmBin {
     pub fn path(self) -> &'static Path {
         static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
         PATH.get_or_init(|| {
-            let p = profile_dir().join(format!("gopswarm{}", std::env::consts::EXE_SUFFIX));
+            let p = build_dir().join(format!("gopswarm{}", std::env::consts::EXE_SUFFIX));
             assert!(
                 p.exists(),
                 "{} missing: the gopswarm package's integration tests build it \
@@ -77,7 +63,7 @@ impl std::fmt::Display for GopswarmBin {
 /// The folder of a swarm test's logs, state and output, under cargo's `target/tmp` (what
 /// `CARGO_TARGET_TMPDIR` names for integration tests).
 pub fn swarm_dir(name: &str) -> PathBuf {
-    let target = profile_dir()
+    let target = build_dir()
         .parent()
         .expect("profile folder in a target folder")
         .to_path_buf();
