@@ -1,6 +1,6 @@
 //! Bad input: a clear error, a non-zero exit, never a hang, nothing else lost.
 
-use gopswarm_e2e::*;
+use gopswarm_test_support::e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

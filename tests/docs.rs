@@ -41,7 +41,7 @@ fn every_element_and_property_has_documentation() {
 
 #[test]
 fn gst_inspect_shows_the_plugin() {
-    let plugin_dir = gopswarm::repo_root().join("target/debug");
+    let plugin_dir = gopswarm_test_support::build_dir();
     let out = Command::new("gst-inspect-1.0")
         .arg("gopswarm")
         .env("GST_PLUGIN_PATH", &plugin_dir)

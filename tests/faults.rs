@@ -1,7 +1,7 @@
 //! Faults in the data plane: a swarm member dies mid-stream (with and without redundancy), and
 //! chunks are lost in transport (recovered from Reed-Solomon parity).
 
-use gopswarm_e2e::*;
+use gopswarm_test_support::e2e::*;
 use gst::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! Assignments and profiles changed while PLAYING: the change lands on the chosen GOP, no
 //! frame lost or duplicated.
 
-use gopswarm_e2e::*;
+use gopswarm_test_support::e2e::*;
 use gst::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

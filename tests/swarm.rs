@@ -2,7 +2,7 @@
 //! with ffprobe and ffmpeg; on the synthetic feed and bikes also quality and size against a
 //! single encode of the same profile.
 
-use gopswarm_e2e::*;
+use gopswarm_test_support::e2e::*;
 
 fn swarm_on(name: &str, with_quality: bool) -> qa::Report {
     let clip = clip(name);

@@ -1,18 +1,10 @@
 //! Three encoder-host processes send partial streams over TCP on loopback to a merger process,
 //! all started with the shipped pipelines through `pipelines/run`.
 
-use gopswarm_e2e::*;
-use std::net::TcpListener;
+use gopswarm_test_support::e2e::*;
+use gopswarm_test_support::{Reaper, free_port};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Start `pipelines/run`; its output goes to `log` (a pipe nobody reads would block it).
 fn runner(args: &[String], log: &std::path::Path) -> Child {
@@ -38,18 +30,6 @@ fn listening(port: u16) -> bool {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 3 && f[1].ends_with(&needle) && f[3] == "0A"
         })
-}
-
-/// Kill what is left of the children when the test ends, however it ends.
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn wait(child: &mut Child, limit: Duration, log: &std::path::Path) -> i32 {

@@ -3,24 +3,9 @@
 //! payloads on every topic, an incompatible host. Outputs are checked with ffprobe/ffmpeg,
 //! and what happened with the messages seen on the wire.
 
-mod swarm_harness;
-
 use gopswarm_proto::*;
+use gopswarm_test_support::swarm::*;
 use std::time::{Duration, Instant};
-use swarm_harness::*;
-
-fn assert_frame_exact(swarm: &Swarm, summary: &serde_json::Value) -> OutputCheck {
-    let c = check_output(&swarm.dir, summary, swarm.opts.gop_s);
-    assert_eq!(c.frames, c.expected, "{c:?}\n{summary:#}");
-    assert_eq!(c.bad_steps, 0, "{c:?}");
-    assert!(c.decode_errors.is_empty(), "{c:?}");
-    assert_eq!(c.decode_timing, None, "{c:?}");
-    assert!(
-        summary["lost_gops"].as_array().unwrap().is_empty(),
-        "{summary:#}"
-    );
-    c
-}
 
 #[test]
 fn host_killed_mid_gop_with_redundancy_loses_nothing() {
@@ -33,10 +18,7 @@ fn host_killed_mid_gop_with_redundancy_loses_nothing() {
         });
     let victim_slot = 1;
     let victim = swarm.obs.layout().unwrap().history[0].hosts[victim_slot].clone();
-    swarm.wait_mid_gop();
-    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
-    let killed_at = Instant::now();
-    swarm.hosts[i].signal(libc::SIGKILL);
+    let killed_at = swarm.kill_mid_gop(&victim);
     swarm
         .obs
         .wait_for("the re-deal", Duration::from_secs(10), |o| {
@@ -77,9 +59,7 @@ fn host_killed_without_redundancy_loses_only_reported_gops() {
             o.chunks().len() >= 4
         });
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
-    swarm.wait_mid_gop();
-    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
-    swarm.hosts[i].signal(libc::SIGKILL);
+    swarm.kill_mid_gop(&victim);
     let summary = swarm.finish();
     let c = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
     let lost: Vec<u64> = summary["lost_gops"]
@@ -455,9 +435,7 @@ fn chunks_over_tcp_with_a_host_killed() {
     });
     std::thread::sleep(Duration::from_secs(8));
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
-    swarm.wait_mid_gop();
-    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
-    swarm.hosts[i].signal(libc::SIGKILL);
+    swarm.kill_mid_gop(&victim);
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
     // Everything came over TCP: no chunk crossed the broker.
@@ -543,32 +521,17 @@ fn tls_broker_with_credentials() {
         .unwrap();
     assert!(st.success());
     let port = free_port();
-    std::fs::write(
-        dir.join("mosquitto.conf"),
+    // Listening is asserted by `with_config`; dropping the broker stops it.
+    let _broker = Mosquitto::with_config(
+        &dir,
+        port,
         format!(
             "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\n\
              listener {port} 127.0.0.1\ncafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n\
              persistence false\nuser root\nlog_dest file {d}/mosquitto.log\nconnection_messages true\n",
             d = dir.display()
         ),
-    )
-    .unwrap();
-    let mut broker = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(dir.join("mosquitto.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _broker = Kill(&mut broker);
-    assert!(wait_port(port, Duration::from_secs(10)));
+    );
     let ca = dir.join("ca.crt");
     let url = format!("mqtts://swarm:s3cret@127.0.0.1:{port}?ca={}", ca.display());
     let bad = format!("mqtts://swarm:wrong@127.0.0.1:{port}?ca={}", ca.display());
@@ -695,9 +658,7 @@ fn chunks_over_srt_with_a_host_killed() {
     );
     std::thread::sleep(Duration::from_secs(8));
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
-    swarm.wait_mid_gop();
-    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
-    swarm.hosts[i].signal(libc::SIGKILL);
+    swarm.kill_mid_gop(&victim);
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
     // The partial streams came over SRT only, none over the broker.

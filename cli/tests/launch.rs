@@ -6,10 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = gopswarm::repo_root().join("target/e2e/launch").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    gopswarm_test_support::out_dir(&format!("launch/{name}"))
 }
 
 fn launch(words: &[&str]) -> Output {

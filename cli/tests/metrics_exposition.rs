@@ -9,12 +9,10 @@
 //! `GOPSWARM_BLESS=1 cargo test -p gopswarm --test metrics_exposition`, mark the optional
 //! families again and review the diff.
 
-mod swarm_harness;
-
+use gopswarm_test_support::swarm::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use swarm_harness::*;
 
 /// One family as exposed: `# TYPE`, `# HELP` and the label names its samples carry.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -20,10 +20,7 @@ static PLAYER: Mutex<()> = Mutex::new(());
 static BASELINE: OnceLock<player::Playback> = OnceLock::new();
 
 fn out_dir(name: &str) -> PathBuf {
-    let dir = gopswarm::repo_root().join("target/e2e/player").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    gopswarm_test_support::out_dir(&format!("player/{name}"))
 }
 
 fn play(playlist: &Path) -> player::Playback {

@@ -3,12 +3,10 @@
 //! score and its arithmetic are on the wire and printed by `gopswarm explain`; hosts and the
 //! orchestrator serve Prometheus metrics.
 
-mod swarm_harness;
-
 use gopswarm_proto::*;
+use gopswarm_test_support::swarm::*;
 use std::process::Command;
 use std::time::Duration;
-use swarm_harness::*;
 
 fn scores_of(swarm: &Swarm, host: &str) -> Vec<HostScore> {
     swarm
@@ -174,15 +172,7 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
     );
 
     let summary = swarm.finish();
-    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
-    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
-    assert_eq!(check.bad_steps, 0, "{check:?}");
-    assert!(check.decode_errors.is_empty(), "{check:?}");
-    assert_eq!(check.decode_timing, None, "{check:?}");
-    assert!(
-        summary["lost_gops"].as_array().unwrap().is_empty(),
-        "{summary:#}"
-    );
+    assert_frame_exact(&swarm, &summary);
     // The slow host contributed only GOPs before the switch.
     let switch = swap.from_gop;
     for (_, h) in swarm.obs.chunks() {
@@ -272,7 +262,7 @@ fn encoder_at(
 fn rolling_update_of_every_host_keeps_the_output_frame_exact() {
     let _serial = serial();
     let name = "rolling-update";
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("control-{name}"));
+    let dir = swarm_dir(name);
     // The update hook stands in for a package upgrade: it stops the host and starts it again
     // announcing the next encoder library.
     let hook = std::env::temp_dir().join(format!("gopswarm-update-hook-{}.sh", std::process::id()));
@@ -360,15 +350,7 @@ echo $! > "$dir/$id.pid"
     assert_eq!(updated, ["host-0", "host-1", "host-2"]);
 
     let summary = swarm.finish();
-    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
-    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
-    assert_eq!(check.bad_steps, 0, "{check:?}");
-    assert!(check.decode_errors.is_empty(), "{check:?}");
-    assert_eq!(check.decode_timing, None, "{check:?}");
-    assert!(
-        summary["lost_gops"].as_array().unwrap().is_empty(),
-        "{summary:#}"
-    );
+    assert_frame_exact(&swarm, &summary);
     // No layout ever mixed encoder versions, and the profile ends on the new one.
     let births: Vec<(std::time::Instant, Birth)> = swarm
         .obs
@@ -543,13 +525,7 @@ fn an_announced_event_provisions_hosts_before_it_starts() {
     );
     // The stream that ran all along is untouched.
     let summary = swarm.finish();
-    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
-    assert_eq!(check.frames, check.expected, "{check:?}\n{summary:#}");
-    assert_eq!(check.decode_timing, None, "{check:?}");
-    assert!(
-        summary["lost_gops"].as_array().unwrap().is_empty(),
-        "{summary:#}"
-    );
+    assert_frame_exact(&swarm, &summary);
 }
 
 #[test]
@@ -604,9 +580,7 @@ fn bronze_backups_cover_a_killed_primary_and_own_no_gop() {
         |o| copies_from(o, &host_id(2)) > 0 && copies_from(o, &host_id(3)) > 0,
     );
     let victim = swarm.obs.layout().unwrap().history.last().unwrap().hosts[0].clone();
-    swarm.wait_mid_gop();
-    let i = swarm.hosts.iter().position(|h| h.name == victim).unwrap();
-    swarm.hosts[i].signal(libc::SIGKILL);
+    swarm.kill_mid_gop(&victim);
     swarm.obs.wait_for(
         "the re-deal without the victim",
         Duration::from_secs(10),
@@ -617,15 +591,11 @@ fn bronze_backups_cover_a_killed_primary_and_own_no_gop() {
     );
 
     let summary = swarm.finish();
-    let check = check_output(&swarm.dir, &summary, swarm.opts.gop_s);
     assert!(
         summary["lost_gops"].as_array().unwrap().is_empty(),
         "a backup covered the victim's GOPs: {summary:#}"
     );
-    assert_eq!(check.frames, check.expected, "{check:?}");
-    assert_eq!(check.bad_steps, 0, "{check:?}");
-    assert!(check.decode_errors.is_empty(), "{check:?}");
-    assert_eq!(check.decode_timing, None, "{check:?}");
+    assert_frame_exact(&swarm, &summary);
     assert!(
         summary["merger"]["redundant-used"].as_u64().unwrap() >= 1,
         "the victim's last GOPs came from its backup: {summary:#}"

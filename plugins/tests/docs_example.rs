@@ -6,8 +6,7 @@ use std::process::Command;
 
 /// Where cargo put this build's plugin (the cdylib next to the test's `deps/` folder).
 fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
+    gopswarm_test_support::build_dir()
 }
 
 /// The example pipeline as gst-inspect-1.0 prints it: from `gst-launch-1.0` to the first line

@@ -2,6 +2,7 @@
 //! `gopmerge` rules, fed synthetic chunks from several appsrc inputs.
 
 use gopswarm_chunk::{ChunkHeader, FrameRecord, ParityInfo, encode_frames, flags, frame_flags};
+use gopswarm_test_support::init;
 use gst::prelude::*;
 use std::time::Duration;
 
@@ -9,15 +10,6 @@ const FRAME: u64 = 40_000_000;
 const GOP: u64 = 200_000_000; // 5 frames
 const OUTPUT_BASE: u64 = 1000 * 3600 * 1_000_000_000;
 const CODEC: &str = "video/x-h264, stream-format=(string)byte-stream, alignment=(string)au, width=(int)16, height=(int)16";
-
-fn init() {
-    use std::sync::Once;
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstgopswarm::plugin_register_static().unwrap();
-    });
-}
 
 #[derive(Clone)]
 struct Spec {

@@ -1,20 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Boundary cases of `gopselect`, driven through `gst_check::Harness`.
 
+use gopswarm_test_support::init;
 use gst::prelude::*;
 use gstgopswarm::meta::FrameInfo;
 
 const FRAME: u64 = 40_000_000; // 25 fps
 const GOP: u64 = 1_000_000_000; // 25 frames
-
-fn init() {
-    use std::sync::Once;
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstgopswarm::plugin_register_static().unwrap();
-    });
-}
 
 fn harness(props: &[(&str, &str)], caps: &str) -> gst_check::Harness {
     let mut h = gst_check::Harness::new("gopselect");

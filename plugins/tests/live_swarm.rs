@@ -3,20 +3,12 @@
 //! `gopmerge` reports the latency it adds, so no frame arrives after its render time and none is
 //! lost, and the latency the pipeline reports matches the measured one.
 
+use gopswarm_test_support::init;
 use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 
 const FPS: u64 = 25;
 const FRAMES: u64 = 250; // 10 s, 10 GOPs of 1 s
-
-fn init() {
-    use std::sync::Once;
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstgopswarm::plugin_register_static().unwrap();
-    });
-}
 
 fn branch(slot: u32) -> String {
     format!(

@@ -2,6 +2,7 @@
 //! `partialpay` and `partialdepay`: chunking, flags, parity, resynchronisation.
 
 use gopswarm_chunk::{ParityInfo, decode_frames, flags, frame_flags};
+use gopswarm_test_support::init;
 use gst::glib;
 use gst::prelude::*;
 use gstgopswarm::meta::FrameInfo;
@@ -10,15 +11,6 @@ const FRAME: u64 = 40_000_000;
 const GOP: u64 = 1_000_000_000;
 const H264: &str =
     "video/x-h264, stream-format=byte-stream, alignment=au, width=16, height=16, framerate=25/1";
-
-fn init() {
-    use std::sync::Once;
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstgopswarm::plugin_register_static().unwrap();
-    });
-}
 
 fn frame(n: u64, keyframe: bool, redundant: bool) -> gst::Buffer {
     let mut b = gst::Buffer::from_mut_slice(format!("frame-{n}").into_bytes());

@@ -1,21 +1,74 @@
 //! A real swarm for tests: mosquitto started and stopped here, the orchestrator, a live source,
 //! encoder hosts and the merger as `gopswarm` processes, and an MQTT observer that records
 //! every message on the wire. Everything is on loopback and is killed when dropped.
+//!
+//! The `gopswarm` binary is the one cargo builds for the `gopswarm` package's integration
+//! tests, found in [`build_dir`].
 
-#![allow(dead_code)]
-
+pub use crate::{Mosquitto, free_port, wait_port};
+use crate::{build_dir, kill_and_reap, media_dir};
 use gopswarm_proto::*;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use std::net::TcpListener;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gopswarm");
+/// The `gopswarm` binary: `Command::new(BIN)`, or `{BIN}` in a script.
+pub const BIN: GopswarmBin = GopswarmBin;
+
 pub const STREAM: &str = "cam1";
 pub const PROFILE: &str = "p360";
 pub const SPEC: &str = "h264, width=480, height=270, bitrate=800, complexity=2";
+
+/// The path of the `gopswarm` binary; see [`BIN`].
+#[derive(Clone, Copy, Debug)]
+pub struct GopswarmBin;
+
+impl GopswarmBin {
+    pub fn path(self) -> &'static Path {
+        static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            let p = build_dir().join(format!("gopswarm{}", std::env::consts::EXE_SUFFIX));
+            assert!(
+                p.exists(),
+                "{} missing: the gopswarm package's integration tests build it \
+                 (cargo test -p gopswarm), or cargo build -p gopswarm",
+                p.display()
+            );
+            p
+        })
+    }
+}
+
+impl AsRef<OsStr> for GopswarmBin {
+    fn as_ref(&self) -> &OsStr {
+        self.path().as_os_str()
+    }
+}
+
+impl AsRef<Path> for GopswarmBin {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
+
+impl std::fmt::Display for GopswarmBin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.path().display().fmt(f)
+    }
+}
+
+/// The folder of a swarm test's logs, state and output, under cargo's `target/tmp` (what
+/// `CARGO_TARGET_TMPDIR` names for integration tests).
+pub fn swarm_dir(name: &str) -> PathBuf {
+    let target = build_dir()
+        .parent()
+        .expect("profile folder in a target folder")
+        .to_path_buf();
+    target.join("tmp").join(format!("control-{name}"))
+}
 
 /// The control-plane tests share the machine's two cores: one swarm at a time.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,27 +77,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 pub fn clip() -> PathBuf {
-    let p = gopswarm::media_dir().join("synthetic-720p25.mp4");
+    let p = media_dir().join("synthetic-720p25.mp4");
     assert!(
         p.exists(),
         "{} missing: run test-media/fetch.sh",
@@ -86,8 +120,7 @@ impl Proc {
 
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill_and_reap(&mut c);
         }
     }
 
@@ -141,84 +174,6 @@ impl Drop for KillPidFiles {
                 }
             }
         }
-    }
-}
-
-/// mosquitto on a loopback port of its own, started and stopped by the test.
-pub struct Mosquitto {
-    pub port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Mosquitto {
-    pub fn start(dir: &Path) -> Mosquitto {
-        let mut m = Mosquitto {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        m.run();
-        m
-    }
-
-    fn run(&mut self) {
-        let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n\
-                 log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n\
-                 log_type information\nconnection_messages true\n",
-                self.port,
-                self.dir.join("mosquitto.log").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto installed (scripts/setup-debian.sh)");
-        self.child = Some(child);
-        assert!(
-            wait_port(self.port, Duration::from_secs(10)),
-            "mosquitto did not listen"
-        );
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        self.stop();
-        self.run();
-    }
-
-    /// How many times a client id connected, from mosquitto's own log.
-    pub fn connects(&self, client_id: &str) -> usize {
-        let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
-        log.lines()
-            .filter(|l| {
-                l.contains("New client connected") && l.contains(&format!(" as {client_id} "))
-            })
-            .count()
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -426,7 +381,7 @@ impl Swarm {
     }
 
     pub fn start(name: &str, opts: SwarmOptions) -> Swarm {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("control-{name}"));
+        let dir = swarm_dir(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let broker = Mosquitto::start(&dir);
@@ -606,6 +561,20 @@ impl Swarm {
             });
         std::thread::sleep(Duration::from_secs_f64(self.opts.gop_s / 2.0));
     }
+
+    /// SIGKILL the host process named `victim` half a GOP after a GOP boundary (so it dies
+    /// with a GOP half encoded); when it was killed.
+    pub fn kill_mid_gop(&mut self, victim: &str) -> Instant {
+        self.wait_mid_gop();
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.name == victim)
+            .unwrap_or_else(|| panic!("no host process named {victim}"));
+        let killed_at = Instant::now();
+        self.hosts[i].signal(libc::SIGKILL);
+        killed_at
+    }
 }
 
 pub fn orchestrator_args(dir: &Path, broker: &Mosquitto, keepalive_s: f64) -> Vec<String> {
@@ -664,4 +633,20 @@ pub fn check_output(dir: &Path, summary: &serde_json::Value, gop_s: f64) -> Outp
         missing_gops,
         decode_timing,
     }
+}
+
+/// Assert the merged output is frame-exact: every frame of every GOP from the first to the
+/// last, one frame duration apart, decodable, in a decode order players accept, and the merger
+/// reported no GOP lost. The check, for further assertions.
+pub fn assert_frame_exact(swarm: &Swarm, summary: &serde_json::Value) -> OutputCheck {
+    let c = check_output(&swarm.dir, summary, swarm.opts.gop_s);
+    assert_eq!(c.frames, c.expected, "{c:?}\n{summary:#}");
+    assert_eq!(c.bad_steps, 0, "{c:?}");
+    assert!(c.decode_errors.is_empty(), "{c:?}");
+    assert_eq!(c.decode_timing, None, "{c:?}");
+    assert!(
+        summary["lost_gops"].as_array().unwrap().is_empty(),
+        "{summary:#}"
+    );
+    c
 }

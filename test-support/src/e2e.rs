@@ -1,17 +1,10 @@
-//! Shared helpers for the end-to-end tests.
+//! The shipped pipelines on sample media, checked with ffprobe/ffmpeg through the `gopswarm`
+//! library's QA.
 
-use std::path::PathBuf;
-
+pub use crate::{Rng, out_dir};
 pub use gopswarm::{media, pipelines, qa, run};
 
-/// A fresh output directory for one test under `target/e2e/`.
-pub fn out_dir(test: &str) -> PathBuf {
-    let dir = gopswarm::repo_root().join("target/e2e").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
+/// A sample clip by name, with what QA knows about it.
 pub fn clip(name: &str) -> qa::Clip {
     qa::clip(name).unwrap_or_else(|e| panic!("{e:#} (run test-media/fetch.sh)"))
 }
@@ -41,25 +34,5 @@ pub fn assert_frame_exact(report: &qa::Report) {
             "{}: audio off by {offset} frames",
             report.clip
         );
-    }
-}
-
-/// A small deterministic random source (tests print their seed).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_time() -> (Rng, u64) {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        (Rng(seed), seed)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
