@@ -4,12 +4,10 @@
 //! in its retained `applied`, counted in its metrics, shown by `gopswarm explain`) and keeps
 //! encoding its good stream frame-exactly.
 
-mod swarm_harness;
-
 use gopswarm_proto::*;
+use gopswarm_test_support::swarm::*;
 use std::process::Command;
 use std::time::Duration;
-use swarm_harness::*;
 
 const BAD_SPEC: &str = "h264, bitrate=999999";
 const BAD_REASON: &str = "field 'bitrate' = 999999 is out of range 16..=100000 kbit/s";

@@ -2,13 +2,11 @@
 //! `--log-format json` writes one JSON object per line, and a clean run of the embedded broker
 //! (start, a client connecting and leaving, shutdown) logs no error.
 
-mod swarm_harness;
-
+use gopswarm_test_support::swarm::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use swarm_harness::*;
 
 /// Runs `gopswarm [format args] orchestrator` on its embedded broker, lets `gopswarm explain`
 /// connect and leave, stops it with SIGTERM; its stderr.
