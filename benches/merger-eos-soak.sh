@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # benches/merger-eos-soak.sh — run the static TCP merger (pipelines/merger.pipeline) with three
 # encoder hosts (pipelines/host.pipeline) over loopback again and again, and count the runs whose
 # merger did not exit within a grace period after its hosts finished although it should have.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Run every fuzz target of gopswarm-chunk for a while, one after the other, single process.
 # For running by hand; not part of CI.
 #

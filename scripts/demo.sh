@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # The main job: build gopswarm and run the demo swarm: embedded MQTT broker and orchestrator, a
 # live-looped sample clip, four encoder host processes and the merger. Part-way it kills a host
 # and later performs a planned handoff; it ends with a summary and checks the output by ffprobe.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Install what gopswarm needs on Debian 12 (bookworm). Idempotent: only missing packages are
 # installed, and `apt-get update` runs only when something is missing. Needs root or sudo.
 # A Rust toolchain is required but not installed here (use rustup).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # The test command: system packages, sample media, format, lint, build, tests.
 #   bash scripts/test.sh
 set -euo pipefail

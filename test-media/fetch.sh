@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
 # Fetch the real sample clips and generate the synthetic / bad-input media used by tests and demos.
 #
 #   test-media/fetch.sh           fetch + generate what is missing (cached), verify, print a summary

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Bad input: a clear error, a non-zero exit, never a hang, nothing else lost.
 
 use gopswarm_test_support::e2e::*;

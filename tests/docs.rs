@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Every element and property is documented where users look: gst-inspect-1.0.
 
 use gst::prelude::*;

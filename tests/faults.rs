@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Faults in the data plane: a swarm member dies mid-stream (with and without redundancy), and
 //! chunks are lost in transport (recovered from Reed-Solomon parity).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Assignments and profiles changed while PLAYING: the change lands on the chosen GOP, no
 //! frame lost or duplicated.
 

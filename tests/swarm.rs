@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The local 3-way swarm (r=0, and r=1) on every sample clip: frame-exact against the source, checked
 //! with ffprobe and ffmpeg; on the synthetic feed and bikes also quality and size against a
 //! single encode of the same profile.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Three encoder-host processes send partial streams over TCP on loopback to a merger process,
 //! all started with the shipped pipelines through `pipelines/run`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! What every daemon does around its work: log lines, the signals that stop it, its runtime.
 
 /// A number for progress lines and reports, or `-` when there is none yet.

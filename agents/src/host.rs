@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm host`: an encoder host. Joins the swarm over MQTT (retained birth, last-will
 //! death with a per-connection seq), takes its retained assignment and the orchestrator's
 //! commands, runs one GStreamer pipeline per task built from the plugin's elements

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The gopswarm daemons that run on machines, one module per role. The `gopswarm` command
 //! line parses each role's options (a `clap::Args` struct next to the role) and calls `run`.
 //!

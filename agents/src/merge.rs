@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm merge`: the merger of one (stream, profile). Takes the hosts' chunks from MQTT
 //! (or from TCP partial streams), fences them with the layout history (a chunk whose epoch is
 //! older than the epoch in force at its GOP is refused: a stale holder adds nothing), drops

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Value parsers shared by the roles' command-line options.
 
 use gopswarm_proto::link::BrokerUrl;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Running pipelines in-process with the gopswarm plugin registered statically: what every
 //! role builds its GStreamer pipelines with.
 

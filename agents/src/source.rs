@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm source`: a live mezzanine for the swarm. Plays an H.264 MP4 clip in real time,
 //! looped with continuous timestamps, and serves it over TCP as GDP (GStreamer data protocol:
 //! buffers keep their timestamps and every client first gets the caps and the segment). Every

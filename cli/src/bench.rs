@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Benchmarks (not tests): CPU cost of the swarm against a single encoder, and the throughput of
 //! the chunk path alone. Each figure is measured side by side in one run.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm bench-control`: control-plane benchmarks. The controller's assignment round for a
 //! large simulated swarm, and control messages per second through real brokers on loopback
 //! (mosquitto, started here, and the embedded rumqttd), measured side by side in one run.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Configuration of the roles (`orchestrator`, `host`, `merge`, `source`, and the ones that
 //! come next), one mechanism for all of them: every long flag of a role can also be given
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm launch`: run a `gst-launch-1.0` pipeline description, with the end-of-stream
 //! behaviour of `gst-launch-1.0 -e` but without its GStreamer 1.22 start-up race.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Library behind the `gopswarm` command: media checks, the shipped pipelines, QA and benchmarks.
 
 pub mod bench;

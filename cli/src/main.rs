@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm`: the command line of the gopswarm live-encoding swarm. Argument parsing and
 //! dispatch only: the daemons (source, host, merge) are in `gopswarm-agents`, the
 //! orchestrator in `gopswarm-orchestrator`, the CLI's own commands in `commands/`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Checks on media files with tools nobody here wrote: ffprobe and ffmpeg.
 
 use anyhow::{Context, Result, bail};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `.pipeline` file format of the shipped `pipelines/*.pipeline` descriptions: the one
 //! implementation, used by `gopswarm pipeline` (and so `pipelines/run`) and by tests and QA that
 //! run the same descriptions in-process.

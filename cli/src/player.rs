@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! What a real browser player does with an HLS output: hls.js in headless Chromium, driven by
 //! the harness in `tests/player/` (`play.mjs`, pinned by its `package-lock.json`). Test support,
 //! reused by every check that needs a viewer's view (dropped frames, decode errors, stalls).

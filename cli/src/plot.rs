@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Per-GOP bitrate and quality of the swarm against a single encode, as an SVG picture.
 
 use anyhow::{Context, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! QA over the sample media: run the local swarm, check the output against the source with
 //! ffprobe/ffmpeg, and compare quality and size with a single encode of the same profile.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Running pipelines in-process: the agents' pipeline helpers, and the shipped pipelines.
 
 pub use gopswarm_agents::pipeline::*;

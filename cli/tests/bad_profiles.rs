@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! No silent fallback for a bad `profileenc` profile, with real processes and a real
 //! mosquitto: `gopswarm stream add` refuses it with the parser's message and publishes nothing;
 //! a host that gets one on the wire (bypassing the CLI) refuses the task with the reason (acked,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Content complexity (P.910 SI/TI) measured on the sample clips, and the level the default
 //! sizing gives them.
 

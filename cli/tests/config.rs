@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The roles' configuration through the real binary: the example configs in config/, and the
 //! precedence flag > environment > file > default.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The control plane end to end, against a real mosquitto: host death with and without
 //! redundancy, planned handoffs, broker and orchestrator restarts, a stale-epoch host, bad
 //! payloads on every topic, an incompatible host. Outputs are checked with ffprobe/ffmpeg,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Every subcommand of the CLI explains itself.
 
 use std::process::Command;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! An installed `gopswarm` works away from the source tree: the binary copied into a fresh
 //! prefix (what `cargo install --path cli --root PREFIX` makes), run from another folder with
 //! no GST_PLUGIN_PATH and no cargo environment, finds its data next to itself

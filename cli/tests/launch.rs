@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm launch` (the launcher behind `pipelines/run`): ends on EOS with finished files,
 //! fails on the first error with the element's message, and turns an interrupt into EOS.
 

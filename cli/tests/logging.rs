@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Log output as log shippers and pipes see it: no ANSI colours when stderr is not a terminal,
 //! `--log-format json` writes one JSON object per line, and a clean run of the embedded broker
 //! (start, a client connecting and leaving, shutdown) logs no error.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The Prometheus exposition of the orchestrator, a host and a merger stays what dashboards
 //! expect: every metric family with its type, label names and HELP text, scraped over HTTP
 //! from real processes in a running swarm and compared with `metrics_exposition.txt`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm pipeline` and its wrapper `pipelines/run`: the shipped pipelines print the same
 //! gst-launch-1.0 lines as the former bash+Python runner, and runs end with the documented exit
 //! status (EOS, watchdog, killed, hung launcher, usage errors).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! What a viewer sees: the swarm's HLS output played by hls.js in headless Chromium (the harness
 //! in `tests/player/`), against one encoder's output of the same clip played the same way.
 //! Decode timestamps that collide at GOP joins make the browser drop frames; these tests fail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm simulate` as a user runs it: a small swarm for a day, with the reactive twin, and
 //! what it writes.
 

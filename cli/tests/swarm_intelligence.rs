@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Swarm intelligence end to end, against a real mosquitto: a host made slow falls to bronze
 //! and its slot moves to a better spare by a GOP-boundary handoff with nothing lost; the
 //! score and its arithmetic are on the wire and printed by `gopswarm explain`; hosts and the

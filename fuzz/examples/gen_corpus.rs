@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Writes a small seed corpus of valid chunks for the fuzz targets.
 //!
 //! Run from the `fuzz/` directory:

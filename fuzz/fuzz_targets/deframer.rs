@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Fuzz the incremental `Deframer` with fuzzer-chosen split points.
 //!
 //! Input layout:

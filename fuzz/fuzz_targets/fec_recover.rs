@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Fuzz Reed-Solomon parity: build k data shards from the input, make m parity shards, erase
 //! shards chosen by the input, recover, and check the data comes back byte-identical (or that
 //! recovery refuses when more than m shards are gone).

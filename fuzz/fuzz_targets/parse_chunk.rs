@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Fuzz the single-chunk parsers and the payload decoders.
 //!
 //! Properties checked:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! gopswarm metrics: the process's Prometheus registry and its `/metrics` endpoint.
 //!
 //! A thin layer over maintained crates: series are stored and encoded by

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Families of counters and gauges, stored in prometheus-client types and encoded by its
 //! Prometheus text encoder.
 

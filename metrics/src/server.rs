@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `GET /metrics` on axum, with hyper's HTTP/1 connection driven by hand so that each
 //! connection can be bounded: a scrape endpoint is reachable by anyone who can reach the port.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The `/metrics` endpoint over real sockets: what it answers, and that bad, slow or many
 //! clients neither hurt it nor each other.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The embedded MQTT broker (rumqttd): the zero-setup default of `gopswarm orchestrator` and
 //! `gopswarm demo`. MQTT 3.1.1 on one port; retained messages and last wills work; no
 //! persistence (parts re-publish their retained state after a broker restart).

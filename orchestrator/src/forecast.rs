@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Load prediction that learns from its own mistakes.
 //!
 //! The swarm has to start encoders before demand arrives, so it needs the load a few minutes

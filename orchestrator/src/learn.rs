@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! A learned stability model: logistic regression of "will this host disconnect within the
 //! next interval?" on what the orchestrator knows about the host, the time of day and its
 //! load, trained on the host history the orchestrator records ([`Sample`]; `gopswarm learn`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! gopswarm orchestrator: the swarm controller ([`controller`]), its state store ([`store`]),
 //! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
 //! swarm intelligence: host scores and tiers ([`score`], [`controller::fleet`]), load forecasts

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Proactive balancing: move slots off hosts before their forecast load overloads them.
 //!
 //! One policy, two drivers: the simulator (`gopswarm-sim`, its proactive policy) measures it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Provisioners: how the scaler gets encoder hosts and gives them back. The default spawns
 //! `gopswarm host` processes on this machine; the command hook runs an operator's script for
 //! any other platform (a Kubernetes or cloud scaler is then a few lines of shell):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Rolling updates and live scaling: the parts of the orchestrator that call a
 //! [`Provisioner`].
 //!

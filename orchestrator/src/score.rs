@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Host scores: the encoder state evaluator's **fitness** (can this host encode well right
 //! now?) and the **stability** score (will this host stay with us?), the **tiers** they put a
 //! host in, and the arithmetic behind each, for `gopswarm explain`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The orchestrator process: MQTT link + controller + state store.
 
 use crate::controller::{Config, Controller, Out};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The orchestrator's state on disk (redb, one file): hosts with their history and desired
 //! assignments, streams with their layout histories, the orchestrator epoch and the command
 //! counter. Written after every change, read at start, so a restarted orchestrator carries on

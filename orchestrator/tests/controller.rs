@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The swarm controller as a state machine: what it publishes for births, deaths, missed
 //! heartbeats, acks and handoffs, read back through the protocol decoder.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The layout rules of issue 17, checked on the sources: production code never imports the
 //! simulator (`gopswarm-sim` drives the orchestrator, never the reverse), no production crate
 //! depends on it, and the orchestrator's modules import each other without circles.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The gopswarm control plane protocol: versioned MQTT topics and typed messages shared by the
 //! orchestrator, the encoder hosts and the merger, plus [`link`], a reconnecting MQTT link.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! A reconnecting MQTT link on rumqttc.
 //!
 //! What rumqttc 0.25 leaves to its user, done here:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Message decoding: every valid message round-trips; malformed, oversized, wrong-version and
 //! mismatched payloads on every topic are refused with a reason, never a panic.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Walk-forward backtests of the load [`Forecaster`] on synthetic demand traces
 //! ([`crate::traces`]): the forecaster against the last-value forecast, and the tests that
 //! hold it to the product's acceptance criteria.

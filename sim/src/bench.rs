@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Benchmarks of the controller alone (no network): one assignment round places every stream
 //! of a large swarm (prepare, ready acks, first layout), as the orchestrator does after a
 //! cold start with an empty state.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! A simulated population of encoder hosts and their churn: who they are, when they drop
 //! out, when they come back, and how many GOPs they botch on the way.
 //!

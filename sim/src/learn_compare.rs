@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The learned disconnect model ([`gopswarm_orchestrator::learn`]) against the hand-weighted
 //! stability score, on simulated hosts ([`crate::churn::history`]) the model never saw; and
 //! the tests of training on simulated history.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! gopswarm swarm simulator and benchmarks. It drives the real orchestrator
 //! (`gopswarm_orchestrator`) and is never imported by it:
 //!

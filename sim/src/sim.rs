@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Discrete-event swarm simulator: a simulated clock, the real [`Controller`] (placement,
 //! handoffs, re-deals on death, scores and tiers, peer swapping), up to a thousand simulated
 //! hosts from [`crate::churn`] that join, drop out, come back and leave, and demand from

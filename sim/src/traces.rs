@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Seeded synthetic encoding-demand traces for the swarm simulator and the forecast backtests.
 //!
 //! We have no production demand data, yet the forecaster and the capacity planner must be judged

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The shipped pipelines on sample media, checked with ffprobe/ffmpeg through the `gopswarm`
 //! library's QA.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Helpers shared by gopswarm's tests, written once. What lives where:
 //!
 //! - the crate root, with only std, GStreamer and the plugin behind it (what the plugin's own

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! A real swarm for tests: mosquitto started and stopped here, the orchestrator, a live source,
 //! encoder hosts and the merger as `gopswarm` processes, and an MQTT observer that records
 //! every message on the wire. Everything is on loopback and is killed when dropped.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 #!/usr/bin/env node
 // Plays an HLS playlist with hls.js in headless Chromium and prints, as one JSON object, what the
 // player did: frames decoded and dropped (getVideoPlaybackQuality), hls.js errors, media errors,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Sampled output quality of a host: every `every`-th GOP it encodes, the source frames of that
 //! GOP (as `gopselect` passed them, decoder pre-roll included) and the host's own encoded GOP
 //! are decoded off the streaming thread and compared at the profile's size: luma PSNR, the

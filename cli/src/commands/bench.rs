@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm bench`: CPU of the swarm against a single encoder, and the chunk path's throughput.
 
 use anyhow::Result;

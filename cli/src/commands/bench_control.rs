@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm bench-control`: the control plane's benchmarks.
 
 use anyhow::Result;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm chunks`: the chunk headers of a partial stream file.
 
 use anyhow::{Context, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm stream` and `gopswarm rolling-update`: commands to the orchestrator, published
 //! on its control topic over MQTT.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm demo`: the whole swarm on this machine.
 
 use anyhow::{Context, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm explain`: a host's scores and the arithmetic behind them.
 
 use anyhow::Result;

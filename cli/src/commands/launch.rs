@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm launch`: a gst-launch-1.0 pipeline description, run to EOS.
 
 #[derive(clap::Args)]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm learn`: the learned disconnect model, trained on the orchestrator's host history.
 
 use anyhow::Result;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm merge`: the merger daemon (`gopswarm-agents`), its summary printed at the end.
 
 use anyhow::{Context, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The CLI's own commands, one module each: its options (one `clap::Args` struct) and what it
 //! does. The daemons' options live next to the daemons, in `gopswarm-agents`.
 

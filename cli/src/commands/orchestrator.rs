@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm orchestrator`: the orchestrator service, configured from its flags.
 
 use anyhow::{Context, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm qa`: the local 3-way swarm on the sample media, every output checked.
 
 use anyhow::Result;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm simulate`: the swarm on a simulated clock, reactive against proactive policy.
 
 use anyhow::Result;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm pipeline`: list, describe, print and run the `.pipeline` descriptions
 //! (`pipelines/run` is a thin wrapper over it).
 

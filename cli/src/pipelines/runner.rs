@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Running a bound pipeline description to its end under a watchdog, with `gopswarm launch`
 //! in this process or with the stock `gst-launch-1.0 -e`.
 

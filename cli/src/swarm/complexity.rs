@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Content complexity of a source, ITU-T P.910 style: spatial information (SI, the standard
 //! deviation of the Sobel-filtered luma) and temporal information (TI, the standard deviation of
 //! the luma difference to the previous frame), the maximum over sampled frames. Frames are

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm demo`: the whole swarm on one machine. Embedded MQTT broker and orchestrator (in
 //! this process), a live-looped sample clip served by `gopswarm source`, encoder hosts as
 //! separate `gopswarm host` processes, and the merger. Part-way through it SIGKILLs a host

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm explain`: what the orchestrator thinks of a host and why, and which tasks the host
 //! refused or lost to an error. Reads the retained `host/{host}/score` messages (scores, tier,
 //! slot allowance and the arithmetic behind them) and `host/{host}/applied` (the host's own

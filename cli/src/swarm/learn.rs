@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm learn`: train the learned disconnect model on the host history the
 //! orchestrator persisted, report its AUC against the hand-weighted stability score on hosts
 //! held out of training, and write the model for `gopswarm orchestrator --disconnect-model`.

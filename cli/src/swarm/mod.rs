@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The swarm commands of the CLI: the demo that runs every role on this machine, complexity
 //! measurement, explanations of scores, the disconnect model, the simulator's report. The
 //! roles themselves (source, host, merger) are in `gopswarm-agents`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `gopswarm simulate`: the swarm simulator's two policies side by side, a report and plots
 //! (predicted vs actual demand, hosts online, overloaded hosts over time) as SVG.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! A swarm timeline as SVG: one row per host, one cell per GOP that reached the merger
 //! (solid: the primary copy, pale: a redundant copy), the layout epochs as vertical lines
 //! (re-deals after a death, handoffs), and the killed host marked.

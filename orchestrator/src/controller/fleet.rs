@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The swarm's view of its hosts: what the controller measures and remembers of each host
 //! (round trips over MQTT, encode speed, history), their scores and tiers
 //! ([`crate::score`]), and peer swapping: a slot holder that falls to bronze has its slots

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The GOP-boundary handoff of one slot (prepare, commit, drain; abort when the new host is
 //! not ready in time) and the command acks that drive it.
 

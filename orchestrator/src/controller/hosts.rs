@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Hosts and presence: what the registry keeps of a host, births, deaths (last wills and
 //! missed heartbeats), heartbeats, cordons, the free-host index used for placement, and what
 //! becomes of a lost host's slots.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Layouts and placement: which hosts a (stream, profile) gets, preparing newcomers and
 //! committing a layout at a safe GOP, growing, shrinking, migrating to another encoder
 //! version and emptying a host.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The swarm controller: host registry, slot assignment, failure handling and the GOP-boundary
 //! handoff protocol, as a pure state machine. It takes decoded messages and clock ticks and
 //! returns the messages to publish; the service (`crate::service`) does the I/O and the store.
