@@ -42,7 +42,7 @@ case "${1:-}" in
   "") ;;
   --check) CHECK_ONLY=1 ;;
   -h | --help)
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    awk 'NR > 2 && /^#/ { sub(/^# ?/, ""); print; next } NR > 2 { exit }' "$0"
     exit 0
     ;;
   *)
