@@ -497,7 +497,7 @@ impl LiveBalancer {
             .filter(|a| {
                 a.stream.as_deref() == Some(stream)
                     && t_ms >= a.start_unix_ms
-                    && t_ms < a.start_unix_ms + (a.duration_s * 1000.0) as u64
+                    && t_ms < a.end_unix_ms()
             })
             .fold((0.0, 0.0), |(s, v), a| {
                 (s + a.slots as f64, v + a.expected_viewers)
@@ -522,8 +522,7 @@ impl LiveBalancer {
     /// hosts on it. Returns the moves started.
     pub fn step(&mut self, c: &mut Controller, now: Instant, now_ms: u64) -> Vec<Move> {
         let step_ms = self.step.as_millis() as u64;
-        self.announced
-            .retain(|a| now_ms < a.start_unix_ms + (a.duration_s * 1000.0) as u64);
+        self.announced.retain(|a| now_ms < a.end_unix_ms());
         let layouts = Self::layouts(c);
         let mut stream_now: BTreeMap<String, f64> = BTreeMap::new();
         for ((s, _), n) in &layouts {

@@ -336,7 +336,7 @@ impl Scaler {
             .iter()
             .filter(|a| {
                 t_ms >= a.start_unix_ms
-                    && t_ms < a.start_unix_ms + (a.duration_s * 1000.0) as u64
+                    && t_ms < a.end_unix_ms()
                     && !a.stream.as_ref().is_some_and(|s| c.streams.contains_key(s))
             })
             .fold((0.0, 0.0), |(slots, viewers), a| {

@@ -8,6 +8,7 @@ use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence};
 use gopswarm_proto::*;
 use rumqttc::QoS;
 use std::path::PathBuf;
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -391,7 +392,7 @@ impl Service {
             let outs = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
-                    let mut c = controller.lock().unwrap();
+                    let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                     if connected {
                         let now = Instant::now();
                         c.tick(now);
@@ -415,7 +416,7 @@ impl Service {
                     c.take_out()
                 }
                 _ = scoring.tick() => {
-                    let mut c = controller.lock().unwrap();
+                    let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                     if connected {
                         let now = Instant::now();
                         c.rescore(now);
@@ -431,7 +432,7 @@ impl Service {
                     c.take_out()
                 }
                 _ = forecast_tick.tick() => {
-                    let mut c = controller.lock().unwrap();
+                    let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                     let now_ms = unix_ms();
                     let viewers_now = scaler.as_ref().map_or(0.0, |s| s.announced_at(&c, now_ms).1);
                     if let Err(e) = live_forecast.step(&registry, &c, viewers_now) {
@@ -462,7 +463,7 @@ impl Service {
                     c.take_out()
                 }
                 Some((job, result)) = jobs_done.recv() => {
-                    let mut c = controller.lock().unwrap();
+                    let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Err(e) = &result {
                         tracing::error!("provisioner: {job:?} failed: {e}");
                     }
@@ -477,11 +478,11 @@ impl Service {
                         LinkEvent::Connected { session_present, .. } => {
                             tracing::info!("connected to the broker (session present: {session_present})");
                             connected = true;
-                            controller.lock().unwrap().grace(Instant::now());
+                            controller.lock().unwrap_or_else(PoisonError::into_inner).grace(Instant::now());
                             if !session_present {
                                 // The broker lost its retained state (restart without
                                 // persistence): publish every desired state again.
-                                let mut c = controller.lock().unwrap();
+                                let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                                 c.republish();
                                 c.take_out()
                             } else {
@@ -495,7 +496,7 @@ impl Service {
                         }
                         LinkEvent::Message(p) => {
                             let now = Instant::now();
-                            let mut c = controller.lock().unwrap();
+                            let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                             match decode_publish(&p.topic, &p.payload) {
                                 Ok(Inbound::Birth(b)) => c.on_birth(b, now),
                                 Ok(Inbound::Death(d)) => c.on_death(d, now),

@@ -515,6 +515,19 @@ pub struct EventAnnouncement {
     pub expected_viewers: f64,
 }
 
+/// The longest event an announcement may describe (a week): longer ones are refused, so the
+/// end time never overflows.
+pub const MAX_EVENT_DURATION_S: f64 = 7.0 * 24.0 * 3600.0;
+
+impl EventAnnouncement {
+    /// When it ends, in Unix milliseconds (saturating: a start near `u64::MAX` from the network
+    /// never overflows).
+    pub fn end_unix_ms(&self) -> u64 {
+        self.start_unix_ms
+            .saturating_add((self.duration_s.clamp(0.0, MAX_EVENT_DURATION_S) * 1000.0) as u64)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrchestratorStatus {
     pub online: bool,
@@ -691,8 +704,14 @@ impl Message for StreamCommand {
                 if let Some(s) = &event.stream {
                     check_ids(&[s])?;
                 }
-                if !(event.duration_s.is_finite() && event.duration_s > 0.0) {
-                    return Err(format!("event duration {} s", event.duration_s));
+                if !(event.duration_s.is_finite()
+                    && event.duration_s > 0.0
+                    && event.duration_s <= MAX_EVENT_DURATION_S)
+                {
+                    return Err(format!(
+                        "event duration {} s (must be above 0 and at most {MAX_EVENT_DURATION_S} s)",
+                        event.duration_s
+                    ));
                 }
                 if !(event.expected_viewers.is_finite() && event.expected_viewers >= 0.0) {
                     return Err(format!("expected viewers {}", event.expected_viewers));

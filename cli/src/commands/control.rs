@@ -52,7 +52,8 @@ enum StreamOp {
         #[arg(long)]
         id: String,
     },
-    /// Announce an event: the scaler (orchestrator --autoscale) provisions for it ahead
+    /// Announce an event: proactive balancing moves slots off hosts it would overload before
+    /// it starts, and the scaler (orchestrator --autoscale) provisions hosts for it ahead
     Announce {
         /// Event id
         #[arg(long)]
@@ -159,6 +160,10 @@ pub fn stream(o: StreamOptions) -> Result<()> {
             slots,
             viewers,
         } => {
+            anyhow::ensure!(
+                starts_in.is_finite() && starts_in >= 0.0,
+                "--in {starts_in}: seconds from now until the event starts, 0 or more"
+            );
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64;
@@ -166,7 +171,7 @@ pub fn stream(o: StreamOptions) -> Result<()> {
                 event: EventAnnouncement {
                     id,
                     stream,
-                    start_unix_ms: now_ms + (starts_in.max(0.0) * 1000.0) as u64,
+                    start_unix_ms: now_ms.saturating_add((starts_in * 1000.0) as u64),
                     duration_s: duration,
                     slots,
                     expected_viewers: viewers,

@@ -134,11 +134,16 @@ impl OrchestratorOptions {
                 Box::new(spawner)
             }
         };
+        let cooldown = seconds(self.scale_cooldown).context("--scale-cooldown")?;
+        anyhow::ensure!(
+            self.forecast_horizon >= 1,
+            "--forecast-horizon 0: the forecast must look at least 1 step ahead"
+        );
         let scaler = self
             .autoscale
             .then(|| gopswarm_orchestrator::rollout::ScalerConfig {
                 max_hosts: self.max_hosts,
-                cooldown: std::time::Duration::from_secs_f64(self.scale_cooldown.max(0.0)),
+                cooldown,
                 ..Default::default()
             });
         Ok(ServiceOptions {
@@ -156,7 +161,7 @@ impl OrchestratorOptions {
             provisioner: Some(provisioner),
             scaler,
             forecast_step: seconds(self.forecast_step)?,
-            forecast_horizon: self.forecast_horizon.max(1),
+            forecast_horizon: self.forecast_horizon,
             rollout_timeout,
             proactive: (!self.no_proactive).then(Default::default),
         })

@@ -185,7 +185,14 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
     );
     // Wait for the hosts' births, then add the stream through MQTT like any client would.
     let t0 = Instant::now();
-    while service.controller.lock().unwrap().hosts.len() < host_ids.len() {
+    while service
+        .controller
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .hosts
+        .len()
+        < host_ids.len()
+    {
         if t0.elapsed() > Duration::from_secs(20) {
             bail!("hosts did not join within 20 s (see {})", logs.display());
         }
@@ -241,7 +248,10 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
         while ctl.events.try_recv().is_ok() {}
         let el = start.elapsed();
         let (layout, alive) = {
-            let c = service.controller.lock().unwrap();
+            let c = service
+                .controller
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let layout = c
                 .streams
                 .get("demo")
@@ -326,7 +336,10 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
         serde_json::to_string_pretty(&summary)?,
     )?;
     let (handoffs, history) = {
-        let c = service.controller.lock().unwrap();
+        let c = service
+            .controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let history: Vec<(u64, u64, Vec<String>)> = c
             .streams
             .get("demo")
