@@ -97,6 +97,17 @@ pub struct OrchestratorOptions {
 impl OrchestratorOptions {
     /// The service's options from the flags: every flag maps into them here and nowhere else.
     /// `broker` is the broker the service and the hosts it starts connect to.
+    /// Values clap cannot check alone, refused before anything starts.
+    fn check(&self) -> Result<()> {
+        seconds(self.scale_cooldown).context("--scale-cooldown")?;
+        seconds(self.forecast_step).context("--forecast-step")?;
+        anyhow::ensure!(
+            self.forecast_horizon >= 1,
+            "--forecast-horizon 0: the forecast must look at least 1 step ahead"
+        );
+        Ok(())
+    }
+
     fn service_options(self, broker: String) -> Result<ServiceOptions> {
         let broker_url =
             gopswarm_proto::link::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
@@ -135,10 +146,6 @@ impl OrchestratorOptions {
             }
         };
         let cooldown = seconds(self.scale_cooldown).context("--scale-cooldown")?;
-        anyhow::ensure!(
-            self.forecast_horizon >= 1,
-            "--forecast-horizon 0: the forecast must look at least 1 step ahead"
-        );
         let scaler = self
             .autoscale
             .then(|| gopswarm_orchestrator::rollout::ScalerConfig {
@@ -178,6 +185,7 @@ fn tiers(json: &str) -> Result<TierConfig, String> {
 /// Runs the orchestrator (and the embedded broker, unless `--broker` names one) until a signal.
 pub fn run(mut o: OrchestratorOptions) -> Result<()> {
     daemon::init_logging();
+    o.check()?;
     gopswarm::run::init();
     let broker = match o.broker.take() {
         Some(b) => b,
