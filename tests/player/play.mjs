@@ -1,5 +1,5 @@
-// SPDX-License-Identifier: MPL-2.0
 #!/usr/bin/env node
+// SPDX-License-Identifier: MPL-2.0
 // Plays an HLS playlist with hls.js in headless Chromium and prints, as one JSON object, what the
 // player did: frames decoded and dropped (getVideoPlaybackQuality), hls.js errors, media errors,
 // stalls, and whether playback reached the end. Test support for gopswarm; nothing here is
