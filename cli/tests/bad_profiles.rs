@@ -103,16 +103,6 @@ fn stream_add_refuses_a_bad_profile_and_publishes_nothing() {
     assert_eq!(stream.profiles[0].spec, SPEC);
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn host_refuses_a_bad_profile_from_the_wire_and_keeps_its_good_stream() {
     let _serial = serial();

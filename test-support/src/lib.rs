@@ -204,3 +204,16 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// The raw HTTP/1.1 response (head and body) to `GET path` on a loopback port, read until the
+/// server closes; 5 s read timeout.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

@@ -6,7 +6,7 @@
 //! The `gopswarm` binary is the one cargo builds for the `gopswarm` package's integration
 //! tests, found in [`build_dir`].
 
-pub use crate::{Mosquitto, free_port, wait_port};
+pub use crate::{Mosquitto, free_port, http_get, wait_port};
 use crate::{build_dir, kill_and_reap, media_dir};
 use gopswarm_proto::*;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
