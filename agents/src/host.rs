@@ -108,21 +108,38 @@ struct SrtServer {
 
 impl SrtServer {
     fn start(endpoint: &str) -> Result<SrtServer> {
-        let rest = endpoint
-            .strip_prefix("srt://")
-            .with_context(|| format!("--srt-listen {endpoint:?}: expected srt://ip:port"))?;
-        let (host, port) = rest
-            .rsplit_once(':')
-            .with_context(|| format!("--srt-listen {endpoint:?} has no port"))?;
-        let pipeline = crate::pipeline::parse(&format!(
-            "appsrc name=src is-live=true format=bytes block=false max-bytes=64000000 \
-             ! srtsink uri=srt://{host}:{port}?mode=listener wait-for-connection=false sync=false latency=200"
-        ))
-        .context("SRT server pipeline")?;
-        let src = crate::pipeline::by_name::<gst_app::AppSrc>(&pipeline, "src");
-        src.set_caps(Some(&gst::Caps::new_empty_simple(
-            "application/x-gopswarm-stream",
-        )));
+        let endpoint = gopswarm_proto::check_srt_endpoint(endpoint)
+            .map_err(|e| anyhow!("--srt-listen: {e}"))?;
+        use crate::pipeline::make;
+        let src = make(
+            "appsrc",
+            &[
+                ("is-live", true.to_value()),
+                ("block", false.to_value()),
+                ("max-bytes", 64_000_000u64.to_value()),
+                (
+                    "caps",
+                    gst::Caps::new_empty_simple("application/x-gopswarm-stream").to_value(),
+                ),
+            ],
+        )?;
+        src.set_property_from_str("format", "bytes");
+        let sink = make(
+            "srtsink",
+            &[
+                // The mode goes in the URI: srtsink 1.22 ignores a `mode` property set after it.
+                (
+                    "uri",
+                    format!("srt://{}:{}?mode=listener", endpoint.host, endpoint.port).to_value(),
+                ),
+                ("wait-for-connection", false.to_value()),
+                ("sync", false.to_value()),
+                ("latency", 200i32.to_value()),
+            ],
+        )?;
+        let pipeline =
+            crate::pipeline::chain(&[src.clone(), sink]).context("SRT server pipeline")?;
+        let src = crate::pipeline::downcast::<gst_app::AppSrc>(&src);
         pipeline
             .set_state(gst::State::Playing)
             .context("starting the SRT listener")?;
@@ -167,16 +184,6 @@ struct Runner {
 /// Frames to let through after a drained slot's last GOP (gopselect's default max-reorder).
 const DRAIN_REORDER_FRAMES: u64 = 16;
 
-fn parse_source(url: &str) -> Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("gdp+tcp://")
-        .with_context(|| format!("source {url:?}: expected gdp+tcp://host:port"))?;
-    let (h, p) = rest
-        .rsplit_once(':')
-        .with_context(|| format!("source {url:?} has no port"))?;
-    Ok((h.to_string(), p.parse().context("source port")?))
-}
-
 /// `gopselect`'s atomic `assignment` for a task.
 fn assignment_for(task: &Task) -> gst::Structure {
     let assignment = gst::Structure::builder("assignment");
@@ -203,32 +210,64 @@ impl Runner {
         throttle_fps: Option<f64>,
         psnr_every: u64,
     ) -> Result<Runner> {
-        let (src_host, src_port) = parse_source(&task.source)?;
-        // A slow host: every frame waits before selection, so the host falls behind real time.
-        let throttle = throttle_fps
-            .filter(|f| *f > 0.0)
-            .map(|f| format!("identity sleep-time={} ! ", (1e6 / f) as u64))
-            .unwrap_or_default();
-        let pipeline = crate::pipeline::parse(&format!(
-            "tcpclientsrc host={src_host} port={src_port} ! gdpdepay ! h264parse \
-             ! video/x-h264,alignment=au ! {throttle}gopselect name=sel gop-duration={} \
-             ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
-             ! profileenc name=enc ! partialpay name=pay ! appsink name=out sync=false",
-            task.gop_ns
-        ))
-        .context("host pipeline")?;
-        let select = pipeline.by_name("sel").unwrap();
-        // The spec comes from the network: parsed (and checked) here, a bad one refuses the task.
+        // The source and the profile come from the network: both parsed strictly here (a bad
+        // one refuses the task), and the pipeline is built from typed elements.
+        let source = gopswarm_proto::check_source(&task.source).map_err(|e| anyhow!(e))?;
         let profile = crate::pipeline::check_profile(&task.profile_spec).map_err(|e| anyhow!(e))?;
-        pipeline
-            .by_name("enc")
-            .unwrap()
-            .set_property("profile", profile.to_structure());
-        let pay = pipeline.by_name("pay").unwrap();
-        pay.set_property("stream-id", &task.stream);
-        pay.set_property("profile-id", &task.profile);
-        pay.set_property("host-id", host);
-        let sink = crate::pipeline::by_name::<gst_app::AppSink>(&pipeline, "out");
+        use crate::pipeline::make;
+        let mut elements = vec![
+            make(
+                "tcpclientsrc",
+                &[
+                    ("host", source.host_name().to_value()),
+                    ("port", i32::from(source.port).to_value()),
+                ],
+            )?,
+            make("gdpdepay", &[])?,
+            make("h264parse", &[])?,
+            crate::pipeline::caps_filter(
+                gst::Caps::builder("video/x-h264")
+                    .field("alignment", "au")
+                    .build(),
+            )?,
+        ];
+        // A slow host: every frame waits before selection, so the host falls behind real time.
+        if let Some(fps) = throttle_fps.filter(|f| *f > 0.0) {
+            elements.push(make(
+                "identity",
+                &[("sleep-time", ((1e6 / fps) as u32).to_value())],
+            )?);
+        }
+        let select = make("gopselect", &[("gop-duration", task.gop_ns.to_value())])?;
+        let enc = make(
+            "profileenc",
+            &[("profile", profile.to_structure().to_value())],
+        )?;
+        let pay = make(
+            "partialpay",
+            &[
+                ("stream-id", task.stream.to_value()),
+                ("profile-id", task.profile.to_value()),
+                ("host-id", host.to_value()),
+            ],
+        )?;
+        let out = make("appsink", &[("sync", false.to_value())])?;
+        elements.extend([
+            select.clone(),
+            make(
+                "queue",
+                &[
+                    ("max-size-buffers", 0u32.to_value()),
+                    ("max-size-bytes", 0u32.to_value()),
+                    ("max-size-time", 10_000_000_000u64.to_value()),
+                ],
+            )?,
+            enc,
+            pay,
+            out.clone(),
+        ]);
+        let pipeline = crate::pipeline::chain(&elements).context("host pipeline")?;
+        let sink = crate::pipeline::downcast::<gst_app::AppSink>(&out);
         let (stream, profile) = (task.stream.clone(), task.profile.clone());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()

@@ -127,21 +127,39 @@ fn pull_srt(
 ) {
     use std::sync::atomic::Ordering;
     std::thread::spawn(move || {
-        let Some(rest) = endpoint.strip_prefix("srt://") else {
-            tracing::warn!("merge: {host} has SRT endpoint {endpoint:?}: not srt://ip:port");
-            return;
+        // The endpoint came in a host's birth: parsed strictly, the pipeline built from typed
+        // elements (a crafted endpoint cannot add elements).
+        let endpoint = match gopswarm_proto::check_srt_endpoint(&endpoint) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("merge: {host}: {e}");
+                return;
+            }
+        };
+        let caller = || -> Result<(gst::Pipeline, gst_app::AppSink)> {
+            use crate::pipeline::make;
+            let src = make(
+                "srtsrc",
+                &[
+                    (
+                        "uri",
+                        format!("srt://{}:{}?mode=caller", endpoint.host, endpoint.port).to_value(),
+                    ),
+                    ("latency", 200i32.to_value()),
+                ],
+            )?;
+            let out = make("appsink", &[("sync", false.to_value())])?;
+            let pipeline = crate::pipeline::chain(&[src, out.clone()])?;
+            Ok((pipeline, crate::pipeline::downcast(&out)))
         };
         while !stop.load(Ordering::Relaxed) {
-            let pipeline = match crate::pipeline::parse(&format!(
-                "srtsrc uri=srt://{rest}?mode=caller latency=200 ! appsink name=out sync=false"
-            )) {
+            let (pipeline, sink) = match caller() {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!("merge: SRT pipeline for {host}: {e}");
+                    tracing::error!("merge: SRT pipeline for {host}: {e:#}");
                     return;
                 }
             };
-            let sink = crate::pipeline::by_name::<gst_app::AppSink>(&pipeline, "out");
             let _ = pipeline.set_state(gst::State::Playing);
             let mut deframer = gopswarm_chunk::Deframer::default();
             let bus = pipeline.bus().unwrap();
@@ -251,20 +269,64 @@ impl Merger {
         crate::pipeline::prepare_out(out)?;
         let mp4 = format!("{}.mp4", out.display());
         let hls = format!("{}-hls", out.display());
-        let pipeline = crate::pipeline::parse(&format!(
-            "appsrc name=src format=time is-live=false max-bytes=0 ! partialdepay \
-             ! gopmerge name=merge inputs-by-host=true start-gop={start_gop} latency={latency} ! tee name=v \
-             v. ! queue ! h264parse ! mp4mux ! filesink location=\"{mp4}\" \
-             v. ! queue ! h264parse ! hlssink2 target-duration={} playlist-length=0 max-files=0 \
-                location=\"{hls}/segment%05d.ts\" playlist-location=\"{hls}/index.m3u8\"",
-            (gop_ns / 1_000_000_000).max(1)
-        ))
+        use crate::pipeline::{chain, make};
+        let src = make(
+            "appsrc",
+            &[
+                ("is-live", false.to_value()),
+                ("max-bytes", 0u64.to_value()),
+                (
+                    "caps",
+                    gst::Caps::new_empty_simple("application/x-gopswarm-stream").to_value(),
+                ),
+            ],
+        )?;
+        src.set_property_from_str("format", "time");
+        let merge = make(
+            "gopmerge",
+            &[
+                ("inputs-by-host", true.to_value()),
+                ("start-gop", start_gop.to_value()),
+                ("latency", latency.to_value()),
+            ],
+        )?;
+        let tee = make("tee", &[])?;
+        let pipeline = chain(&[
+            src.clone(),
+            make("partialdepay", &[])?,
+            merge.clone(),
+            tee.clone(),
+        ])
         .context("merger pipeline")?;
-        let src = crate::pipeline::by_name::<gst_app::AppSrc>(&pipeline, "src");
-        src.set_caps(Some(&gst::Caps::new_empty_simple(
-            "application/x-gopswarm-stream",
-        )));
-        let merge = pipeline.by_name("merge").unwrap();
+        let mp4_branch = [
+            make("queue", &[])?,
+            make("h264parse", &[])?,
+            make("mp4mux", &[])?,
+            make("filesink", &[("location", mp4.to_value())])?,
+        ];
+        let hls_branch = [
+            make("queue", &[])?,
+            make("h264parse", &[])?,
+            make(
+                "hlssink2",
+                &[
+                    (
+                        "target-duration",
+                        ((gop_ns / 1_000_000_000).max(1) as u32).to_value(),
+                    ),
+                    ("playlist-length", 0u32.to_value()),
+                    ("max-files", 0u32.to_value()),
+                    ("location", format!("{hls}/segment%05d.ts").to_value()),
+                    ("playlist-location", format!("{hls}/index.m3u8").to_value()),
+                ],
+            )?,
+        ];
+        for branch in [&mp4_branch[..], &hls_branch[..]] {
+            pipeline.add_many(branch).context("merger outputs")?;
+            gst::Element::link_many(branch).context("merger outputs")?;
+            tee.link(&branch[0]).context("merger outputs")?;
+        }
+        let src = crate::pipeline::downcast::<gst_app::AppSrc>(&src);
         pipeline.set_state(gst::State::Playing)?;
         Ok(Merger {
             pipeline,

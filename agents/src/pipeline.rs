@@ -40,6 +40,49 @@ pub fn parse(description: &str) -> Result<gst::Pipeline> {
         .map_err(|_| anyhow::anyhow!("not a pipeline"))
 }
 
+/// One element with typed properties. Every pipeline that carries anything from the network
+/// (a source address, an SRT endpoint) is built from these, never from a description string,
+/// so nothing that came over the wire is ever parsed as pipeline syntax.
+pub fn make(factory: &str, props: &[(&str, gst::glib::Value)]) -> Result<gst::Element> {
+    init();
+    let element = gst::ElementFactory::make(factory)
+        .build()
+        .with_context(|| format!("GStreamer element {factory} is not installed"))?;
+    for (name, value) in props {
+        let pspec = element
+            .find_property(name)
+            .with_context(|| format!("{factory} has no property {name}"))?;
+        // Numbers convert between widths as GLib does (a u64 for a gint64 property); other
+        // mismatches are our mistake, reported rather than panicking.
+        let value = value
+            .transform_with_type(pspec.value_type())
+            .map_err(|_| anyhow::anyhow!("{factory}.{name}: a {} does not fit", value.type_()))?;
+        element.set_property_from_value(name, &value);
+    }
+    Ok(element)
+}
+
+/// `caps` as a capsfilter.
+pub fn caps_filter(caps: gst::Caps) -> Result<gst::Element> {
+    make("capsfilter", &[("caps", caps.to_value())])
+}
+
+/// A pipeline of `elements` linked in order.
+pub fn chain(elements: &[gst::Element]) -> Result<gst::Pipeline> {
+    let pipeline = gst::Pipeline::new();
+    pipeline.add_many(elements).context("adding elements")?;
+    gst::Element::link_many(elements).context("linking elements")?;
+    Ok(pipeline)
+}
+
+/// `element` as `T` (an element we made ourselves).
+pub fn downcast<T: IsA<gst::Element>>(element: &gst::Element) -> T {
+    element
+        .clone()
+        .downcast::<T>()
+        .unwrap_or_else(|_| panic!("element {} has another type", element.name()))
+}
+
 /// Build a pipeline from `gst-launch-1.0` argv words (as `gopswarm::pipelines` expands them),
 /// the way gst-launch-1.0 does: each word stays one word, spaces included.
 pub fn parse_words(words: &[String]) -> Result<gst::Pipeline> {

@@ -41,22 +41,64 @@ pub fn serve(opts: &SourceOptions, progress: bool) -> Result<()> {
     if !opts.clip.exists() {
         bail!("clip {} not found", opts.clip.display());
     }
-    let reader = crate::pipeline::parse(&format!(
-        "filesrc location=\"{}\" ! qtdemux ! h264parse config-interval=-1 \
-         ! video/x-h264,stream-format=byte-stream,alignment=au \
-         ! appsink name=frames sync=false max-buffers=64",
-        opts.clip.display()
-    ))
+    // Built from typed elements: a clip path or listen address with quotes or `!` in it is a
+    // path or an address, never pipeline syntax.
+    use crate::pipeline::{caps_filter, chain, make};
+    let frames = make(
+        "appsink",
+        &[
+            ("sync", false.to_value()),
+            ("max-buffers", 64u32.to_value()),
+        ],
+    )?;
+    let demux = make("qtdemux", &[])?;
+    let parse = make("h264parse", &[("config-interval", (-1i32).to_value())])?;
+    let reader = chain(&[
+        make("filesrc", &[("location", opts.clip.to_value())])?,
+        demux.clone(),
+    ])
     .context("clip reader")?;
-    let frames = crate::pipeline::by_name::<gst_app::AppSink>(&reader, "frames");
+    let tail = [
+        parse.clone(),
+        caps_filter(
+            gst::Caps::builder("video/x-h264")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+        )?,
+        frames.clone(),
+    ];
+    reader.add_many(&tail).context("clip reader")?;
+    gst::Element::link_many(&tail).context("clip reader")?;
+    // qtdemux's pads appear once it has read the file: link its video pad then.
+    let parse_sink = parse.static_pad("sink").context("h264parse sink pad")?;
+    demux.connect_pad_added(move |_, pad| {
+        if pad.name().starts_with("video") && !parse_sink.is_linked() {
+            let _ = pad.link(&parse_sink);
+        }
+    });
+    let frames = crate::pipeline::downcast::<gst_app::AppSink>(&frames);
     frames.set_property("wait-on-eos", false);
-    let server = crate::pipeline::parse(&format!(
-        "appsrc name=src is-live=true format=time block=true max-bytes=8000000 \
-         ! gdppay ! tcpserversink name=sink host={} port={} sync=true sync-method=latest-keyframe",
-        opts.listen_host, opts.port
-    ))
-    .context("server pipeline")?;
-    let src = crate::pipeline::by_name::<gst_app::AppSrc>(&server, "src");
+    let src = make(
+        "appsrc",
+        &[
+            ("is-live", true.to_value()),
+            ("block", true.to_value()),
+            ("max-bytes", 8_000_000u64.to_value()),
+        ],
+    )?;
+    src.set_property_from_str("format", "time");
+    let sink = make(
+        "tcpserversink",
+        &[
+            ("host", opts.listen_host.to_value()),
+            ("port", i32::from(opts.port).to_value()),
+            ("sync", true.to_value()),
+        ],
+    )?;
+    sink.set_property_from_str("sync-method", "latest-keyframe");
+    let server = chain(&[src.clone(), make("gdppay", &[])?, sink]).context("server pipeline")?;
+    let src = crate::pipeline::downcast::<gst_app::AppSrc>(&src);
     reader.set_state(gst::State::Playing)?;
     // The first frame's running time is TIMELINE_START: make that "now" for the clock sync,
     // so the stream starts at once instead of TIMELINE_START later.

@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod endpoint;
 pub mod link;
+
+use endpoint::{Endpoint, Scheme};
 
 /// The protocol version this build speaks; the `v` field of every JSON payload.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -315,7 +318,7 @@ pub struct Task {
     pub profile: String,
     /// `profileenc` profile (GstStructure syntax).
     pub profile_spec: String,
-    /// Source URL (`gdp+tcp://host:port` from `gopswarm source`, or a file path).
+    /// Source URL: `gdp+tcp://host:port` from `gopswarm source` (checked by [`check_source`]).
     pub source: String,
     pub role: TaskRole,
     pub slot_index: u32,
@@ -564,16 +567,27 @@ fn check_task(t: &Task) -> Result<(), String> {
     if t.gop_ns < 1_000_000 {
         return Err(format!("gop_ns {}", t.gop_ns));
     }
+    check_source(&t.source)?;
     check_chunk_sink(&t.chunk_sink)
 }
 
 fn check_chunk_sink(sink: &Option<String>) -> Result<(), String> {
-    match sink {
-        Some(s) if !(s.starts_with("tcp://") || s == "srt") || s.len() > 256 => Err(format!(
-            "chunk sink {s:?}: expected tcp://host:port (push to a merger) or srt (hosts serve, the merger pulls)"
-        )),
-        _ => Ok(()),
+    match sink.as_deref() {
+        None | Some("srt") => Ok(()),
+        Some(s) => Endpoint::parse(s, &[Scheme::Tcp]).map(|_| ()).map_err(|e| {
+            format!("chunk sink: {e} (tcp://host:port pushes to a merger; srt: hosts serve, the merger pulls)")
+        }),
     }
+}
+
+/// A stream's source: the `gdp+tcp://host:port` feed of `gopswarm source`.
+pub fn check_source(source: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(source, &[Scheme::GdpTcp]).map_err(|e| format!("source: {e}"))
+}
+
+/// A host's SRT listener: `srt://host:port`.
+pub fn check_srt_endpoint(endpoint: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(endpoint, &[Scheme::Srt]).map_err(|e| format!("SRT endpoint: {e}"))
 }
 
 fn check_status(t: &TaskStatus) -> Result<(), String> {
@@ -582,7 +596,11 @@ fn check_status(t: &TaskStatus) -> Result<(), String> {
 
 impl Message for Birth {
     fn validate(&self) -> Result<(), String> {
-        check_ids(&[&self.host])
+        check_ids(&[&self.host])?;
+        match &self.capabilities.srt_endpoint {
+            Some(e) => check_srt_endpoint(e).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 impl Message for Death {
@@ -640,9 +658,7 @@ impl Message for StreamDef {
         if self.gop_ns < 100_000_000 {
             return Err(format!("gop_ns {} below 100 ms", self.gop_ns));
         }
-        if self.source.is_empty() {
-            return Err("empty source".into());
-        }
+        check_source(&self.source)?;
         if self.slots == Some(0) {
             return Err("0 slots".into());
         }

@@ -133,6 +133,10 @@ pub fn stream(o: StreamOptions) -> Result<()> {
                 complexity: None,
                 chunk_sink: chunks,
             };
+            // Refused before anything connects to the source.
+            stream
+                .validate()
+                .map_err(|e| anyhow::anyhow!("stream refused: {e}"))?;
             if !no_measure && (slots.is_none() || redundancy.is_none()) {
                 let c = gopswarm::swarm::complexity::measure(
                     &stream.source,

@@ -61,27 +61,43 @@ pub fn measure(
     timeout: Duration,
 ) -> Result<ContentComplexity> {
     crate::run::init();
-    let input = match source.strip_prefix("gdp+tcp://") {
-        Some(rest) => {
-            let (h, p) = rest
-                .rsplit_once(':')
-                .with_context(|| format!("source {source:?} has no port"))?;
-            format!("tcpclientsrc host={h} port={p} ! gdpdepay")
+    use gopswarm_agents::pipeline::make;
+    // The source is an address or a path, never pipeline syntax: its elements get it as typed
+    // properties; only our own constant text below is parsed.
+    let input = if source.contains("://") {
+        let endpoint = gopswarm_proto::check_source(source).map_err(anyhow::Error::msg)?;
+        vec![
+            make(
+                "tcpclientsrc",
+                &[
+                    ("host", endpoint.host_name().to_value()),
+                    ("port", i32::from(endpoint.port).to_value()),
+                ],
+            )?,
+            make("gdpdepay", &[])?,
+        ]
+    } else {
+        if !std::path::Path::new(source).exists() {
+            bail!("source {source} not found");
         }
-        None => {
-            if !std::path::Path::new(source).exists() {
-                bail!("source {source} not found");
-            }
-            format!("filesrc location=\"{source}\"")
-        }
+        vec![make("filesrc", &[("location", source.to_value())])?]
     };
-    let pipeline = crate::run::parse(&format!(
-        "{input} ! decodebin ! videoconvert ! videoscale \
-         ! video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT},pixel-aspect-ratio=1/1 \
-         ! appsink name=out sync=false max-buffers=8"
-    ))
+    let analysis = gst::parse::bin_from_description(
+        &format!(
+            "decodebin ! videoconvert ! videoscale \
+             ! video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT},pixel-aspect-ratio=1/1 \
+             ! appsink name=out sync=false max-buffers=8"
+        ),
+        true,
+    )
     .context("complexity pipeline")?;
-    let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
+    let pipeline = gopswarm_agents::pipeline::chain(&input)?;
+    pipeline.add(&analysis)?;
+    input.last().unwrap().link(&analysis)?;
+    let sink = analysis
+        .by_name("out")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .context("complexity pipeline has no appsink")?;
     pipeline.set_state(gst::State::Playing)?;
     let deadline = std::time::Instant::now() + timeout;
     let (mut si, mut ti, mut n, mut index) = (0f64, 0f64, 0u32, 0u64);
