@@ -112,7 +112,7 @@ impl OrchestratorOptions {
         let broker_url =
             gopswarm_proto::link::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
         let keepalive = seconds(self.keepalive)?;
-        let cfg = gopswarm_orchestrator::Config {
+        let cfg = gopswarm_orchestrator::controller::Config {
             keepalive,
             dead_after: keepalive * 3 / 2,
             switch_margin_gops: self.switch_margin,

@@ -4,7 +4,7 @@
 //! held out of training, and write the model for `gopswarm orchestrator --disconnect-model`.
 
 use anyhow::{Context, Result, bail};
-use gopswarm_orchestrator::fleet::HistorySample;
+use gopswarm_orchestrator::controller::fleet::HistorySample;
 use gopswarm_orchestrator::learn;
 use gopswarm_orchestrator::learn::Sample;
 use gopswarm_orchestrator::score::{ScoreConfig, stability};
