@@ -60,7 +60,7 @@ pub fn measure(
     stride: u32,
     timeout: Duration,
 ) -> Result<ContentComplexity> {
-    crate::run::init();
+    gopswarm_agents::pipeline::init();
     let input = match source.strip_prefix("gdp+tcp://") {
         Some(rest) => {
             let (h, p) = rest
@@ -75,13 +75,13 @@ pub fn measure(
             format!("filesrc location=\"{source}\"")
         }
     };
-    let pipeline = crate::run::parse(&format!(
+    let pipeline = gopswarm_agents::pipeline::parse(&format!(
         "{input} ! decodebin ! videoconvert ! videoscale \
          ! video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT},pixel-aspect-ratio=1/1 \
          ! appsink name=out sync=false max-buffers=8"
     ))
     .context("complexity pipeline")?;
-    let sink = crate::run::by_name::<gst_app::AppSink>(&pipeline, "out");
+    let sink = gopswarm_agents::pipeline::by_name::<gst_app::AppSink>(&pipeline, "out");
     pipeline.set_state(gst::State::Playing)?;
     let deadline = std::time::Instant::now() + timeout;
     let (mut si, mut ti, mut n, mut index) = (0f64, 0f64, 0u32, 0u64);
