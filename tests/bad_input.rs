@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Bad input: a clear error, a non-zero exit, never a hang, nothing else lost.
 
+use gopswarm_agents::pipeline;
 use gopswarm_test_support::e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ fn corrupt_source_stops_with_the_decoder_error() {
     );
     assert!(took < Duration::from_secs(60), "took {took:?}");
     // In-process the same pipeline returns the error.
-    let err = run::shipped(
+    let err = pipelines::play(
         "local-swarm",
         &[("SRC", &src), ("OUT", &prefix)],
         Duration::from_secs(120),
@@ -58,7 +59,7 @@ fn truncated_source_fails_fast() {
     let out = out_dir("truncated");
     let prefix = out.join("t").to_string_lossy().to_string();
     let src = media("truncated.mp4");
-    let err = run::shipped(
+    let err = pipelines::play(
         "local-swarm-video",
         &[("SRC", &src), ("OUT", &prefix)],
         Duration::from_secs(60),
@@ -108,7 +109,7 @@ fn corrupt_and_truncated_partial_streams_lose_only_the_damaged_gops() {
     // One host encodes every GOP into a file.
     let file = out.join("all.gsw");
     let file_s = file.to_string_lossy().to_string();
-    run::shipped(
+    pipelines::play(
         "host-file",
         &[
             ("SRC", &src),
@@ -147,8 +148,8 @@ fn corrupt_and_truncated_partial_streams_lose_only_the_damaged_gops() {
         bad.display(),
         mp4.display()
     );
-    let pipeline = run::parse(&desc).unwrap();
-    let outcome = run::play(&pipeline, Duration::from_secs(120)).unwrap();
+    let pipeline = pipeline::parse(&desc).unwrap();
+    let outcome = pipeline::play(&pipeline, Duration::from_secs(120)).unwrap();
     let mut gaps: Vec<u64> = outcome
         .messages
         .iter()

@@ -14,7 +14,7 @@ const ELEMENTS: [&str; 5] = [
 
 #[test]
 fn every_element_and_property_has_documentation() {
-    gopswarm::run::init();
+    gopswarm_agents::pipeline::init();
     for name in ELEMENTS {
         let factory =
             gst::ElementFactory::find(name).unwrap_or_else(|| panic!("{name} registered"));

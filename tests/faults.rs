@@ -2,6 +2,7 @@
 //! Faults in the data plane: a swarm member dies mid-stream (with and without redundancy), and
 //! chunks are lost in transport (recovered from Reed-Solomon parity).
 
+use gopswarm_agents::pipeline;
 use gopswarm_test_support::e2e::*;
 use gst::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +76,7 @@ fn local_swarm(
     vars: &[(&str, &str)],
 ) -> (gst::Pipeline, std::path::PathBuf) {
     let prefix = out.join(&clip.name);
-    run::prepare_out(&prefix).unwrap();
+    pipeline::prepare_out(&prefix).unwrap();
     let prefix_s = prefix.to_string_lossy().to_string();
     let src = clip.path.to_string_lossy().to_string();
     let mut all = vec![("SRC", src.as_str()), ("OUT", prefix_s.as_str())];
@@ -85,7 +86,7 @@ fn local_swarm(
         .expand(&all)
         .unwrap();
     (
-        run::parse_words(&words).unwrap(),
+        pipeline::parse_words(&words).unwrap(),
         std::path::PathBuf::from(format!("{prefix_s}.mp4")),
     )
 }
@@ -116,7 +117,7 @@ fn redundancy_death(forced: Option<u64>) {
         .unwrap_or(1 + rng.below(7));
     println!("seed {seed}: branch1 dies at GOP {death}");
     let cut = kill_at(&pipeline, "branch1", death);
-    let outcome = run::play(&pipeline, TIMEOUT).unwrap();
+    let outcome = pipeline::play(&pipeline, TIMEOUT).unwrap();
     assert!(!cut.lock().unwrap().is_empty(), "the branch did die");
 
     let report = qa::check_output(&clip, &output, &outcome).unwrap();
@@ -141,7 +142,7 @@ fn without_redundancy_lost_gops_are_bounded_reported_and_what_ffprobe_finds_miss
     let (pipeline, output) = local_swarm(&clip, &out, &[("GOP", GOP_1S)]);
     let death = 4;
     kill_at(&pipeline, "branch1", death);
-    let outcome = run::play(&pipeline, TIMEOUT).unwrap();
+    let outcome = pipeline::play(&pipeline, TIMEOUT).unwrap();
 
     let expected_lost: Vec<u64> = (death..10).filter(|k| k % 3 == 1).collect(); // 4 and 7
     let mut reported: Vec<u64> = outcome
@@ -192,7 +193,7 @@ fn host_files(out: &std::path::Path, fec: (&str, &str)) -> Vec<std::path::PathBu
             let file_s = file.to_string_lossy().to_string();
             let index = i.to_string();
             let host = format!("host{i}");
-            run::shipped(
+            pipelines::play(
                 "host-file",
                 &[
                     ("SRC", &src),
@@ -212,7 +213,10 @@ fn host_files(out: &std::path::Path, fec: (&str, &str)) -> Vec<std::path::PathBu
 }
 
 /// Merge partial stream files into an H.264 elementary stream; returns its bytes and the run.
-fn merge_files(files: &[std::path::PathBuf], out: &std::path::Path) -> (Vec<u8>, run::Outcome) {
+fn merge_files(
+    files: &[std::path::PathBuf],
+    out: &std::path::Path,
+) -> (Vec<u8>, pipeline::Outcome) {
     let mut desc = String::new();
     for (i, f) in files.iter().enumerate() {
         desc.push_str(&format!(
@@ -224,7 +228,7 @@ fn merge_files(files: &[std::path::PathBuf], out: &std::path::Path) -> (Vec<u8>,
         "gopmerge name=m ! filesink location={}",
         out.display()
     ));
-    let outcome = run::play(&run::parse(&desc).unwrap(), TIMEOUT).unwrap();
+    let outcome = pipeline::play(&pipeline::parse(&desc).unwrap(), TIMEOUT).unwrap();
     (std::fs::read(out).unwrap(), outcome)
 }
 
@@ -241,7 +245,7 @@ fn hosts_over_files_merge_frame_exact_and_parity_rebuilds_lost_chunks_byte_ident
         .map(|f| f.to_string_lossy().to_string())
         .collect();
     let mp4_s = mp4.to_string_lossy().to_string();
-    let outcome = run::shipped(
+    let outcome = pipelines::play(
         "merge-files",
         &[
             ("IN0", &ins[0]),

@@ -2,6 +2,7 @@
 //! Assignments and profiles changed while PLAYING: the change lands on the chosen GOP, no
 //! frame lost or duplicated.
 
+use gopswarm_agents::pipeline;
 use gopswarm_test_support::e2e::*;
 use gst::prelude::*;
 use std::collections::BTreeMap;
@@ -66,7 +67,7 @@ fn three_way_to_two_way_and_bitrate_change_land_on_their_gops() {
     let clip = clip("bikes");
     let out = out_dir("live-reassign");
     let prefix_path = out.join("bikes");
-    run::prepare_out(&prefix_path).unwrap();
+    pipeline::prepare_out(&prefix_path).unwrap();
     let prefix = prefix_path.to_string_lossy().to_string();
     let src = clip.path.to_string_lossy().to_string();
     let words = pipelines::load("local-swarm-video")
@@ -78,7 +79,7 @@ fn three_way_to_two_way_and_bitrate_change_land_on_their_gops() {
             ("PROFILE", "h264, bitrate=150, complexity=3"),
         ])
         .unwrap();
-    let pipeline = run::parse_words(&words).unwrap();
+    let pipeline = pipeline::parse_words(&words).unwrap();
     let chunks = record_chunks(&pipeline);
 
     // Schedule both changes while GOP 1 plays: the swarm shrinks at GOP 4, the bitrate cap
@@ -119,7 +120,7 @@ fn three_way_to_two_way_and_bitrate_change_land_on_their_gops() {
             gst::PadProbeReturn::Ok
         });
 
-    let outcome = run::play(&pipeline, Duration::from_secs(300)).unwrap();
+    let outcome = pipeline::play(&pipeline, Duration::from_secs(300)).unwrap();
     let output = std::path::PathBuf::from(format!("{prefix}.mp4"));
     let report = qa::check_output(&clip, &output, &outcome).unwrap();
     assert_frame_exact(&report);
@@ -179,7 +180,7 @@ fn resolution_change_lands_on_the_chosen_gop() {
         "gopmerge name=m ! h264parse ! mpegtsmux ! filesink location={}",
         ts.display()
     ));
-    let pipeline = run::parse(&desc).unwrap();
+    let pipeline = pipeline::parse(&desc).unwrap();
     for i in 0..3 {
         let e = pipeline.by_name(&format!("enc{i}")).unwrap();
         e.set_property("switch-gop", 5i64);
@@ -211,7 +212,7 @@ fn resolution_change_lands_on_the_chosen_gop() {
             }
             gst::PadProbeReturn::Ok
         });
-    let outcome = run::play(&pipeline, Duration::from_secs(300)).unwrap();
+    let outcome = pipeline::play(&pipeline, Duration::from_secs(300)).unwrap();
     assert_eq!(outcome.count("gopswarm-gap"), 0);
     assert_eq!(media::decode_errors(&ts).unwrap(), "");
     assert_eq!(

@@ -2,6 +2,7 @@
 //! Three encoder-host processes send partial streams over TCP on loopback to a merger process,
 //! all started with the shipped pipelines through `pipelines/run`.
 
+use gopswarm_agents::pipeline;
 use gopswarm_test_support::e2e::*;
 use gopswarm_test_support::{Reaper, free_port};
 use std::process::{Child, Command, Stdio};
@@ -96,7 +97,7 @@ fn hosts_over_tcp_merge_frame_exact() {
     assert_eq!(code, 0, "merger failed");
 
     let output = out.join("merged.mp4");
-    let report = qa::check_output(&clip, &output, &run::Outcome::default()).unwrap();
+    let report = qa::check_output(&clip, &output, &pipeline::Outcome::default()).unwrap();
     qa::print_table(std::slice::from_ref(&report));
     assert_frame_exact(&report);
     let hls = out.join("merged-hls/index.m3u8");

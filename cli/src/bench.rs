@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::qa::Clip;
-use crate::run;
+use gopswarm_agents::pipeline;
 
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -72,10 +72,10 @@ pub fn swarm_cost(
 ) -> Result<SwarmCost> {
     let src = clip.path.to_string_lossy().to_string();
     let decode = measure(|| {
-        let p = run::parse(&format!(
+        let p = pipeline::parse(&format!(
             "filesrc location={src} ! qtdemux ! queue ! decodebin ! video/x-raw ! fakesink"
         ))?;
-        run::play(&p, TIMEOUT)?;
+        pipeline::play(&p, TIMEOUT)?;
         Ok(())
     })?;
     let single = measure(|| {
@@ -130,8 +130,8 @@ pub fn chunk_path_throughput(clip: &Clip, repeat: u32) -> Result<Throughput> {
     let mut chunks = 0;
     let cost = measure(|| {
         for _ in 0..repeat {
-            let p = run::parse(&desc)?;
-            let out = run::play(&p, TIMEOUT)?;
+            let p = pipeline::parse(&desc)?;
+            let out = pipeline::play(&p, TIMEOUT)?;
             chunks += out
                 .message("gopswarm-merge-summary")
                 .and_then(|s| s.get::<u64>("gops-out").ok())

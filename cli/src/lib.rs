@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Library behind the `gopswarm` command: media checks, the shipped pipelines, QA and benchmarks.
+//! Library behind the `gopswarm` command. [`commands`]: one module per command of the CLI's
+//! own (its `clap::Args` options and what it does; the daemons are in `gopswarm-agents`).
+//! The parts those commands and the tests share, one job each: media checks ([`media`]), the
+//! shipped pipelines ([`pipelines`]), QA ([`qa`]), benchmarks ([`bench`]), content complexity
+//! ([`complexity`]), plots ([`plot`]), the browser player ([`player`]), `--config` files
+//! ([`config`]), the pipeline launcher ([`launch`]) and loopback ports ([`loopback`]).
 
 pub mod bench;
-pub mod bench_control;
+pub mod commands;
+pub mod complexity;
 pub mod config;
 pub mod launch;
+pub mod loopback;
 pub mod media;
 pub mod pipelines;
 pub mod player;
 pub mod plot;
 pub mod qa;
-pub mod run;
-pub mod swarm;
 
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};

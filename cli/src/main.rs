@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `gopswarm`: the command line of the gopswarm live-encoding swarm. Argument parsing and
 //! dispatch only: the daemons (source, host, merge) are in `gopswarm-agents`, the
-//! orchestrator in `gopswarm-orchestrator`, the CLI's own commands in `commands/`.
-
-mod commands;
+//! orchestrator in `gopswarm-orchestrator`, the CLI's own commands in `gopswarm::commands`.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use commands::{
-    bench::BenchOptions, bench_control::BenchControlOptions, chunks::ChunksOptions,
+use gopswarm::commands::{
+    self, bench::BenchOptions, bench_control::BenchControlOptions, chunks::ChunksOptions,
     control::RollingUpdateOptions, control::StreamOptions, demo::DemoOptions,
     explain::ExplainOptions, launch::LaunchOptions, learn::LearnOptions,
     orchestrator::OrchestratorOptions, qa::QaOptions, simulate::SimulateOptions,
@@ -32,7 +30,7 @@ struct Cli {
         default_value = "text",
         env = "GOPSWARM_LOG_FORMAT"
     )]
-    log_format: gopswarm::swarm::LogFormat,
+    log_format: daemon::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,7 +99,7 @@ const ROLES: &[&str] = &["orchestrator", "host", "merge", "source"];
 
 fn main() -> Result<()> {
     let cli = config::parse::<Cli>(ROLES);
-    gopswarm::swarm::set_log_format(cli.log_format);
+    daemon::set_log_format(cli.log_format);
     match cli.command {
         Command::Launch(o) => commands::launch::run(o),
         Command::Pipeline(args) => std::process::exit(args.run()),

@@ -98,6 +98,17 @@ pub fn load(name: &str) -> Result<Description> {
     load_from(&dir()?, name)
 }
 
+/// Load a shipped pipeline, bind `vars`, and play it in-process to EOS, an error or `timeout`.
+pub fn play(
+    name: &str,
+    vars: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<gopswarm_agents::pipeline::Outcome> {
+    let words = load(name)?.expand(vars)?;
+    let pipeline = gopswarm_agents::pipeline::parse_words(&words)?;
+    gopswarm_agents::pipeline::play(&pipeline, timeout)
+}
+
 /// Load `dir/name.pipeline`; an unknown name lists the pipelines there.
 pub fn load_from(dir: &Path, name: &str) -> Result<Description> {
     let path = dir.join(format!("{name}.pipeline"));
@@ -388,7 +399,7 @@ impl Description {
     }
 
     /// The `gst-launch-1.0` argv words with `vars` bound: what in-process callers parse with
-    /// `gst::parse::launchv` (as gst-launch-1.0 does), see [`crate::run::parse_words`].
+    /// `gst::parse::launchv` (as gst-launch-1.0 does), see [`gopswarm_agents::pipeline::parse_words`].
     pub fn expand(&self, vars: &[(&str, &str)]) -> Result<Vec<String>> {
         Ok(self.bind(vars)?.words)
     }

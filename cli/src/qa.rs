@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::media;
-use crate::run::{self, Outcome};
+use crate::{media, pipelines};
+use gopswarm_agents::pipeline::{self, Outcome};
 
 /// Timestamps must match to within this (containers round to their own timescales).
 pub const TIMESTAMP_TOLERANCE_NS: i64 = 500_000;
@@ -51,7 +51,7 @@ pub fn clip(name: &str) -> Result<Clip> {
 /// Run the local 3-way swarm on a clip; returns the output MP4 and the run's messages.
 pub fn swarm(clip: &Clip, out_dir: &Path, vars: &[(&str, &str)]) -> Result<(PathBuf, Outcome)> {
     let prefix = out_dir.join(format!("{}-swarm", clip.name));
-    run::prepare_out(&prefix)?;
+    pipeline::prepare_out(&prefix)?;
     let prefix_s = prefix.to_string_lossy().to_string();
     let src = clip.path.to_string_lossy().to_string();
     let mut all: Vec<(&str, &str)> = vec![("SRC", &src), ("OUT", &prefix_s)];
@@ -61,7 +61,7 @@ pub fn swarm(clip: &Clip, out_dir: &Path, vars: &[(&str, &str)]) -> Result<(Path
     } else {
         "local-swarm-video"
     };
-    let outcome = run::shipped(name, &all, RUN_TIMEOUT)
+    let outcome = pipelines::play(name, &all, RUN_TIMEOUT)
         .with_context(|| format!("{name} on {}", clip.name))?;
     Ok((PathBuf::from(format!("{prefix_s}.mp4")), outcome))
 }
@@ -69,10 +69,10 @@ pub fn swarm(clip: &Clip, out_dir: &Path, vars: &[(&str, &str)]) -> Result<(Path
 /// The reference: one encoder over the whole clip with the same profile.
 pub fn single(clip: &Clip, out_dir: &Path, profile: &str) -> Result<PathBuf> {
     let prefix = out_dir.join(format!("{}-single", clip.name));
-    run::prepare_out(&prefix)?;
+    pipeline::prepare_out(&prefix)?;
     let prefix_s = prefix.to_string_lossy().to_string();
     let src = clip.path.to_string_lossy().to_string();
-    run::shipped(
+    pipelines::play(
         "single-encode",
         &[("SRC", &src), ("OUT", &prefix_s), ("PROFILE", profile)],
         RUN_TIMEOUT,

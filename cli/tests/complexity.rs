@@ -12,8 +12,7 @@ fn measure(name: &str) -> gopswarm_proto::ContentComplexity {
         "{} missing: run test-media/fetch.sh",
         path.display()
     );
-    gopswarm::swarm::complexity::measure(path.to_str().unwrap(), 40, 3, Duration::from_secs(60))
-        .unwrap()
+    gopswarm::complexity::measure(path.to_str().unwrap(), 40, 3, Duration::from_secs(60)).unwrap()
 }
 
 #[test]
@@ -36,17 +35,12 @@ fn sample_clips_rank_as_their_content_says() {
 
 #[test]
 fn unreadable_sources_are_clear_errors() {
-    let e = gopswarm::swarm::complexity::measure("/nonexistent.mp4", 10, 1, Duration::from_secs(5))
+    let e = gopswarm::complexity::measure("/nonexistent.mp4", 10, 1, Duration::from_secs(5))
         .unwrap_err();
     assert!(e.to_string().contains("not found"), "{e}");
     let corrupt = gopswarm::media_dir().join("truncated.mp4");
     assert!(
-        gopswarm::swarm::complexity::measure(
-            corrupt.to_str().unwrap(),
-            10,
-            1,
-            Duration::from_secs(10)
-        )
-        .is_err()
+        gopswarm::complexity::measure(corrupt.to_str().unwrap(), 10, 1, Duration::from_secs(10))
+            .is_err()
     );
 }

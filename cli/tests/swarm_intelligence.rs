@@ -179,7 +179,7 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
 
 #[test]
 fn learn_trains_on_persisted_history_and_reports_held_out_auc() {
-    use gopswarm_orchestrator::fleet::HistorySample;
+    use gopswarm_orchestrator::controller::fleet::HistorySample;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("learn-cli");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -19,7 +19,3 @@ pub mod rollout;
 pub mod score;
 pub mod service;
 pub mod store;
-
-/// Host scores, tiers and peer swaps: part of the controller, re-exported at its old path.
-pub use controller::fleet;
-pub use controller::{Config, Controller};

@@ -14,13 +14,8 @@ const OLD_SIMULATOR_MODULES: [&str; 4] = ["sim", "churn", "traces", "bench"];
 /// command line (it dispatches `gopswarm simulate` and `bench-control`), and tests.
 const MAY_DEPEND_ON_SIM: [&str; 3] = ["sim", "cli", "tests"];
 
-/// The only CLI sources that may import the simulator: the commands that run it, and the
-/// dispatcher.
-const CLI_SIMULATOR_COMMANDS: [&str; 3] = [
-    "commands/simulate.rs",
-    "swarm/simulate.rs",
-    "bench_control.rs",
-];
+/// The only CLI sources that may import the simulator: the two commands that run it.
+const CLI_SIMULATOR_COMMANDS: [&str; 2] = ["commands/simulate.rs", "commands/bench_control.rs"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -145,8 +145,8 @@ pub fn rescore_rounds(hosts: usize, repeat: usize) -> RescoreTimes {
         .values()
         .map(|h| {
             (
-                gopswarm_orchestrator::fleet::stability_inputs(h, None),
-                gopswarm_orchestrator::fleet::fitness_inputs(h, now),
+                gopswarm_orchestrator::controller::fleet::stability_inputs(h, None),
+                gopswarm_orchestrator::controller::fleet::fitness_inputs(h, now),
             )
         })
         .collect();

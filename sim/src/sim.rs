@@ -1127,7 +1127,8 @@ impl Simulation {
             if h.phase != HostPhase::Online {
                 continue;
             }
-            let inputs = gopswarm_orchestrator::fleet::stability_inputs(rec, home.as_deref());
+            let inputs =
+                gopswarm_orchestrator::controller::fleet::stability_inputs(rec, home.as_deref());
             let load_fraction = (self.now_hosts[i] / h.capacity()).clamp(0.0, 1.0);
             self.risk[i] = model.disconnect_probability(&inputs, minute, load_fraction);
             online.push(i);

@@ -3,7 +3,7 @@
 //! library's QA.
 
 pub use crate::{Rng, out_dir};
-pub use gopswarm::{media, pipelines, qa, run};
+pub use gopswarm::{media, pipelines, qa};
 
 /// A sample clip by name, with what QA knows about it.
 pub fn clip(name: &str) -> qa::Clip {

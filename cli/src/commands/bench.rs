@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `gopswarm bench`: CPU of the swarm against a single encoder, and the chunk path's throughput.
 
+use crate::{bench, qa};
 use anyhow::Result;
-use gopswarm::{bench, qa};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

@@ -115,7 +115,7 @@ pub fn stream(o: StreamOptions) -> Result<()> {
                     let (id, spec) = p
                         .split_once('=')
                         .with_context(|| format!("--profile {p:?}: expected ID=SPEC"))?;
-                    gopswarm::swarm::check_profile(spec)
+                    gopswarm_agents::pipeline::check_profile(spec)
                         .map_err(|e| anyhow::anyhow!("--profile {id}: {e}"))?;
                     Ok(ProfileDef {
                         id: id.into(),
@@ -138,12 +138,7 @@ pub fn stream(o: StreamOptions) -> Result<()> {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("stream refused: {e}"))?;
             if !no_measure && (slots.is_none() || redundancy.is_none()) {
-                let c = gopswarm::swarm::complexity::measure(
-                    &stream.source,
-                    50,
-                    5,
-                    Duration::from_secs(30),
-                )?;
+                let c = crate::complexity::measure(&stream.source, 50, 5, Duration::from_secs(30))?;
                 eprintln!(
                     "{}: SI {:.1}, TI {:.1} over {} sampled frames",
                     stream.id, c.si, c.ti, c.frames

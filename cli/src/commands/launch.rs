@@ -10,6 +10,6 @@ pub struct LaunchOptions {
 
 /// Exits with the pipeline's status: 0 after EOS, 1 on the first error.
 pub fn run(o: LaunchOptions) -> anyhow::Result<()> {
-    let status = gopswarm::launch::run(&o.description)?;
+    let status = crate::launch::run(&o.description)?;
     std::process::exit(status);
 }

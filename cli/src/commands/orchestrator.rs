@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `gopswarm orchestrator`: the orchestrator service, configured from its flags.
 
+use crate::config;
 use anyhow::{Context, Result};
-use gopswarm::config;
 use gopswarm_agents::{daemon, options::seconds};
 use gopswarm_orchestrator::controller::Sizing;
 use gopswarm_orchestrator::provision::{CommandHook, LocalSpawner, Provisioner};
@@ -112,7 +112,7 @@ impl OrchestratorOptions {
         let broker_url =
             gopswarm_proto::link::BrokerUrl::parse(&broker).map_err(anyhow::Error::msg)?;
         let keepalive = seconds(self.keepalive)?;
-        let cfg = gopswarm_orchestrator::Config {
+        let cfg = gopswarm_orchestrator::controller::Config {
             keepalive,
             dead_after: keepalive * 3 / 2,
             switch_margin_gops: self.switch_margin,
@@ -163,7 +163,7 @@ impl OrchestratorOptions {
             disconnect_model: self
                 .disconnect_model
                 .as_deref()
-                .map(gopswarm::swarm::learn::load_model)
+                .map(super::learn::load_model)
                 .transpose()?,
             provisioner: Some(provisioner),
             scaler,
@@ -186,7 +186,7 @@ fn tiers(json: &str) -> Result<TierConfig, String> {
 pub fn run(mut o: OrchestratorOptions) -> Result<()> {
     daemon::init_logging();
     o.check()?;
-    gopswarm::run::init();
+    gopswarm_agents::pipeline::init();
     let broker = match o.broker.take() {
         Some(b) => b,
         None => {

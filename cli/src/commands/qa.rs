@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `gopswarm qa`: the local 3-way swarm on the sample media, every output checked.
 
+use crate::qa;
 use anyhow::Result;
-use gopswarm::qa;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -50,13 +50,13 @@ pub fn run(o: QaOptions) -> Result<()> {
             qa::add_quality(&mut report, &clip, &output, &single)?;
             if plot {
                 let gop_s = 2.0;
-                let swarm_series = gopswarm::plot::series(
+                let swarm_series = crate::plot::series(
                     &output,
                     &clip.path,
                     gop_s,
                     &out.join(format!("{name}-swarm")),
                 )?;
-                let single_series = gopswarm::plot::series(
+                let single_series = crate::plot::series(
                     &single,
                     &clip.path,
                     gop_s,
@@ -65,7 +65,7 @@ pub fn run(o: QaOptions) -> Result<()> {
                 let svg_path = out.join(format!("{name}-gops.svg"));
                 std::fs::write(
                     &svg_path,
-                    gopswarm::plot::svg(
+                    crate::plot::svg(
                         &format!("{name}: bitrate and Y-PSNR per 2 s GOP, profile \"{profile}\""),
                         &swarm_series,
                         &single_series,

@@ -5,17 +5,111 @@
 //! and later asks for a planned handoff; it prints progress while it runs and a summary at the
 //! end, and checks the output with ffprobe.
 
+mod timeline;
+
+use crate::loopback::{free_port, wait_listen};
+use crate::{media, qa};
 use anyhow::{Context, Result, bail};
+use gopswarm_agents::daemon::{self, number_or_dash};
 use gopswarm_agents::merge::{self, MergeOptions, MergeSummary};
+use gopswarm_agents::options::seconds;
 use gopswarm_orchestrator::controller::{Config, HandoffRecord};
 use gopswarm_orchestrator::service::{Service, ServiceOptions};
 use gopswarm_proto::link::{BrokerUrl, Link, LinkOptions, QoS};
 use gopswarm_proto::*;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+const DEMO_PROFILE: &str = "h264, width=640, height=360, bitrate=1200, complexity=3";
+
+#[derive(clap::Args)]
+pub struct DemoOptions {
+    /// H.264 MP4 to loop as the live source: a path, or the name of a sample clip in the
+    /// sample media folder (GOPSWARM_MEDIA, <bin>/../share/gopswarm/media when installed,
+    /// test-media/cache of the source checkout; test-media/fetch.sh makes them)
+    #[arg(long, env = "GOPSWARM_DEMO_CLIP", default_value = "synthetic-720p25")]
+    clip: String,
+    #[arg(long, default_value = "out/demo")]
+    out: PathBuf,
+    /// Seconds of live stream
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Hosts holding slots
+    #[arg(long, default_value_t = 3)]
+    hosts: usize,
+    /// Extra hosts waiting for work (the planned handoff goes to one)
+    #[arg(long, default_value_t = 1)]
+    spares: usize,
+    #[arg(long, default_value_t = 1)]
+    redundancy: u32,
+    /// GOP duration, seconds
+    #[arg(long, default_value_t = 2.0)]
+    gop: f64,
+    #[arg(long, default_value = DEMO_PROFILE)]
+    profile: String,
+    /// SIGKILL a host after this many seconds (negative: never)
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+    kill_at: f64,
+    /// Ask for a planned handoff after this many seconds (negative: never)
+    #[arg(long, default_value_t = 35.0, allow_negative_numbers = true)]
+    handoff_at: f64,
+    /// Planned handoffs to perform, one after the other
+    #[arg(long, default_value_t = 1)]
+    handoffs: usize,
+    /// MQTT keep-alive and heartbeat interval, seconds
+    #[arg(long, default_value_t = 2.0)]
+    keepalive: f64,
+}
+
+impl DemoOptions {
+    /// The run the flags describe (negative times: never).
+    fn config(self) -> Result<DemoConfig> {
+        let clip = if std::path::Path::new(&self.clip).exists() {
+            PathBuf::from(self.clip)
+        } else {
+            qa::clip(&self.clip)
+                .with_context(|| {
+                    format!(
+                        "--clip {}: no such file; as a sample clip's name (pass a path to an \
+                         H.264 MP4 otherwise)",
+                        self.clip
+                    )
+                })?
+                .path
+        };
+        let at = |s: f64| (s >= 0.0).then(|| seconds(s)).transpose();
+        Ok(DemoConfig {
+            clip,
+            out: self.out,
+            duration: seconds(self.duration)?,
+            hosts: self.hosts,
+            spares: self.spares,
+            redundancy: self.redundancy,
+            gop: seconds(self.gop)?,
+            profile: self.profile,
+            kill_at: at(self.kill_at)?,
+            handoff_at: at(self.handoff_at)?,
+            handoffs: self.handoffs,
+            keepalive: seconds(self.keepalive)?,
+        })
+    }
+}
+
+/// Prints the report and PASS or FAIL; exits 1 on FAIL.
+pub fn run(o: DemoOptions) -> Result<()> {
+    daemon::init_logging_quiet();
+    let report = daemon::runtime()?.block_on(run_swarm(o.config()?))?;
+    print!("{}", format_report(&report));
+    let ok = report.passed();
+    println!("{}", if ok { "PASS" } else { "FAIL" });
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// One demo run: the options with the clip found and times as durations (`None`: never).
 pub struct DemoConfig {
     pub clip: PathBuf,
     pub out: PathBuf,
@@ -30,10 +124,6 @@ pub struct DemoConfig {
     /// Planned handoffs to perform, one after the other, from `handoff_at` on.
     pub handoffs: usize,
     pub keepalive: Duration,
-}
-
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Child processes that die with the demo.
@@ -86,8 +176,9 @@ impl DemoReport {
     }
 }
 
-pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
-    crate::run::init();
+/// Run the swarm the config describes, to the end of the stream, and check its output.
+pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
+    gopswarm_agents::pipeline::init();
     if !opts.clip.exists() {
         bail!(
             "clip {} not found (run test-media/fetch.sh)",
@@ -355,7 +446,7 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
     };
     std::fs::write(
         opts.out.join("timeline.svg"),
-        crate::swarm::timeline::svg(
+        timeline::svg(
             &format!(
                 "gopswarm demo: {} hosts, r={}, {} s GOPs: which host's GOP reached the merger",
                 opts.hosts,
@@ -372,14 +463,14 @@ pub async fn run(opts: DemoConfig) -> Result<DemoReport> {
     drop(children);
 
     let mp4 = summary.mp4.clone();
-    let frames = crate::media::video_frames(&mp4)?;
-    let decode_errors = crate::media::decode_errors(&mp4)?;
-    let decode_timing = crate::qa::decode_timing_problem(&mp4)?;
+    let frames = media::video_frames(&mp4)?;
+    let decode_errors = media::decode_errors(&mp4)?;
+    let decode_timing = qa::decode_timing_problem(&mp4)?;
     let gop_frames = {
-        let info = crate::media::stream_info(&opts.clip)?;
+        let info = media::stream_info(&opts.clip)?;
         (opts.gop.as_secs_f64() * info.fps.0 as f64 / info.fps.1 as f64).round() as u64
     };
-    let info = crate::media::stream_info(&opts.clip)?;
+    let info = media::stream_info(&opts.clip)?;
     let frame_ns = 1_000_000_000i64 * info.fps.1 as i64 / info.fps.0 as i64;
     let timestamp_gaps = frames
         .windows(2)
@@ -410,8 +501,8 @@ pub fn format_report(r: &DemoReport) -> String {
         "stream {}/{}: GOPs {}..{}\n",
         m.stream,
         m.profile,
-        super::number_or_dash(m.first_gop),
-        super::number_or_dash(m.last_gop)
+        number_or_dash(m.first_gop),
+        number_or_dash(m.last_gop)
     );
     s += "GOPs per host:\n";
     for (h, n) in &m.gops_by_host {
@@ -427,7 +518,7 @@ pub fn format_report(r: &DemoReport) -> String {
             h.to,
             h.switch_gop,
             h.epoch,
-            super::number_or_dash(h.decided_at_gop),
+            number_or_dash(h.decided_at_gop),
             h.retries
         );
     }
@@ -482,17 +573,6 @@ async fn send(ctl: &Link, cmd: &StreamCommand) -> Result<()> {
         )
         .await?;
     Ok(())
-}
-
-pub fn wait_listen(port: u16, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing listens on port {port} after {timeout:?}")
 }
 
 #[cfg(test)]

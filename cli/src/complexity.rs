@@ -60,7 +60,7 @@ pub fn measure(
     stride: u32,
     timeout: Duration,
 ) -> Result<ContentComplexity> {
-    crate::run::init();
+    gopswarm_agents::pipeline::init();
     use gopswarm_agents::pipeline::make;
     // The source is an address or a path, never pipeline syntax: its elements get it as typed
     // properties; only our own constant text below is parsed.
