@@ -84,16 +84,29 @@ pub fn measure(
     };
     let analysis = gst::parse::bin_from_description(
         &format!(
-            "decodebin ! videoconvert ! videoscale \
+            "videoconvert ! videoscale \
              ! video/x-raw,format=GRAY8,width={WIDTH},height={HEIGHT},pixel-aspect-ratio=1/1 \
              ! appsink name=out sync=false max-buffers=8"
         ),
         true,
     )
     .context("complexity pipeline")?;
-    let pipeline = gopswarm_agents::pipeline::chain(&input)?;
+    let decode = make("decodebin", &[])?;
+    let mut elements = input;
+    elements.push(decode.clone());
+    let pipeline = gopswarm_agents::pipeline::chain(&elements)?;
     pipeline.add(&analysis)?;
-    input.last().unwrap().link(&analysis)?;
+    // decodebin's pad appears once it knows the stream: link its video there.
+    let analysis_sink = analysis.static_pad("sink").context("analysis sink pad")?;
+    decode.connect_pad_added(move |_, pad| {
+        let video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+            .unwrap_or(false);
+        if video && !analysis_sink.is_linked() {
+            let _ = pad.link(&analysis_sink);
+        }
+    });
     let sink = analysis
         .by_name("out")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())

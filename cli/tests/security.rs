@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Attacks on a running swarm, replayed from an anonymous client on the broker, must be
+//! refused or contained with the output still frame-exact. This file grows with issue 18; today:
+//! pipeline injection through every string that reaches a daemon from the network (a stream's
+//! `source`, a task's `source`, a birth's `srt_endpoint`) and through `gopswarm stream add`.
+//! Before the fix each of these made a daemon copy a local file elsewhere.
+
+use gopswarm_proto::*;
+use gopswarm_test_support::swarm::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A `gdp+tcp://` source whose host carries launch syntax that copies `secret` to `leak`,
+/// then connects to the real source so the pipeline would still look healthy.
+fn injected_source(secret: &Path, leak: &Path, real_port: u16) -> String {
+    format!(
+        "gdp+tcp://127.0.0.1 port={real_port} ! fakesink filesrc location={} ! filesink location={} tcpclientsrc host=127.0.0.1:{real_port}",
+        secret.display(),
+        leak.display()
+    )
+}
+
+#[test]
+fn pipeline_injection_through_network_strings_is_refused() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "security-injection",
+        SwarmOptions {
+            srt_chunks: true,
+            duration_s: 20.0,
+            ..SwarmOptions::default()
+        },
+    );
+    swarm
+        .obs
+        .wait_for("a few GOPs encoded", Duration::from_secs(30), |o| {
+            o.current_gop().is_some_and(|g| g >= 2)
+        });
+    let secret = swarm.dir.join("secret.txt");
+    std::fs::write(&secret, "the swarm's secret\n").unwrap();
+    let leaks: Vec<_> = (0..4)
+        .map(|i| swarm.dir.join(format!("leak-{i}.txt")))
+        .collect();
+    let real = swarm.obs.assignments(&host_id(0)).last().cloned().unwrap();
+    let real_port: u16 = real.tasks[0]
+        .source
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // 1. The operator's own tool refuses it with the parser's reason, before publishing.
+    let out = Command::new(BIN)
+        .args([
+            "stream",
+            "--broker",
+            &swarm.broker.url(),
+            "add",
+            "--id",
+            "evil",
+        ])
+        .args(["--source", &injected_source(&secret, &leaks[0], real_port)])
+        .args(["--profile", &format!("p={SPEC}"), "--no-measure"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "stream add accepted an injected source"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source: endpoint"), "{err}");
+
+    // 2. The same stream published raw on the control topic: the orchestrator refuses it.
+    let evil = StreamDef {
+        id: "evil".into(),
+        source: injected_source(&secret, &leaks[1], real_port),
+        profiles: vec![ProfileDef {
+            id: "p".into(),
+            spec: SPEC.into(),
+        }],
+        gop_ns: 2_000_000_000,
+        redundancy: Some(0),
+        slots: Some(1),
+        chunk_sink: None,
+        complexity: None,
+    };
+    swarm.obs.publish(
+        &Topic::StreamControl.path(),
+        encode(&StreamCommand::Add { stream: evil }),
+        false,
+    );
+
+    // 3. A real assignment of host-0, forged with an injected source: the host refuses it.
+    let mut forged = serde_json::to_value(&real).unwrap();
+    forged["tasks"][0]["source"] = injected_source(&secret, &leaks[2], real_port).into();
+    forged["v"] = PROTOCOL_VERSION.into();
+    swarm.obs.publish(
+        &Topic::Assignment(host_id(0)).path(),
+        serde_json::to_vec(&forged).unwrap(),
+        false,
+    );
+
+    // 4. host-0's real birth, forged with an SRT endpoint that carries launch syntax: the
+    //    merger (pulling over SRT) and the orchestrator refuse it.
+    let birth = swarm
+        .obs
+        .births()
+        .into_iter()
+        .rfind(|b| b.host == host_id(0))
+        .unwrap();
+    let endpoint = birth.capabilities.srt_endpoint.clone().unwrap();
+    let mut forged = serde_json::to_value(&birth).unwrap();
+    forged["capabilities"]["srt_endpoint"] = format!(
+        "{endpoint} ! fakesink filesrc location={} ! filesink location={} srtsrc uri={endpoint}",
+        secret.display(),
+        leaks[3].display()
+    )
+    .into();
+    forged["v"] = PROTOCOL_VERSION.into();
+    swarm.obs.publish(
+        &Topic::Birth(host_id(0)).path(),
+        serde_json::to_vec(&forged).unwrap(),
+        false,
+    );
+
+    std::thread::sleep(Duration::from_secs(3));
+    for p in swarm.hosts.iter_mut() {
+        assert!(p.alive(), "{} died", p.name);
+    }
+    assert!(swarm.orchestrator.alive(), "orchestrator died");
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    for leak in &leaks {
+        assert!(!leak.exists(), "{} was written", leak.display());
+    }
+    assert_eq!(swarm.obs.layout_epochs(), 1, "an attack changed the layout");
+    let took_evil = swarm.obs.decoded().iter().any(
+        |(_, m)| matches!(m, Inbound::Assignment(a) if a.tasks.iter().any(|t| t.stream == "evil")),
+    );
+    assert!(!took_evil, "the orchestrator placed the injected stream");
+
+    // Each refusal is logged with the reason where it was refused.
+    let log = |name: &str| std::fs::read_to_string(swarm.dir.join(format!("{name}.log"))).unwrap();
+    let orchestrator = log("orchestrator");
+    assert!(
+        orchestrator.contains("source: endpoint")
+            && orchestrator.contains("SRT endpoint: endpoint"),
+        "orchestrator did not say why it refused:\n{orchestrator}"
+    );
+    assert!(
+        log(&host_id(0)).contains("source: endpoint"),
+        "host-0 did not say why it refused the forged assignment"
+    );
+    assert!(
+        log("merger").contains("SRT endpoint: endpoint"),
+        "the merger did not say why it refused the forged birth"
+    );
+}
