@@ -767,9 +767,10 @@ impl Agent {
         use std::io::Write;
         for attempt in 0..2 {
             if !self.tcp.contains_key(addr) {
-                let conn = addr
-                    .parse::<std::net::SocketAddr>()
+                // A name or an IP literal (the chunk sink was parsed strictly on receipt).
+                let conn = std::net::ToSocketAddrs::to_socket_addrs(addr)
                     .map_err(|e| e.to_string())
+                    .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
                     .and_then(|a| {
                         std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))
                             .map_err(|e| e.to_string())

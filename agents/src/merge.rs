@@ -301,7 +301,15 @@ impl Merger {
         let mp4_branch = [
             make("queue", &[])?,
             make("h264parse", &[])?,
-            make("mp4mux", &[])?,
+            // Fragmented, a fragment per GOP: after a crash (SIGKILL, power) the file plays up
+            // to the last whole fragment instead of having no `moov` at all.
+            make(
+                "mp4mux",
+                &[(
+                    "fragment-duration",
+                    ((gop_ns / 1_000_000).max(1) as u32).to_value(),
+                )],
+            )?,
             make("filesink", &[("location", mp4.to_value())])?,
         ];
         let hls_branch = [

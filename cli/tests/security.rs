@@ -158,3 +158,53 @@ fn pipeline_injection_through_network_strings_is_refused() {
         "the merger did not say why it refused the forged birth"
     );
 }
+
+/// A SIGKILLed merger leaves files that play: the MP4 is fragmented (one fragment per GOP) and
+/// every HLS segment in the playlist was written whole.
+#[test]
+fn merger_killed_at_any_moment_leaves_playable_files() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "security-merger-sigkill",
+        SwarmOptions {
+            gop_s: 1.0,
+            latency_gops: 2,
+            duration_s: 60.0,
+            ..SwarmOptions::default()
+        },
+    );
+    // Redundancy 1: two chunks per GOP on the wire.
+    swarm
+        .obs
+        .wait_for("eight GOPs encoded", Duration::from_secs(40), |o| {
+            o.chunks().len() >= 8 * 2
+        });
+    // Mid-GOP, so a fragment or a segment is being written.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(swarm.merger.alive(), "the merger ended before the kill");
+    swarm.merger.kill();
+    assert!(
+        !swarm.dir.join("summary.json").exists(),
+        "the merger finished before the kill"
+    );
+    let mp4 = swarm.dir.join("out.mp4");
+    let frames = gopswarm::media::video_frames(&mp4).unwrap();
+    assert!(
+        frames.len() >= 25 * 3,
+        "only {} frames play after the kill",
+        frames.len()
+    );
+    let errors = gopswarm::media::decode_errors(&mp4).unwrap();
+    assert!(errors.is_empty(), "the killed merger's MP4: {errors}");
+    let hls = swarm.dir.join("out-hls");
+    let playlist = std::fs::read_to_string(hls.join("index.m3u8")).unwrap();
+    let segments: Vec<&str> = playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(segments.len() >= 2, "{playlist}");
+    for s in segments {
+        let errors = gopswarm::media::decode_errors(&hls.join(s)).unwrap();
+        assert!(errors.is_empty(), "segment {s}: {errors}");
+    }
+}
