@@ -3,7 +3,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::VecDeque;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex};
 
 use crate::grid::{GopSet, Grid, Role, Slots, Timeline};
 use crate::meta::{FrameInfo, signed_running_time};
@@ -327,11 +327,7 @@ impl GopSelect {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let settings = crate::lock(&self.settings).clone();
         let grid = Grid {
             gop_duration: settings.gop_duration,
             origin: settings.grid_origin,
@@ -340,7 +336,7 @@ impl GopSelect {
         let mut messages = Vec::new();
         let mut applied_seq = None;
         let output = {
-            let mut state_guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state_guard = crate::lock(&self.state);
             let Some(state) = state_guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
@@ -362,11 +358,7 @@ impl GopSelect {
             output
         };
         if let Some(seq) = applied_seq {
-            self.settings
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .requests
-                .retain(|r| r.seq > seq);
+            crate::lock(&self.settings).requests.retain(|r| r.seq > seq);
         }
         for msg in messages {
             let _ = self.obj().post_message(msg);
@@ -520,12 +512,7 @@ impl GopSelect {
                     .caps()
                     .structure(0)
                     .is_some_and(|s| s.name() != "video/x-raw");
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.compressed = compressed;
                 }
                 gst::debug!(CAT, imp = self, "compressed input: {compressed}");
@@ -539,22 +526,12 @@ impl GopSelect {
                     );
                     return false;
                 };
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.segment = segment;
                 }
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.current_gop = None;
                     state.seen_keyframe = false;
                     state.held.clear();
@@ -564,12 +541,7 @@ impl GopSelect {
                 }
             }
             EventView::Eos(_) => {
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.held.clear();
                 }
             }
@@ -579,12 +551,7 @@ impl GopSelect {
     }
 
     fn stats(&self) -> gst::Structure {
-        let (s, epoch, gop, applied_seq) = match self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
+        let (s, epoch, gop, applied_seq) = match crate::lock(&self.state).as_ref() {
             Some(st) => (
                 st.stats.clone(),
                 st.active.epoch,
@@ -593,10 +560,7 @@ impl GopSelect {
             ),
             None => (Stats::default(), 0, None, u64::MAX),
         };
-        let pending = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let pending = crate::lock(&self.settings)
             .requests
             .iter()
             .filter(|r| r.seq > applied_seq)
@@ -621,10 +585,10 @@ impl GopSelect {
     /// there is no bus yet, so the error is posted when it starts; while running, at once.
     fn refuse(&self, message: String) {
         gst::error!(CAT, imp = self, "{message}");
-        if self.state.lock().unwrap().is_some() {
+        if crate::lock(&self.state).is_some() {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
         } else {
-            self.settings.lock().unwrap().refused = Some(message);
+            crate::lock(&self.settings).refused = Some(message);
         }
     }
 
@@ -818,7 +782,7 @@ impl ObjectImpl for GopSelect {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut settings = crate::lock(&self.settings);
         let mut changed = settings.desired.clone();
         match pspec.name() {
             "gop-duration" => settings.gop_duration = value.get().unwrap(),
@@ -891,7 +855,7 @@ impl ObjectImpl for GopSelect {
         if pspec.name() == "stats" {
             return self.stats().to_value();
         }
-        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let settings = crate::lock(&self.settings);
         match pspec.name() {
             "gop-duration" => settings.gop_duration.to_value(),
             "grid-origin" => settings.grid_origin.to_value(),
@@ -998,17 +962,13 @@ impl ElementImpl for GopSelect {
         if matches!(
             transition,
             gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused
-        ) && let Some(message) = self.settings.lock().unwrap().refused.clone()
+        ) && let Some(message) = crate::lock(&self.settings).refused.clone()
         {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
             return Err(gst::StateChangeError);
         }
         if transition == gst::StateChange::ReadyToPaused {
-            let settings = self
-                .settings
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let settings = crate::lock(&self.settings).clone();
             if settings.desired.gops.is_none()
                 && settings.desired.slot_index >= settings.desired.slot_count
             {
@@ -1023,12 +983,11 @@ impl ElementImpl for GopSelect {
                 );
                 return Err(gst::StateChangeError);
             }
-            *self.state.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(State::new(&settings));
+            *crate::lock(&self.state) = Some(State::new(&settings));
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            *self.state.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *crate::lock(&self.state) = None;
         }
         Ok(res)
     }

@@ -165,7 +165,7 @@ impl PartialPay {
     /// Close the open chunk: serialise it, and the group's parity when the group is full or
     /// `final_group` is set.
     fn close_chunk(&self, state: &mut State, at_eos: bool, out: &mut Vec<Out>) {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = crate::lock(&self.settings).clone();
         let fec = self.fec(&settings, state);
         if let Some(open) = state.open.take() {
             if open.broken {
@@ -302,10 +302,10 @@ impl PartialPay {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = crate::lock(&self.settings).clone();
         let mut out = Vec::new();
         {
-            let mut guard = self.state.lock().unwrap();
+            let mut guard = crate::lock(&self.state);
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
@@ -430,7 +430,7 @@ impl PartialPay {
         match event.view() {
             EventView::Caps(c) => {
                 let caps = c.caps_owned();
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.codec = caps.to_string();
                     state.frame_duration = caps
                         .structure(0)
@@ -452,7 +452,7 @@ impl PartialPay {
             EventView::Segment(s) => {
                 match s.segment().clone().downcast::<gst::ClockTime>() {
                     Ok(segment) => {
-                        if let Some(state) = self.state.lock().unwrap().as_mut() {
+                        if let Some(state) = crate::lock(&self.state).as_mut() {
                             state.segment = segment;
                         }
                     }
@@ -476,7 +476,7 @@ impl PartialPay {
                             .or_else(|_| s.get::<u32>(name).map(|v| v.min(255) as u8))
                             .unwrap_or(0)
                     };
-                    if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    if let Some(state) = crate::lock(&self.state).as_mut() {
                         state.profile_fec = (field("fec-k"), field("fec-m"));
                         state.profile_reorder = s
                             .has_field("reorder-frames")
@@ -486,13 +486,13 @@ impl PartialPay {
             }
             EventView::Eos(_) => {
                 let mut out = Vec::new();
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     self.close_chunk(state, true, &mut out);
                 }
                 let _ = self.push_all(out);
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.open = None;
                     state.group.clear();
                     state.need_segment = true;
@@ -504,10 +504,7 @@ impl PartialPay {
     }
 
     fn stats(&self) -> gst::Structure {
-        let s = self
-            .state
-            .lock()
-            .unwrap()
+        let s = crate::lock(&self.state)
             .as_ref()
             .map(|s| s.stats.clone())
             .unwrap_or_default();
@@ -623,7 +620,7 @@ impl ObjectImpl for PartialPay {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap();
+        let mut settings = crate::lock(&self.settings);
         let id = |value: &glib::Value, default: &str| -> String {
             let s: Option<String> = value.get().unwrap();
             let s = s.unwrap_or_else(|| default.to_string());
@@ -658,7 +655,7 @@ impl ObjectImpl for PartialPay {
         if pspec.name() == "stats" {
             return self.stats().to_value();
         }
-        let settings = self.settings.lock().unwrap();
+        let settings = crate::lock(&self.settings);
         match pspec.name() {
             "stream-id" => settings.stream_id.to_value(),
             "profile-id" => settings.profile_id.to_value(),
@@ -742,11 +739,11 @@ impl ElementImpl for PartialPay {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
-            *self.state.lock().unwrap() = Some(State::new());
+            *crate::lock(&self.state) = Some(State::new());
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            *self.state.lock().unwrap() = None;
+            *crate::lock(&self.state) = None;
         }
         Ok(res)
     }
