@@ -22,6 +22,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A time in nanoseconds from a chunk or a buffer field, as a `ClockTime`: `None` for
+/// `u64::MAX` (`GST_CLOCK_TIME_NONE`), which `gst::ClockTime::from_nseconds` would panic on.
+pub(crate) fn clock_time(nseconds: u64) -> Option<gst::ClockTime> {
+    (nseconds <= gst::ClockTime::MAX.nseconds()).then(|| gst::ClockTime::from_nseconds(nseconds))
+}
+
 /// The split-encode-merge example shown in every element's docs and `gst-inspect-1.0` output.
 pub const SWARM_EXAMPLE: &str = include_str!("swarm-example.txt");
 

@@ -16,8 +16,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_GOP_DURATION: u64 = 2_000_000_000;
-const DEFAULT_GRID_ORIGIN: u64 = 0;
+const DEFAULT_GOP_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(2);
+/// The shortest GOP the grid accepts.
+const MIN_GOP_DURATION: gst::ClockTime = gst::ClockTime::MSECOND;
+const DEFAULT_GRID_ORIGIN: gst::ClockTime = gst::ClockTime::ZERO;
 const DEFAULT_SLOT_INDEX: u32 = 0;
 const DEFAULT_SLOT_COUNT: u32 = 1;
 const DEFAULT_REDUNDANCY: u32 = 0;
@@ -115,8 +117,8 @@ impl Request {
 
 #[derive(Debug, Clone)]
 struct Settings {
-    gop_duration: u64,
-    grid_origin: u64,
+    gop_duration: gst::ClockTime,
+    grid_origin: gst::ClockTime,
     timeline: Timeline,
     max_reorder: u32,
     /// The latest assignment asked for (what the properties read back).
@@ -245,14 +247,15 @@ pub struct GopSelect {
 type Output = Vec<gst::Buffer>;
 
 impl GopSelect {
+    /// Timeline time minus running time, in signed nanoseconds (the frame meta's unit).
     fn time_offset(&self, timeline: Timeline) -> i64 {
         match timeline {
             Timeline::RunningTime => 0,
+            // A base time past i64::MAX saturates: its frames then have no place on the grid.
             Timeline::ClockTime => self
                 .obj()
                 .base_time()
-                .map(|t| t.nseconds() as i64)
-                .unwrap_or(0),
+                .map_or(0, |t| i64::try_from(t.nseconds()).unwrap_or(i64::MAX)),
         }
     }
 
@@ -313,8 +316,8 @@ impl GopSelect {
     ) -> FrameInfo {
         FrameInfo {
             gop: k,
-            gop_start: grid.start_of(k),
-            gop_duration: grid.gop_duration,
+            gop_start: grid.start_of(k).nseconds(),
+            gop_duration: grid.gop_duration.nseconds(),
             time_offset: offset,
             epoch: state.assignment_at(k).epoch,
             redundant: role == Some(Role::Redundant),
@@ -346,7 +349,8 @@ impl GopSelect {
                 .pts()
                 .or(buffer.dts())
                 .and_then(|ts| signed_running_time(&state.segment, ts))
-                .and_then(|rt| grid.index_of(rt + offset));
+                .and_then(|rt| rt.checked_add(offset))
+                .and_then(|t| grid.index_of(t));
             let output = if state.compressed {
                 self.select_compressed(state, &settings, &grid, offset, k, buffer, &mut messages)
             } else {
@@ -702,14 +706,16 @@ impl ObjectImpl for GopSelect {
                 glib::ParamSpecUInt64::builder("gop-duration")
                     .nick("GOP duration")
                     .blurb("Duration of one GOP on the grid, in nanoseconds")
-                    .minimum(1_000_000)
-                    .default_value(DEFAULT_GOP_DURATION)
+                    .minimum(MIN_GOP_DURATION.nseconds())
+                    .maximum(gst::ClockTime::MAX.nseconds())
+                    .default_value(DEFAULT_GOP_DURATION.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("grid-origin")
                     .nick("Grid origin")
                     .blurb("Timeline time of the start of GOP 0, in nanoseconds")
-                    .default_value(DEFAULT_GRID_ORIGIN)
+                    .maximum(gst::ClockTime::MAX.nseconds())
+                    .default_value(DEFAULT_GRID_ORIGIN.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("timeline", Timeline::default())
@@ -785,8 +791,13 @@ impl ObjectImpl for GopSelect {
         let mut settings = crate::lock(&self.settings);
         let mut changed = settings.desired.clone();
         match pspec.name() {
-            "gop-duration" => settings.gop_duration = value.get().unwrap(),
-            "grid-origin" => settings.grid_origin = value.get().unwrap(),
+            // The ranges stop below GST_CLOCK_TIME_NONE, so these never panic.
+            "gop-duration" => {
+                settings.gop_duration = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
+            "grid-origin" => {
+                settings.grid_origin = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
             "timeline" => settings.timeline = value.get().unwrap(),
             "max-reorder" => settings.max_reorder = value.get().unwrap(),
             "slot-index" => changed.slot_index = value.get().unwrap(),
@@ -857,8 +868,8 @@ impl ObjectImpl for GopSelect {
         }
         let settings = crate::lock(&self.settings);
         match pspec.name() {
-            "gop-duration" => settings.gop_duration.to_value(),
-            "grid-origin" => settings.grid_origin.to_value(),
+            "gop-duration" => settings.gop_duration.nseconds().to_value(),
+            "grid-origin" => settings.grid_origin.nseconds().to_value(),
             "timeline" => settings.timeline.to_value(),
             "max-reorder" => settings.max_reorder.to_value(),
             "slot-index" => settings.desired.slot_index.to_value(),

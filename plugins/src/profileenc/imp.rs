@@ -46,7 +46,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// 1000 h is x264enc's minimum PTS, so no encoder shifts again. The output segment is shifted
 /// back (base - 1000 h): downstream running time is the input's, PTS = running time + 1000 h,
 /// as x264enc gives anyway.
-const INNER_OFFSET: u64 = 1000 * 3600 * 1_000_000_000;
+const INNER_OFFSET: gst::ClockTime = gst::ClockTime::from_seconds(1000 * 3600);
 
 /// Default `profile` property value.
 pub const DEFAULT_PROFILE: &str = "h264";
@@ -584,7 +584,7 @@ impl ProfileEnc {
                         let shift = (seg.rate() == 1.0).then(|| {
                             seg.base().unwrap_or_default().nseconds() as i64
                                 - seg.start().unwrap_or_default().nseconds() as i64
-                                + INNER_OFFSET as i64
+                                + INNER_OFFSET.nseconds() as i64
                         });
                         if let Some(state) = crate::lock(&self.state).as_mut() {
                             state.segment = Some(seg.clone());
@@ -593,12 +593,13 @@ impl ProfileEnc {
                         if let Some(d) = shift {
                             let add = |t: gst::ClockTime| {
                                 gst::ClockTime::from_nseconds(
-                                    (t.nseconds() as i64 + d).max(0) as u64
+                                    (t.nseconds().min(i64::MAX as u64) as i64)
+                                        .saturating_add(d)
+                                        .max(0) as u64,
                                 )
                             };
                             let mut inner = seg.clone();
-                            let base = seg.base().unwrap_or_default()
-                                + gst::ClockTime::from_nseconds(INNER_OFFSET);
+                            let base = seg.base().unwrap_or_default().saturating_add(INNER_OFFSET);
                             inner.set_start(base);
                             inner.set_base(base);
                             inner.set_stop(seg.stop().map(add));
@@ -742,13 +743,12 @@ impl ProfileEnc {
                 actions = Some(BoundaryActions {
                     gop: k,
                     // In the branch's timeline (see INNER_OFFSET).
-                    running_time: gst::ClockTime::from_nseconds(
-                        rt.max(0) as u64
-                            + if state.shift.is_some() {
-                                INNER_OFFSET
-                            } else {
-                                0
-                            },
+                    running_time: gst::ClockTime::from_nseconds(rt.max(0) as u64).saturating_add(
+                        if state.shift.is_some() {
+                            INNER_OFFSET
+                        } else {
+                            gst::ClockTime::ZERO
+                        },
                     ),
                     pts,
                     rebuild,
@@ -867,7 +867,7 @@ impl ProfileEnc {
         let Some(gst::PadProbeData::Event(ref mut event)) = info.data else {
             return gst::PadProbeReturn::Ok;
         };
-        let offset = gst::ClockTime::from_nseconds(INNER_OFFSET);
+        let offset = INNER_OFFSET;
         let replacement = match event.view() {
             gst::EventView::Segment(s) => s
                 .segment()
