@@ -705,3 +705,11 @@ fn decode_timestamps_increase_across_every_join_with_one_decode_delay() {
     assert_eq!(stats.get::<u64>("reorder-frames").unwrap(), 2);
     assert_eq!(stats.get::<u64>("dts-pushed").unwrap(), 0);
 }
+
+#[test]
+fn end_input_without_a_name_is_ignored_not_a_panic() {
+    init();
+    let merger = gst::ElementFactory::make("gopmerge").build().unwrap();
+    merger.emit_by_name::<()>("end-input", &[&None::<String>]);
+    merger.emit_by_name::<()>("end-input", &[&"host-a"]);
+}

@@ -1107,8 +1107,17 @@ impl ObjectImpl for GopMerge {
                     .action()
                     .class_handler(|args| {
                         let element = args[0].get::<super::GopMerge>().expect("gopmerge");
-                        let name = args[1].get::<String>().expect("input name");
                         let imp = element.imp();
+                        // The name comes from the network (a host id): a NULL one is refused,
+                        // not a panic.
+                        let Ok(Some(name)) = args[1].get::<Option<String>>() else {
+                            gst::warning!(
+                                CAT,
+                                imp = imp,
+                                "end-input without an input name ignored"
+                            );
+                            return None;
+                        };
                         imp.state
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)

@@ -263,8 +263,9 @@ impl PartialPay {
             }
         };
         let members: Vec<(u64, u32)> = group.iter().map(|g| (g.0, g.3.len() as u32)).collect();
-        let first = &group[0];
-        let last = group.last().unwrap();
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return;
+        };
         let start_rt = i64::try_from(first.1).unwrap_or(i64::MAX);
         for (index, shard) in parity.iter().enumerate() {
             let info = ParityInfo {
