@@ -190,7 +190,7 @@ impl PartialPay {
                     .start_rt
                     .saturating_add(i64::try_from(open.info.gop_duration).unwrap_or(i64::MAX));
                 let half_frame = state.frame_duration.map_or(0, |d| d.nseconds() / 2) as i64;
-                if at_eos && open.end_rt + half_frame < grid_end {
+                if at_eos && open.end_rt.saturating_add(half_frame) < grid_end {
                     header.flags |= flags::SHORT;
                     state.stats.short_chunks += 1;
                 }
