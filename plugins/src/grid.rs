@@ -29,18 +29,24 @@ pub enum Timeline {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
-    pub gop_duration: u64,
-    pub origin: u64,
+    pub gop_duration: gst::ClockTime,
+    pub origin: gst::ClockTime,
 }
 
 impl Grid {
-    /// GOP index of a timeline time, `None` before the origin.
+    /// GOP index of a timeline time (signed nanoseconds), `None` before the origin. Computed in
+    /// 128 bits: an origin beyond `i64::MAX` is simply never reached.
     pub fn index_of(&self, t: i64) -> Option<u64> {
-        let rel = t.checked_sub(self.origin as i64)?;
-        (rel >= 0).then(|| rel as u64 / self.gop_duration.max(1))
+        let rel = i128::from(t) - i128::from(self.origin.nseconds());
+        let rel = u64::try_from(rel).ok()?;
+        Some(rel / self.gop_duration.nseconds().max(1))
     }
-    pub fn start_of(&self, k: u64) -> u64 {
-        self.origin + k * self.gop_duration
+
+    /// Start of GOP `k` on the timeline; saturates at `ClockTime::MAX` (a GOP no frame reaches).
+    pub fn start_of(&self, k: u64) -> gst::ClockTime {
+        self.gop_duration
+            .saturating_mul(k)
+            .saturating_add(self.origin)
     }
 }
 
@@ -170,14 +176,35 @@ mod tests {
     #[test]
     fn grid_index() {
         let g = Grid {
-            gop_duration: 2_000,
-            origin: 1_000,
+            gop_duration: gst::ClockTime::from_nseconds(2_000),
+            origin: gst::ClockTime::from_nseconds(1_000),
         };
+        assert_eq!(g.index_of(-5), None);
         assert_eq!(g.index_of(999), None);
         assert_eq!(g.index_of(1_000), Some(0));
         assert_eq!(g.index_of(2_999), Some(0));
         assert_eq!(g.index_of(3_000), Some(1));
-        assert_eq!(g.start_of(3), 7_000);
+        assert_eq!(g.start_of(3), gst::ClockTime::from_nseconds(7_000));
+    }
+
+    #[test]
+    fn extreme_grids_do_not_overflow() {
+        // An origin past every representable running time: no frame is on the grid.
+        let far = Grid {
+            gop_duration: gst::ClockTime::from_seconds(2),
+            origin: gst::ClockTime::MAX,
+        };
+        assert_eq!(far.index_of(i64::MAX), None);
+        assert_eq!(far.start_of(0), gst::ClockTime::MAX);
+        assert_eq!(far.start_of(u64::MAX), gst::ClockTime::MAX);
+        // The longest GOP: everything after the origin is GOP 0.
+        let long = Grid {
+            gop_duration: gst::ClockTime::MAX,
+            origin: gst::ClockTime::ZERO,
+        };
+        assert_eq!(long.index_of(i64::MAX), Some(0));
+        assert_eq!(long.index_of(i64::MIN), None);
+        assert_eq!(long.start_of(1), gst::ClockTime::MAX);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! streams cut at GOP boundaries, and merge them back frame-exactly.
 
 use gst::glib;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub mod grid;
 pub mod meta;
@@ -13,6 +14,19 @@ mod gopselect;
 mod partialdepay;
 mod partialpay;
 mod profileenc;
+
+/// Locks an element's settings or state, recovering the data of a poisoned lock: a panic on
+/// one streaming thread (caught by the pad function and turned into an element error) must not
+/// turn every later property read or network chunk into a second panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A time in nanoseconds from a chunk or a buffer field, as a `ClockTime`: `None` for
+/// `u64::MAX` (`GST_CLOCK_TIME_NONE`), which `gst::ClockTime::from_nseconds` would panic on.
+pub(crate) fn clock_time(nseconds: u64) -> Option<gst::ClockTime> {
+    (nseconds <= gst::ClockTime::MAX.nseconds()).then(|| gst::ClockTime::from_nseconds(nseconds))
+}
 
 /// The split-encode-merge example shown in every element's docs and `gst-inspect-1.0` output.
 pub const SWARM_EXAMPLE: &str = include_str!("swarm-example.txt");

@@ -35,11 +35,16 @@ fn spec(gop: u64, host: &'static str) -> Spec {
 }
 
 fn chunk(s: &Spec) -> Vec<u8> {
+    chunk_with_durations(s, GOP, FRAME)
+}
+
+/// A chunk whose grid duration and frame durations are `gop_ns` and `frame_ns` on the wire.
+fn chunk_with_durations(s: &Spec, gop_ns: u64, frame_ns: u64) -> Vec<u8> {
     let frames: Vec<FrameRecord> = (0..5)
         .map(|i| FrameRecord {
             pts_offset: Some((i * FRAME) as i64),
             dts_offset: Some((i * FRAME) as i64),
-            duration: Some(FRAME),
+            duration: Some(frame_ns),
             flags: if i == 0 { 0 } else { frame_flags::DELTA },
             data: format!("{}:{}:{}", s.host, s.gop, i).into_bytes(),
         })
@@ -48,7 +53,7 @@ fn chunk(s: &Spec) -> Vec<u8> {
         flags: s.flags,
         gop_index: s.gop,
         start_ns: s.gop * GOP,
-        duration_ns: GOP,
+        duration_ns: gop_ns,
         frame_count: 5,
         epoch: s.epoch,
         fec_k: s.fec.0,
@@ -319,6 +324,29 @@ fn gap_is_reported_and_flagged() {
         .map(|b| b.1.as_str())
         .collect();
     assert_eq!(disconts, vec!["a:4:0"]);
+}
+
+#[test]
+fn clock_time_none_durations_on_the_wire_are_no_durations_not_a_panic() {
+    // u64::MAX is GST_CLOCK_TIME_NONE: a chunk carrying it as the GOP or frame duration must
+    // neither panic the merger nor become a bogus time.
+    const NONE: u64 = u64::MAX;
+    let hostile = |g, host| chunk_with_durations(&spec(g, host), NONE, NONE);
+    let a = [0, 2, 4].iter().map(|&g| hostile(g, "a")).collect();
+    let b = [1, 5].iter().map(|&g| hostile(g, "b")).collect();
+    let m = merge(vec![a, b], vec![true, true], &[]);
+    assert_eq!(m.gops(), vec!["a:0", "b:1", "a:2", "a:4", "b:5"]);
+    assert_eq!(m.stat("frames-out"), 25);
+    let gap = m
+        .messages
+        .iter()
+        .find(|s| s.name() == "gopswarm-gap")
+        .expect("GOP 3 reported");
+    assert_eq!(gap.get::<u64>("gop").unwrap(), 3);
+    assert!(
+        !gap.has_field("start") && !gap.has_field("duration"),
+        "no grid time without a GOP duration: {gap}"
+    );
 }
 
 #[test]
@@ -676,4 +704,12 @@ fn decode_timestamps_increase_across_every_join_with_one_decode_delay() {
     );
     assert_eq!(stats.get::<u64>("reorder-frames").unwrap(), 2);
     assert_eq!(stats.get::<u64>("dts-pushed").unwrap(), 0);
+}
+
+#[test]
+fn end_input_without_a_name_is_ignored_not_a_panic() {
+    init();
+    let merger = gst::ElementFactory::make("gopmerge").build().unwrap();
+    merger.emit_by_name::<()>("end-input", &[&None::<String>]);
+    merger.emit_by_name::<()>("end-input", &[&"host-a"]);
 }

@@ -352,6 +352,47 @@ fn timestamp_gap_skipping_gops() {
 }
 
 #[test]
+fn a_grid_origin_later_than_any_frame_keeps_nothing_and_does_not_panic() {
+    init();
+    // The largest origin the property takes (GST_CLOCK_TIME_NONE - 1), with the longest GOP.
+    let far = (u64::MAX - 1).to_string();
+    let mut h = harness(
+        &[
+            ("grid-origin", far.as_str()),
+            ("gop-duration", far.as_str()),
+        ],
+        "video/x-raw",
+    );
+    raw(&mut h);
+    for i in 0..30 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    assert!(drain(&mut h).is_empty());
+    assert_eq!(stat(&h, "frames-dropped"), 30);
+    let e = h.element().unwrap();
+    assert_eq!(e.property::<u64>("grid-origin"), u64::MAX - 1);
+}
+
+#[test]
+fn a_shifted_grid_origin_moves_the_gop_starts() {
+    init();
+    // GOP 0 starts at 0.5 s: frames 0..=12 (up to 0.48 s) come before the grid.
+    let mut h = harness(&[("grid-origin", "500000000")], "video/x-raw");
+    raw(&mut h);
+    for i in 0..50 {
+        h.push(frame(i * FRAME, None, true)).unwrap();
+    }
+    let out = drain(&mut h);
+    assert_eq!(out.first().map(|o| o.0), Some(13));
+    for (n, info, _) in &out {
+        assert_eq!(info.gop, (n * FRAME - 500_000_000) / GOP);
+        assert_eq!(info.gop_start, 500_000_000 + info.gop * GOP);
+        assert_eq!(info.gop_duration, GOP);
+    }
+    assert_eq!(stat(&h, "frames-dropped"), 13);
+}
+
+#[test]
 fn explicit_gop_set() {
     init();
     let mut h = harness(&[("gops", "1,3-4")], "video/x-raw");

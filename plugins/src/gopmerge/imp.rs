@@ -24,7 +24,7 @@ const DEFAULT_MIN_EPOCH: u64 = 0;
 const DEFAULT_START_GOP: i64 = -1;
 /// Output timestamps sit this far above the timeline so B-frame DTS never go negative (the same
 /// trick x264enc uses).
-const OUTPUT_BASE: u64 = 1000 * 3600 * 1_000_000_000;
+const OUTPUT_BASE: gst::ClockTime = gst::ClockTime::from_seconds(1000 * 3600);
 /// Inputs are pads unless chunks of many hosts share one pad (MQTT).
 const DEFAULT_INPUTS_BY_HOST: bool = false;
 /// GOPs behind the output position for which received chunks are kept as parity shards.
@@ -142,10 +142,10 @@ struct State {
     discont: bool,
     eos_sent: bool,
     flushing: bool,
-    /// GOP duration on the grid (ns), from the chunks.
-    gop_duration: Option<u64>,
-    /// A GOP and its start on the timeline (ns), to place GOPs that never came.
-    grid: Option<(u64, u64)>,
+    /// GOP duration on the grid, from the chunks.
+    gop_duration: Option<gst::ClockTime>,
+    /// A GOP and its start on the timeline, to place GOPs that never came.
+    grid: Option<(u64, gst::ClockTime)>,
     /// The latency this element adds, as last reported (LATENCY query and message).
     reported_latency: Option<gst::ClockTime>,
     /// Decode timestamps of the output, continuous across joins.
@@ -197,10 +197,10 @@ impl State {
             Some(steps) if !steps.is_empty() => steps.into_iter().max().unwrap_or(inputs),
             _ => inputs,
         };
-        Some(gst::ClockTime::from_nseconds(
+        Some(
             gop.saturating_mul(hold_gops)
-                .saturating_add(settings.latency.nseconds()),
-        ))
+                .saturating_add(settings.latency),
+        )
     }
 
     fn all_inputs_ended(&self) -> bool {
@@ -394,10 +394,13 @@ impl GopMerge {
         }
 
         let gop = h.gop_index;
-        if h.duration_ns > 0 {
-            state.gop_duration = Some(h.duration_ns);
+        // Times from the wire: GST_CLOCK_TIME_NONE is no time, not a panic.
+        if let Some(duration) = crate::clock_time(h.duration_ns).filter(|d| !d.is_zero()) {
+            state.gop_duration = Some(duration);
         }
-        state.grid = Some((gop, h.start_ns));
+        if let Some(start) = crate::clock_time(h.start_ns) {
+            state.grid = Some((gop, start));
+        }
         let input_state = state.inputs.entry(key.clone()).or_default();
         if let Some(last) = input_state.last_data_gop.filter(|&l| gop > l) {
             input_state.gop_step = Some(gop - last);
@@ -613,7 +616,10 @@ impl GopMerge {
                     ))?;
             let t = start
                 .checked_add(offset)
-                .filter(|t| t.checked_add(OUTPUT_BASE as i64).is_some_and(|o| o >= 0))
+                .filter(|t| {
+                    t.checked_add(OUTPUT_BASE.nseconds() as i64)
+                        .is_some_and(|o| o >= 0)
+                })
                 .ok_or_else(out_of_range)?;
             pts.push(t);
         }
@@ -628,7 +634,7 @@ impl GopMerge {
             frame_hint,
         );
         let to_ts = |t: i64| {
-            (OUTPUT_BASE as i64)
+            (OUTPUT_BASE.nseconds() as i64)
                 .checked_add(t)
                 .and_then(|t| u64::try_from(t).ok())
                 .map(gst::ClockTime::from_nseconds)
@@ -639,7 +645,7 @@ impl GopMerge {
             let b = buffer.get_mut().unwrap();
             b.set_pts(to_ts(pts[i]));
             b.set_dts(to_ts(stamped.dts[i]));
-            b.set_duration(f.duration.map(gst::ClockTime::from_nseconds));
+            b.set_duration(f.duration.and_then(crate::clock_time));
             let mut flags = gst::BufferFlags::empty();
             if f.flags & frame_flags::DELTA != 0 {
                 flags |= gst::BufferFlags::DELTA_UNIT;
@@ -708,9 +714,8 @@ impl GopMerge {
                                 if need_segment {
                                     let mut segment =
                                         gst::FormattedSegment::<gst::ClockTime>::new();
-                                    segment.set_start(gst::ClockTime::from_nseconds(OUTPUT_BASE));
-                                    segment
-                                        .set_position(gst::ClockTime::from_nseconds(OUTPUT_BASE));
+                                    segment.set_start(OUTPUT_BASE);
+                                    segment.set_position(OUTPUT_BASE);
                                     segment.set_time(gst::ClockTime::ZERO);
                                     events.push(gst::event::Segment::new(&segment));
                                 }
@@ -820,10 +825,16 @@ impl GopMerge {
             .field("reason", reason)
             .build();
         if let (Some(duration), Some((known, known_start))) = (state.gop_duration, state.grid) {
-            let start = (known_start as i128) + (gop as i128 - known as i128) * duration as i128;
-            if let Ok(start) = u64::try_from(start) {
-                s.set("start", gst::ClockTime::from_nseconds(start));
-                s.set("duration", gst::ClockTime::from_nseconds(duration));
+            // GOP indices come from the wire: 128 bits and checked, so no index overflows.
+            let start = (i128::from(gop) - i128::from(known))
+                .checked_mul(i128::from(duration.nseconds()))
+                .and_then(|offset| offset.checked_add(i128::from(known_start.nseconds())));
+            if let Some(start) = start
+                .and_then(|t| u64::try_from(t).ok())
+                .and_then(crate::clock_time)
+            {
+                s.set("start", start);
+                s.set("duration", duration);
             }
         }
         gst::message::Element::builder(s).src(&*self.obj()).build()
@@ -1001,6 +1012,7 @@ impl ObjectImpl for GopMerge {
                 glib::ParamSpecUInt64::builder("latency")
                     .nick("Latency")
                     .blurb("How long to wait for a missing GOP once a later one has arrived before reporting a gap, in nanoseconds (0: wait until every input has moved past it or ended); added to the reported latency")
+                    .maximum(gst::ClockTime::MAX.nseconds())
                     .default_value(DEFAULT_LATENCY.nseconds())
                     .mutable_playing()
                     .build(),
@@ -1046,6 +1058,7 @@ impl ObjectImpl for GopMerge {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
+            // The range stops below GST_CLOCK_TIME_NONE, so this never panics.
             "latency" => settings.latency = gst::ClockTime::from_nseconds(value.get().unwrap()),
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
             "start-gop" => settings.start_gop = value.get().unwrap(),
@@ -1094,8 +1107,17 @@ impl ObjectImpl for GopMerge {
                     .action()
                     .class_handler(|args| {
                         let element = args[0].get::<super::GopMerge>().expect("gopmerge");
-                        let name = args[1].get::<String>().expect("input name");
                         let imp = element.imp();
+                        // The name comes from the network (a host id): a NULL one is refused,
+                        // not a panic.
+                        let Ok(Some(name)) = args[1].get::<Option<String>>() else {
+                            gst::warning!(
+                                CAT,
+                                imp = imp,
+                                "end-input without an input name ignored"
+                            );
+                            return None;
+                        };
                         imp.state
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)

@@ -3,7 +3,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::VecDeque;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex};
 
 use crate::grid::{GopSet, Grid, Role, Slots, Timeline};
 use crate::meta::{FrameInfo, signed_running_time};
@@ -16,8 +16,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_GOP_DURATION: u64 = 2_000_000_000;
-const DEFAULT_GRID_ORIGIN: u64 = 0;
+const DEFAULT_GOP_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(2);
+/// The shortest GOP the grid accepts.
+const MIN_GOP_DURATION: gst::ClockTime = gst::ClockTime::MSECOND;
+const DEFAULT_GRID_ORIGIN: gst::ClockTime = gst::ClockTime::ZERO;
 const DEFAULT_SLOT_INDEX: u32 = 0;
 const DEFAULT_SLOT_COUNT: u32 = 1;
 const DEFAULT_REDUNDANCY: u32 = 0;
@@ -115,8 +117,8 @@ impl Request {
 
 #[derive(Debug, Clone)]
 struct Settings {
-    gop_duration: u64,
-    grid_origin: u64,
+    gop_duration: gst::ClockTime,
+    grid_origin: gst::ClockTime,
     timeline: Timeline,
     max_reorder: u32,
     /// The latest assignment asked for (what the properties read back).
@@ -245,14 +247,15 @@ pub struct GopSelect {
 type Output = Vec<gst::Buffer>;
 
 impl GopSelect {
+    /// Timeline time minus running time, in signed nanoseconds (the frame meta's unit).
     fn time_offset(&self, timeline: Timeline) -> i64 {
         match timeline {
             Timeline::RunningTime => 0,
+            // A base time past i64::MAX saturates: its frames then have no place on the grid.
             Timeline::ClockTime => self
                 .obj()
                 .base_time()
-                .map(|t| t.nseconds() as i64)
-                .unwrap_or(0),
+                .map_or(0, |t| i64::try_from(t.nseconds()).unwrap_or(i64::MAX)),
         }
     }
 
@@ -313,8 +316,8 @@ impl GopSelect {
     ) -> FrameInfo {
         FrameInfo {
             gop: k,
-            gop_start: grid.start_of(k),
-            gop_duration: grid.gop_duration,
+            gop_start: grid.start_of(k).nseconds(),
+            gop_duration: grid.gop_duration.nseconds(),
             time_offset: offset,
             epoch: state.assignment_at(k).epoch,
             redundant: role == Some(Role::Redundant),
@@ -327,11 +330,7 @@ impl GopSelect {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let settings = crate::lock(&self.settings).clone();
         let grid = Grid {
             gop_duration: settings.gop_duration,
             origin: settings.grid_origin,
@@ -340,7 +339,7 @@ impl GopSelect {
         let mut messages = Vec::new();
         let mut applied_seq = None;
         let output = {
-            let mut state_guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state_guard = crate::lock(&self.state);
             let Some(state) = state_guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
@@ -350,7 +349,8 @@ impl GopSelect {
                 .pts()
                 .or(buffer.dts())
                 .and_then(|ts| signed_running_time(&state.segment, ts))
-                .and_then(|rt| grid.index_of(rt + offset));
+                .and_then(|rt| rt.checked_add(offset))
+                .and_then(|t| grid.index_of(t));
             let output = if state.compressed {
                 self.select_compressed(state, &settings, &grid, offset, k, buffer, &mut messages)
             } else {
@@ -362,11 +362,7 @@ impl GopSelect {
             output
         };
         if let Some(seq) = applied_seq {
-            self.settings
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .requests
-                .retain(|r| r.seq > seq);
+            crate::lock(&self.settings).requests.retain(|r| r.seq > seq);
         }
         for msg in messages {
             let _ = self.obj().post_message(msg);
@@ -520,12 +516,7 @@ impl GopSelect {
                     .caps()
                     .structure(0)
                     .is_some_and(|s| s.name() != "video/x-raw");
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.compressed = compressed;
                 }
                 gst::debug!(CAT, imp = self, "compressed input: {compressed}");
@@ -539,22 +530,12 @@ impl GopSelect {
                     );
                     return false;
                 };
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.segment = segment;
                 }
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.current_gop = None;
                     state.seen_keyframe = false;
                     state.held.clear();
@@ -564,12 +545,7 @@ impl GopSelect {
                 }
             }
             EventView::Eos(_) => {
-                if let Some(state) = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.held.clear();
                 }
             }
@@ -579,12 +555,7 @@ impl GopSelect {
     }
 
     fn stats(&self) -> gst::Structure {
-        let (s, epoch, gop, applied_seq) = match self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
+        let (s, epoch, gop, applied_seq) = match crate::lock(&self.state).as_ref() {
             Some(st) => (
                 st.stats.clone(),
                 st.active.epoch,
@@ -593,10 +564,7 @@ impl GopSelect {
             ),
             None => (Stats::default(), 0, None, u64::MAX),
         };
-        let pending = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let pending = crate::lock(&self.settings)
             .requests
             .iter()
             .filter(|r| r.seq > applied_seq)
@@ -621,10 +589,10 @@ impl GopSelect {
     /// there is no bus yet, so the error is posted when it starts; while running, at once.
     fn refuse(&self, message: String) {
         gst::error!(CAT, imp = self, "{message}");
-        if self.state.lock().unwrap().is_some() {
+        if crate::lock(&self.state).is_some() {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
         } else {
-            self.settings.lock().unwrap().refused = Some(message);
+            crate::lock(&self.settings).refused = Some(message);
         }
     }
 
@@ -738,14 +706,16 @@ impl ObjectImpl for GopSelect {
                 glib::ParamSpecUInt64::builder("gop-duration")
                     .nick("GOP duration")
                     .blurb("Duration of one GOP on the grid, in nanoseconds")
-                    .minimum(1_000_000)
-                    .default_value(DEFAULT_GOP_DURATION)
+                    .minimum(MIN_GOP_DURATION.nseconds())
+                    .maximum(gst::ClockTime::MAX.nseconds())
+                    .default_value(DEFAULT_GOP_DURATION.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("grid-origin")
                     .nick("Grid origin")
                     .blurb("Timeline time of the start of GOP 0, in nanoseconds")
-                    .default_value(DEFAULT_GRID_ORIGIN)
+                    .maximum(gst::ClockTime::MAX.nseconds())
+                    .default_value(DEFAULT_GRID_ORIGIN.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("timeline", Timeline::default())
@@ -818,11 +788,16 @@ impl ObjectImpl for GopSelect {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut settings = crate::lock(&self.settings);
         let mut changed = settings.desired.clone();
         match pspec.name() {
-            "gop-duration" => settings.gop_duration = value.get().unwrap(),
-            "grid-origin" => settings.grid_origin = value.get().unwrap(),
+            // The ranges stop below GST_CLOCK_TIME_NONE, so these never panic.
+            "gop-duration" => {
+                settings.gop_duration = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
+            "grid-origin" => {
+                settings.grid_origin = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
             "timeline" => settings.timeline = value.get().unwrap(),
             "max-reorder" => settings.max_reorder = value.get().unwrap(),
             "slot-index" => changed.slot_index = value.get().unwrap(),
@@ -891,10 +866,10 @@ impl ObjectImpl for GopSelect {
         if pspec.name() == "stats" {
             return self.stats().to_value();
         }
-        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let settings = crate::lock(&self.settings);
         match pspec.name() {
-            "gop-duration" => settings.gop_duration.to_value(),
-            "grid-origin" => settings.grid_origin.to_value(),
+            "gop-duration" => settings.gop_duration.nseconds().to_value(),
+            "grid-origin" => settings.grid_origin.nseconds().to_value(),
             "timeline" => settings.timeline.to_value(),
             "max-reorder" => settings.max_reorder.to_value(),
             "slot-index" => settings.desired.slot_index.to_value(),
@@ -998,17 +973,13 @@ impl ElementImpl for GopSelect {
         if matches!(
             transition,
             gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused
-        ) && let Some(message) = self.settings.lock().unwrap().refused.clone()
+        ) && let Some(message) = crate::lock(&self.settings).refused.clone()
         {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
             return Err(gst::StateChangeError);
         }
         if transition == gst::StateChange::ReadyToPaused {
-            let settings = self
-                .settings
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let settings = crate::lock(&self.settings).clone();
             if settings.desired.gops.is_none()
                 && settings.desired.slot_index >= settings.desired.slot_count
             {
@@ -1023,12 +994,11 @@ impl ElementImpl for GopSelect {
                 );
                 return Err(gst::StateChangeError);
             }
-            *self.state.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(State::new(&settings));
+            *crate::lock(&self.state) = Some(State::new(&settings));
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            *self.state.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *crate::lock(&self.state) = None;
         }
         Ok(res)
     }

@@ -19,7 +19,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_STREAM_ID: &str = "stream";
 const DEFAULT_PROFILE_ID: &str = "default";
 const DEFAULT_HOST_ID: &str = "local";
-const DEFAULT_GOP_DURATION: u64 = 2_000_000_000;
+const DEFAULT_GOP_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(2);
+/// The shortest GOP the element's own grid accepts.
+const MIN_GOP_DURATION: gst::ClockTime = gst::ClockTime::MSECOND;
 const DEFAULT_FEC: i32 = -1;
 /// -1: the decode reorder depth comes from profileenc's profile event.
 const DEFAULT_REORDER_FRAMES: i32 = -1;
@@ -29,7 +31,7 @@ struct Settings {
     stream_id: String,
     profile_id: String,
     host_id: String,
-    gop_duration: u64,
+    gop_duration: gst::ClockTime,
     fec_k: i32,
     fec_m: i32,
     reorder_frames: i32,
@@ -80,7 +82,8 @@ struct State {
     segment: gst::FormattedSegment<gst::ClockTime>,
     caps: Option<gst::Caps>,
     codec: String,
-    frame_duration: Option<u64>,
+    /// From the caps' frame rate.
+    frame_duration: Option<gst::ClockTime>,
     open: Option<OpenChunk>,
     last_gop: Option<u64>,
     /// FEC parameters from the upstream `gopswarm-profile` event.
@@ -165,7 +168,7 @@ impl PartialPay {
     /// Close the open chunk: serialise it, and the group's parity when the group is full or
     /// `final_group` is set.
     fn close_chunk(&self, state: &mut State, at_eos: bool, out: &mut Vec<Out>) {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = crate::lock(&self.settings).clone();
         let fec = self.fec(&settings, state);
         if let Some(open) = state.open.take() {
             if open.broken {
@@ -183,9 +186,11 @@ impl PartialPay {
                 if open.info.redundant {
                     header.flags |= flags::REDUNDANT;
                 }
-                let grid_end = open.start_rt + open.info.gop_duration as i64;
-                let half_frame = state.frame_duration.unwrap_or(0) as i64 / 2;
-                if at_eos && open.end_rt + half_frame < grid_end {
+                let grid_end = open
+                    .start_rt
+                    .saturating_add(i64::try_from(open.info.gop_duration).unwrap_or(i64::MAX));
+                let half_frame = state.frame_duration.map_or(0, |d| d.nseconds() / 2) as i64;
+                if at_eos && open.end_rt.saturating_add(half_frame) < grid_end {
                     header.flags |= flags::SHORT;
                     state.stats.short_chunks += 1;
                 }
@@ -210,7 +215,7 @@ impl PartialPay {
                         out.push(Out::Buffer(self.chunk_buffer(
                             &bytes,
                             open.start_rt,
-                            open.info.gop_duration,
+                            crate::clock_time(open.info.gop_duration),
                         )));
                         if fec.0 > 0 {
                             state.group.push((
@@ -258,9 +263,10 @@ impl PartialPay {
             }
         };
         let members: Vec<(u64, u32)> = group.iter().map(|g| (g.0, g.3.len() as u32)).collect();
-        let first = &group[0];
-        let last = group.last().unwrap();
-        let start_rt = first.1 as i64;
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return;
+        };
+        let start_rt = i64::try_from(first.1).unwrap_or(i64::MAX);
         for (index, shard) in parity.iter().enumerate() {
             let info = ParityInfo {
                 k: group.len() as u8,
@@ -272,27 +278,30 @@ impl PartialPay {
             header.flags = flags::PARITY;
             header.gop_index = last.0;
             header.start_ns = first.1;
-            header.duration_ns = last.1 + last.2 - first.1;
+            header.duration_ns = last.1.saturating_add(last.2).saturating_sub(first.1);
             header.epoch = 0;
             match gopswarm_chunk::serialize(&header, &info.encode(shard)) {
                 Ok(bytes) => {
                     state.stats.parity_chunks += 1;
                     state.stats.bytes += bytes.len() as u64;
-                    out.push(Out::Buffer(self.chunk_buffer(&bytes, start_rt, 0)));
+                    out.push(Out::Buffer(self.chunk_buffer(&bytes, start_rt, None)));
                 }
                 Err(err) => gst::warning!(CAT, imp = self, "parity not packed: {err}"),
             }
         }
     }
 
-    fn chunk_buffer(&self, bytes: &[u8], start_rt: i64, duration: u64) -> gst::Buffer {
+    fn chunk_buffer(
+        &self,
+        bytes: &[u8],
+        start_rt: i64,
+        duration: Option<gst::ClockTime>,
+    ) -> gst::Buffer {
         let mut buffer = gst::Buffer::from_slice(bytes.to_vec());
         {
             let b = buffer.get_mut().unwrap();
             b.set_pts(gst::ClockTime::from_nseconds(start_rt.max(0) as u64));
-            if duration > 0 {
-                b.set_duration(gst::ClockTime::from_nseconds(duration));
-            }
+            b.set_duration(duration.filter(|d| !d.is_zero()));
         }
         buffer
     }
@@ -302,10 +311,10 @@ impl PartialPay {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = crate::lock(&self.settings).clone();
         let mut out = Vec::new();
         {
-            let mut guard = self.state.lock().unwrap();
+            let mut guard = crate::lock(&self.state);
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
@@ -333,11 +342,13 @@ impl PartialPay {
                         );
                         return Err(gst::FlowError::Error);
                     };
-                    let gop = rt.max(0) as u64 / settings.gop_duration;
+                    let gop_duration = settings.gop_duration.nseconds();
+                    let gop = rt.max(0) as u64 / gop_duration;
                     FrameInfo {
                         gop,
-                        gop_start: gop * settings.gop_duration,
-                        gop_duration: settings.gop_duration,
+                        // At most `rt`: no overflow.
+                        gop_start: gop * gop_duration,
+                        gop_duration,
                         time_offset: 0,
                         epoch: 0,
                         redundant: false,
@@ -349,7 +360,9 @@ impl PartialPay {
             let new_gop = state.open.as_ref().is_none_or(|o| o.info.gop != info.gop);
             if new_gop {
                 self.close_chunk(state, false, &mut out);
-                let start_rt = info.gop_start as i64 - info.time_offset;
+                let start_rt = i64::try_from(info.gop_start)
+                    .unwrap_or(i64::MAX)
+                    .saturating_sub(info.time_offset);
                 let broken = !keyframe;
                 if broken {
                     out.push(Out::Message(
@@ -384,10 +397,11 @@ impl PartialPay {
             }
             let duration = buffer
                 .duration()
-                .map(|d| d.nseconds())
-                .or(state.frame_duration);
+                .or(state.frame_duration)
+                .map(gst::ClockTime::nseconds);
             if let Some(pts) = pts_rt {
-                open.end_rt = open.end_rt.max(pts + duration.unwrap_or(0) as i64);
+                let end = pts.saturating_add(duration.map_or(0, |d| d.min(i64::MAX as u64) as i64));
+                open.end_rt = open.end_rt.max(end);
             }
             let map = buffer.map_readable().map_err(|err| {
                 gst::element_imp_error!(
@@ -398,8 +412,8 @@ impl PartialPay {
                 gst::FlowError::Error
             })?;
             open.frames.push(FrameRecord {
-                pts_offset: pts_rt.map(|t| t - open.start_rt),
-                dts_offset: dts_rt.map(|t| t - open.start_rt),
+                pts_offset: pts_rt.map(|t| t.saturating_sub(open.start_rt)),
+                dts_offset: dts_rt.map(|t| t.saturating_sub(open.start_rt)),
                 duration,
                 flags: fflags,
                 data: map.as_slice().to_vec(),
@@ -430,17 +444,14 @@ impl PartialPay {
         match event.view() {
             EventView::Caps(c) => {
                 let caps = c.caps_owned();
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.codec = caps.to_string();
                     state.frame_duration = caps
                         .structure(0)
                         .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
                         .filter(|f| f.numer() > 0)
-                        .map(|f| {
-                            gst::ClockTime::SECOND
-                                .mul_div_round(f.denom() as u64, f.numer() as u64)
-                                .unwrap()
-                                .nseconds()
+                        .and_then(|f| {
+                            gst::ClockTime::SECOND.mul_div_round(f.denom() as u64, f.numer() as u64)
                         });
                     state.caps = Some(caps);
                 }
@@ -452,7 +463,7 @@ impl PartialPay {
             EventView::Segment(s) => {
                 match s.segment().clone().downcast::<gst::ClockTime>() {
                     Ok(segment) => {
-                        if let Some(state) = self.state.lock().unwrap().as_mut() {
+                        if let Some(state) = crate::lock(&self.state).as_mut() {
                             state.segment = segment;
                         }
                     }
@@ -476,7 +487,7 @@ impl PartialPay {
                             .or_else(|_| s.get::<u32>(name).map(|v| v.min(255) as u8))
                             .unwrap_or(0)
                     };
-                    if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    if let Some(state) = crate::lock(&self.state).as_mut() {
                         state.profile_fec = (field("fec-k"), field("fec-m"));
                         state.profile_reorder = s
                             .has_field("reorder-frames")
@@ -486,13 +497,13 @@ impl PartialPay {
             }
             EventView::Eos(_) => {
                 let mut out = Vec::new();
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     self.close_chunk(state, true, &mut out);
                 }
                 let _ = self.push_all(out);
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.open = None;
                     state.group.clear();
                     state.need_segment = true;
@@ -504,10 +515,7 @@ impl PartialPay {
     }
 
     fn stats(&self) -> gst::Structure {
-        let s = self
-            .state
-            .lock()
-            .unwrap()
+        let s = crate::lock(&self.state)
             .as_ref()
             .map(|s| s.stats.clone())
             .unwrap_or_default();
@@ -584,8 +592,9 @@ impl ObjectImpl for PartialPay {
                 glib::ParamSpecUInt64::builder("gop-duration")
                     .nick("GOP duration")
                     .blurb("Grid GOP duration in nanoseconds, used only for frames without gopselect's meta")
-                    .minimum(1_000_000)
-                    .default_value(DEFAULT_GOP_DURATION)
+                    .minimum(MIN_GOP_DURATION.nseconds())
+                    .maximum(gst::ClockTime::MAX.nseconds())
+                    .default_value(DEFAULT_GOP_DURATION.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecInt::builder("fec-k")
@@ -623,7 +632,7 @@ impl ObjectImpl for PartialPay {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap();
+        let mut settings = crate::lock(&self.settings);
         let id = |value: &glib::Value, default: &str| -> String {
             let s: Option<String> = value.get().unwrap();
             let s = s.unwrap_or_else(|| default.to_string());
@@ -646,7 +655,10 @@ impl ObjectImpl for PartialPay {
             "stream-id" => settings.stream_id = id(value, DEFAULT_STREAM_ID),
             "profile-id" => settings.profile_id = id(value, DEFAULT_PROFILE_ID),
             "host-id" => settings.host_id = id(value, DEFAULT_HOST_ID),
-            "gop-duration" => settings.gop_duration = value.get().unwrap(),
+            // The range stops below GST_CLOCK_TIME_NONE, so this never panics.
+            "gop-duration" => {
+                settings.gop_duration = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
             "fec-k" => settings.fec_k = value.get().unwrap(),
             "fec-m" => settings.fec_m = value.get().unwrap(),
             "reorder-frames" => settings.reorder_frames = value.get().unwrap(),
@@ -658,12 +670,12 @@ impl ObjectImpl for PartialPay {
         if pspec.name() == "stats" {
             return self.stats().to_value();
         }
-        let settings = self.settings.lock().unwrap();
+        let settings = crate::lock(&self.settings);
         match pspec.name() {
             "stream-id" => settings.stream_id.to_value(),
             "profile-id" => settings.profile_id.to_value(),
             "host-id" => settings.host_id.to_value(),
-            "gop-duration" => settings.gop_duration.to_value(),
+            "gop-duration" => settings.gop_duration.nseconds().to_value(),
             "fec-k" => settings.fec_k.to_value(),
             "fec-m" => settings.fec_m.to_value(),
             "reorder-frames" => settings.reorder_frames.to_value(),
@@ -742,11 +754,11 @@ impl ElementImpl for PartialPay {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
-            *self.state.lock().unwrap() = Some(State::new());
+            *crate::lock(&self.state) = Some(State::new());
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            *self.state.lock().unwrap() = None;
+            *crate::lock(&self.state) = None;
         }
         Ok(res)
     }

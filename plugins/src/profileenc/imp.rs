@@ -46,7 +46,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// 1000 h is x264enc's minimum PTS, so no encoder shifts again. The output segment is shifted
 /// back (base - 1000 h): downstream running time is the input's, PTS = running time + 1000 h,
 /// as x264enc gives anyway.
-const INNER_OFFSET: u64 = 1000 * 3600 * 1_000_000_000;
+const INNER_OFFSET: gst::ClockTime = gst::ClockTime::from_seconds(1000 * 3600);
 
 /// Default `profile` property value.
 pub const DEFAULT_PROFILE: &str = "h264";
@@ -341,7 +341,7 @@ impl ProfileEnc {
             "encoding chain for '{profile}': {description}"
         );
         {
-            let mut stats = self.stats.lock().unwrap();
+            let mut stats = crate::lock(&self.stats);
             stats.chains_built += 1;
             stats.encoder = description;
         }
@@ -370,7 +370,7 @@ impl ProfileEnc {
 
     fn rebuild_branch(&self) -> Result<(), String> {
         let (old, profile, in_info) = {
-            let mut state = self.state.lock().unwrap();
+            let mut state = crate::lock(&self.state);
             let Some(state) = state.as_mut() else {
                 return Ok(());
             };
@@ -384,7 +384,7 @@ impl ProfileEnc {
             self.retire_branch(old);
         }
         let branch = self.install_branch(&profile, in_info.as_ref())?;
-        let mut state = self.state.lock().unwrap();
+        let mut state = crate::lock(&self.state);
         match state.as_mut() {
             Some(state) => {
                 state.branch = Some(branch);
@@ -414,10 +414,10 @@ impl ProfileEnc {
     fn sink_probe(&self, info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
         match info.data {
             Some(gst::PadProbeData::Buffer(_)) => {
-                self.stats.lock().unwrap().frames_in += 1;
+                crate::lock(&self.stats).frames_in += 1;
             }
             Some(gst::PadProbeData::BufferList(ref list)) => {
-                self.stats.lock().unwrap().frames_in += list.len() as u64;
+                crate::lock(&self.stats).frames_in += list.len() as u64;
             }
             Some(gst::PadProbeData::Event(ref ev)) => {
                 if let gst::EventView::Caps(c) = ev.view() {
@@ -442,7 +442,7 @@ impl ProfileEnc {
 
     fn ensure_decoder(&self) -> Result<(), String> {
         {
-            let state = self.state.lock().unwrap();
+            let state = crate::lock(&self.state);
             match state.as_ref() {
                 Some(s) if s.decoder.is_some() => return Ok(()),
                 Some(_) => (),
@@ -484,7 +484,7 @@ impl ProfileEnc {
             .set_target(Some(&decoder.static_pad("sink").expect("decodebin sink")))
             .map_err(|e| e.to_string())?;
         gst::info!(CAT, imp = self, "compressed input: decoding with decodebin");
-        if let Some(s) = self.state.lock().unwrap().as_mut() {
+        if let Some(s) = crate::lock(&self.state).as_mut() {
             s.decoder = Some(decoder);
         }
         Ok(())
@@ -497,7 +497,7 @@ impl ProfileEnc {
         {
             match gst_video::VideoInfo::from_caps(c.caps()) {
                 Ok(vi) => {
-                    if let Some(s) = self.state.lock().unwrap().as_mut() {
+                    if let Some(s) = crate::lock(&self.state).as_mut() {
                         s.in_info = Some(vi);
                     }
                 }
@@ -527,13 +527,13 @@ impl ProfileEnc {
             gst::EventView::Caps(c) => {
                 let caps = c.caps_owned();
                 let (need_branch, applied, in_info) = {
-                    let mut state = self.state.lock().unwrap();
+                    let mut state = crate::lock(&self.state);
                     let Some(state) = state.as_mut() else {
                         return gst::PadProbeReturn::Ok;
                     };
                     if state.branch.is_none() && !state.started {
                         // Nothing encoded yet: take the latest accepted profile right away.
-                        let requested = self.settings.lock().unwrap().profile.clone();
+                        let requested = crate::lock(&self.settings).profile.clone();
                         state.applied = requested;
                     }
                     (
@@ -584,21 +584,22 @@ impl ProfileEnc {
                         let shift = (seg.rate() == 1.0).then(|| {
                             seg.base().unwrap_or_default().nseconds() as i64
                                 - seg.start().unwrap_or_default().nseconds() as i64
-                                + INNER_OFFSET as i64
+                                + INNER_OFFSET.nseconds() as i64
                         });
-                        if let Some(state) = self.state.lock().unwrap().as_mut() {
+                        if let Some(state) = crate::lock(&self.state).as_mut() {
                             state.segment = Some(seg.clone());
                             state.shift = shift;
                         }
                         if let Some(d) = shift {
                             let add = |t: gst::ClockTime| {
                                 gst::ClockTime::from_nseconds(
-                                    (t.nseconds() as i64 + d).max(0) as u64
+                                    (t.nseconds().min(i64::MAX as u64) as i64)
+                                        .saturating_add(d)
+                                        .max(0) as u64,
                                 )
                             };
                             let mut inner = seg.clone();
-                            let base = seg.base().unwrap_or_default()
-                                + gst::ClockTime::from_nseconds(INNER_OFFSET);
+                            let base = seg.base().unwrap_or_default().saturating_add(INNER_OFFSET);
                             inner.set_start(base);
                             inner.set_base(base);
                             inner.set_stop(seg.stop().map(add));
@@ -637,7 +638,7 @@ impl ProfileEnc {
                 }
             }
             gst::EventView::FlushStop(_) | gst::EventView::StreamStart(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.current_gop = None;
                     state.last_slot = None;
                 }
@@ -650,7 +651,7 @@ impl ProfileEnc {
     fn x_buffer(&self, pad: &gst::Pad, buffer: &mut gst::Buffer) -> gst::PadProbeReturn {
         let meta = FrameInfo::from_buffer(buffer);
         if meta.as_ref().is_some_and(|m| m.preroll) {
-            self.stats.lock().unwrap().preroll_dropped += 1;
+            crate::lock(&self.stats).preroll_dropped += 1;
             gst::trace!(
                 CAT,
                 imp = self,
@@ -665,7 +666,7 @@ impl ProfileEnc {
         };
 
         let actions = {
-            let mut state = self.state.lock().unwrap();
+            let mut state = crate::lock(&self.state);
             let Some(state) = state.as_mut() else {
                 return gst::PadProbeReturn::Ok;
             };
@@ -694,7 +695,7 @@ impl ProfileEnc {
             let mut actions = None;
             if boundary {
                 let (requested, switch_gop) = {
-                    let settings = self.settings.lock().unwrap();
+                    let settings = crate::lock(&self.settings);
                     (settings.profile.clone(), settings.switch_gop)
                 };
                 let due = switch_gop < 0 || k >= switch_gop as u64;
@@ -742,13 +743,12 @@ impl ProfileEnc {
                 actions = Some(BoundaryActions {
                     gop: k,
                     // In the branch's timeline (see INNER_OFFSET).
-                    running_time: gst::ClockTime::from_nseconds(
-                        rt.max(0) as u64
-                            + if state.shift.is_some() {
-                                INNER_OFFSET
-                            } else {
-                                0
-                            },
+                    running_time: gst::ClockTime::from_nseconds(rt.max(0) as u64).saturating_add(
+                        if state.shift.is_some() {
+                            INNER_OFFSET
+                        } else {
+                            gst::ClockTime::ZERO
+                        },
                     ),
                     pts,
                     rebuild,
@@ -777,7 +777,7 @@ impl ProfileEnc {
                     let rel = (t - gop_start).max(0) as u128;
                     let slot = ((rel + tol) * n as u128 / (d as u128 * 1_000_000_000)) as u64;
                     if !boundary && state.last_slot == Some(slot) {
-                        self.stats.lock().unwrap().rate_dropped += 1;
+                        crate::lock(&self.stats).rate_dropped += 1;
                         return gst::PadProbeReturn::Handled;
                     }
                     state.last_slot = Some(slot);
@@ -842,7 +842,7 @@ impl ProfileEnc {
             );
         }
         {
-            let mut stats = self.stats.lock().unwrap();
+            let mut stats = crate::lock(&self.stats);
             if actions.force_key_unit {
                 stats.keyframes_forced += 1;
             }
@@ -867,7 +867,7 @@ impl ProfileEnc {
         let Some(gst::PadProbeData::Event(ref mut event)) = info.data else {
             return gst::PadProbeReturn::Ok;
         };
-        let offset = gst::ClockTime::from_nseconds(INNER_OFFSET);
+        let offset = INNER_OFFSET;
         let replacement = match event.view() {
             gst::EventView::Segment(s) => s
                 .segment()
@@ -906,10 +906,10 @@ impl ProfileEnc {
     fn out_probe(&self, info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
         match info.data {
             Some(gst::PadProbeData::Buffer(ref buffer)) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                if let Some(state) = crate::lock(&self.state).as_mut() {
                     state.branch_output = true;
                 }
-                let mut stats = self.stats.lock().unwrap();
+                let mut stats = crate::lock(&self.stats);
                 stats.frames_encoded += 1;
                 if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                     stats.keyframes_out += 1;
@@ -929,7 +929,7 @@ impl ProfileEnc {
     }
 
     fn stats_structure(&self) -> gst::Structure {
-        let s = self.stats.lock().unwrap().clone();
+        let s = crate::lock(&self.stats).clone();
         gst::Structure::builder("application/x-profileenc-stats")
             .field("frames-in", s.frames_in)
             .field("frames-encoded", s.frames_encoded)
@@ -952,10 +952,7 @@ impl ProfileEnc {
         };
         let parsed = parsed.and_then(|p| {
             // Refuse an upward frame-rate conversion right away when the input rate is known.
-            let in_fps = self
-                .state
-                .lock()
-                .unwrap()
+            let in_fps = crate::lock(&self.state)
                 .as_ref()
                 .and_then(|s| s.in_info.as_ref().and_then(fps_of));
             if let (Some(out), Some(inp)) = (p.framerate, in_fps)
@@ -970,7 +967,7 @@ impl ProfileEnc {
         });
         match parsed {
             Ok(p) => {
-                let mut settings = self.settings.lock().unwrap();
+                let mut settings = crate::lock(&self.settings);
                 gst::info!(
                     CAT,
                     imp = self,
@@ -989,24 +986,24 @@ impl ProfileEnc {
                 let text = text.trim_end_matches(';');
                 let message = format!("profile \"{text}\" refused: {err}");
                 gst::error!(CAT, imp = self, "{message}");
-                let running = self.state.lock().unwrap().is_some();
+                let running = crate::lock(&self.state).is_some();
                 if running {
                     gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
                 } else {
-                    self.settings.lock().unwrap().refused = Some(message);
+                    crate::lock(&self.settings).refused = Some(message);
                 }
             }
         }
     }
 
     fn start(&self) {
-        let profile = self.settings.lock().unwrap().profile.clone();
-        *self.state.lock().unwrap() = Some(State::new(profile));
-        *self.stats.lock().unwrap() = Stats::default();
+        let profile = crate::lock(&self.settings).profile.clone();
+        *crate::lock(&self.state) = Some(State::new(profile));
+        *crate::lock(&self.stats) = Stats::default();
     }
 
     fn stop(&self) {
-        let state = self.state.lock().unwrap().take();
+        let state = crate::lock(&self.state).take();
         let Some(state) = state else {
             return;
         };
@@ -1127,30 +1124,24 @@ impl ObjectImpl for ProfileEnc {
                 let structure: Option<gst::Structure> = value.get().expect("type checked upstream");
                 self.set_profile(structure.as_deref());
             }
-            "switch-gop" => self.settings.lock().unwrap().switch_gop = value.get().unwrap(),
+            "switch-gop" => crate::lock(&self.settings).switch_gop = value.get().unwrap(),
             _ => unimplemented!(),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "profile" => self
-                .settings
-                .lock()
-                .unwrap()
+            "profile" => crate::lock(&self.settings)
                 .profile
                 .to_structure()
                 .to_value(),
-            "switch-gop" => self.settings.lock().unwrap().switch_gop.to_value(),
+            "switch-gop" => crate::lock(&self.settings).switch_gop.to_value(),
             "applied-profile" => {
-                let applied = self
-                    .state
-                    .lock()
-                    .unwrap()
+                let applied = crate::lock(&self.state)
                     .as_ref()
                     .map(|s| s.applied.to_string());
                 applied
-                    .unwrap_or_else(|| self.settings.lock().unwrap().profile.to_string())
+                    .unwrap_or_else(|| crate::lock(&self.settings).profile.to_string())
                     .to_value()
             }
             "stats" => self.stats_structure().to_value(),
@@ -1294,7 +1285,7 @@ impl ElementImpl for ProfileEnc {
         if matches!(
             transition,
             gst::StateChange::NullToReady | gst::StateChange::ReadyToPaused
-        ) && let Some(message) = self.settings.lock().unwrap().refused.clone()
+        ) && let Some(message) = crate::lock(&self.settings).refused.clone()
         {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", message));
             return Err(gst::StateChangeError);
