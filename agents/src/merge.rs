@@ -226,6 +226,31 @@ fn listen_tcp(addr: &str, tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>) -> Re
     Ok(())
 }
 
+/// GOPs past the next one to output that a chunk may be for.
+const MAX_AHEAD_GOPS: u64 = 128;
+/// A GOP's chunk may be this many times what the profile's bitrate gives a GOP (keyframes,
+/// rate control overshoot, framing) ...
+const CHUNK_BYTES_MARGIN: u64 = 8;
+/// ... and never less than this.
+const MIN_MAX_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// The largest chunk a profile can honestly produce for a GOP of `gop_ns`; 0 (no limit beyond
+/// the wire format's) for a profile without a bitrate.
+fn max_chunk_bytes(def: &StreamDef, profile: &str) -> u64 {
+    let Some(spec) = def.profiles.iter().find(|p| p.id == profile) else {
+        return 0;
+    };
+    match crate::pipeline::check_profile(&spec.spec) {
+        Ok(p) if p.bitrate > 0 => {
+            let per_gop = u64::from(p.bitrate) * 125 * def.gop_ns / 1_000_000_000;
+            per_gop
+                .saturating_mul(CHUNK_BYTES_MARGIN)
+                .max(MIN_MAX_CHUNK_BYTES)
+        }
+        _ => 0,
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct MergeSummary {
     pub stream: String,
@@ -245,6 +270,10 @@ pub struct MergeSummary {
     pub mp4: PathBuf,
     pub hls: PathBuf,
     pub rejected_payloads: u64,
+    /// Chunks larger than the profile's bitrate allows for a GOP (with a wide margin).
+    pub oversized: u64,
+    /// Chunks for GOPs too far past the output (forged or from a runaway host).
+    pub too_far_ahead: u64,
     /// Every chunk that went into the merger, in arrival order.
     pub chunks: Vec<ChunkSeen>,
 }
@@ -265,7 +294,13 @@ struct Merger {
 }
 
 impl Merger {
-    fn start(out: &std::path::Path, start_gop: u64, latency: u64, gop_ns: u64) -> Result<Merger> {
+    fn start(
+        out: &std::path::Path,
+        start_gop: u64,
+        latency: u64,
+        gop_ns: u64,
+        max_chunk_bytes: u64,
+    ) -> Result<Merger> {
         crate::pipeline::prepare_out(out)?;
         let mp4 = format!("{}.mp4", out.display());
         let hls = format!("{}-hls", out.display());
@@ -288,6 +323,8 @@ impl Merger {
                 ("inputs-by-host", true.to_value()),
                 ("start-gop", start_gop.to_value()),
                 ("latency", latency.to_value()),
+                ("max-ahead-gops", MAX_AHEAD_GOPS.to_value()),
+                ("max-chunk-bytes", max_chunk_bytes.to_value()),
             ],
         )?;
         let tee = make("tee", &[])?;
@@ -400,6 +437,7 @@ pub async fn run(
     };
     let mut layout: Option<Layout> = None;
     let mut gop_ns: u64 = 0;
+    let mut chunk_limit: u64 = 0;
     let mut merger: Option<Merger> = None;
     let mut seen: HashSet<(String, u64, bool)> = HashSet::new();
     let mut have: BTreeSet<u64> = BTreeSet::new();
@@ -479,7 +517,10 @@ pub async fn run(
                             layout = Some(l);
                         }
                     }
-                    Ok(Inbound::StreamDef(d)) => gop_ns = d.gop_ns,
+                    Ok(Inbound::StreamDef(d)) => {
+                        gop_ns = d.gop_ns;
+                        chunk_limit = max_chunk_bytes(&d, &opts.profile);
+                    }
                     Ok(Inbound::Birth(b)) => {
                         let seq = birth_seq.entry(b.host.clone()).or_insert(b.seq);
                         *seq = (*seq).max(b.seq);
@@ -533,11 +574,32 @@ pub async fn run(
         if merger.is_none() {
             let first = &l.history[0];
             let latency = gop_ns * opts.latency_gops;
-            merger = Some(Merger::start(&opts.out, first.from_gop, latency, gop_ns)?);
+            merger = Some(Merger::start(
+                &opts.out,
+                first.from_gop,
+                latency,
+                gop_ns,
+                chunk_limit,
+            )?);
             summary.first_gop = Some(first.from_gop);
         }
         let m = merger.as_ref().unwrap();
+        let next_out = u64::try_from(m.merge.property::<i64>("next-gop")).ok();
+        if let Some(next) = next_out {
+            // Repeats of GOPs already out are dropped by gopmerge as late.
+            seen.retain(|(_, g, _)| *g >= next);
+        }
         for bytes in held.drain(..) {
+            // Bounds first, before anything is recorded: a forged chunk must not make a real
+            // one look like a repeat.
+            if chunk_limit > 0 && bytes.len() as u64 > chunk_limit {
+                summary.oversized += 1;
+                tracing::warn!(
+                    "merge: chunk of {} bytes over the profile's {chunk_limit}: refused",
+                    bytes.len()
+                );
+                continue;
+            }
             let header = match gopswarm_chunk::parse_ref(&bytes) {
                 Ok((h, _)) => h,
                 Err(e) => {
@@ -550,6 +612,10 @@ pub async fn run(
             let Some(in_force) = l.epoch_at(g) else {
                 continue;
             };
+            if next_out.is_some_and(|next| g > next.saturating_add(MAX_AHEAD_GOPS)) {
+                summary.too_far_ahead += 1;
+                continue;
+            }
             if header.epoch < in_force.epoch {
                 summary.fenced_stale += 1;
                 tracing::info!(

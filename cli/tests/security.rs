@@ -208,3 +208,75 @@ fn merger_killed_at_any_moment_leaves_playable_files() {
         assert!(errors.is_empty(), "segment {s}: {errors}");
     }
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Chunk floods with valid CRCs: 10,000 small chunks for far-future GOPs and three 30 MiB
+/// chunks (under the wire limit of 32 MiB) for the next GOPs. The merger's memory stays put,
+/// nothing real is displaced, and the output is frame-exact.
+#[test]
+fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
+    let _serial = serial();
+    let mut swarm = Swarm::start("security-chunk-flood", SwarmOptions::default());
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 6
+        });
+    let (_, real) = swarm.obs.chunks().last().cloned().unwrap();
+    let before = rss(swarm.merger.pid());
+    let topic = Topic::Chunks(STREAM.into(), PROFILE.into()).path();
+    let forge = |gop: u64, host: &str, payload: &[u8]| {
+        let header = gopswarm_chunk::ChunkHeader {
+            gop_index: gop,
+            host_id: host.into(),
+            flags: 0,
+            fec_k: 0,
+            fec_m: 0,
+            ..real.clone()
+        };
+        gopswarm_chunk::serialize(&header, payload).unwrap()
+    };
+    let small = vec![0x5a; 4096];
+    for i in 0..10_000u64 {
+        let host = host_id((i % 3) as usize);
+        swarm.obs.publish(
+            &topic,
+            forge(real.gop_index + 1_000 + i, &host, &small),
+            false,
+        );
+    }
+    let big = vec![0xa5; 30 * 1024 * 1024];
+    for i in 1..=3u64 {
+        swarm.obs.publish(
+            &topic,
+            forge(real.gop_index + 2 + i, &host_id(0), &big),
+            false,
+        );
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let after = rss(swarm.merger.pid());
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 20 * 1024 * 1024,
+        "the merger grew by {} MiB ({before} -> {after} bytes)",
+        grown / (1024 * 1024)
+    );
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    assert_eq!(summary["oversized"], 3, "{summary:#}");
+    assert!(
+        summary["too_far_ahead"].as_u64().unwrap() >= 9_000,
+        "{summary:#}"
+    );
+}

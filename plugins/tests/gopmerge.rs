@@ -713,3 +713,81 @@ fn end_input_without_a_name_is_ignored_not_a_panic() {
     merger.emit_by_name::<()>("end-input", &[&None::<String>]);
     merger.emit_by_name::<()>("end-input", &[&"host-a"]);
 }
+
+/// `s`'s chunk with `bytes` of frame data.
+fn chunk_of_size(s: &Spec, bytes: usize) -> Vec<u8> {
+    let frames = vec![FrameRecord {
+        pts_offset: Some(0),
+        dts_offset: Some(0),
+        duration: Some(GOP),
+        flags: 0,
+        data: vec![0x5a; bytes],
+    }];
+    let header = ChunkHeader {
+        gop_index: s.gop,
+        start_ns: s.gop * GOP,
+        duration_ns: GOP,
+        frame_count: 1,
+        epoch: s.epoch,
+        stream_id: "s".into(),
+        profile_id: s.profile.into(),
+        host_id: s.host.into(),
+        codec: s.codec.into(),
+        ..Default::default()
+    };
+    gopswarm_chunk::serialize(&header, &encode_frames(&frames)).unwrap()
+}
+
+#[test]
+fn far_future_oversized_and_overflowing_chunks_are_dropped_and_counted() {
+    // The real input has GOPs 0..=4 and stays open, so GOP 5 may still come and whatever is
+    // after it stays pending: 400 kB chunks for GOPs 6..=9 overflow the 1 MiB budget.
+    let mut flood: Vec<Vec<u8>> = (0..100).map(|i| chunk(&spec(1_000 + i, "x"))).collect();
+    flood.push(chunk_of_size(&spec(3, "x"), 600_000));
+    flood.extend((6..=9).map(|g| chunk_of_size(&spec(g, "y"), 400_000)));
+    let real = (0..5).map(|g| chunk(&spec(g, "a"))).collect();
+    let (pipeline, merger, sink) = start(
+        vec![flood, real],
+        vec![true, false],
+        &[
+            ("start-gop", "0"),
+            ("max-ahead-gops", "10"),
+            ("max-chunk-bytes", "500000"),
+            ("max-pending-bytes", "1048576"),
+        ],
+        |_| {},
+    );
+    let stat = |f: &str| {
+        merger
+            .property::<gst::Structure>("stats")
+            .get::<u64>(f)
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stat("gops-out") < 5 || stat("chunks-in") < 110 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck: {:?}",
+            merger.property::<gst::Structure>("stats")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut gops = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+        gops.push(output_buffer(&sample).1);
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    // Every frame of GOPs 0..=4 (five each), nothing else.
+    let firsts: Vec<&str> = gops
+        .iter()
+        .filter(|g| g.ends_with(":0"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(firsts, ["a:0:0", "a:1:0", "a:2:0", "a:3:0", "a:4:0"]);
+    assert_eq!(gops.len(), 25);
+    assert_eq!(stat("too-far-ahead"), 100);
+    assert_eq!(stat("oversized"), 1);
+    // 6 and 7 fit (800 kB); 8 and 9 would pass 1 MiB and nothing later is held to make room.
+    assert_eq!(stat("overflow"), 2);
+    assert_eq!(merger.property::<i64>("next-gop"), 5);
+}

@@ -29,6 +29,13 @@ const OUTPUT_BASE: gst::ClockTime = gst::ClockTime::from_seconds(1000 * 3600);
 const DEFAULT_INPUTS_BY_HOST: bool = false;
 /// GOPs behind the output position for which received chunks are kept as parity shards.
 const RETAIN_GOPS: u64 = 64;
+/// GOPs ahead of the output a chunk may be for (a minute and more of 0.5 s GOPs; a forged
+/// far-future GOP would otherwise sit in memory until the end).
+const DEFAULT_MAX_AHEAD_GOPS: u64 = 128;
+/// Bytes of chunks held for later GOPs and as parity shards.
+const DEFAULT_MAX_PENDING_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest chunk accepted, in bytes (0: only the wire format's limit).
+const DEFAULT_MAX_CHUNK_BYTES: u64 = 0;
 /// How long the task sleeps without news before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
@@ -40,6 +47,9 @@ struct Settings {
     stream_id: String,
     profile_id: String,
     inputs_by_host: bool,
+    max_ahead_gops: u64,
+    max_pending_bytes: u64,
+    max_chunk_bytes: u64,
 }
 
 impl Default for Settings {
@@ -51,6 +61,9 @@ impl Default for Settings {
             stream_id: String::new(),
             profile_id: String::new(),
             inputs_by_host: DEFAULT_INPUTS_BY_HOST,
+            max_ahead_gops: DEFAULT_MAX_AHEAD_GOPS,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
         }
     }
 }
@@ -70,6 +83,12 @@ struct Stats {
     recovered: u64,
     redundant_used: u64,
     lost: u64,
+    /// Chunks for GOPs more than `max-ahead-gops` past the output, dropped.
+    too_far_ahead: u64,
+    /// Chunks over `max-chunk-bytes`, dropped.
+    oversized: u64,
+    /// Chunks dropped to stay within `max-pending-bytes` (the farthest GOPs go first).
+    overflow: u64,
     /// Frames whose DTS was pushed later to stay increasing where the reorder depth went up.
     dts_pushed: u64,
     /// Decode reorder depth in force (frames).
@@ -343,6 +362,47 @@ impl GopMerge {
             );
             return;
         }
+        if settings.max_chunk_bytes > 0 && chunk.bytes().len() as u64 > settings.max_chunk_bytes {
+            state.stats.oversized += 1;
+            gst::warning!(
+                CAT,
+                imp = self,
+                "chunk of {} bytes for GOP {} from {} over max-chunk-bytes {}: dropped",
+                chunk.bytes().len(),
+                h.gop_index,
+                h.host_id,
+                settings.max_chunk_bytes
+            );
+            return;
+        }
+        // Parity chunks name their last member GOP; data chunks their GOP.
+        let reference = state.next.or(u64::try_from(settings.start_gop).ok());
+        if let Some(next) = reference
+            && h.gop_index > next.saturating_add(settings.max_ahead_gops)
+        {
+            state.stats.too_far_ahead += 1;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "GOP {} from {} is more than {} GOPs past {next}: dropped",
+                h.gop_index,
+                h.host_id,
+                settings.max_ahead_gops
+            );
+            return;
+        }
+        if !Self::make_room(state, settings, h.gop_index, chunk.bytes().len() as u64) {
+            state.stats.overflow += 1;
+            gst::warning!(
+                CAT,
+                imp = self,
+                "GOP {} from {}: {} bytes held already (max-pending-bytes): dropped",
+                h.gop_index,
+                h.host_id,
+                Self::bytes_held(state)
+            );
+            return;
+        }
         let key = if settings.inputs_by_host {
             h.host_id.clone()
         } else {
@@ -576,6 +636,72 @@ impl GopMerge {
             (Some(l), Some(since)) => Step::Wait(l.saturating_sub(since.elapsed()).min(IDLE_WAIT)),
             _ => Step::Wait(IDLE_WAIT),
         }
+    }
+
+    /// Bytes of chunks held: pending GOPs, data shards and parity shards.
+    fn bytes_held(state: &State) -> u64 {
+        let pending: usize = state
+            .pending
+            .values()
+            .flat_map(|c| [&c.primary, &c.redundant])
+            .flatten()
+            .map(|c| c.bytes().len())
+            .sum();
+        let received: usize = state.received.values().map(Vec::len).sum();
+        let parity: usize = state
+            .groups
+            .iter()
+            .flat_map(|g| g.shards.iter().flatten())
+            .map(Vec::len)
+            .sum();
+        (pending + received + parity) as u64
+    }
+
+    /// Make room for `len` more bytes for GOP `gop` by dropping held GOPs after it, farthest
+    /// first; false when it cannot fit (what is held is all for earlier GOPs).
+    fn make_room(state: &mut State, settings: &Settings, gop: u64, len: u64) -> bool {
+        let mut held = Self::bytes_held(state);
+        while held.saturating_add(len) > settings.max_pending_bytes {
+            let farthest_pending = state
+                .pending
+                .keys()
+                .next_back()
+                .copied()
+                .filter(|&g| g > gop);
+            let farthest_received = state
+                .received
+                .keys()
+                .filter(|(_, g)| *g > gop)
+                .max_by_key(|(_, g)| *g)
+                .cloned();
+            match (farthest_pending, farthest_received) {
+                (Some(p), Some((_, r))) if r > p => {
+                    state.received.retain(|(_, g), _| *g != r);
+                }
+                (Some(p), _) => {
+                    state.pending.remove(&p);
+                }
+                (None, Some((_, r))) => {
+                    state.received.retain(|(_, g), _| *g != r);
+                }
+                (None, None) => {
+                    // Parity groups last: they only rebuild, never carry a GOP themselves.
+                    match state
+                        .groups
+                        .iter()
+                        .position(|g| g.info.members.iter().all(|m| m.0 > gop))
+                    {
+                        Some(i) => {
+                            state.groups.remove(i);
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            state.stats.overflow += 1;
+            held = Self::bytes_held(state);
+        }
+        true
     }
 
     /// Drop what no longer matters once GOP `done` is out.
@@ -861,6 +987,9 @@ impl GopMerge {
             .field("recovered", s.recovered)
             .field("redundant-used", s.redundant_used)
             .field("lost", s.lost)
+            .field("too-far-ahead", s.too_far_ahead)
+            .field("oversized", s.oversized)
+            .field("overflow", s.overflow)
             .field("dts-pushed", s.dts_pushed)
             .field("reorder-frames", s.reorder_frames)
             .build()
@@ -1045,9 +1174,36 @@ impl ObjectImpl for GopMerge {
                     .default_value(DEFAULT_INPUTS_BY_HOST)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("max-ahead-gops")
+                    .nick("Maximum GOPs ahead")
+                    .blurb("Chunks for GOPs more than this many GOPs (a count) past the next GOP to output are dropped and counted as too-far-ahead, so forged far-future GOPs cannot fill memory")
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_AHEAD_GOPS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-pending-bytes")
+                    .nick("Maximum pending bytes")
+                    .blurb("Bytes of chunks held for later GOPs and as parity shards; over it the farthest GOPs are dropped first and counted as overflow")
+                    .minimum(1024 * 1024)
+                    .default_value(DEFAULT_MAX_PENDING_BYTES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-chunk-bytes")
+                    .nick("Maximum chunk bytes")
+                    .blurb("Largest chunk accepted, in bytes (a profile's bitrate x GOP duration with a margin); larger ones are dropped and counted as oversized (0: only the chunk format's limit)")
+                    .default_value(DEFAULT_MAX_CHUNK_BYTES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecInt64::builder("next-gop")
+                    .nick("Next GOP")
+                    .blurb("Index of the next GOP to output (-1 until known): chunks are accepted up to max-ahead-gops past it")
+                    .minimum(-1)
+                    .default_value(-1)
+                    .read_only()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
+                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, too-far-ahead, oversized, overflow (chunks dropped by max-ahead-gops, max-chunk-bytes, max-pending-bytes), dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
                     .read_only()
                     .build(),
             ]
@@ -1063,6 +1219,9 @@ impl ObjectImpl for GopMerge {
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
             "start-gop" => settings.start_gop = value.get().unwrap(),
             "inputs-by-host" => settings.inputs_by_host = value.get().unwrap(),
+            "max-ahead-gops" => settings.max_ahead_gops = value.get().unwrap(),
+            "max-pending-bytes" => settings.max_pending_bytes = value.get().unwrap(),
+            "max-chunk-bytes" => settings.max_chunk_bytes = value.get().unwrap(),
             "stream-id" => {
                 settings.stream_id = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
@@ -1085,12 +1244,23 @@ impl ObjectImpl for GopMerge {
                 .clone();
             return Self::stats_structure("gopmerge-stats", &stats).to_value();
         }
+        if pspec.name() == "next-gop" {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            return state
+                .next
+                .and_then(|n| i64::try_from(n).ok())
+                .unwrap_or(-1)
+                .to_value();
+        }
         let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         match pspec.name() {
             "latency" => settings.latency.nseconds().to_value(),
             "min-epoch" => settings.min_epoch.to_value(),
             "start-gop" => settings.start_gop.to_value(),
             "inputs-by-host" => settings.inputs_by_host.to_value(),
+            "max-ahead-gops" => settings.max_ahead_gops.to_value(),
+            "max-pending-bytes" => settings.max_pending_bytes.to_value(),
+            "max-chunk-bytes" => settings.max_chunk_bytes.to_value(),
             "stream-id" => settings.stream_id.to_value(),
             "profile-id" => settings.profile_id.to_value(),
             _ => unimplemented!(),
