@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
 
 use super::decode_order::{DtsStamper, Stamped};
+use super::verify::{self, VerifyPayload};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -40,6 +41,7 @@ struct Settings {
     stream_id: String,
     profile_id: String,
     inputs_by_host: bool,
+    verify_payload: VerifyPayload,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             stream_id: String::new(),
             profile_id: String::new(),
             inputs_by_host: DEFAULT_INPUTS_BY_HOST,
+            verify_payload: VerifyPayload::default(),
         }
     }
 }
@@ -70,6 +73,9 @@ struct Stats {
     recovered: u64,
     redundant_used: u64,
     lost: u64,
+    /// Copies of GOPs whose payload failed `verify-payload` (a GOP with no good copy is also
+    /// lost).
+    rejected: u64,
     /// Frames whose DTS was pushed later to stay increasing where the reorder depth went up.
     dts_pushed: u64,
     /// Decode reorder depth in force (frames).
@@ -128,6 +134,10 @@ struct State {
     /// Pads that ended (inputs by host: the stream is over once all of them did).
     pad_eos: std::collections::HashSet<String>,
     pending: BTreeMap<u64, Copies>,
+    /// GOPs whose copy failed the payload check: the gap reason if no good copy comes.
+    rejected: HashMap<u64, &'static str>,
+    /// Whether the decode check's missing decoder was reported.
+    decoder_missing_reported: bool,
     /// Serialised chunks by (host, GOP), kept as data shards for parity recovery.
     received: HashMap<(String, u64), Vec<u8>>,
     groups: Vec<ParityGroup>,
@@ -159,6 +169,8 @@ impl State {
             inputs: HashMap::new(),
             pad_eos: Default::default(),
             pending: BTreeMap::new(),
+            rejected: HashMap::new(),
+            decoder_missing_reported: false,
             received: HashMap::new(),
             groups: Vec::new(),
             next: None,
@@ -509,15 +521,28 @@ impl GopMerge {
             }
         };
 
+        // The redundant copy stays until the primary passed the payload check (`emitted`).
         if let Some(copies) = state.pending.get_mut(&next)
             && let Some(chunk) = copies.primary.take()
         {
-            if copies.redundant.take().is_some() {
-                state.stats.duplicates += 1;
-            }
             return Step::Emit(chunk);
         }
-        if let Some(chunk) = self.try_recover(state, next) {
+        let rejected = state.rejected.get(&next).copied();
+        if rejected.is_some() {
+            // The copy that came failed the check: a redundant one takes its place at once.
+            if let Some(chunk) = state
+                .pending
+                .get_mut(&next)
+                .and_then(|c| c.redundant.take())
+            {
+                state.stats.redundant_used += 1;
+                return Step::Emit(chunk);
+            }
+        }
+        // Parity rebuilds the chunk that failed the check as it was: no use trying.
+        if rejected.is_none()
+            && let Some(chunk) = self.try_recover(state, next)
+        {
             state.stats.recovered += 1;
             return Step::Emit(chunk);
         }
@@ -534,10 +559,11 @@ impl GopMerge {
             .any(|g| g.info.members.iter().any(|m| m.0 >= next));
         if !later_exists && !known_to_exist && state.all_inputs_ended() {
             // Nothing at or after `next` will ever come: the stream is complete.
-            if state
-                .pending
-                .get(&next)
-                .is_none_or(|c| c.redundant.is_none())
+            if rejected.is_none()
+                && state
+                    .pending
+                    .get(&next)
+                    .is_none_or(|c| c.redundant.is_none())
             {
                 return Step::Eos;
             }
@@ -566,7 +592,11 @@ impl GopMerge {
             }
             return Step::Gap {
                 gop: next,
-                reason: if certain { "missing" } else { "deadline" },
+                reason: match rejected {
+                    Some(reason) => reason,
+                    None if certain => "missing",
+                    None => "deadline",
+                },
             };
         }
         match (latency, state.overdue_since) {
@@ -578,6 +608,7 @@ impl GopMerge {
     /// Drop what no longer matters once GOP `done` is out.
     fn prune(state: &mut State, done: u64) {
         state.pending.retain(|&g, _| g > done);
+        state.rejected.retain(|&g, _| g > done);
         let keep_from = done.saturating_sub(RETAIN_GOPS);
         state.received.retain(|(_, g), _| *g >= keep_from);
         state
@@ -690,6 +721,28 @@ impl GopMerge {
                 }
                 Step::Emit(chunk) => {
                     let gop = chunk.header.gop_index;
+                    // The check (a decode, maybe) runs without the lock: chunks keep coming in.
+                    drop(state);
+                    let checked = self.check_payload(&settings, &chunk);
+                    state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    if state.flushing {
+                        return;
+                    }
+                    if let Err(rejection) = checked {
+                        let message = self.reject(&mut state, &chunk, rejection);
+                        drop(state);
+                        let _ = self.obj().post_message(message);
+                        return;
+                    }
+                    // This copy is good: a redundant one of the same GOP is a duplicate.
+                    if state
+                        .pending
+                        .get_mut(&gop)
+                        .and_then(|c| c.redundant.take())
+                        .is_some()
+                    {
+                        state.stats.duplicates += 1;
+                    }
                     if !state.started {
                         state.started = true;
                         // create_stream_id() refuses elements with several sink pads.
@@ -809,6 +862,69 @@ impl GopMerge {
         }
     }
 
+    /// Run the `verify-payload` check on a chunk about to go out.
+    fn check_payload(&self, settings: &Settings, chunk: &Chunk) -> Result<(), verify::Rejection> {
+        let mut mode = settings.verify_payload;
+        if mode == VerifyPayload::None {
+            return Ok(());
+        }
+        let codec = chunk.header.codec.split(',').next().unwrap_or("").trim();
+        if mode == VerifyPayload::Decode && !verify::decoder_available(codec) {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !std::mem::replace(&mut state.decoder_missing_reported, true) {
+                drop(state);
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::MissingPlugin,
+                    [
+                        "verify-payload=decode needs the {} element (gst-plugins-bad openh264); \
+                         checking the structure only",
+                        verify::H264_CHECK_DECODER
+                    ]
+                );
+            }
+            mode = VerifyPayload::Parse;
+        }
+        // Unreadable frame records are the caller's own gap (`unreadable`).
+        let Ok(frames) = gopswarm_chunk::decode_frames(chunk.payload()) else {
+            return Ok(());
+        };
+        verify::verify(mode, &chunk.header.codec, &frames)
+    }
+
+    /// A copy of a GOP failed the payload check: count it, remember the reason for the gap
+    /// (unless a good copy comes) and build the `gopswarm-rejected` message.
+    fn reject(
+        &self,
+        state: &mut State,
+        chunk: &Chunk,
+        rejection: verify::Rejection,
+    ) -> gst::Message {
+        let h = &chunk.header;
+        gst::warning!(
+            CAT,
+            imp = self,
+            "GOP {} from {} refused ({}): {}",
+            h.gop_index,
+            h.host_id,
+            rejection.reason,
+            rejection.detail
+        );
+        state.stats.rejected += 1;
+        state.rejected.insert(h.gop_index, rejection.reason);
+        gst::message::Element::builder(
+            gst::Structure::builder("gopswarm-rejected")
+                .field("gop", h.gop_index)
+                .field("host", h.host_id.as_str())
+                .field("redundant", h.is_redundant())
+                .field("reason", rejection.reason)
+                .field("detail", rejection.detail.as_str())
+                .build(),
+        )
+        .src(&*self.obj())
+        .build()
+    }
+
     /// Count GOP `gop` as lost, flag the next buffer DISCONT and build its `gopswarm-gap`
     /// message: gop, reason, and where known its start on the timeline and its duration.
     fn gap(&self, state: &mut State, gop: u64, reason: &str) -> gst::Message {
@@ -850,6 +966,7 @@ impl GopMerge {
             .field("recovered", s.recovered)
             .field("redundant-used", s.redundant_used)
             .field("lost", s.lost)
+            .field("rejected", s.rejected)
             .field("dts-pushed", s.dts_pushed)
             .field("reorder-frames", s.reorder_frames)
             .build()
@@ -1033,9 +1150,15 @@ impl ObjectImpl for GopMerge {
                     .default_value(DEFAULT_INPUTS_BY_HOST)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder::<VerifyPayload>("verify-payload")
+                    .nick("Verify payload")
+                    .blurb("Check each GOP's frames before it goes out: none (trust the inputs), parse (Annex-B structure, SPS/PPS/IDR at the start, SPS picture size = the caps'), decode (parse, then decode the GOP with openh264dec: every frame must come out). A GOP that fails is dropped and posts gopswarm-rejected; a good redundant copy takes its place, else it is a gap")
+                    .default_value(VerifyPayload::default())
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
+                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, rejected (copies that failed verify-payload), dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
                     .read_only()
                     .build(),
             ]
@@ -1050,6 +1173,7 @@ impl ObjectImpl for GopMerge {
             "min-epoch" => settings.min_epoch = value.get().unwrap(),
             "start-gop" => settings.start_gop = value.get().unwrap(),
             "inputs-by-host" => settings.inputs_by_host = value.get().unwrap(),
+            "verify-payload" => settings.verify_payload = value.get().unwrap(),
             "stream-id" => {
                 settings.stream_id = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
@@ -1078,6 +1202,7 @@ impl ObjectImpl for GopMerge {
             "min-epoch" => settings.min_epoch.to_value(),
             "start-gop" => settings.start_gop.to_value(),
             "inputs-by-host" => settings.inputs_by_host.to_value(),
+            "verify-payload" => settings.verify_payload.to_value(),
             "stream-id" => settings.stream_id.to_value(),
             "profile-id" => settings.profile_id.to_value(),
             _ => unimplemented!(),

@@ -75,6 +75,7 @@ use gst::prelude::*;
 
 mod decode_order;
 mod imp;
+mod verify;
 
 glib::wrapper! {
     pub struct GopMerge(ObjectSubclass<imp::GopMerge>) @extends gst::Element, gst::Object;
