@@ -1257,8 +1257,10 @@ impl ElementImpl for GopMerge {
                      chunks from Reed-Solomon parity and reports gaps. Its latency is the \
                      inputs' plus GOP duration x the GOPs between an input's chunks plus \
                      `latency`.",
-                    "gopswarm-gap (gop: u64, reason: missing|deadline|unparsable-caps|unreadable, \
-                     start: ClockTime ns, duration: ClockTime ns); gopswarm-decode-delay (gop, \
+                    "gopswarm-gap (gop: u64, reason: missing|deadline|unparsable-caps|unreadable|\
+                     invalid-payload|undecodable, start: ClockTime ns, duration: ClockTime ns); \
+                     gopswarm-rejected (gop: u64, host: string, redundant: bool, reason: \
+                     invalid-payload|undecodable, detail: string); gopswarm-decode-delay (gop, \
                      from-frames, to-frames: u64); gopswarm-merge-summary at EOS (the stats \
                      fields, u64).",
                     "latency in nanoseconds (ClockTime); min-epoch and start-gop are counts.",
