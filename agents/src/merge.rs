@@ -96,6 +96,11 @@ fn export(
             "Corrupt chunks dropped",
         ),
         (
+            "rejected",
+            "gopswarm_merge_rejected_total",
+            "GOP copies refused: their payload did not parse or decode",
+        ),
+        (
             "recovered",
             "gopswarm_merge_recovered_total",
             "GOPs recovered from parity",
@@ -264,6 +269,8 @@ pub struct MergeSummary {
     pub corrupt: u64,
     pub resend_requests: u64,
     pub lost_gops: Vec<u64>,
+    /// Copies of GOPs the merger refused because their payload did not parse or decode.
+    pub rejected: Vec<RejectedGop>,
     /// gopmerge's own counters.
     pub merger: BTreeMap<String, u64>,
     pub layout_epochs: u64,
@@ -276,6 +283,15 @@ pub struct MergeSummary {
     pub too_far_ahead: u64,
     /// Every chunk that went into the merger, in arrival order.
     pub chunks: Vec<ChunkSeen>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedGop {
+    pub gop: u64,
+    pub host: String,
+    /// `invalid-payload` or `undecodable`.
+    pub reason: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -327,6 +343,9 @@ impl Merger {
                 ("max-chunk-bytes", max_chunk_bytes.to_value()),
             ],
         )?;
+        // A GOP whose payload does not decode is dropped and reported (`gopswarm-rejected`, and
+        // a gap unless a redundant copy is good) instead of reaching the outputs.
+        merge.set_property_from_str("verify-payload", "decode");
         let tee = make("tee", &[])?;
         let pipeline = chain(&[
             src.clone(),
@@ -627,16 +646,17 @@ pub async fn run(
                 continue;
             }
             let key = (header.host_id.clone(), g, header.is_redundant());
-            // Drop exact repeats (QoS 1 redelivery, resends) and copies of what is already in;
-            // a primary still goes in after a redundant copy (gopmerge prefers it).
+            // Drop exact repeats (QoS 1 redelivery, resends) and a second primary; a primary
+            // still goes in after a redundant copy (gopmerge prefers it), and a redundant copy
+            // after a primary (gopmerge uses it if the primary's payload fails its check).
             let repeat = !seen.insert(key);
             let redundant_after_any = header.is_redundant() && have.contains(&g);
             let primary_again = !header.is_redundant() && primaries.contains(&g);
-            if !header.is_parity() && (repeat || redundant_after_any || primary_again) {
+            if !header.is_parity() && (repeat || primary_again) {
                 summary.duplicates += 1;
                 continue;
             }
-            if !header.is_parity() {
+            if !header.is_parity() && !redundant_after_any {
                 have.insert(g);
                 let who = if header.is_redundant() {
                     format!("{} (redundant)", header.host_id)
@@ -682,6 +702,25 @@ pub async fn run(
                         && let Ok(g) = s.get::<u64>("gop")
                     {
                         summary.lost_gops.push(g);
+                    }
+                    if let Some(s) = e.structure()
+                        && s.name() == "gopswarm-rejected"
+                    {
+                        let text = |k: &str| s.get::<String>(k).unwrap_or_default();
+                        let rejected = RejectedGop {
+                            gop: s.get::<u64>("gop").unwrap_or_default(),
+                            host: text("host"),
+                            reason: text("reason"),
+                            detail: text("detail"),
+                        };
+                        tracing::warn!(
+                            "merge: GOP {} from {} refused ({}): {}",
+                            rejected.gop,
+                            rejected.host,
+                            rejected.reason,
+                            rejected.detail
+                        );
+                        summary.rejected.push(rejected);
                     }
                 }
                 _ => {}

@@ -279,4 +279,84 @@ fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
         summary["too_far_ahead"].as_u64().unwrap() >= 9_000,
         "{summary:#}"
     );
+/// Overwrite every H.264 slice's data after its first bytes with pseudo-random bytes (no zero
+/// bytes, so no new start codes); start codes, SPS, PPS and the slice headers' start stay.
+fn garbage_slices(frame: &[u8]) -> Vec<u8> {
+    let mut d = frame.to_vec();
+    let starts: Vec<usize> = (0..d.len().saturating_sub(2))
+        .filter(|&i| d[i] == 0 && d[i + 1] == 0 && d[i + 2] == 1)
+        .map(|i| i + 3)
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for (n, &s) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map_or(d.len(), |&next| next - 4);
+        if !matches!(d[s] & 0x1f, 1 | 5) {
+            continue;
+        }
+        for b in d.iter_mut().take(end).skip(s + 4) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = (seed as u8) | 1;
+        }
+    }
+    d
+}
+
+/// A forged primary chunk (valid CRC, headers kept, slice data garbage) for a GOP not encoded
+/// yet: the merger refuses it, takes the redundant copy, and the output stays frame-exact.
+/// Before the check the garbage reached the MP4 and the HLS segments.
+#[test]
+fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
+    let _serial = serial();
+    let mut swarm = Swarm::start("security-garbage-gop", SwarmOptions::default());
+    swarm.obs.wait_for(
+        "a primary chunk on the wire",
+        Duration::from_secs(40),
+        |o| o.chunks().iter().any(|(_, h)| !h.is_redundant()),
+    );
+    let real = {
+        let seen = swarm.obs.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.topic.contains("/chunks/"))
+            .filter_map(|s| gopswarm_chunk::parse_owned(s.payload.clone()).ok())
+            .find(|c| !c.header.is_redundant() && !c.header.is_parity())
+            .unwrap()
+    };
+    let target = swarm.obs.current_gop().unwrap() + 2;
+    let mut header = real.header.clone();
+    header.start_ns += (target - header.gop_index) * header.duration_ns;
+    header.gop_index = target;
+    let mut frames = gopswarm_chunk::decode_frames(real.payload()).unwrap();
+    for f in &mut frames {
+        f.data = garbage_slices(&f.data);
+    }
+    let forged =
+        gopswarm_chunk::serialize(&header, &gopswarm_chunk::encode_frames(&frames)).unwrap();
+    swarm.obs.publish(
+        &Topic::Chunks(header.stream_id.clone(), header.profile_id.clone()).path(),
+        forged,
+        false,
+    );
+    let summary = swarm.finish();
+    let rejected = summary["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{summary:#}");
+    assert_eq!(rejected[0]["gop"].as_u64(), Some(target), "{summary:#}");
+    assert_eq!(rejected[0]["reason"], "undecodable", "{summary:#}");
+    assert_eq!(
+        summary["merger"]["rejected"].as_u64(),
+        Some(1),
+        "{summary:#}"
+    );
+    assert!(summary["merger"]["redundant-used"].as_u64().unwrap() >= 1);
+    assert_frame_exact(&swarm, &summary);
+    let hls = swarm.dir.join("out-hls");
+    let playlist = std::fs::read_to_string(hls.join("index.m3u8")).unwrap();
+    for s in playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let errors = gopswarm::media::decode_errors(&hls.join(s)).unwrap();
+        assert!(errors.is_empty(), "segment {s}: {errors}");
+    }
 }

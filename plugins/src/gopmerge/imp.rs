@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use gopswarm_chunk::{Chunk, ParityInfo, frame_flags};
 
 use super::decode_order::{DtsStamper, Stamped};
+use super::verify::{self, VerifyPayload};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -50,6 +51,7 @@ struct Settings {
     max_ahead_gops: u64,
     max_pending_bytes: u64,
     max_chunk_bytes: u64,
+    verify_payload: VerifyPayload,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             max_ahead_gops: DEFAULT_MAX_AHEAD_GOPS,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+            verify_payload: VerifyPayload::default(),
         }
     }
 }
@@ -89,6 +92,9 @@ struct Stats {
     oversized: u64,
     /// Chunks dropped to stay within `max-pending-bytes` (the farthest GOPs go first).
     overflow: u64,
+    /// Copies of GOPs whose payload failed `verify-payload` (a GOP with no good copy is also
+    /// lost).
+    rejected: u64,
     /// Frames whose DTS was pushed later to stay increasing where the reorder depth went up.
     dts_pushed: u64,
     /// Decode reorder depth in force (frames).
@@ -147,6 +153,10 @@ struct State {
     /// Pads that ended (inputs by host: the stream is over once all of them did).
     pad_eos: std::collections::HashSet<String>,
     pending: BTreeMap<u64, Copies>,
+    /// GOPs whose copy failed the payload check: the gap reason if no good copy comes.
+    rejected: HashMap<u64, &'static str>,
+    /// Whether the decode check's missing decoder was reported.
+    decoder_missing_reported: bool,
     /// Serialised chunks by (host, GOP), kept as data shards for parity recovery.
     received: HashMap<(String, u64), Vec<u8>>,
     groups: Vec<ParityGroup>,
@@ -178,6 +188,8 @@ impl State {
             inputs: HashMap::new(),
             pad_eos: Default::default(),
             pending: BTreeMap::new(),
+            rejected: HashMap::new(),
+            decoder_missing_reported: false,
             received: HashMap::new(),
             groups: Vec::new(),
             next: None,
@@ -572,15 +584,28 @@ impl GopMerge {
             }
         };
 
+        // The redundant copy stays until the primary passed the payload check (`emitted`).
         if let Some(copies) = state.pending.get_mut(&next)
             && let Some(chunk) = copies.primary.take()
         {
-            if copies.redundant.take().is_some() {
-                state.stats.duplicates += 1;
-            }
             return Step::Emit(chunk);
         }
-        if let Some(chunk) = self.try_recover(state, next) {
+        let rejected = state.rejected.get(&next).copied();
+        if rejected.is_some() {
+            // The copy that came failed the check: a redundant one takes its place at once.
+            if let Some(chunk) = state
+                .pending
+                .get_mut(&next)
+                .and_then(|c| c.redundant.take())
+            {
+                state.stats.redundant_used += 1;
+                return Step::Emit(chunk);
+            }
+        }
+        // Parity rebuilds the chunk that failed the check as it was: no use trying.
+        if rejected.is_none()
+            && let Some(chunk) = self.try_recover(state, next)
+        {
             state.stats.recovered += 1;
             return Step::Emit(chunk);
         }
@@ -597,10 +622,11 @@ impl GopMerge {
             .any(|g| g.info.members.iter().any(|m| m.0 >= next));
         if !later_exists && !known_to_exist && state.all_inputs_ended() {
             // Nothing at or after `next` will ever come: the stream is complete.
-            if state
-                .pending
-                .get(&next)
-                .is_none_or(|c| c.redundant.is_none())
+            if rejected.is_none()
+                && state
+                    .pending
+                    .get(&next)
+                    .is_none_or(|c| c.redundant.is_none())
             {
                 return Step::Eos;
             }
@@ -629,7 +655,11 @@ impl GopMerge {
             }
             return Step::Gap {
                 gop: next,
-                reason: if certain { "missing" } else { "deadline" },
+                reason: match rejected {
+                    Some(reason) => reason,
+                    None if certain => "missing",
+                    None => "deadline",
+                },
             };
         }
         match (latency, state.overdue_since) {
@@ -707,6 +737,7 @@ impl GopMerge {
     /// Drop what no longer matters once GOP `done` is out.
     fn prune(state: &mut State, done: u64) {
         state.pending.retain(|&g, _| g > done);
+        state.rejected.retain(|&g, _| g > done);
         let keep_from = done.saturating_sub(RETAIN_GOPS);
         state.received.retain(|(_, g), _| *g >= keep_from);
         state
@@ -822,6 +853,28 @@ impl GopMerge {
                 }
                 Step::Emit(chunk) => {
                     let gop = chunk.header.gop_index;
+                    // The check (a decode, maybe) runs without the lock: chunks keep coming in.
+                    drop(state);
+                    let checked = self.check_payload(&settings, &chunk);
+                    state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    if state.flushing {
+                        return;
+                    }
+                    if let Err(rejection) = checked {
+                        let message = self.reject(&mut state, &chunk, rejection);
+                        drop(state);
+                        let _ = self.obj().post_message(message);
+                        return;
+                    }
+                    // This copy is good: a redundant one of the same GOP is a duplicate.
+                    if state
+                        .pending
+                        .get_mut(&gop)
+                        .and_then(|c| c.redundant.take())
+                        .is_some()
+                    {
+                        state.stats.duplicates += 1;
+                    }
                     if !state.started {
                         state.started = true;
                         // create_stream_id() refuses elements with several sink pads.
@@ -940,6 +993,69 @@ impl GopMerge {
         }
     }
 
+    /// Run the `verify-payload` check on a chunk about to go out.
+    fn check_payload(&self, settings: &Settings, chunk: &Chunk) -> Result<(), verify::Rejection> {
+        let mut mode = settings.verify_payload;
+        if mode == VerifyPayload::None {
+            return Ok(());
+        }
+        let codec = chunk.header.codec.split(',').next().unwrap_or("").trim();
+        if mode == VerifyPayload::Decode && !verify::decoder_available(codec) {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !std::mem::replace(&mut state.decoder_missing_reported, true) {
+                drop(state);
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::MissingPlugin,
+                    [
+                        "verify-payload=decode needs the {} element (gst-plugins-bad openh264); \
+                         checking the structure only",
+                        verify::H264_CHECK_DECODER
+                    ]
+                );
+            }
+            mode = VerifyPayload::Parse;
+        }
+        // Unreadable frame records are the caller's own gap (`unreadable`).
+        let Ok(frames) = gopswarm_chunk::decode_frames(chunk.payload()) else {
+            return Ok(());
+        };
+        verify::verify(mode, &chunk.header.codec, &frames)
+    }
+
+    /// A copy of a GOP failed the payload check: count it, remember the reason for the gap
+    /// (unless a good copy comes) and build the `gopswarm-rejected` message.
+    fn reject(
+        &self,
+        state: &mut State,
+        chunk: &Chunk,
+        rejection: verify::Rejection,
+    ) -> gst::Message {
+        let h = &chunk.header;
+        gst::warning!(
+            CAT,
+            imp = self,
+            "GOP {} from {} refused ({}): {}",
+            h.gop_index,
+            h.host_id,
+            rejection.reason,
+            rejection.detail
+        );
+        state.stats.rejected += 1;
+        state.rejected.insert(h.gop_index, rejection.reason);
+        gst::message::Element::builder(
+            gst::Structure::builder("gopswarm-rejected")
+                .field("gop", h.gop_index)
+                .field("host", h.host_id.as_str())
+                .field("redundant", h.is_redundant())
+                .field("reason", rejection.reason)
+                .field("detail", rejection.detail.as_str())
+                .build(),
+        )
+        .src(&*self.obj())
+        .build()
+    }
+
     /// Count GOP `gop` as lost, flag the next buffer DISCONT and build its `gopswarm-gap`
     /// message: gop, reason, and where known its start on the timeline and its duration.
     fn gap(&self, state: &mut State, gop: u64, reason: &str) -> gst::Message {
@@ -990,6 +1106,7 @@ impl GopMerge {
             .field("too-far-ahead", s.too_far_ahead)
             .field("oversized", s.oversized)
             .field("overflow", s.overflow)
+            .field("rejected", s.rejected)
             .field("dts-pushed", s.dts_pushed)
             .field("reorder-frames", s.reorder_frames)
             .build()
@@ -1201,9 +1318,15 @@ impl ObjectImpl for GopMerge {
                     .default_value(-1)
                     .read_only()
                     .build(),
+                glib::ParamSpecEnum::builder::<VerifyPayload>("verify-payload")
+                    .nick("Verify payload")
+                    .blurb("Check each GOP's frames before it goes out: none (trust the inputs), parse (Annex-B structure, SPS/PPS/IDR at the start, SPS picture size = the caps'), decode (parse, then decode the GOP with openh264dec: every frame must come out). A GOP that fails is dropped and posts gopswarm-rejected; a good redundant copy takes its place, else it is a gap")
+                    .default_value(VerifyPayload::default())
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, too-far-ahead, oversized, overflow (chunks dropped by max-ahead-gops, max-chunk-bytes, max-pending-bytes), dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
+                    .blurb("chunks-in, gops-out, frames-out, bytes-out, duplicates, late, stale, foreign, corrupt, parity-in, recovered, redundant-used, lost, rejected (copies that failed verify-payload), too-far-ahead, oversized, overflow (chunks dropped by max-ahead-gops, max-chunk-bytes, max-pending-bytes), dts-pushed (frames whose DTS moved later where the reorder depth grew), reorder-frames (decode delay of the output in frames)")
                     .read_only()
                     .build(),
             ]
@@ -1222,6 +1345,7 @@ impl ObjectImpl for GopMerge {
             "max-ahead-gops" => settings.max_ahead_gops = value.get().unwrap(),
             "max-pending-bytes" => settings.max_pending_bytes = value.get().unwrap(),
             "max-chunk-bytes" => settings.max_chunk_bytes = value.get().unwrap(),
+            "verify-payload" => settings.verify_payload = value.get().unwrap(),
             "stream-id" => {
                 settings.stream_id = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
@@ -1261,6 +1385,7 @@ impl ObjectImpl for GopMerge {
             "max-ahead-gops" => settings.max_ahead_gops.to_value(),
             "max-pending-bytes" => settings.max_pending_bytes.to_value(),
             "max-chunk-bytes" => settings.max_chunk_bytes.to_value(),
+            "verify-payload" => settings.verify_payload.to_value(),
             "stream-id" => settings.stream_id.to_value(),
             "profile-id" => settings.profile_id.to_value(),
             _ => unimplemented!(),
@@ -1324,8 +1449,10 @@ impl ElementImpl for GopMerge {
                      chunks from Reed-Solomon parity and reports gaps. Its latency is the \
                      inputs' plus GOP duration x the GOPs between an input's chunks plus \
                      `latency`.",
-                    "gopswarm-gap (gop: u64, reason: missing|deadline|unparsable-caps|unreadable, \
-                     start: ClockTime ns, duration: ClockTime ns); gopswarm-decode-delay (gop, \
+                    "gopswarm-gap (gop: u64, reason: missing|deadline|unparsable-caps|unreadable|\
+                     invalid-payload|undecodable, start: ClockTime ns, duration: ClockTime ns); \
+                     gopswarm-rejected (gop: u64, host: string, redundant: bool, reason: \
+                     invalid-payload|undecodable, detail: string); gopswarm-decode-delay (gop, \
                      from-frames, to-frames: u64); gopswarm-merge-summary at EOS (the stats \
                      fields, u64).",
                     "latency in nanoseconds (ClockTime); min-epoch and start-gop are counts.",

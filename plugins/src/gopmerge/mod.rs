@@ -30,13 +30,24 @@
 //! signal (a pad name, or a host id) tells the merger an input will send nothing more (its host
 //! died), so missing GOPs are settled at once (redundant copy or gap) instead of at `latency`.
 //!
+//! With `verify-payload` set, each GOP is checked before it goes out (`parse`: Annex-B frames
+//! with sane NAL headers, SPS + PPS + IDR at the start, the SPS's picture size = the caps';
+//! `decode`: also decoded alone by `openh264dec`, every frame must come out). A CRC proves
+//! nothing against a sender that computes it: a copy that fails is dropped and posts
+//! `gopswarm-rejected`; a good redundant copy takes its place, otherwise the GOP is settled as a
+//! missing one and its gap says why. The output goes on with the next good GOP.
+//!
 //! ## Bus messages
 //!
 //! Element messages from `gopmerge`:
 //! - `gopswarm-gap`: a GOP that will not come: `gop` (u64), `reason` (string: `missing`, every
 //!   input moved past it or ended; `deadline`, `latency` ran out; `unparsable-caps`;
-//!   `unreadable`, its frames did not decode), and once a chunk has shown the grid `start`
-//!   (ClockTime, ns on the common timeline) and `duration` (ClockTime, ns).
+//!   `unreadable`, its frame records did not parse; `invalid-payload` or `undecodable`, its
+//!   only copies failed `verify-payload`), and once a chunk has shown the grid `start`
+//!   (ClockTime, ns on the common timeline) and `duration` (ClockTime, ns). Counts in `lost`.
+//! - `gopswarm-rejected`: a copy of a GOP failed `verify-payload`: `gop` (u64), `host`
+//!   (string), `redundant` (bool), `reason` (`invalid-payload` or `undecodable`), `detail`
+//!   (string). Counts in `rejected`.
 //! - `gopswarm-decode-delay`: the decode reorder depth grew: `gop`, `from-frames`, `to-frames`
 //!   (u64).
 //! - `gopswarm-merge-summary` at EOS: the `stats` fields (u64 counters, see the property).
@@ -75,6 +86,7 @@ use gst::prelude::*;
 
 mod decode_order;
 mod imp;
+mod verify;
 
 glib::wrapper! {
     pub struct GopMerge(ObjectSubclass<imp::GopMerge>) @extends gst::Element, gst::Object;
