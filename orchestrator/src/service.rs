@@ -338,11 +338,21 @@ impl Service {
         };
         let mut options = LinkOptions::new(opts.broker.clone(), &opts.client_id);
         options.keep_alive = opts.cfg.keepalive;
-        options.subscriptions = ["birth", "death", "heartbeat", "applied", "ack"]
+        options.subscriptions = ["birth", "death"]
+            .iter()
+            .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
+            .collect();
+        // Liveness and the operator on a connection of their own: the broker queues per
+        // connection, so a burst of births (a fleet reconnecting, or a flood) cannot hold up
+        // heartbeats, acks and stream commands behind it.
+        let mut live = LinkOptions::new(opts.broker.clone(), &format!("{}-live", opts.client_id));
+        live.keep_alive = opts.cfg.keepalive;
+        live.subscriptions = ["heartbeat", "applied", "ack"]
             .iter()
             .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
             .chain([(Topic::StreamControl.path(), QoS::AtLeastOnce)])
             .collect();
+        let mut live_link = Link::start(live);
         options.presence = Some(Presence {
             birth_topic: Topic::OrchestratorStatus.path(),
             death_topic: Topic::OrchestratorStatus.path(),
@@ -472,8 +482,27 @@ impl Service {
                     }
                     c.take_out()
                 }
-                ev = link.events.recv() => {
-                    let Some(ev) = ev else { break };
+                ev = async {
+                    tokio::select! {
+                        biased;
+                        ev = live_link.events.recv() => match ev {
+                            Some(LinkEvent::Message(p)) => Ok(LinkEvent::Message(p)),
+                            Some(LinkEvent::Disconnected { error, .. }) => {
+                                tracing::warn!("broker connection for heartbeats and commands lost ({error})");
+                                Err(false)
+                            }
+                            Some(LinkEvent::Connected { .. }) => Err(false),
+                            None => Err(true),
+                        },
+                        ev = link.events.recv() => ev.ok_or(true),
+                    }
+                } => {
+                    // Err(true): a link ended (shutting down); Err(false): nothing to do.
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(true) => break,
+                        Err(false) => continue,
+                    };
                     match ev {
                         LinkEvent::Connected { session_present, .. } => {
                             tracing::info!("connected to the broker (session present: {session_present})");
@@ -545,7 +574,8 @@ impl Service {
                                     tracing::warn!("refused payload on {}: {reject}", p.topic);
                                 }
                             }
-                            persist(&store, &mut c);
+                            // Saved by the next tick (100 ms): one commit for a burst, not one
+                            // fsync per message.
                             c.take_out()
                         }
                     }
@@ -553,6 +583,10 @@ impl Service {
             };
             publish_all(&link, outs).await;
         }
+        persist(
+            &store,
+            &mut controller.lock().unwrap_or_else(PoisonError::into_inner),
+        );
         // Leave cleanly: mark offline (the will covers crashes).
         let off = encode(&OrchestratorStatus {
             online: false,
@@ -569,6 +603,7 @@ impl Service {
             )
             .await;
         let _ = link.client.disconnect().await;
+        let _ = live_link.client.disconnect().await;
         if let Some(server) = metrics_server {
             server.shutdown().await;
         }

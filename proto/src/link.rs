@@ -12,6 +12,7 @@
 
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -151,6 +152,8 @@ pub struct LinkStats {
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
     pub resubscribes: AtomicU64,
+    /// Messages dropped because the owner had not taken the earlier ones yet (a flood).
+    pub dropped: AtomicU64,
 }
 
 /// A running link: publish through `client`, receive from `events`.
@@ -217,13 +220,17 @@ impl Link {
             arm_will(&mut mqtt, p, first_seq);
         }
         let (client, eventloop) = AsyncClient::new(mqtt, 1024);
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(EVENTS_QUEUED);
         let stats = Arc::new(LinkStats::default());
         let task = tokio::spawn(drive(
             eventloop,
             client.clone(),
             options,
-            tx,
+            Queues {
+                events: tx,
+                status: VecDeque::new(),
+                dropped_reported: None,
+            },
             stats.clone(),
             last_seq,
             first_seq,
@@ -237,11 +244,56 @@ impl Link {
     }
 }
 
+/// Messages the owner has not taken yet, per queue, at most.
+const EVENTS_QUEUED: usize = 1024;
+
+/// The link's side of its queues. The event loop never waits on its owner: a full queue drops
+/// the message (counted) rather than stop reading the socket, which would miss keep-alives and,
+/// with an owner waiting to publish, deadlock both.
+struct Queues {
+    events: mpsc::Sender<LinkEvent>,
+    /// Connection changes not delivered yet (never dropped; rare).
+    status: VecDeque<LinkEvent>,
+    dropped_reported: Option<std::time::Instant>,
+}
+
+impl Queues {
+    /// Deliver pending connection changes while the owner has room; Err once it is gone.
+    fn flush_status(&mut self) -> Result<(), ()> {
+        while let Some(ev) = self.status.pop_front() {
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    self.status.push_front(ev);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// At most one warning a second about dropped messages.
+    fn report_drops(&mut self, stats: &LinkStats) {
+        let now = std::time::Instant::now();
+        if self
+            .dropped_reported
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.dropped_reported = Some(now);
+            tracing::warn!(
+                "incoming messages arrive faster than they are handled: {} dropped so far",
+                stats.dropped.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     options: LinkOptions,
-    tx: mpsc::Sender<LinkEvent>,
+    mut queues: Queues,
     stats: Arc<LinkStats>,
     last_seq: Arc<AtomicU64>,
     mut seq: u64,
@@ -250,6 +302,9 @@ async fn drive(
     let mut leaving = false;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     loop {
+        if queues.flush_status().is_err() {
+            return;
+        }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 attempt = 0;
@@ -271,17 +326,24 @@ async fn drive(
                 {
                     tracing::warn!("birth: {e}");
                 }
-                let ev = LinkEvent::Connected {
+                queues.status.push_back(LinkEvent::Connected {
                     session_present: ack.session_present,
                     seq,
-                };
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
+                });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(LinkEvent::Message(p)).await.is_err() {
-                    return;
+                match queues.events.try_send(LinkEvent::Message(p)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(LinkEvent::Message(p))) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        queues.report_drops(&stats);
+                        if options.manual_acks {
+                            // Dropped is handled: unacked, the broker would stop sending.
+                            let _ = client.try_ack(&p);
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
                 }
             }
             // Our own disconnect (shutdown): the link ends once it is sent, never reconnecting
@@ -300,11 +362,11 @@ async fn drive(
                 if let Some(p) = &options.presence {
                     arm_will(&mut eventloop.mqtt_options, p, seq);
                 }
-                let ev = LinkEvent::Disconnected {
+                queues.status.push_back(LinkEvent::Disconnected {
                     error: e.to_string(),
                     retry_in: delay,
-                };
-                if tx.send(ev).await.is_err() {
+                });
+                if queues.flush_status().is_err() {
                     return;
                 }
                 tokio::time::sleep(delay).await;

@@ -1577,6 +1577,27 @@ impl ElementImpl for GopMerge {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         match transition {
+            gst::StateChange::NullToReady => {
+                // Asked to decode-check and unable to: fail now, not quietly check less.
+                let mode = self
+                    .settings
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .verify_payload;
+                if mode == VerifyPayload::Decode
+                    && gst::ElementFactory::find(verify::H264_CHECK_DECODER).is_none()
+                {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::MissingPlugin,
+                        [
+                            "verify-payload=decode needs the {} element (gst-plugins-bad, openh264)",
+                            verify::H264_CHECK_DECODER
+                        ]
+                    );
+                    return Err(gst::StateChangeError);
+                }
+            }
             gst::StateChange::ReadyToPaused => {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 let inputs: Vec<String> = state.inputs.keys().cloned().collect();
