@@ -464,3 +464,57 @@ fn real_source(swarm: &Swarm) -> String {
         .source
         .clone()
 }
+
+/// Forged presence with a connection seq from the future: a retained death with seq 2^64-1
+/// for a live host and a birth with a huge seq. Both are refused (seqs are connect times), so
+/// the live host keeps its slots, its seq is untouched (no lock-out), and nothing is lost.
+#[test]
+fn forged_presence_with_a_future_seq_changes_nothing() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "security-forged-presence",
+        SwarmOptions {
+            duration_s: 20.0,
+            ..SwarmOptions::default()
+        },
+    );
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 4
+        });
+    let victim = host_id(1);
+    swarm.obs.publish(
+        &Topic::Death(victim.clone()).path(),
+        encode(&Death {
+            host: victim.clone(),
+            seq: u64::MAX,
+        }),
+        true,
+    );
+    let mut birth = swarm
+        .obs
+        .births()
+        .into_iter()
+        .rfind(|b| b.host == victim)
+        .unwrap();
+    birth.seq = u64::MAX / 2;
+    swarm
+        .obs
+        .publish(&Topic::Birth(victim.clone()).path(), encode(&birth), true);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        swarm.obs.layout_epochs(),
+        1,
+        "a forged death re-dealt slots"
+    );
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    let log = std::fs::read_to_string(swarm.dir.join("orchestrator.log")).unwrap();
+    assert_eq!(
+        log.matches("ahead of this clock").count(),
+        2,
+        "the orchestrator did not refuse both"
+    );
+    assert!(!log.contains(&format!("host {victim} died")), "{log}");
+}

@@ -30,11 +30,23 @@ pub struct Loaded {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).ok();
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // The state names every host, stream and source: only its owner reads it. A folder
+        // made here is private; an existing one is the operator's to set.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating state folder {}", dir.display()))?;
         }
         let db = Database::create(path)
             .with_context(|| format!("opening state database {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
         let w = db.begin_write()?;
         w.open_table(HOSTS)?;
         w.open_table(STREAMS)?;

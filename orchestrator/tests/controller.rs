@@ -1037,3 +1037,18 @@ fn only_live_backup_hosts_in_service_give_way() {
         "cordoned d keeps its copy"
     );
 }
+
+#[test]
+fn the_state_database_and_a_folder_made_for_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/state.redb");
+    Store::open(&path).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    // An existing database made readable by others is made private again.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Store::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+}

@@ -594,9 +594,28 @@ fn check_status(t: &TaskStatus) -> Result<(), String> {
     check_ids(&[&t.stream, &t.profile])
 }
 
+/// How far ahead of this machine's clock a connection seq (unix microseconds at connect) may
+/// be: clocks of a swarm agree to well within this.
+pub const MAX_SEQ_AHEAD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A connection seq is the unix time in microseconds at connect (or one more than the last):
+/// one from the future is forged. Accepting it would let a forged death (seq 2^64-1) bury a
+/// live host, or a forged birth lock the host out until its clock got there.
+fn check_seq(seq: u64) -> Result<(), String> {
+    let limit = unix_micros().saturating_add(MAX_SEQ_AHEAD.as_micros() as u64);
+    if seq > limit {
+        return Err(format!(
+            "connection seq {seq} is more than {} s ahead of this clock",
+            MAX_SEQ_AHEAD.as_secs()
+        ));
+    }
+    Ok(())
+}
+
 impl Message for Birth {
     fn validate(&self) -> Result<(), String> {
         check_ids(&[&self.host])?;
+        check_seq(self.seq)?;
         match &self.capabilities.srt_endpoint {
             Some(e) => check_srt_endpoint(e).map(|_| ()),
             None => Ok(()),
@@ -605,12 +624,14 @@ impl Message for Birth {
 }
 impl Message for Death {
     fn validate(&self) -> Result<(), String> {
-        check_ids(&[&self.host])
+        check_ids(&[&self.host])?;
+        check_seq(self.seq)
     }
 }
 impl Message for Heartbeat {
     fn validate(&self) -> Result<(), String> {
         check_ids(&[&self.host])?;
+        check_seq(self.seq)?;
         self.tasks.iter().try_for_each(check_status)
     }
 }

@@ -371,3 +371,24 @@ proptest! {
         let _ = decode_publish(topic, &serde_json::to_vec(&v).unwrap());
     }
 }
+
+#[test]
+fn a_connection_seq_from_the_future_is_refused() {
+    let now = unix_micros();
+    let death = |seq| {
+        encode(&Death {
+            host: "h1".into(),
+            seq,
+        })
+    };
+    let topic = Topic::Death("h1".into()).path();
+    assert!(decode_publish(&topic, &death(now)).is_ok());
+    let ahead = now + MAX_SEQ_AHEAD.as_micros() as u64 / 2;
+    assert!(decode_publish(&topic, &death(ahead)).is_ok());
+    for forged in [now + 2 * MAX_SEQ_AHEAD.as_micros() as u64, u64::MAX] {
+        match decode_publish(&topic, &death(forged)) {
+            Err(Reject::Invalid(why)) => assert!(why.contains("ahead of this clock"), "{why}"),
+            other => panic!("seq {forged} accepted: {other:?}"),
+        }
+    }
+}
