@@ -277,7 +277,7 @@ async fn publish_all(link: &Link, outs: Vec<Out>) {
 
 fn persist(store: &Store, c: &mut Controller) {
     let (hosts, streams) = c.take_dirty();
-    let hosts: Vec<_> = hosts.iter().filter_map(|h| c.hosts.get(h)).collect();
+    let hosts: Vec<_> = hosts.iter().map(|h| (h.as_str(), c.hosts.get(h))).collect();
     let streams: Vec<_> = streams
         .iter()
         .map(|s| (s.as_str(), c.streams.get(s)))

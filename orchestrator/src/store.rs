@@ -91,7 +91,7 @@ impl Store {
         &self,
         epoch: u64,
         next_cmd: u64,
-        hosts: &[&HostRecord],
+        hosts: &[(&str, Option<&HostRecord>)],
         streams: &[(&str, Option<&StreamRecord>)],
     ) -> Result<()> {
         let w = self.db.begin_write()?;
@@ -100,8 +100,16 @@ impl Store {
             meta.insert("epoch", epoch)?;
             meta.insert("next_cmd", next_cmd)?;
             let mut t = w.open_table(HOSTS)?;
-            for h in hosts {
-                t.insert(h.id.as_str(), serde_json::to_vec(h)?.as_slice())?;
+            for (id, h) in hosts {
+                match h {
+                    Some(h) => {
+                        t.insert(*id, serde_json::to_vec(h)?.as_slice())?;
+                    }
+                    // Forgotten.
+                    None => {
+                        t.remove(*id)?;
+                    }
+                }
             }
             let mut t = w.open_table(STREAMS)?;
             for (id, s) in streams {

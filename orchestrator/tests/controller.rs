@@ -361,7 +361,7 @@ fn restart_from_the_store_keeps_assignments_and_reassigns_nothing() {
     let (mut c, t0) = started(1);
     let store = Store::open(&path).unwrap();
     let (hosts, streams) = c.take_dirty();
-    let hosts: Vec<_> = hosts.iter().map(|h| &c.hosts[h]).collect();
+    let hosts: Vec<_> = hosts.iter().map(|h| (h.as_str(), c.hosts.get(h))).collect();
     let streams: Vec<_> = streams
         .iter()
         .map(|s| (s.as_str(), c.streams.get(s)))
@@ -1051,4 +1051,58 @@ fn the_state_database_and_a_folder_made_for_it_are_private() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     Store::open(&path).unwrap();
     assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn dead_hosts_with_nothing_to_do_are_forgotten_the_others_kept() {
+    let (mut c, t0) = started(1);
+    let seq = |h: &str| c.hosts[h].seq;
+    let seqs: Vec<(&str, u64)> = ["a", "b", "c"].iter().map(|h| (*h, seq(h))).collect();
+    // a, b and c (the layout) keep beating; d (a spare, no task) falls silent and dies.
+    let mut beat = |c: &mut Controller, at: Instant| {
+        for (h, s) in &seqs {
+            c.on_heartbeat(heartbeat(h, *s, 20), at);
+        }
+        c.tick(at);
+    };
+    beat(&mut c, t0 + Duration::from_secs(10));
+    assert!(!c.hosts["d"].alive);
+    assert!(c.hosts.contains_key("d"), "forgotten at once");
+    c.take_dirty();
+    let mut at = t0 + Duration::from_secs(10);
+    let end = t0 + c.cfg.forget_dead_after + Duration::from_secs(20);
+    while at < end {
+        at += Duration::from_secs(1);
+        beat(&mut c, at);
+    }
+    assert!(!c.hosts.contains_key("d"), "a dead spare is kept for good");
+    for h in ["a", "b", "c"] {
+        assert!(c.hosts[h].alive, "{h} died");
+    }
+    let (dirty, _) = c.take_dirty();
+    assert!(dirty.contains(&"d".to_string()), "the store is not told");
+}
+
+#[test]
+fn a_forgotten_host_leaves_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let (c, _) = started(1);
+    store
+        .save(
+            1,
+            1,
+            &[("a", c.hosts.get("a")), ("d", c.hosts.get("d"))],
+            &[],
+        )
+        .unwrap();
+    store.save(1, 1, &[("d", None)], &[]).unwrap();
+    let ids: Vec<String> = store
+        .load()
+        .unwrap()
+        .hosts
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(ids, ["a"]);
 }

@@ -80,6 +80,9 @@ pub struct Config {
     /// Length of one host history sample (the learned model predicts a disconnect within
     /// one such interval); zero: no samples.
     pub history_interval: Duration,
+    /// A dead host with no task and no place in a layout is forgotten after this long (its
+    /// record, score and history), so forged or long-gone hosts do not pile up.
+    pub forget_dead_after: Duration,
 }
 
 /// Complexity level of a stream's content.
@@ -170,6 +173,7 @@ impl Default for Config {
             max_swaps_per_round: 2,
             backup_copies: false,
             history_interval: Duration::from_secs(600),
+            forget_dead_after: Duration::from_secs(3600),
         }
     }
 }
@@ -406,6 +410,8 @@ impl Controller {
         std::mem::take(&mut self.out)
     }
 
+    /// Hosts whose record changed (or was forgotten) and streams that changed since the last
+    /// call.
     pub fn take_dirty(&mut self) -> (Vec<String>, Vec<String>) {
         (
             std::mem::take(&mut self.dirty_hosts).into_iter().collect(),
@@ -578,7 +584,56 @@ impl Controller {
     }
 
     /// Clock tick: missed heartbeats, operation deadlines.
+    /// Forget dead hosts that hold nothing and are in no layout or operation, dead for
+    /// `forget_dead_after`. Returns how many.
+    fn forget_dead_hosts(&mut self, now: Instant) -> usize {
+        let in_use: BTreeSet<&str> = self
+            .streams
+            .values()
+            .flat_map(|s| s.profiles.values())
+            .flat_map(|p| {
+                let layout = p.history.iter().flat_map(|e| e.hosts.iter());
+                let op: Vec<&String> = match &p.op {
+                    Some(Op::Start {
+                        hosts,
+                        ready,
+                        leaving,
+                        ..
+                    }) => hosts.iter().chain(ready.keys()).chain(leaving).collect(),
+                    Some(Op::Handoff(h)) => vec![&h.from, &h.to],
+                    None => Vec::new(),
+                };
+                layout.chain(op).map(String::as_str)
+            })
+            .collect();
+        let forget: Vec<String> = self
+            .hosts
+            .values()
+            .filter(|h| {
+                !h.alive
+                    && h.tasks.is_empty()
+                    && !in_use.contains(h.id.as_str())
+                    && h.last_seen.is_some_and(|t| {
+                        now.saturating_duration_since(t) > self.cfg.forget_dead_after
+                    })
+            })
+            .map(|h| h.id.clone())
+            .collect();
+        for id in &forget {
+            self.hosts.remove(id);
+            self.dirty_hosts.insert(id.clone());
+        }
+        forget.len()
+    }
+
     pub fn tick(&mut self, now: Instant) {
+        let forgotten = self.forget_dead_hosts(now);
+        if forgotten > 0 {
+            tracing::info!(
+                "forgot {forgotten} hosts dead for over {:?} with nothing to do",
+                self.cfg.forget_dead_after
+            );
+        }
         let silent: Vec<String> = self
             .hosts
             .values()
