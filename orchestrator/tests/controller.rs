@@ -1059,7 +1059,7 @@ fn dead_hosts_with_nothing_to_do_are_forgotten_the_others_kept() {
     let seq = |h: &str| c.hosts[h].seq;
     let seqs: Vec<(&str, u64)> = ["a", "b", "c"].iter().map(|h| (*h, seq(h))).collect();
     // a, b and c (the layout) keep beating; d (a spare, no task) falls silent and dies.
-    let mut beat = |c: &mut Controller, at: Instant| {
+    let beat = |c: &mut Controller, at: Instant| {
         for (h, s) in &seqs {
             c.on_heartbeat(heartbeat(h, *s, 20), at);
         }
