@@ -757,8 +757,18 @@ impl Agent {
             .and_then(|r| r.task.chunk_sink.clone());
         match sink.as_deref() {
             Some("srt") => Dest::Srt,
-            Some(s) if s.starts_with("tcp://") => Dest::Tcp(s["tcp://".len()..].to_string()),
-            _ => Dest::Mqtt(Topic::Chunks(stream.to_string(), profile.to_string()).path()),
+            // Checked on receipt; parsed again here so only host and port are used.
+            Some(s) => match gopswarm_proto::endpoint::Endpoint::parse(
+                s,
+                &[gopswarm_proto::endpoint::Scheme::Tcp],
+            ) {
+                Ok(e) => Dest::Tcp(format!("{}:{}", e.host, e.port)),
+                Err(e) => {
+                    tracing::warn!("{}: chunk sink refused: {e}", self.id);
+                    Dest::Mqtt(Topic::Chunks(stream.to_string(), profile.to_string()).path())
+                }
+            },
+            None => Dest::Mqtt(Topic::Chunks(stream.to_string(), profile.to_string()).path()),
         }
     }
 
@@ -1152,6 +1162,9 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     let host2 = opts.id.clone();
     let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-host-{}", opts.id));
     options.keep_alive = opts.keepalive;
+    // Anybody can ask for resends: when behind, those are dropped (the merger asks again),
+    // never an assignment or a command.
+    options.droppable = Some(|topic| matches!(Topic::parse(topic), Some(Topic::Resend(..))));
     options.subscriptions = vec![
         (filters::host(&opts.id, "assignment"), QoS::AtLeastOnce),
         (filters::host(&opts.id, "cmd"), QoS::AtLeastOnce),

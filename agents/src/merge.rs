@@ -37,6 +37,11 @@ pub struct MergeOptions {
     /// Wait for a missing GOP this many GOPs before reporting it lost
     #[arg(long, default_value_t = 6)]
     pub latency_gops: u64,
+    /// Check each GOP before it goes out: none, parse (H.264 structure, SPS size), decode
+    /// (parse, then decode with openh264dec: garbage slices are caught; costs about a decoder's
+    /// CPU per profile). A GOP that fails is dropped and reported, a good copy takes its place
+    #[arg(long, default_value = "decode", value_parser = ["none", "parse", "decode"])]
+    pub verify_payload: String,
     /// Finish when nothing arrived for this many seconds
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub idle_timeout: Duration,
@@ -239,17 +244,20 @@ const CHUNK_BYTES_MARGIN: u64 = 8;
 /// ... and never less than this.
 const MIN_MAX_CHUNK_BYTES: u64 = 1024 * 1024;
 
-/// The largest chunk a profile can honestly produce for a GOP of `gop_ns`; 0 (no limit beyond
-/// the wire format's) for a profile without a bitrate.
+/// The largest chunk a profile can honestly produce for a GOP: its bitrate over the GOP plus
+/// the decoder buffer (an IDR may fill it), times a margin. 0 (no limit beyond the wire
+/// format's) for plain CRF, which has no bitrate cap, and for a profile not found.
 fn max_chunk_bytes(def: &StreamDef, profile: &str) -> u64 {
+    use gstgopswarm::profile::RateControl;
     let Some(spec) = def.profiles.iter().find(|p| p.id == profile) else {
         return 0;
     };
     match crate::pipeline::check_profile(&spec.spec) {
-        Ok(p) if p.bitrate > 0 => {
-            let per_gop = u64::from(p.bitrate) * 125 * def.gop_ns / 1_000_000_000;
-            per_gop
-                .saturating_mul(CHUNK_BYTES_MARGIN)
+        Ok(p) if p.bitrate > 0 && p.rate_control != RateControl::Crf => {
+            let span_ns = u128::from(def.gop_ns) + u128::from(p.vbv_buffer_ms) * 1_000_000;
+            let bytes = u128::from(p.bitrate) * 125 * span_ns / 1_000_000_000;
+            u64::try_from(bytes.saturating_mul(u128::from(CHUNK_BYTES_MARGIN)))
+                .unwrap_or(u64::MAX)
                 .max(MIN_MAX_CHUNK_BYTES)
         }
         _ => 0,
@@ -316,6 +324,7 @@ impl Merger {
         latency: u64,
         gop_ns: u64,
         max_chunk_bytes: u64,
+        verify_payload: &str,
     ) -> Result<Merger> {
         crate::pipeline::prepare_out(out)?;
         let mp4 = format!("{}.mp4", out.display());
@@ -345,7 +354,7 @@ impl Merger {
         )?;
         // A GOP whose payload does not decode is dropped and reported (`gopswarm-rejected`, and
         // a gap unless a redundant copy is good) instead of reaching the outputs.
-        merge.set_property_from_str("verify-payload", "decode");
+        merge.set_property_from_str("verify-payload", verify_payload);
         let tee = make("tee", &[])?;
         let pipeline = chain(&[
             src.clone(),
@@ -354,19 +363,25 @@ impl Merger {
             tee.clone(),
         ])
         .context("merger pipeline")?;
+        let mp4_sink = make("filesink", &[("location", mp4.to_value())])?;
+        mp4_sink.set_property_from_str("buffer-mode", "unbuffered");
         let mp4_branch = [
             make("queue", &[])?,
             make("h264parse", &[])?,
-            // Fragmented, a fragment per GOP: after a crash (SIGKILL, power) the file plays up
-            // to the last whole fragment instead of having no `moov` at all.
+            // Fragmented: after a crash (SIGKILL) the file plays up to the last whole fragment
+            // instead of having no `moov` at all. A fragment closes at a keyframe once this
+            // long has passed: two GOPs, so a GOP a little longer than the grid (29.97 fps on
+            // a 2 s grid) is never split. Unbuffered, so what was muxed is in the file.
             make(
                 "mp4mux",
                 &[(
                     "fragment-duration",
-                    ((gop_ns / 1_000_000).max(1) as u32).to_value(),
+                    (u32::try_from(gop_ns.saturating_mul(2) / 1_000_000).unwrap_or(u32::MAX))
+                        .max(1)
+                        .to_value(),
                 )],
             )?,
-            make("filesink", &[("location", mp4.to_value())])?,
+            mp4_sink,
         ];
         let hls_branch = [
             make("queue", &[])?,
@@ -457,6 +472,7 @@ pub async fn run(
     let mut layout: Option<Layout> = None;
     let mut gop_ns: u64 = 0;
     let mut chunk_limit: u64 = 0;
+    let mut frontier: Option<u64> = None;
     let mut merger: Option<Merger> = None;
     let mut seen: HashSet<(String, u64, bool)> = HashSet::new();
     let mut have: BTreeSet<u64> = BTreeSet::new();
@@ -592,19 +608,19 @@ pub async fn run(
         }
         if merger.is_none() {
             let first = &l.history[0];
-            let latency = gop_ns * opts.latency_gops;
+            let latency = gop_ns.saturating_mul(opts.latency_gops);
             merger = Some(Merger::start(
                 &opts.out,
                 first.from_gop,
                 latency,
                 gop_ns,
                 chunk_limit,
+                &opts.verify_payload,
             )?);
             summary.first_gop = Some(first.from_gop);
         }
         let m = merger.as_ref().unwrap();
-        let next_out = u64::try_from(m.merge.property::<i64>("next-gop")).ok();
-        if let Some(next) = next_out {
+        if let Ok(next) = u64::try_from(m.merge.property::<i64>("next-gop")) {
             // Repeats of GOPs already out are dropped by gopmerge as late.
             seen.retain(|(_, g, _)| *g >= next);
         }
@@ -631,10 +647,13 @@ pub async fn run(
             let Some(in_force) = l.epoch_at(g) else {
                 continue;
             };
-            if next_out.is_some_and(|next| g > next.saturating_add(MAX_AHEAD_GOPS)) {
+            // The window follows the newest GOP taken (the first chunk sets it), so a merger
+            // started late takes the GOPs of now.
+            if frontier.is_some_and(|f: u64| g > f.saturating_add(MAX_AHEAD_GOPS)) {
                 summary.too_far_ahead += 1;
                 continue;
             }
+            frontier = frontier.max(Some(g));
             if header.epoch < in_force.epoch {
                 summary.fenced_stale += 1;
                 tracing::info!(

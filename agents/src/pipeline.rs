@@ -54,12 +54,39 @@ pub fn make(factory: &str, props: &[(&str, gst::glib::Value)]) -> Result<gst::El
             .with_context(|| format!("{factory} has no property {name}"))?;
         // Numbers convert between widths as GLib does (a u64 for a gint64 property); other
         // mismatches are our mistake, reported rather than panicking.
-        let value = value
+        let converted = value
             .transform_with_type(pspec.value_type())
             .map_err(|_| anyhow::anyhow!("{factory}.{name}: a {} does not fit", value.type_()))?;
-        element.set_property_from_value(name, &value);
+        // Out of the property's range (or changed sign in the conversion): an error, not
+        // GLib's panic or a clamped value.
+        let same = converted
+            .transform_with_type(value.type_())
+            .is_ok_and(|back| format!("{back:?}") == format!("{value:?}"));
+        if !same || !in_range(&pspec, &converted) {
+            anyhow::bail!("{factory}.{name}: {value:?} is out of range");
+        }
+        element.set_property_from_value(name, &converted);
     }
     Ok(element)
+}
+
+/// Whether a number is within its property's range (GLib would panic or clamp).
+fn in_range(pspec: &gst::glib::ParamSpec, value: &gst::glib::Value) -> bool {
+    use gst::glib::{ParamSpecInt, ParamSpecInt64, ParamSpecUInt, ParamSpecUInt64};
+    macro_rules! check {
+        ($spec:ty, $t:ty) => {
+            if let Some(p) = pspec.downcast_ref::<$spec>() {
+                return value
+                    .get::<$t>()
+                    .is_ok_and(|v| (p.minimum()..=p.maximum()).contains(&v));
+            }
+        };
+    }
+    check!(ParamSpecInt, i32);
+    check!(ParamSpecUInt, u32);
+    check!(ParamSpecInt64, i64);
+    check!(ParamSpecUInt64, u64);
+    true
 }
 
 /// `caps` as a capsfilter.

@@ -451,6 +451,17 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
         answered < Duration::from_secs(2),
         "the orchestrator took the stream {answered:?} after the broker had it"
     );
+    // The real hosts stayed alive through it (no slot moved), and the link was saturated.
+    assert_eq!(
+        swarm.obs.layout_epochs(),
+        1,
+        "a real host was declared dead"
+    );
+    let log = std::fs::read_to_string(swarm.dir.join("orchestrator.log")).unwrap();
+    assert!(
+        log.contains("incoming messages arrive faster than they are handled"),
+        "the burst never filled the orchestrator's queue"
+    );
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
     swarm.orchestrator.signal(libc::SIGTERM);

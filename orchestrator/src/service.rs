@@ -275,6 +275,13 @@ async fn publish_all(link: &Link, outs: Vec<Out>) {
     }
 }
 
+fn must_save_first(topic: &str) -> bool {
+    matches!(
+        Topic::parse(topic),
+        Some(Topic::Assignment(_) | Topic::Layout(..) | Topic::Command(_) | Topic::StreamDef(_))
+    )
+}
+
 fn persist(store: &Store, c: &mut Controller) {
     let (hosts, streams) = c.take_dirty();
     let hosts: Vec<_> = hosts.iter().map(|h| (h.as_str(), c.hosts.get(h))).collect();
@@ -352,6 +359,9 @@ impl Service {
             .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
             .chain([(Topic::StreamControl.path(), QoS::AtLeastOnce)])
             .collect();
+        // Heartbeats come again within a keep-alive: when behind, drop them, not the acks and
+        // commands.
+        live.droppable = Some(|topic| matches!(Topic::parse(topic), Some(Topic::Heartbeat(_))));
         let mut live_link = Link::start(live);
         options.presence = Some(Presence {
             birth_topic: Topic::OrchestratorStatus.path(),
@@ -396,7 +406,9 @@ impl Service {
             }
             None => None,
         };
-        let mut connected = false;
+        // Connected means both connections are up: without the second one no heartbeat
+        // arrives, and every host would be declared dead.
+        let (mut main_up, mut live_up, mut connected) = (false, false, false);
         tokio::pin!(shutdown);
         loop {
             let outs = tokio::select! {
@@ -487,26 +499,38 @@ impl Service {
                         biased;
                         ev = live_link.events.recv() => match ev {
                             Some(LinkEvent::Message(p)) => Ok(LinkEvent::Message(p)),
-                            Some(LinkEvent::Disconnected { error, .. }) => {
-                                tracing::warn!("broker connection for heartbeats and commands lost ({error})");
-                                Err(false)
-                            }
-                            Some(LinkEvent::Connected { .. }) => Err(false),
-                            None => Err(true),
+                            Some(LinkEvent::Disconnected { error, .. }) => Err(Some(Err(error))),
+                            Some(LinkEvent::Connected { .. }) => Err(Some(Ok(()))),
+                            None => Err(None),
                         },
-                        ev = link.events.recv() => ev.ok_or(true),
+                        ev = link.events.recv() => ev.ok_or(None),
                     }
                 } => {
-                    // Err(true): a link ended (shutting down); Err(false): nothing to do.
+                    // Err(None): a link ended (shutting down); Err(Some(..)): the second
+                    // connection came up or went down.
                     let ev = match ev {
                         Ok(ev) => ev,
-                        Err(true) => break,
-                        Err(false) => continue,
+                        Err(None) => break,
+                        Err(Some(Ok(()))) => {
+                            tracing::info!("connected to the broker for heartbeats and commands");
+                            live_up = true;
+                            connected = main_up && live_up;
+                            // Heartbeats missed while it was down are not deaths.
+                            controller.lock().unwrap_or_else(PoisonError::into_inner).grace(Instant::now());
+                            continue;
+                        }
+                        Err(Some(Err(error))) => {
+                            tracing::warn!("broker connection for heartbeats and commands lost ({error})");
+                            live_up = false;
+                            connected = false;
+                            continue;
+                        }
                     };
                     match ev {
                         LinkEvent::Connected { session_present, .. } => {
                             tracing::info!("connected to the broker (session present: {session_present})");
-                            connected = true;
+                            main_up = true;
+                            connected = main_up && live_up;
                             controller.lock().unwrap_or_else(PoisonError::into_inner).grace(Instant::now());
                             if !session_present {
                                 // The broker lost its retained state (restart without
@@ -519,6 +543,7 @@ impl Service {
                             }
                         }
                         LinkEvent::Disconnected { error, retry_in } => {
+                            main_up = false;
                             connected = false;
                             tracing::warn!("broker connection lost ({error}); retrying in {retry_in:?}");
                             Vec::new()
@@ -574,13 +599,21 @@ impl Service {
                                     tracing::warn!("refused payload on {}: {reject}", p.topic);
                                 }
                             }
-                            // Saved by the next tick (100 ms): one commit for a burst, not one
-                            // fsync per message.
+                            // Saved before anything hosts act on goes out (below), else by the
+                            // next tick: a burst of births is one commit, not one per message.
                             c.take_out()
                         }
                     }
                 }
             };
+            // What hosts act on (assignments with their revisions, layouts, commands) is saved
+            // before it goes out: after a crash the restored state is never behind the hosts.
+            if outs.iter().any(|o| must_save_first(&o.topic)) {
+                persist(
+                    &store,
+                    &mut controller.lock().unwrap_or_else(PoisonError::into_inner),
+                );
+            }
             publish_all(&link, outs).await;
         }
         persist(

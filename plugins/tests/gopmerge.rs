@@ -740,16 +740,18 @@ fn chunk_of_size(s: &Spec, bytes: usize) -> Vec<u8> {
 
 #[test]
 fn far_future_oversized_and_overflowing_chunks_are_dropped_and_counted() {
-    // The real input has GOPs 0..=4 and stays open, so GOP 5 may still come and whatever is
-    // after it stays pending: 400 kB chunks for GOPs 6..=9 overflow the 1 MiB budget.
-    let mut flood: Vec<Vec<u8>> = (0..100).map(|i| chunk(&spec(1_000 + i, "x"))).collect();
-    flood.push(chunk_of_size(&spec(3, "x"), 600_000));
-    flood.extend((6..=9).map(|g| chunk_of_size(&spec(g, "y"), 400_000)));
-    let real = (0..5).map(|g| chunk(&spec(g, "a"))).collect();
+    // Hosts on one pad (as over MQTT), which stays open: the real GOPs 0..=4 set the window,
+    // then far-future GOPs, an oversized chunk, and 400 kB chunks for GOPs 6..=9 that wait
+    // behind the missing GOP 5 and overflow the 1 MiB budget.
+    let mut chunks: Vec<Vec<u8>> = (0..5).map(|g| chunk(&spec(g, "a"))).collect();
+    chunks.extend((0..100).map(|i| chunk(&spec(1_000 + i, "x"))));
+    chunks.push(chunk_of_size(&spec(3, "x"), 600_000));
+    chunks.extend((6..=9).map(|g| chunk_of_size(&spec(g, "y"), 400_000)));
     let (pipeline, merger, sink) = start(
-        vec![flood, real],
-        vec![true, false],
+        vec![chunks],
+        vec![false],
         &[
+            ("inputs-by-host", "true"),
             ("start-gop", "0"),
             ("max-ahead-gops", "10"),
             ("max-chunk-bytes", "500000"),
@@ -790,4 +792,20 @@ fn far_future_oversized_and_overflowing_chunks_are_dropped_and_counted() {
     // 6 and 7 fit (800 kB); 8 and 9 would pass 1 MiB and nothing later is held to make room.
     assert_eq!(stat("overflow"), 2);
     assert_eq!(merger.property::<i64>("next-gop"), 5);
+}
+
+#[test]
+fn pad_inputs_such_as_files_are_never_dropped_for_the_network_limits() {
+    // Files run ahead of the output: with pad inputs the window and the budget do not apply.
+    let a = (0..40).map(|g| chunk(&spec(g, "a"))).collect();
+    let m = merge(
+        vec![a],
+        vec![true],
+        &[("max-ahead-gops", "2"), ("max-pending-bytes", "1048576")],
+    );
+    assert_eq!(m.gops().len(), 40);
+    assert_eq!(
+        m.stat("too-far-ahead") + m.stat("overflow") + m.stat("lost"),
+        0
+    );
 }

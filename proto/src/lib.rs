@@ -46,6 +46,10 @@ pub const MAX_CONTROL_PAYLOAD: usize = 64 * 1024;
 pub const MAX_CHUNK_PAYLOAD: usize = 32 * 1024 * 1024;
 /// MQTT packet size limit the parts configure (chunk plus topic and headers).
 pub const MAX_PACKET: usize = MAX_CHUNK_PAYLOAD + 64 * 1024;
+/// Longest GOP a stream may have (ns): a minute, far above any live use.
+pub const MAX_GOP_NS: u64 = 60_000_000_000;
+/// Highest GOP index a message may name: GStreamer properties take it as a signed 64-bit.
+pub const MAX_GOP_INDEX: u64 = i64::MAX as u64;
 /// Longest host, stream or profile id.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -564,7 +568,7 @@ fn check_task(t: &Task) -> Result<(), String> {
             t.redundancy, t.slot_count
         ));
     }
-    if t.gop_ns < 1_000_000 {
+    if !(1_000_000..=MAX_GOP_NS).contains(&t.gop_ns) {
         return Err(format!("gop_ns {}", t.gop_ns));
     }
     check_source(&t.source)?;
@@ -676,8 +680,12 @@ impl Message for StreamDef {
         for p in &self.profiles {
             check_ids(&[&p.id])?;
         }
-        if self.gop_ns < 100_000_000 {
-            return Err(format!("gop_ns {} below 100 ms", self.gop_ns));
+        if !(100_000_000..=MAX_GOP_NS).contains(&self.gop_ns) {
+            return Err(format!(
+                "gop_ns {}: a GOP lasts 100 ms to {} s",
+                self.gop_ns,
+                MAX_GOP_NS / 1_000_000_000
+            ));
         }
         check_source(&self.source)?;
         if self.slots == Some(0) {
@@ -701,6 +709,9 @@ impl Message for Layout {
             .all(|w| w[0].epoch < w[1].epoch && w[0].from_gop <= w[1].from_gop);
         if !ordered {
             return Err("layout history out of order".into());
+        }
+        if self.history.iter().any(|e| e.from_gop > MAX_GOP_INDEX) {
+            return Err("layout GOP index out of range".into());
         }
         Ok(())
     }

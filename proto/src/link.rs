@@ -114,6 +114,9 @@ pub struct LinkOptions {
     pub backoff_max: Duration,
     /// Messages the part handles itself may be acked late (at-least-once).
     pub manual_acks: bool,
+    /// Topics whose messages may be dropped when the owner is behind (periodic ones, or ones
+    /// anybody can flood); the others wait in order. None: nothing is dropped.
+    pub droppable: Option<fn(&str) -> bool>,
 }
 
 impl LinkOptions {
@@ -127,6 +130,7 @@ impl LinkOptions {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             manual_acks: false,
+            droppable: None,
         }
     }
 }
@@ -152,8 +156,10 @@ pub struct LinkStats {
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
     pub resubscribes: AtomicU64,
-    /// Messages dropped because the owner had not taken the earlier ones yet (a flood).
+    /// Messages on droppable topics dropped because the owner was behind (a flood).
     pub dropped: AtomicU64,
+    /// Most events waiting in the backlog at once.
+    pub backlog_max: AtomicU64,
 }
 
 /// A running link: publish through `client`, receive from `events`.
@@ -222,14 +228,17 @@ impl Link {
         let (client, eventloop) = AsyncClient::new(mqtt, 1024);
         let (tx, rx) = mpsc::channel(EVENTS_QUEUED);
         let stats = Arc::new(LinkStats::default());
+        let (droppable, manual_acks) = (options.droppable, options.manual_acks);
         let task = tokio::spawn(drive(
             eventloop,
             client.clone(),
             options,
             Queues {
                 events: tx,
-                status: VecDeque::new(),
-                dropped_reported: None,
+                backlog: VecDeque::new(),
+                droppable,
+                manual_acks,
+                reported: None,
             },
             stats.clone(),
             last_seq,
@@ -244,27 +253,30 @@ impl Link {
     }
 }
 
-/// Messages the owner has not taken yet, per queue, at most.
+/// Events the owner has not taken yet, at most, before the backlog starts.
 const EVENTS_QUEUED: usize = 1024;
 
-/// The link's side of its queues. The event loop never waits on its owner: a full queue drops
-/// the message (counted) rather than stop reading the socket, which would miss keep-alives and,
-/// with an owner waiting to publish, deadlock both.
+/// The link's side of its queue. The event loop never waits on its owner: stopping reads
+/// from the socket would miss keep-alives and, with an owner waiting to publish, deadlock
+/// both. When the owner falls behind, a message on a droppable topic (periodic, or open to a
+/// flood: heartbeats, resend requests) is dropped and counted; everything else (connection
+/// changes, assignments, commands, births) waits in an ordered backlog, never lost.
 struct Queues {
     events: mpsc::Sender<LinkEvent>,
-    /// Connection changes not delivered yet (never dropped; rare).
-    status: VecDeque<LinkEvent>,
-    dropped_reported: Option<std::time::Instant>,
+    backlog: VecDeque<LinkEvent>,
+    droppable: Option<fn(&str) -> bool>,
+    manual_acks: bool,
+    reported: Option<std::time::Instant>,
 }
 
 impl Queues {
-    /// Deliver pending connection changes while the owner has room; Err once it is gone.
-    fn flush_status(&mut self) -> Result<(), ()> {
-        while let Some(ev) = self.status.pop_front() {
+    /// Hand the backlog over while the owner has room; Err once the owner is gone.
+    fn flush(&mut self) -> Result<(), ()> {
+        while let Some(ev) = self.backlog.pop_front() {
             match self.events.try_send(ev) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(ev)) => {
-                    self.status.push_front(ev);
+                    self.backlog.push_front(ev);
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
@@ -273,16 +285,48 @@ impl Queues {
         Ok(())
     }
 
-    /// At most one warning a second about dropped messages.
-    fn report_drops(&mut self, stats: &LinkStats) {
+    /// Give `ev` to the owner, in order after the backlog; Err once the owner is gone.
+    fn push(&mut self, ev: LinkEvent, client: &AsyncClient, stats: &LinkStats) -> Result<(), ()> {
+        self.flush()?;
+        let ev = if self.backlog.is_empty() {
+            match self.events.try_send(ev) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+                Err(mpsc::error::TrySendError::Full(ev)) => ev,
+            }
+        } else {
+            ev
+        };
+        if let LinkEvent::Message(p) = &ev
+            && self.droppable.is_some_and(|f| f(&p.topic))
+        {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if self.manual_acks {
+                // Dropped is handled: unacked, the broker would stop sending.
+                let _ = client.try_ack(p);
+            }
+            self.report(stats);
+            return Ok(());
+        }
+        self.backlog.push_back(ev);
+        stats
+            .backlog_max
+            .fetch_max(self.backlog.len() as u64, Ordering::Relaxed);
+        self.report(stats);
+        Ok(())
+    }
+
+    /// At most one warning a second while the owner is behind.
+    fn report(&mut self, stats: &LinkStats) {
         let now = std::time::Instant::now();
         if self
-            .dropped_reported
+            .reported
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
         {
-            self.dropped_reported = Some(now);
+            self.reported = Some(now);
             tracing::warn!(
-                "incoming messages arrive faster than they are handled: {} dropped so far",
+                "incoming messages arrive faster than they are handled: {} waiting, {} dropped so far",
+                self.backlog.len(),
                 stats.dropped.load(Ordering::Relaxed)
             );
         }
@@ -302,7 +346,7 @@ async fn drive(
     let mut leaving = false;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     loop {
-        if queues.flush_status().is_err() {
+        if queues.flush().is_err() {
             return;
         }
         match eventloop.poll().await {
@@ -326,24 +370,17 @@ async fn drive(
                 {
                     tracing::warn!("birth: {e}");
                 }
-                queues.status.push_back(LinkEvent::Connected {
+                let ev = LinkEvent::Connected {
                     session_present: ack.session_present,
                     seq,
-                });
+                };
+                if queues.push(ev, &client, &stats).is_err() {
+                    return;
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                match queues.events.try_send(LinkEvent::Message(p)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    Err(mpsc::error::TrySendError::Full(LinkEvent::Message(p))) => {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        queues.report_drops(&stats);
-                        if options.manual_acks {
-                            // Dropped is handled: unacked, the broker would stop sending.
-                            let _ = client.try_ack(&p);
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                if queues.push(LinkEvent::Message(p), &client, &stats).is_err() {
+                    return;
                 }
             }
             // Our own disconnect (shutdown): the link ends once it is sent, never reconnecting
@@ -362,11 +399,11 @@ async fn drive(
                 if let Some(p) = &options.presence {
                     arm_will(&mut eventloop.mqtt_options, p, seq);
                 }
-                queues.status.push_back(LinkEvent::Disconnected {
+                let ev = LinkEvent::Disconnected {
                     error: e.to_string(),
                     retry_in: delay,
-                });
-                if queues.flush_status().is_err() {
+                };
+                if queues.push(ev, &client, &stats).is_err() {
                     return;
                 }
                 tokio::time::sleep(delay).await;

@@ -161,6 +161,8 @@ struct State {
     received: HashMap<(String, u64), Vec<u8>>,
     groups: Vec<ParityGroup>,
     next: Option<u64>,
+    /// Newest GOP accepted from a host (inputs by host): the far-future window follows it.
+    frontier: Option<u64>,
     /// When the GOP at `next` became overdue (a later GOP is here, it is not).
     overdue_since: Option<Instant>,
     first_arrival: Option<Instant>,
@@ -193,6 +195,7 @@ impl State {
             received: HashMap::new(),
             groups: Vec::new(),
             next: None,
+            frontier: None,
             overdue_since: None,
             first_arrival: None,
             stream_id: None,
@@ -387,33 +390,41 @@ impl GopMerge {
             );
             return;
         }
-        // Parity chunks name their last member GOP; data chunks their GOP.
-        let reference = state.next.or(u64::try_from(settings.start_gop).ok());
-        if let Some(next) = reference
-            && h.gop_index > next.saturating_add(settings.max_ahead_gops)
-        {
-            state.stats.too_far_ahead += 1;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "GOP {} from {} is more than {} GOPs past {next}: dropped",
-                h.gop_index,
-                h.host_id,
-                settings.max_ahead_gops
-            );
-            return;
-        }
-        if !Self::make_room(state, settings, h.gop_index, chunk.bytes().len() as u64) {
-            state.stats.overflow += 1;
-            gst::warning!(
-                CAT,
-                imp = self,
-                "GOP {} from {}: {} bytes held already (max-pending-bytes): dropped",
-                h.gop_index,
-                h.host_id,
-                Self::bytes_held(state)
-            );
-            return;
+        // Hosts on the network: chunks for far-future GOPs and more bytes than the budget are
+        // dropped. The window follows the newest GOP accepted (the first chunk sets it), so a
+        // merger started late takes the GOPs of now; pad inputs (files) are never dropped.
+        if settings.inputs_by_host {
+            if let Some(frontier) = state.frontier
+                && h.gop_index > frontier.saturating_add(settings.max_ahead_gops)
+            {
+                state.stats.too_far_ahead += 1;
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "GOP {} from {} is more than {} GOPs past {frontier}: dropped",
+                    h.gop_index,
+                    h.host_id,
+                    settings.max_ahead_gops
+                );
+                return;
+            }
+            if state.next.is_some_and(|next| h.gop_index < next) && !h.is_parity() && h.fec_k == 0 {
+                state.stats.late += 1;
+                return;
+            }
+            if !Self::make_room(state, settings, h.gop_index, chunk.bytes().len() as u64) {
+                state.stats.overflow += 1;
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "GOP {} from {}: {} bytes held already (max-pending-bytes): dropped",
+                    h.gop_index,
+                    h.host_id,
+                    Self::bytes_held(state)
+                );
+                return;
+            }
+            state.frontier = state.frontier.max(Some(h.gop_index));
         }
         let key = if settings.inputs_by_host {
             h.host_id.clone()
@@ -690,6 +701,8 @@ impl GopMerge {
     /// Make room for `len` more bytes for GOP `gop` by dropping held GOPs after it, farthest
     /// first; false when it cannot fit (what is held is all for earlier GOPs).
     fn make_room(state: &mut State, settings: &Settings, gop: u64, len: u64) -> bool {
+        // Never what goes out next: only GOPs after both this one and the output position.
+        let gop = gop.max(state.next.unwrap_or(0));
         let mut held = Self::bytes_held(state);
         while held.saturating_add(len) > settings.max_pending_bytes {
             let farthest_pending = state

@@ -41,6 +41,10 @@ pub enum VerifyPayload {
 pub const H264_CHECK_DECODER: &str = "openh264dec";
 /// The longest a one-GOP decode may take before the GOP counts as undecodable.
 const DECODE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... plus this per frame (a 4K GOP on a loaded machine is not garbage).
+const DECODE_TIMEOUT_PER_FRAME: Duration = Duration::from_millis(100);
+/// Added to the chunk's timestamp offsets in the decode check, so none is negative.
+const TIMESTAMP_BASE_NS: i64 = 10_000_000_000;
 
 /// Why a GOP's payload was refused: `reason` goes into the `gopswarm-gap` message
 /// (`invalid-payload` or `undecodable`), `detail` says what was wrong.
@@ -214,22 +218,25 @@ fn decode(
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| fail(&e))?;
-        let frame = gst::ClockTime::from_mseconds(40);
-        for (n, f) in frames.iter().enumerate() {
+        // The chunk's own timestamps (offsets from the GOP start, DTS possibly negative with
+        // B-frames), shifted so they stay positive: PTS >= DTS holds as the encoder made it.
+        let at = |offset: Option<i64>| {
+            offset
+                .and_then(|o| u64::try_from(o.saturating_add(TIMESTAMP_BASE_NS)).ok())
+                .map(gst::ClockTime::from_nseconds)
+        };
+        for f in frames {
             let mut b = gst::Buffer::from_slice(f.data.clone());
             let b_mut = b.get_mut().unwrap();
-            // Decode order; the decoder reorders by PTS, which only has to be unique.
-            b_mut.set_dts(frame * n as u64);
-            b_mut.set_pts(
-                f.pts_offset
-                    .and_then(|p| u64::try_from(p.saturating_add(1_000_000_000)).ok())
-                    .map(gst::ClockTime::from_nseconds),
-            );
+            b_mut.set_dts(at(f.dts_offset));
+            b_mut.set_pts(at(f.pts_offset));
             src.push_buffer(b).map_err(|e| fail(&e))?;
         }
         src.end_of_stream().map_err(|e| fail(&e))?;
         let mut decoded = 0;
-        let deadline = std::time::Instant::now() + DECODE_TIMEOUT;
+        let deadline = std::time::Instant::now()
+            + DECODE_TIMEOUT
+            + DECODE_TIMEOUT_PER_FRAME * frames.len() as u32;
         let bus = pipeline.bus().expect("a pipeline has a bus");
         loop {
             if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {

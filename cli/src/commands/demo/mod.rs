@@ -323,6 +323,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
             progress: false,
             listen: None,
             pull_srt: false,
+            verify_payload: "decode".into(),
         },
         std::future::pending::<()>(),
     ));
