@@ -6,9 +6,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use gopswarm::commands::{
-    self, bench::BenchOptions, bench_control::BenchControlOptions, chunks::ChunksOptions,
-    control::RollingUpdateOptions, control::StreamOptions, demo::DemoOptions,
-    explain::ExplainOptions, launch::LaunchOptions, learn::LearnOptions,
+    self, acl::AclOptions, bench::BenchOptions, bench_control::BenchControlOptions,
+    chunks::ChunksOptions, control::RollingUpdateOptions, control::StreamOptions,
+    demo::DemoOptions, explain::ExplainOptions, launch::LaunchOptions, learn::LearnOptions,
     orchestrator::OrchestratorOptions, qa::QaOptions, simulate::SimulateOptions,
 };
 use gopswarm::config;
@@ -91,6 +91,11 @@ enum Command {
     Merge(MergeOptions),
     /// Streams: add, remove, hand a slot over (published to the orchestrator over MQTT).
     Stream(StreamOptions),
+    /// Credentials and per-role access control for an external broker: with --mosquitto, a
+    /// password file, an ACL file and a mosquitto.conf snippet (no anonymous clients), and
+    /// one broker URL per identity (orchestrator, merger, operators, each host) in files only
+    /// their owner reads. Prints where the files went, never a password.
+    Acl(AclOptions),
 }
 
 /// The roles that run as daemons: they take `--config FILE.toml`, `--print-config` and a
@@ -123,5 +128,6 @@ fn main() -> Result<()> {
         Command::RollingUpdate(o) => commands::control::rolling_update(o),
         Command::Merge(o) => commands::merge::run(o),
         Command::Stream(o) => commands::control::stream(o),
+        Command::Acl(o) => commands::acl::run(o),
     }
 }

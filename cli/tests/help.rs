@@ -30,6 +30,7 @@ fn every_subcommand_has_help() {
         vec!["pipeline", "print", "--help"],
         vec!["pipeline", "list", "--help"],
         vec!["pipeline", "describe", "--help"],
+        vec!["acl", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)

@@ -12,7 +12,13 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct StreamOptions {
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    /// Broker URL; with a password, give it in the environment (`gopswarm acl` writes one)
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        env = "GOPSWARM_OPERATOR_BROKER",
+        hide_env_values = true
+    )]
     broker: String,
     #[command(subcommand)]
     op: StreamOp,
@@ -90,7 +96,13 @@ enum StreamOp {
 
 #[derive(clap::Args)]
 pub struct RollingUpdateOptions {
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    /// Broker URL; with a password, give it in the environment (`gopswarm acl` writes one)
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        env = "GOPSWARM_OPERATOR_BROKER",
+        hide_env_values = true
+    )]
     broker: String,
     /// Host to update (repeatable; default: every live host)
     #[arg(long = "host")]

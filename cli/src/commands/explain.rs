@@ -15,7 +15,13 @@ use std::time::Duration;
 pub struct ExplainOptions {
     /// Host id; all hosts when left out
     host: Option<String>,
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    /// Broker URL; with a password, give it in the environment (`gopswarm acl` writes one)
+    #[arg(
+        long,
+        default_value = "mqtt://127.0.0.1:1883",
+        env = "GOPSWARM_OPERATOR_BROKER",
+        hide_env_values = true
+    )]
     broker: String,
     /// Print JSON lines instead of text
     #[arg(long)]

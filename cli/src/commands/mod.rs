@@ -2,6 +2,7 @@
 //! The CLI's own commands, one module each: its options (one `clap::Args` struct) and what it
 //! does. The daemons' options live next to the daemons, in `gopswarm-agents`.
 
+pub mod acl;
 pub mod bench;
 pub mod bench_control;
 pub mod chunks;
