@@ -1306,14 +1306,14 @@ impl ObjectImpl for GopMerge {
                     .build(),
                 glib::ParamSpecUInt64::builder("max-ahead-gops")
                     .nick("Maximum GOPs ahead")
-                    .blurb("Chunks for GOPs more than this many GOPs (a count) past the next GOP to output are dropped and counted as too-far-ahead, so forged far-future GOPs cannot fill memory")
+                    .blurb("With inputs-by-host: chunks for GOPs more than this many GOPs (a count) past the newest GOP taken are dropped and counted as too-far-ahead, so forged far-future GOPs cannot fill memory")
                     .minimum(1)
                     .default_value(DEFAULT_MAX_AHEAD_GOPS)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-pending-bytes")
                     .nick("Maximum pending bytes")
-                    .blurb("Bytes of chunks held for later GOPs and as parity shards; over it the farthest GOPs are dropped first and counted as overflow")
+                    .blurb("With inputs-by-host: bytes of chunks held for later GOPs and as parity shards; over it the farthest GOPs are dropped first (never the next one out) and counted as overflow")
                     .minimum(1024 * 1024)
                     .default_value(DEFAULT_MAX_PENDING_BYTES)
                     .mutable_playing()
@@ -1326,7 +1326,7 @@ impl ObjectImpl for GopMerge {
                     .build(),
                 glib::ParamSpecInt64::builder("next-gop")
                     .nick("Next GOP")
-                    .blurb("Index of the next GOP to output (-1 until known): chunks are accepted up to max-ahead-gops past it")
+                    .blurb("Index of the next GOP to output (-1 until known)")
                     .minimum(-1)
                     .default_value(-1)
                     .read_only()

@@ -37,6 +37,15 @@
 //! `gopswarm-rejected`; a good redundant copy takes its place, otherwise the GOP is settled as a
 //! missing one and its gap says why. The output goes on with the next good GOP.
 //!
+//! ## Limits for hosts on the network
+//!
+//! With `inputs-by-host=true` the chunks come from the network and may be forged, so what the
+//! element holds is bounded: a chunk for a GOP more than `max-ahead-gops` past the newest GOP
+//! taken is dropped (`too-far-ahead`); a chunk over `max-chunk-bytes` is dropped (`oversized`);
+//! past `max-pending-bytes` held, the farthest GOPs go first, never the next one out
+//! (`overflow`). Pad inputs (files, which run ahead of the output) are never dropped for the
+//! window or the budget.
+//!
 //! ## Bus messages
 //!
 //! Element messages from `gopmerge`:
@@ -64,7 +73,8 @@
 //! ## Properties and units
 //!
 //! Times are nanoseconds (`latency`), as GStreamer's ClockTime; GOP indices and epochs are
-//! counts.
+//! counts (`start-gop`, `min-epoch`, `max-ahead-gops`, `next-gop`); sizes are bytes
+//! (`max-pending-bytes`, `max-chunk-bytes`).
 //!
 //! ## Example
 //!
