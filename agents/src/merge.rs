@@ -70,7 +70,7 @@ fn export(
     stream: &str,
     profile: &str,
     stats: &BTreeMap<String, u64>,
-    fenced: u64,
+    summary: &MergeSummary,
 ) -> Result<()> {
     let labels = ["stream", "profile"];
     let values = [stream, profile];
@@ -115,16 +115,39 @@ fn export(
             "gopswarm_merge_redundant_used_total",
             "GOPs taken from a redundant copy",
         ),
+        (
+            "overflow",
+            "gopswarm_merge_overflow_total",
+            "Chunks dropped to stay within the bytes the merger may hold",
+        ),
     ] {
         m.counter(name, help, &labels)?
             .set(&values, stats.get(key).copied().unwrap_or(0) as f64)?;
+    }
+    // Refused by this daemon before the element, or by the element itself.
+    for (key, own, name, help) in [
+        (
+            "oversized",
+            summary.oversized,
+            "gopswarm_merge_oversized_total",
+            "Chunks refused for being larger than the profile's bitrate allows",
+        ),
+        (
+            "too-far-ahead",
+            summary.too_far_ahead,
+            "gopswarm_merge_too_far_ahead_total",
+            "Chunks refused for a GOP too far past the newest one taken",
+        ),
+    ] {
+        let total = own + stats.get(key).copied().unwrap_or(0);
+        m.counter(name, help, &labels)?.set(&values, total as f64)?;
     }
     m.counter(
         "gopswarm_merge_fenced_stale_total",
         "Chunks refused for a stale layout epoch",
         &labels,
     )?
-    .set(&values, fenced as f64)?;
+    .set(&values, summary.fenced_stale as f64)?;
     Ok(())
 }
 
@@ -502,7 +525,7 @@ pub async fn run(
             _ = tick.tick() => {
                 if opts.metrics_listen.is_some()
                     && let Some(m) = &merger
-                    && let Err(e) = export(&registry, &opts.stream, &opts.profile, &m.stats(), summary.fenced_stale)
+                    && let Err(e) = export(&registry, &opts.stream, &opts.profile, &m.stats(), &summary)
                 {
                     tracing::error!("merge: metrics: {e:#}");
                 }

@@ -275,6 +275,29 @@ async fn publish_all(link: &Link, outs: Vec<Out>) {
     }
 }
 
+/// What each broker connection dropped or kept waiting while the service was behind.
+fn link_metrics(
+    m: &gopswarm_metrics::Registry,
+    links: &[(&str, &gopswarm_proto::link::LinkStats)],
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    for (name, stats) in links {
+        m.counter(
+            "gopswarm_orchestrator_link_dropped_total",
+            "Heartbeats dropped because the orchestrator was behind (a flood)",
+            &["connection"],
+        )?
+        .set(&[name], stats.dropped.load(Ordering::Relaxed) as f64)?;
+        m.gauge(
+            "gopswarm_orchestrator_link_backlog_max",
+            "Most messages that waited at once because the orchestrator was behind",
+            &["connection"],
+        )?
+        .set(&[name], stats.backlog_max.load(Ordering::Relaxed) as f64)?;
+    }
+    Ok(())
+}
+
 fn must_save_first(topic: &str) -> bool {
     matches!(
         Topic::parse(topic),
@@ -448,6 +471,9 @@ impl Service {
                         tracing::error!("state store: history samples: {e:#}");
                     }
                     if let Err(e) = export_metrics(&registry, &c, &rejects) {
+                        tracing::error!("metrics: {e:#}");
+                    }
+                    if let Err(e) = link_metrics(&registry, &[("main", &link.stats), ("live", &live_link.stats)]) {
                         tracing::error!("metrics: {e:#}");
                     }
                     persist(&store, &mut c);
