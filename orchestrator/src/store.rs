@@ -30,7 +30,7 @@ pub struct Loaded {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         // The state names every host, stream and source: only its owner reads it. A folder
         // made here is private; an existing one is the operator's to set.
         if let Some(dir) = path
@@ -43,10 +43,18 @@ impl Store {
                 .create(dir)
                 .with_context(|| format!("creating state folder {}", dir.display()))?;
         }
-        let db = Database::create(path)
-            .with_context(|| format!("opening state database {}", path.display()))?;
+        // Private from the first byte (not only after a chmod): created 0600 if new, and an
+        // existing one made 0600 again.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating state database {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("making {} private", path.display()))?;
+        let db = Database::create(path)
+            .with_context(|| format!("opening state database {}", path.display()))?;
         let w = db.begin_write()?;
         w.open_table(HOSTS)?;
         w.open_table(STREAMS)?;

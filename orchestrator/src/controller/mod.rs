@@ -583,7 +583,6 @@ impl Controller {
         self.dirty_streams.insert(id.to_string());
     }
 
-    /// Clock tick: missed heartbeats, operation deadlines.
     /// Forget dead hosts that hold nothing and are in no layout or operation, dead for
     /// `forget_dead_after`. Returns how many.
     fn forget_dead_hosts(&mut self, now: Instant) -> usize {
@@ -626,6 +625,7 @@ impl Controller {
         forget.len()
     }
 
+    /// Clock tick: forgotten hosts, missed heartbeats, operation deadlines.
     pub fn tick(&mut self, now: Instant) {
         let forgotten = self.forget_dead_hosts(now);
         if forgotten > 0 {
