@@ -281,30 +281,6 @@ fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
     );
 }
 
-/// Overwrite every H.264 slice's data after its first bytes with pseudo-random bytes (no zero
-/// bytes, so no new start codes); start codes, SPS, PPS and the slice headers' start stay.
-fn garbage_slices(frame: &[u8]) -> Vec<u8> {
-    let mut d = frame.to_vec();
-    let starts: Vec<usize> = (0..d.len().saturating_sub(2))
-        .filter(|&i| d[i] == 0 && d[i + 1] == 0 && d[i + 2] == 1)
-        .map(|i| i + 3)
-        .collect();
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for (n, &s) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).map_or(d.len(), |&next| next - 4);
-        if !matches!(d[s] & 0x1f, 1 | 5) {
-            continue;
-        }
-        for b in d.iter_mut().take(end).skip(s + 4) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = (seed as u8) | 1;
-        }
-    }
-    d
-}
-
 /// A forged primary chunk (valid CRC, headers kept, slice data garbage) for a GOP not encoded
 /// yet: the merger refuses it, takes the redundant copy, and the output stays frame-exact.
 /// Before the check the garbage reached the MP4 and the HLS segments.
@@ -331,7 +307,7 @@ fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
     header.gop_index = target;
     let mut frames = gopswarm_chunk::decode_frames(real.payload()).unwrap();
     for f in &mut frames {
-        f.data = garbage_slices(&f.data);
+        f.data = gopswarm_test_support::garbage_slices(&f.data, &mut 0x2545_f491_4f6c_dd1du64);
     }
     let forged =
         gopswarm_chunk::serialize(&header, &gopswarm_chunk::encode_frames(&frames)).unwrap();

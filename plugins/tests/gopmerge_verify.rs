@@ -85,32 +85,11 @@ fn chunk(gop: u64, frames: &Gop, host: &str, redundant: bool, codec: &str) -> Ve
     gopswarm_chunk::serialize(&header, &encode_frames(&records)).unwrap()
 }
 
-/// Overwrite every slice's data after its first bytes (the slice header's start) with
-/// pseudo-random bytes; start codes, SPS and PPS stay.
+/// Every frame of `gop` with garbage slice data (see `garbage_slices`), one seed throughout.
 fn garbage_slices(gop: &Gop) -> Gop {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     gop.iter()
-        .map(|(data, key)| {
-            let mut d = data.clone();
-            let starts: Vec<usize> = (0..d.len() - 2)
-                .filter(|&i| d[i] == 0 && d[i + 1] == 0 && d[i + 2] == 1)
-                .map(|i| i + 3)
-                .collect();
-            for (n, &s) in starts.iter().enumerate() {
-                let end = starts.get(n + 1).map_or(d.len(), |&next| next - 4);
-                if !matches!(d[s] & 0x1f, 1 | 5) {
-                    continue;
-                }
-                for b in d.iter_mut().take(end).skip(s + 4) {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    // No zero bytes: no accidental start codes.
-                    *b = (seed as u8) | 1;
-                }
-            }
-            (d, *key)
-        })
+        .map(|(data, key)| (gopswarm_test_support::garbage_slices(data, &mut seed), *key))
         .collect()
 }
 

@@ -217,3 +217,27 @@ pub fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// An H.264 access unit with every slice's data, after its first bytes (the slice header's
+/// start), overwritten with pseudo-random bytes from `seed` (xorshift; no zero bytes, so no
+/// new start codes): start codes, SPS and PPS stay, so it parses but does not decode.
+pub fn garbage_slices(frame: &[u8], seed: &mut u64) -> Vec<u8> {
+    let mut d = frame.to_vec();
+    let starts: Vec<usize> = (0..d.len().saturating_sub(2))
+        .filter(|&i| d[i] == 0 && d[i + 1] == 0 && d[i + 2] == 1)
+        .map(|i| i + 3)
+        .collect();
+    for (n, &s) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map_or(d.len(), |&next| next - 4);
+        if !matches!(d[s] & 0x1f, 1 | 5) {
+            continue;
+        }
+        for b in d.iter_mut().take(end).skip(s + 4) {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *b = (*seed as u8) | 1;
+        }
+    }
+    d
+}
