@@ -550,6 +550,13 @@ impl GopMerge {
         None
     }
 
+    /// GOP `gop`'s redundant copy, counted as used.
+    fn take_redundant(state: &mut State, gop: u64) -> Option<Chunk> {
+        let chunk = state.pending.get_mut(&gop)?.redundant.take()?;
+        state.stats.redundant_used += 1;
+        Some(chunk)
+    }
+
     fn decide(&self, state: &mut State, settings: &Settings) -> Step {
         if state.flushing {
             return Step::Wait(IDLE_WAIT);
@@ -604,12 +611,7 @@ impl GopMerge {
         let rejected = state.rejected.get(&next).copied();
         if rejected.is_some() {
             // The copy that came failed the check: a redundant one takes its place at once.
-            if let Some(chunk) = state
-                .pending
-                .get_mut(&next)
-                .and_then(|c| c.redundant.take())
-            {
-                state.stats.redundant_used += 1;
+            if let Some(chunk) = Self::take_redundant(state, next) {
                 return Step::Emit(chunk);
             }
         }
@@ -656,12 +658,7 @@ impl GopMerge {
             _ => false,
         };
         if certain || deadline_passed {
-            if let Some(chunk) = state
-                .pending
-                .get_mut(&next)
-                .and_then(|c| c.redundant.take())
-            {
-                state.stats.redundant_used += 1;
+            if let Some(chunk) = Self::take_redundant(state, next) {
                 return Step::Emit(chunk);
             }
             return Step::Gap {
