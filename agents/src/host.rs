@@ -15,6 +15,7 @@
 use crate::options::{parse_broker, parse_seconds};
 use anyhow::{Context, Result, anyhow, bail};
 use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence, QoS};
+use gopswarm_proto::signed::{Open, Seal};
 use gopswarm_proto::*;
 use gst::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -84,6 +85,13 @@ pub struct HostOptions {
     /// (the orchestrator's fitness score uses it; 0: never)
     #[arg(long, default_value_t = 10)]
     pub psnr_every: u64,
+    #[command(flatten)]
+    pub keys: crate::options::KeyOptions,
+    /// One-time enrolment token file (tokens/N.token of `gopswarm init`): a host without a key
+    /// makes one under --keys hosts/, proves it holds the token, and waits for the
+    /// orchestrator's certificate; the file is deleted once used
+    #[arg(long, value_name = "FILE")]
+    pub enrol_token: Option<std::path::PathBuf>,
 }
 
 /// Reference profile of the join benchmark when none is given.
@@ -1103,6 +1111,96 @@ fn capabilities(max_tasks: u32) -> Capabilities {
     }
 }
 
+/// How this host signs and checks messages; enrols first when it has a token and no key yet.
+/// `None`: shut down while waiting for the certificate.
+async fn keys(
+    opts: &HostOptions,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Option<(Seal, Open)>> {
+    use gopswarm_proto::signed::{Principal, Token, Verifier, read_secret};
+    let Some(kd) = opts.keys.dir()? else {
+        if opts.enrol_token.is_some() {
+            bail!("--enrol-token needs --keys (the trust file to check the certificate with)");
+        }
+        return Ok(Some((Seal::Plain, Open::Plain)));
+    };
+    let trust = kd.trust().map_err(anyhow::Error::msg)?;
+    let who = Principal::Host(opts.id.clone());
+    let key_path = kd.key_path(&who);
+    let signer = if key_path.exists() {
+        kd.signer(who).map_err(anyhow::Error::msg)?
+    } else if opts.enrol_token.is_some() {
+        kd.create_host_key(&opts.id).map_err(anyhow::Error::msg)?
+    } else {
+        bail!(
+            "host {} has no key ({}): give it an enrolment token with --enrol-token FILE (from              `gopswarm init`)",
+            opts.id,
+            key_path.display()
+        );
+    };
+    let mut verifier = Verifier::new(&trust).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &opts.enrol_token {
+        let token = Token::parse(&read_secret(path).map_err(anyhow::Error::msg)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !enrol(opts, &token, &signer, &mut verifier, shutdown).await? {
+            return Ok(None);
+        }
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(
+                "{}: enrolled, but could not delete the used token {}: {e}",
+                opts.id,
+                path.display()
+            );
+        }
+    }
+    Ok(Some((
+        Seal::Signed(signer),
+        Open::Verified(Box::new(verifier)),
+    )))
+}
+
+/// Ask the orchestrator for a certificate until it answers (every 2 s: it may start later).
+/// False when shut down first.
+async fn enrol(
+    opts: &HostOptions,
+    token: &gopswarm_proto::signed::Token,
+    signer: &gopswarm_proto::signed::Signer,
+    verifier: &mut gopswarm_proto::signed::Verifier,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<bool> {
+    let key = gopswarm_proto::signed::encode_public(&signer.public());
+    let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-enrol-{}", opts.id));
+    options.keep_alive = opts.keepalive;
+    options.subscriptions = vec![(filters::host(&opts.id, "cert"), QoS::AtLeastOnce)];
+    let mut link = Link::start(options);
+    let request = encode(&token.enrol(&opts.id, &signer.public()));
+    let mut again = tokio::time::interval(Duration::from_secs(2));
+    let enrolled = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => break false,
+            _ = again.tick() => {
+                tracing::info!("{}: enrolling with token {}", opts.id, token.id);
+                let _ = link.client.publish(Topic::Enrol(opts.id.clone()).path(), QoS::AtLeastOnce, false, request.clone()).await;
+            }
+            ev = link.events.recv() => match ev {
+                Some(LinkEvent::Message(p)) => match verifier.open(&p.topic, &p.payload) {
+                    Ok(Inbound::Cert(c)) if c.host == opts.id && c.key == key => {
+                        tracing::info!("{}: enrolled; the orchestrator certified this host's key", opts.id);
+                        break true;
+                    }
+                    // An older certificate (a key this host replaced): wait for ours.
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("{}: refused payload on {}: {e}", opts.id, p.topic),
+                },
+                Some(_) => {}
+                None => bail!("enrolment: the broker link ended"),
+            }
+        }
+    };
+    let _ = link.client.disconnect().await;
+    Ok(enrolled)
+}
+
 /// Run the host until `shutdown` resolves.
 pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     crate::pipeline::init();
@@ -1158,6 +1256,11 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         None => None,
     };
     caps.srt_endpoint = opts.srt_listen.clone();
+    tokio::pin!(shutdown);
+    let Some((seal, mut open)) = keys(&opts, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let seal = std::sync::Arc::new(seal);
     let (host, v2, c2) = (opts.id.clone(), versions.clone(), caps.clone());
     let host2 = opts.id.clone();
     let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-host-{}", opts.id));
@@ -1171,22 +1274,35 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         (filters::host(&opts.id, "score"), QoS::AtLeastOnce),
         (format!("{ROOT}/stream/+/resend/+"), QoS::AtLeastOnce),
     ];
+    let (birth_topic, death_topic) = (
+        Topic::Birth(opts.id.clone()).path(),
+        Topic::Death(opts.id.clone()).path(),
+    );
+    let (seal_b, seal_d, bt, dt) = (
+        seal.clone(),
+        seal.clone(),
+        birth_topic.clone(),
+        death_topic.clone(),
+    );
     options.presence = Some(Presence {
-        birth_topic: Topic::Birth(opts.id.clone()).path(),
-        death_topic: Topic::Death(opts.id.clone()).path(),
+        birth_topic,
+        death_topic,
         birth: Box::new(move |seq| {
-            encode(&Birth {
+            let birth = Birth {
                 host: host.clone(),
                 seq,
                 versions: v2.clone(),
                 capabilities: c2.clone(),
-            })
+            };
+            seal_b.seal(&bt, encode(&birth))
         }),
+        // Signed now, at connect: the broker publishes it for us when we are gone.
         death: Box::new(move |seq| {
-            encode(&Death {
+            let death = Death {
                 host: host2.clone(),
                 seq,
-            })
+            };
+            seal_d.seal(&dt, encode(&death))
         }),
     });
     let mut link = Link::start(options);
@@ -1225,7 +1341,6 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut beat = tokio::time::interval(opts.keepalive / 2);
-    tokio::pin!(shutdown);
     loop {
         let mut raw: Vec<(Dest, Vec<u8>)> = Vec::new();
         tokio::select! {
@@ -1251,7 +1366,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                     LinkEvent::Disconnected { error, retry_in } => {
                         tracing::warn!("{}: broker connection lost ({error}); retry in {retry_in:?}", agent.id);
                     }
-                    LinkEvent::Message(p) => match decode_publish(&p.topic, &p.payload) {
+                    LinkEvent::Message(p) => match open.open(&p.topic, &p.payload) {
                         Ok(Inbound::Assignment(a)) if a.host == agent.id => agent.on_assignment(a),
                         Ok(Inbound::AssignmentCleared(_)) => {}
                         Ok(Inbound::Command(h, c)) if h == agent.id => agent.on_command(c),
@@ -1289,6 +1404,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
             agent.drop_task(&s, &p);
         }
         for (topic, payload, retain) in std::mem::take(&mut agent.out) {
+            let payload = seal.seal(&topic, payload);
             let _ = link
                 .client
                 .publish(topic, QoS::AtLeastOnce, retain, payload)

@@ -62,6 +62,8 @@ pub struct MergeOptions {
     // Progress lines on stderr: on for `gopswarm merge`, off where the caller prints its own.
     #[arg(skip = true)]
     pub progress: bool,
+    #[command(flatten)]
+    pub keys: crate::options::KeyOptions,
 }
 
 /// The merger's counters as Prometheus metrics.
@@ -469,10 +471,17 @@ pub async fn run(
                 Topic::StreamDef(opts.stream.clone()).path(),
                 QoS::AtLeastOnce,
             ),
+            // Certificates first: their retained copies arrive before the births they check.
+            (filters::all_hosts("cert"), QoS::AtLeastOnce),
             (filters::all_hosts("death"), QoS::AtLeastOnce),
             (filters::all_hosts("birth"), QoS::AtLeastOnce),
         ])
         .collect();
+    let (seal, mut open) = opts
+        .keys
+        .seal_and_open(gopswarm_proto::signed::Principal::Merger(
+            gopswarm_proto::keys::DEFAULT_MERGER.into(),
+        ))?;
     let mut link = Link::start(options);
     let (tcp_tx, mut tcp_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     if let Some(addr) = &opts.listen {
@@ -546,7 +555,9 @@ pub async fn run(
                         }
                         summary.resend_requests += 1;
                         let msg = Resend { stream: opts.stream.clone(), profile: opts.profile.clone(), gops: missing };
-                        let _ = link.client.publish(Topic::Resend(opts.stream.clone(), opts.profile.clone()).path(), QoS::AtLeastOnce, false, encode(&msg)).await;
+                        let topic = Topic::Resend(opts.stream.clone(), opts.profile.clone()).path();
+                        let payload = seal.seal(&topic, encode(&msg));
+                        let _ = link.client.publish(topic, QoS::AtLeastOnce, false, payload).await;
                     }
                 }
                 if opts.progress && last_report.elapsed() > Duration::from_secs(5) {
@@ -568,7 +579,7 @@ pub async fn run(
             ev = link.events.recv() => {
                 let Some(ev) = ev else { break };
                 let LinkEvent::Message(p) = ev else { continue };
-                match decode_publish(&p.topic, &p.payload) {
+                match open.open(&p.topic, &p.payload) {
                     Ok(Inbound::Layout(l)) => {
                         if layout.as_ref().is_none_or(|old| old.history.len() <= l.history.len()) {
                             summary.layout_epochs = l.history.len() as u64;

@@ -19,3 +19,55 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 pub fn seconds(s: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s).map_err(|e| anyhow::anyhow!("{s} s: {e}"))
 }
+
+/// `--keys` / `--insecure`: how a part signs and checks the swarm's control messages.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeyOptions {
+    /// Swarm key directory made by `gopswarm init` (trust.json and this part's key; a new
+    /// host writes its own key under hosts/ when it enrols). Messages are signed, and unsigned
+    /// or badly signed ones are counted and ignored
+    #[arg(long, env = "GOPSWARM_KEYS", value_name = "DIR")]
+    pub keys: Option<std::path::PathBuf>,
+    /// Run without signatures: nothing signed, every well-formed message believed. Only for a
+    /// lab on a network nobody else reaches
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl KeyOptions {
+    /// The key directory; an error that says what to do when there is none and `--insecure`
+    /// was not asked for (no silent fallback to an open swarm).
+    pub fn dir(&self) -> anyhow::Result<Option<gopswarm_proto::keys::KeyDir>> {
+        match (&self.keys, self.insecure) {
+            (Some(_), true) => anyhow::bail!("--keys and --insecure: pick one"),
+            (Some(d), false) => Ok(Some(gopswarm_proto::keys::KeyDir::new(d))),
+            (None, true) => {
+                tracing::warn!(
+                    "--insecure: control messages are neither signed nor checked; anyone who can \
+                     reach the broker can take this swarm over"
+                );
+                Ok(None)
+            }
+            (None, false) => anyhow::bail!(
+                "no swarm keys: make them with `gopswarm init DIR` and pass --keys DIR (or \
+                 GOPSWARM_KEYS=DIR), or run an open lab swarm with --insecure"
+            ),
+        }
+    }
+
+    /// How `who` publishes and receives: signed with its key and checking against the trust
+    /// file, or plain with `--insecure`.
+    pub fn seal_and_open(
+        &self,
+        who: gopswarm_proto::signed::Principal,
+    ) -> anyhow::Result<(gopswarm_proto::signed::Seal, gopswarm_proto::signed::Open)> {
+        use gopswarm_proto::signed::{Open, Seal, Verifier};
+        let Some(kd) = self.dir()? else {
+            return Ok((Seal::Plain, Open::Plain));
+        };
+        let trust = kd.trust().map_err(anyhow::Error::msg)?;
+        let signer = kd.signer(who).map_err(anyhow::Error::msg)?;
+        let verifier = Verifier::new(&trust).map_err(anyhow::Error::msg)?;
+        Ok((Seal::Signed(signer), Open::Verified(Box::new(verifier))))
+    }
+}

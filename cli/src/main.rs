@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use gopswarm::commands::{
     self, acl::AclOptions, bench::BenchOptions, bench_control::BenchControlOptions,
     chunks::ChunksOptions, control::RollingUpdateOptions, control::StreamOptions,
-    demo::DemoOptions, explain::ExplainOptions, launch::LaunchOptions, learn::LearnOptions,
-    orchestrator::OrchestratorOptions, qa::QaOptions, simulate::SimulateOptions,
+    demo::DemoOptions, explain::ExplainOptions, init::InitOptions, launch::LaunchOptions,
+    learn::LearnOptions, orchestrator::OrchestratorOptions, qa::QaOptions,
+    simulate::SimulateOptions,
 };
 use gopswarm::config;
 use gopswarm_agents::{daemon, host, merge::MergeOptions, source};
@@ -91,6 +92,11 @@ enum Command {
     Merge(MergeOptions),
     /// Streams: add, remove, hand a slot over (published to the orchestrator over MQTT).
     Stream(StreamOptions),
+    /// A new swarm's keys: the orchestrator's, an operator's and a merger's signing keys, the
+    /// trust file of their public keys, and one-time enrolment tokens for hosts. Every part
+    /// then runs with --keys DIR (or GOPSWARM_KEYS): control messages are signed, and unsigned
+    /// or badly signed ones are counted and ignored. Prints where the files went, never a key.
+    Init(InitOptions),
     /// Credentials and per-role access control for an external broker: with --mosquitto, a
     /// password file, an ACL file and a mosquitto.conf snippet (no anonymous clients), and
     /// one broker URL per identity (orchestrator, merger, operators, each host) in files only
@@ -113,6 +119,7 @@ fn main() -> Result<()> {
         Command::Chunks(o) => commands::chunks::run(o),
         Command::BenchControl(o) => commands::bench_control::run(o),
         Command::Demo(o) => commands::demo::run(o),
+        Command::Init(o) => commands::init::run(o),
         Command::Source(o) => {
             daemon::init_logging();
             source::serve(&o, true)

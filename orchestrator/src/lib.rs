@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod controller;
+pub mod enrol;
 pub mod forecast;
 pub mod learn;
 pub mod proactive;

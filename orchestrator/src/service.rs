@@ -5,6 +5,7 @@ use crate::controller::{Config, Controller, Out};
 use crate::store::Store;
 use anyhow::Result;
 use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions, Presence};
+use gopswarm_proto::signed::{Open, Principal, Seal, Verifier};
 use gopswarm_proto::*;
 use rumqttc::QoS;
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub struct ServiceOptions {
     /// Move slots off hosts before their forecast load (rising demand, announced events)
     /// overloads them, once per forecast step ([`crate::proactive`]); none: off.
     pub proactive: Option<crate::proactive::BalanceConfig>,
+    /// The swarm's keys (`gopswarm init`): sign what goes out, check what comes in, enrol
+    /// hosts. None: `--insecure`, nothing signed or checked.
+    pub keys: Option<gopswarm_proto::keys::KeyDir>,
 }
 
 /// Step of the live demand forecast by default (the forecaster's season is a day of these).
@@ -263,11 +267,17 @@ pub struct Service {
     pub rejects: Arc<RejectCounters>,
 }
 
-async fn publish_all(link: &Link, outs: Vec<Out>) {
+async fn publish_all(link: &Link, seal: &Seal, outs: Vec<Out>) {
     for o in outs {
+        let payload = if o.payload.is_empty() {
+            // Clearing a retained message: nothing to sign.
+            o.payload
+        } else {
+            seal.seal(&o.topic, o.payload)
+        };
         if let Err(e) = link
             .client
-            .publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
+            .publish(o.topic, QoS::AtLeastOnce, o.retain, payload)
             .await
         {
             tracing::error!("publish: {e}");
@@ -356,19 +366,47 @@ impl Service {
             });
         }
 
+        let (seal, mut open) = match &opts.keys {
+            Some(kd) => {
+                let signer = kd
+                    .signer(Principal::Orchestrator)
+                    .map_err(anyhow::Error::msg)?;
+                let mut v = Verifier::new(&kd.trust().map_err(anyhow::Error::msg)?)
+                    .map_err(anyhow::Error::msg)?;
+                let trusted = kd.trust().map_err(anyhow::Error::msg)?.orchestrator;
+                if trusted != gopswarm_proto::signed::encode_public(&signer.public()) {
+                    anyhow::bail!(
+                        "{}: the orchestrator key is not the one trust.json names",
+                        kd.dir.display()
+                    );
+                }
+                for (host, key) in store.host_keys()? {
+                    match gopswarm_proto::signed::parse_public(&key) {
+                        Ok(k) => v.set_host_key(&host, k),
+                        Err(e) => tracing::error!("state: key of host {host}: {e}"),
+                    }
+                }
+                (Arc::new(Seal::Signed(signer)), Open::Verified(Box::new(v)))
+            }
+            None => (Arc::new(Seal::Plain), Open::Plain),
+        };
         let status = |online: bool| {
             let versions = versions.clone();
+            let seal = seal.clone();
             move |_seq: u64| {
-                encode(&OrchestratorStatus {
-                    online,
-                    epoch,
-                    versions: versions.clone(),
-                })
+                seal.seal(
+                    &Topic::OrchestratorStatus.path(),
+                    encode(&OrchestratorStatus {
+                        online,
+                        epoch,
+                        versions: versions.clone(),
+                    }),
+                )
             }
         };
         let mut options = LinkOptions::new(opts.broker.clone(), &opts.client_id);
         options.keep_alive = opts.cfg.keepalive;
-        options.subscriptions = ["birth", "death"]
+        options.subscriptions = ["birth", "death", "enrol"]
             .iter()
             .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
             .collect();
@@ -563,7 +601,9 @@ impl Service {
                                 // persistence): publish every desired state again.
                                 let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                                 c.republish();
-                                c.take_out()
+                                let mut outs = c.take_out();
+                                outs.extend(certificates(&store, opts.keys.is_some()));
+                                outs
                             } else {
                                 Vec::new()
                             }
@@ -577,7 +617,23 @@ impl Service {
                         LinkEvent::Message(p) => {
                             let now = Instant::now();
                             let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
-                            match decode_publish(&p.topic, &p.payload) {
+                            match open.open(&p.topic, &p.payload) {
+                                Ok(Inbound::Enrol(e)) => match (&opts.keys, open.verifier()) {
+                                    (Some(kd), Some(v)) => match crate::enrol::decide(kd, &store, &e, unix_ms()) {
+                                        Ok(cert) => {
+                                            tracing::info!("host {} enrolled (token {})", e.host, e.token_id);
+                                            if let Ok(k) = gopswarm_proto::signed::parse_public(&cert.key) {
+                                                v.set_host_key(&cert.host, k);
+                                            }
+                                            c.emit(Topic::Cert(cert.host.clone()), encode(&cert), true);
+                                        }
+                                        Err(why) => {
+                                            rejects.count(&Reject::BadSignature(why.clone()));
+                                            tracing::warn!("enrolment of host {} refused: {why}", e.host);
+                                        }
+                                    },
+                                    _ => tracing::warn!("host {} asks to enrol, but this orchestrator runs --insecure", e.host),
+                                },
                                 Ok(Inbound::Birth(b)) => c.on_birth(b, now),
                                 Ok(Inbound::Death(d)) => c.on_death(d, now),
                                 Ok(Inbound::Heartbeat(h)) => c.on_heartbeat(h, now),
@@ -640,18 +696,21 @@ impl Service {
                     &mut controller.lock().unwrap_or_else(PoisonError::into_inner),
                 );
             }
-            publish_all(&link, outs).await;
+            publish_all(&link, &seal, outs).await;
         }
         persist(
             &store,
             &mut controller.lock().unwrap_or_else(PoisonError::into_inner),
         );
         // Leave cleanly: mark offline (the will covers crashes).
-        let off = encode(&OrchestratorStatus {
-            online: false,
-            epoch,
-            versions,
-        });
+        let off = seal.seal(
+            &Topic::OrchestratorStatus.path(),
+            encode(&OrchestratorStatus {
+                online: false,
+                epoch,
+                versions,
+            }),
+        );
         let _ = link
             .client
             .publish(
@@ -668,6 +727,32 @@ impl Service {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
+    }
+}
+
+/// Every enrolled host's certificate, to publish again (the broker lost its retained
+/// messages, or this is a start).
+fn certificates(store: &Store, signed: bool) -> Vec<Out> {
+    if !signed {
+        return Vec::new();
+    }
+    match store.host_keys() {
+        Ok(keys) => keys
+            .into_iter()
+            .map(|(host, key)| Out {
+                topic: Topic::Cert(host.clone()).path(),
+                payload: encode(&HostCert {
+                    host,
+                    key,
+                    enrolled_ms: unix_ms(),
+                }),
+                retain: true,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!("state store: host keys: {e:#}");
+            Vec::new()
+        }
     }
 }
 

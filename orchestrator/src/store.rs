@@ -14,6 +14,10 @@ const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Host history samples for the learned disconnect model, by sequence number.
 const SAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("samples");
+/// Enrolled hosts: host id → its public key (base64).
+const HOST_KEYS: TableDefinition<&str, &str> = TableDefinition::new("host_keys");
+/// Enrolment tokens used: token id → the host that used it.
+const USED_TOKENS: TableDefinition<&str, &str> = TableDefinition::new("used_tokens");
 
 pub struct Store {
     db: Database,
@@ -60,6 +64,8 @@ impl Store {
         w.open_table(STREAMS)?;
         w.open_table(META)?;
         w.open_table(SAMPLES)?;
+        w.open_table(HOST_KEYS)?;
+        w.open_table(USED_TOKENS)?;
         w.commit()?;
         Ok(Store { db })
     }
@@ -130,6 +136,36 @@ impl Store {
                     }
                 }
             }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Enrolled hosts and their public keys (base64).
+    pub fn host_keys(&self) -> Result<Vec<(String, String)>> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in r.open_table(HOST_KEYS)?.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The host that used enrolment token `token_id`, if it was used.
+    pub fn token_used_by(&self, token_id: &str) -> Result<Option<String>> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(USED_TOKENS)?
+            .get(token_id)?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Record an enrolment: the host's key, and its token as used (one transaction).
+    pub fn enrol(&self, host: &str, key: &str, token_id: &str) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            w.open_table(HOST_KEYS)?.insert(host, key)?;
+            w.open_table(USED_TOKENS)?.insert(token_id, host)?;
         }
         w.commit()?;
         Ok(())

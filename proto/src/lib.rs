@@ -14,6 +14,8 @@
 //! | `gopswarm/v1/host/{host}/cmd` | orchestrator → host | no | [`Command`] |
 //! | `gopswarm/v1/host/{host}/ack` | host → orchestrator | no | [`Ack`] |
 //! | `gopswarm/v1/host/{host}/score` | orchestrator → host, operators | yes | [`HostScore`] |
+//! | `gopswarm/v1/host/{host}/enrol` | new host → orchestrator | no | [`Enrol`] (token proof, unsigned) |
+//! | `gopswarm/v1/host/{host}/cert` | orchestrator → all | yes | [`HostCert`] (the host's key) |
 //! | `gopswarm/v1/stream/{stream}/def` | orchestrator → all | yes | [`StreamDef`] |
 //! | `gopswarm/v1/stream/{stream}/layout/{profile}` | orchestrator → merger | yes | [`Layout`] |
 //! | `gopswarm/v1/stream/{stream}/chunks/{profile}` | host → merger | no | a `gopswarm-chunk` chunk |
@@ -24,7 +26,9 @@
 //!
 //! Every JSON payload carries `"v": 1`. [`decode_publish`] is the one entry point for everything
 //! a part receives: it checks the topic, the size, the version and the content, and answers a
-//! [`Reject`] (counted by [`RejectCounters`]) instead of ever panicking.
+//! [`Reject`] (counted by [`RejectCounters`]) instead of ever panicking. In a swarm with keys
+//! every payload but chunks and enrolments is wrapped in a signed envelope ([`signed`]), and
+//! [`signed::Open`] checks the signer, the signature and the counter before decoding.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -32,7 +36,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod endpoint;
+pub mod keys;
 pub mod link;
+pub mod signed;
 
 use endpoint::{Endpoint, Scheme};
 
@@ -74,6 +80,8 @@ pub enum Topic {
     Command(String),
     Ack(String),
     Score(String),
+    Enrol(String),
+    Cert(String),
     StreamDef(String),
     Layout(String, String),
     Chunks(String, String),
@@ -94,6 +102,8 @@ impl Topic {
             Topic::Command(h) => format!("{ROOT}/host/{h}/cmd"),
             Topic::Ack(h) => format!("{ROOT}/host/{h}/ack"),
             Topic::Score(h) => format!("{ROOT}/host/{h}/score"),
+            Topic::Enrol(h) => format!("{ROOT}/host/{h}/enrol"),
+            Topic::Cert(h) => format!("{ROOT}/host/{h}/cert"),
             Topic::StreamDef(s) => format!("{ROOT}/stream/{s}/def"),
             Topic::Layout(s, p) => format!("{ROOT}/stream/{s}/layout/{p}"),
             Topic::Chunks(s, p) => format!("{ROOT}/stream/{s}/chunks/{p}"),
@@ -119,6 +129,8 @@ impl Topic {
             ["host", h, "cmd"] => Topic::Command(id(h)?),
             ["host", h, "ack"] => Topic::Ack(id(h)?),
             ["host", h, "score"] => Topic::Score(id(h)?),
+            ["host", h, "enrol"] => Topic::Enrol(id(h)?),
+            ["host", h, "cert"] => Topic::Cert(id(h)?),
             ["stream", s, "def"] => Topic::StreamDef(id(s)?),
             ["stream", s, "layout", p] => Topic::Layout(id(s)?, id(p)?),
             ["stream", s, "chunks", p] => Topic::Chunks(id(s)?, id(p)?),
@@ -535,6 +547,29 @@ impl EventAnnouncement {
     }
 }
 
+/// A new host asks to join: its public key, and proof that it holds a one-time enrolment
+/// token (`gopswarm init` makes them) without sending the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrol {
+    pub host: String,
+    /// The host's ed25519 public key (base64).
+    pub key: String,
+    /// Which token (its public half).
+    pub token_id: String,
+    /// HMAC-SHA256 of [`signed::enrol_proof_input`] under the token's secret (base64).
+    pub proof: String,
+}
+
+/// Retained on `host/{host}/cert`, signed by the orchestrator: the key the host signs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostCert {
+    pub host: String,
+    /// ed25519 public key (base64).
+    pub key: String,
+    /// Milliseconds since the Unix epoch when enrolled.
+    pub enrolled_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrchestratorStatus {
     pub online: bool,
@@ -770,6 +805,25 @@ impl Message for StreamCommand {
     }
 }
 impl Message for OrchestratorStatus {}
+fn check_key(key: &str) -> Result<(), String> {
+    signed::parse_public(key).map(|_| ())
+}
+impl Message for Enrol {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host, &self.token_id])?;
+        check_key(&self.key)?;
+        if self.proof.len() > 64 {
+            return Err("enrolment proof too long".into());
+        }
+        Ok(())
+    }
+}
+impl Message for HostCert {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.host])?;
+        check_key(&self.key)
+    }
+}
 impl Message for HostScore {
     fn validate(&self) -> Result<(), String> {
         check_ids(&[&self.host])?;
@@ -815,6 +869,12 @@ pub enum Reject {
     Invalid(String),
     #[error("topic and payload disagree: {0}")]
     Mismatch(String),
+    #[error("not signed (this swarm signs its control messages)")]
+    Unsigned,
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    #[error("replayed: {0}")]
+    Replayed(String),
 }
 
 /// Decode a JSON control payload: size, version, shape, content.
@@ -867,6 +927,9 @@ pub enum Inbound {
     OrchestratorStatus(OrchestratorStatus),
     Score(HostScore),
     ScoreCleared(String),
+    Enrol(Enrol),
+    Cert(HostCert),
+    CertCleared(String),
 }
 
 fn same(what: &str, topic_id: &str, body_id: &str) -> Result<(), Reject> {
@@ -952,6 +1015,17 @@ pub fn decode_publish(topic: &str, payload: &[u8]) -> Result<Inbound, Reject> {
         }
         Topic::StreamControl => Inbound::StreamCommand(decode(payload)?),
         Topic::OrchestratorStatus => Inbound::OrchestratorStatus(decode(payload)?),
+        Topic::Enrol(h) => {
+            let m: Enrol = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Enrol(m)
+        }
+        Topic::Cert(h) if payload.is_empty() => Inbound::CertCleared(h),
+        Topic::Cert(h) => {
+            let m: HostCert = decode(payload)?;
+            same("host", &h, &m.host)?;
+            Inbound::Cert(m)
+        }
         Topic::Score(h) if payload.is_empty() => Inbound::ScoreCleared(h),
         Topic::Score(h) => {
             let m: HostScore = decode(payload)?;
@@ -969,6 +1043,9 @@ pub struct RejectCounters {
     pub malformed: AtomicU64,
     pub wrong_version: AtomicU64,
     pub invalid: AtomicU64,
+    pub unsigned: AtomicU64,
+    pub bad_signature: AtomicU64,
+    pub replayed: AtomicU64,
 }
 
 impl RejectCounters {
@@ -979,6 +1056,9 @@ impl RejectCounters {
             Reject::Malformed(_) => &self.malformed,
             Reject::MissingVersion | Reject::WrongVersion(_) => &self.wrong_version,
             Reject::Invalid(_) | Reject::Mismatch(_) => &self.invalid,
+            Reject::Unsigned => &self.unsigned,
+            Reject::BadSignature(_) => &self.bad_signature,
+            Reject::Replayed(_) => &self.replayed,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -994,6 +1074,9 @@ impl RejectCounters {
             ("malformed", self.malformed.load(Ordering::Relaxed)),
             ("wrong-version", self.wrong_version.load(Ordering::Relaxed)),
             ("invalid", self.invalid.load(Ordering::Relaxed)),
+            ("unsigned", self.unsigned.load(Ordering::Relaxed)),
+            ("bad-signature", self.bad_signature.load(Ordering::Relaxed)),
+            ("replayed", self.replayed.load(Ordering::Relaxed)),
         ])
     }
 }

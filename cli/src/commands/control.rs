@@ -7,6 +7,29 @@ use gopswarm_agents::{daemon, options::seconds};
 use gopswarm_proto::{EventAnnouncement, Message, ProfileDef, StreamCommand, StreamDef};
 use std::time::Duration;
 
+/// Who signs the command: an operator key of the swarm's key directory.
+#[derive(clap::Args)]
+struct Signing {
+    #[command(flatten)]
+    keys: gopswarm_agents::options::KeyOptions,
+    /// Operator whose key (operators/NAME.key under --keys) signs the command
+    #[arg(long, env = "GOPSWARM_OPERATOR", default_value = gopswarm_proto::keys::DEFAULT_OPERATOR)]
+    operator: String,
+}
+
+impl Signing {
+    fn seal(&self) -> Result<gopswarm_proto::signed::Seal> {
+        use gopswarm_proto::signed::{Principal, Seal};
+        Ok(match self.keys.dir()? {
+            Some(kd) => Seal::Signed(
+                kd.signer(Principal::Operator(self.operator.clone()))
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            None => Seal::Plain,
+        })
+    }
+}
+
 /// How long a command waits for the broker to take it.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -20,6 +43,8 @@ pub struct StreamOptions {
         hide_env_values = true
     )]
     broker: String,
+    #[command(flatten)]
+    signing: Signing,
     #[command(subcommand)]
     op: StreamOp,
 }
@@ -104,6 +129,8 @@ pub struct RollingUpdateOptions {
         hide_env_values = true
     )]
     broker: String,
+    #[command(flatten)]
+    signing: Signing,
     /// Host to update (repeatable; default: every live host)
     #[arg(long = "host")]
     hosts: Vec<String>,
@@ -201,24 +228,30 @@ pub fn stream(o: StreamOptions) -> Result<()> {
             to_host: to,
         },
     };
-    send(&o.broker, &cmd)
+    send(&o.broker, &o.signing, &cmd)
 }
 
 pub fn rolling_update(o: RollingUpdateOptions) -> Result<()> {
-    send(&o.broker, &StreamCommand::RollingUpdate { hosts: o.hosts })
+    send(
+        &o.broker,
+        &o.signing,
+        &StreamCommand::RollingUpdate { hosts: o.hosts },
+    )
 }
 
 /// Validate a command and publish it; returns once the broker has it.
-fn send(broker: &str, cmd: &StreamCommand) -> Result<()> {
+fn send(broker: &str, signing: &Signing, cmd: &StreamCommand) -> Result<()> {
     cmd.validate()
         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+    let seal = signing.seal()?;
+    let topic = gopswarm_proto::Topic::StreamControl.path();
     let url = gopswarm_proto::link::BrokerUrl::parse(broker).map_err(anyhow::Error::msg)?;
     daemon::runtime()?
         .block_on(gopswarm_proto::link::publish_once(
             &url,
             &format!("gopswarm-ctl-{}", std::process::id()),
-            &gopswarm_proto::Topic::StreamControl.path(),
-            gopswarm_proto::encode(cmd),
+            &topic,
+            seal.seal(&topic, gopswarm_proto::encode(cmd)),
             PUBLISH_TIMEOUT,
         ))
         .map_err(|e| anyhow::anyhow!("broker {broker}: {e}"))

@@ -29,11 +29,27 @@ pub struct ExplainOptions {
     /// How long to wait for the retained scores (seconds)
     #[arg(long, default_value_t = 3.0)]
     wait: f64,
+    #[command(flatten)]
+    keys: gopswarm_agents::options::KeyOptions,
 }
 
 pub fn run(o: ExplainOptions) -> Result<()> {
     let broker = BrokerUrl::parse(&o.broker).map_err(anyhow::Error::msg)?;
-    daemon::runtime()?.block_on(print_reports(broker, o.host, o.json, seconds(o.wait)?))
+    // Only reads: the trust file checks what the orchestrator and the hosts signed.
+    let open = match o.keys.dir()? {
+        Some(kd) => signed::Open::Verified(Box::new(
+            signed::Verifier::new(&kd.trust().map_err(anyhow::Error::msg)?)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => signed::Open::Plain,
+    };
+    daemon::runtime()?.block_on(print_reports(
+        broker,
+        open,
+        o.host,
+        o.json,
+        seconds(o.wait)?,
+    ))
 }
 
 /// What the broker holds about one host.
@@ -53,6 +69,7 @@ const APPLIED_GRACE: Duration = Duration::from_millis(500);
 /// Collect the retained scores and task reports of `host` (or of every host) for up to `wait`.
 pub async fn fetch(
     broker: BrokerUrl,
+    mut open: signed::Open,
     host: Option<&str>,
     wait: Duration,
 ) -> Result<Vec<HostReport>> {
@@ -61,9 +78,17 @@ pub async fn fetch(
             if !valid_id(h) {
                 bail!("host id {h:?}: use 1-64 of [A-Za-z0-9._-]");
             }
-            [filters::host(h, "score"), filters::host(h, "applied")]
+            [
+                filters::host(h, "cert"),
+                filters::host(h, "score"),
+                filters::host(h, "applied"),
+            ]
         }
-        None => [filters::all_hosts("score"), filters::all_hosts("applied")],
+        None => [
+            filters::all_hosts("cert"),
+            filters::all_hosts("score"),
+            filters::all_hosts("applied"),
+        ],
     };
     let mut options = LinkOptions::new(broker, &format!("gopswarm-explain-{}", unix_micros()));
     options.subscriptions = filters.into_iter().map(|f| (f, QoS::AtLeastOnce)).collect();
@@ -77,7 +102,7 @@ pub async fn fetch(
             Ok(None) | Err(_) => break,
         };
         let LinkEvent::Message(p) = ev else { continue };
-        match decode_publish(&p.topic, &p.payload) {
+        match open.open(&p.topic, &p.payload) {
             Ok(Inbound::Score(s)) => {
                 let r = reports.entry(s.host.clone()).or_default();
                 r.host = s.host.clone();
@@ -98,7 +123,8 @@ pub async fn fetch(
                     break;
                 }
             }
-            _ => {}
+            Ok(_) => {}
+            Err(e) => eprintln!("explain: refused payload on {}: {e}", p.topic),
         }
     }
     let _ = link.client.disconnect().await;
@@ -158,11 +184,12 @@ pub fn to_json(r: &HostReport) -> Result<serde_json::Value> {
 /// Print the reports of `host` (or of every host) as text or JSON lines.
 async fn print_reports(
     broker: BrokerUrl,
+    open: signed::Open,
     host: Option<String>,
     json: bool,
     wait: Duration,
 ) -> Result<()> {
-    let reports = fetch(broker, host.as_deref(), wait).await?;
+    let reports = fetch(broker, open, host.as_deref(), wait).await?;
     if reports.is_empty() {
         return Err(anyhow::anyhow!(
             "no score for {} on the broker within {wait:?} (is the orchestrator running and the host connected?)",

@@ -9,6 +9,7 @@ pub mod chunks;
 pub mod control;
 pub mod demo;
 pub mod explain;
+pub mod init;
 pub mod launch;
 pub mod learn;
 pub mod merge;

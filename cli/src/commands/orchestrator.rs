@@ -21,6 +21,8 @@ pub struct OrchestratorOptions {
     /// State database (survives restarts)
     #[arg(long, default_value = "gopswarm-state.redb")]
     state: PathBuf,
+    #[command(flatten)]
+    keys: gopswarm_agents::options::KeyOptions,
     /// Heartbeat interval hosts use; a host silent 1.5 x this long is dead (seconds)
     #[arg(long, default_value_t = 2.0)]
     keepalive: f64,
@@ -171,6 +173,7 @@ impl OrchestratorOptions {
             forecast_horizon: self.forecast_horizon,
             rollout_timeout,
             proactive: (!self.no_proactive).then(Default::default),
+            keys: self.keys.dir()?,
         })
     }
 }

@@ -15,7 +15,9 @@ use gopswarm_agents::merge::{self, MergeOptions, MergeSummary};
 use gopswarm_agents::options::seconds;
 use gopswarm_orchestrator::controller::{Config, HandoffRecord};
 use gopswarm_orchestrator::service::{Service, ServiceOptions};
+use gopswarm_proto::keys::{DEFAULT_MERGER, DEFAULT_OPERATOR, KeyDir};
 use gopswarm_proto::link::{BrokerUrl, Link, LinkOptions, QoS};
+use gopswarm_proto::signed::{Principal, Signer};
 use gopswarm_proto::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -191,6 +193,25 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
     let state = opts.out.join("state.redb");
     let _ = std::fs::remove_file(&state);
 
+    // A new swarm's keys for every run: signed control from the first message.
+    let keys_dir = opts.out.join("keys");
+    let _ = std::fs::remove_dir_all(&keys_dir);
+    let keys = KeyDir::init(
+        &keys_dir,
+        DEFAULT_OPERATOR,
+        DEFAULT_MERGER,
+        opts.hosts + opts.spares,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let operator = keys
+        .signer(Principal::Operator(DEFAULT_OPERATOR.into()))
+        .map_err(anyhow::Error::msg)?;
+    let key_options = gopswarm_agents::options::KeyOptions {
+        keys: Some(keys_dir.clone()),
+        insecure: false,
+    };
+    eprintln!("demo: swarm keys in {}", keys_dir.display());
+
     let broker_port = free_port()?;
     let source_port = free_port()?;
     gopswarm_orchestrator::broker::start_embedded(format!("127.0.0.1:{broker_port}").parse()?)?;
@@ -219,6 +240,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
             forecast_horizon: gopswarm_orchestrator::service::DEFAULT_FORECAST_HORIZON,
             rollout_timeout: std::time::Duration::from_secs(120),
             proactive: Some(Default::default()),
+            keys: Some(keys.clone()),
         },
         async {
             let _ = stop_rx.await;
@@ -250,7 +272,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
     let host_ids: Vec<String> = (0..opts.hosts + opts.spares)
         .map(|i| format!("host-{}", (b'a' + i as u8) as char))
         .collect();
-    for id in &host_ids {
+    for (i, id) in host_ids.iter().enumerate() {
         children.0.push((
             id.clone(),
             spawn_logged(
@@ -263,6 +285,14 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
                     broker_url.clone(),
                     "--keepalive".into(),
                     opts.keepalive.as_secs_f64().to_string(),
+                    "--keys".into(),
+                    keys_dir.display().to_string(),
+                    "--enrol-token".into(),
+                    keys_dir
+                        .join("tokens")
+                        .join(format!("{}.token", i + 1))
+                        .display()
+                        .to_string(),
                 ],
                 &logs,
             )?,
@@ -309,7 +339,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
         complexity: None,
         chunk_sink: None,
     };
-    send(&ctl, &StreamCommand::Add { stream: def }).await?;
+    send(&ctl, &operator, &StreamCommand::Add { stream: def }).await?;
     let merge_task = tokio::spawn(merge::run(
         MergeOptions {
             metrics_listen: None,
@@ -324,6 +354,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
             listen: None,
             pull_srt: false,
             verify_payload: "decode".into(),
+            keys: key_options.clone(),
         },
         std::future::pending::<()>(),
     ));
@@ -397,7 +428,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
                 from_host: from.clone(),
                 to_host: None,
             };
-            send(&ctl, &handoff).await?;
+            send(&ctl, &operator, &handoff).await?;
             eprintln!(
                 "demo: {:>5.1} s  planned handoff {handed}/{} requested: {from} -> a spare host",
                 el.as_secs_f64(),
@@ -564,14 +595,11 @@ pub fn format_report(r: &DemoReport) -> String {
 }
 
 /// A stream command to the orchestrator, on the topic `gopswarm stream` publishes to.
-async fn send(ctl: &Link, cmd: &StreamCommand) -> Result<()> {
+async fn send(ctl: &Link, operator: &Signer, cmd: &StreamCommand) -> Result<()> {
+    let topic = Topic::StreamControl.path();
+    let payload = operator.seal(&topic, &encode(cmd));
     ctl.client
-        .publish(
-            Topic::StreamControl.path(),
-            QoS::AtLeastOnce,
-            false,
-            encode(cmd),
-        )
+        .publish(topic, QoS::AtLeastOnce, false, payload)
         .await?;
     Ok(())
 }

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `gopswarm init`: a new swarm's keys (see `gopswarm_proto::keys` for the layout).
+
+use anyhow::Result;
+use gopswarm_proto::keys::{DEFAULT_MERGER, DEFAULT_OPERATOR, KeyDir};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct InitOptions {
+    /// Key directory to create (made 0700; every secret in it 0600)
+    dir: PathBuf,
+    /// One-time host enrolment tokens to make (tokens/N.token)
+    #[arg(long, default_value_t = 4)]
+    tokens: usize,
+    /// Name of the operator key (operators/NAME.key)
+    #[arg(long, default_value = DEFAULT_OPERATOR)]
+    operator: String,
+    /// Name of the merger key (mergers/NAME.key)
+    #[arg(long, default_value = DEFAULT_MERGER)]
+    merger: String,
+    /// Add this many tokens to an existing key directory instead
+    #[arg(long, value_name = "N", conflicts_with_all = ["tokens", "operator", "merger"])]
+    add_tokens: Option<usize>,
+}
+
+pub fn run(o: InitOptions) -> Result<()> {
+    if let Some(n) = o.add_tokens {
+        let kd = KeyDir::new(&o.dir);
+        kd.trust().map_err(anyhow::Error::msg)?;
+        for path in kd.add_tokens(n).map_err(anyhow::Error::msg)? {
+            println!("token {}", path.display());
+        }
+        return Ok(());
+    }
+    let kd = KeyDir::init(&o.dir, &o.operator, &o.merger, o.tokens).map_err(anyhow::Error::msg)?;
+    let d = kd.dir.display();
+    println!("swarm keys in {d}:");
+    println!("  {d}/trust.json          public keys: copy to every host, merger and operator");
+    println!("  {d}/orchestrator.key    the orchestrator's (gopswarm orchestrator --keys {d})");
+    println!(
+        "  {d}/operators/{}.key   for gopswarm stream / rolling-update",
+        o.operator
+    );
+    println!("  {d}/mergers/{}.key     for gopswarm merge", o.merger);
+    println!(
+        "  {d}/tokens/            {} one-time enrolment tokens: give one to each new host \
+         (gopswarm host --keys DIR --enrol-token FILE)",
+        o.tokens
+    );
+    Ok(())
+}

@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The swarm's key directory, as `gopswarm init` makes it:
+//!
+//! ```text
+//! DIR/                      0700
+//!   trust.json              public keys every part trusts (orchestrator, operators, mergers)
+//!   orchestrator.key        0600, the orchestrator's signing key
+//!   operators/NAME.key      0600, an operator's key (stream add/remove/handoff, announcements)
+//!   mergers/NAME.key        0600, a merger's key (resend requests)
+//!   tokens/N.token          0600, one-time enrolment tokens: give one to each new host
+//!   hosts/ID.key            0600, a host's key, written by the host when it enrols
+//! ```
+//!
+//! A host machine needs only `trust.json` and one token; the orchestrator reads `tokens/` to
+//! check enrolments and records the ones used in its state database.
+
+use crate::signed::{
+    Principal, Signer, Token, Trust, encode_public, generate, read_key, read_secret, write_key,
+    write_secret,
+};
+use std::path::{Path, PathBuf};
+
+pub const TRUST_FILE: &str = "trust.json";
+/// The operator and merger names `gopswarm init` uses unless told others.
+pub const DEFAULT_OPERATOR: &str = "operator";
+pub const DEFAULT_MERGER: &str = "merger";
+
+#[derive(Debug, Clone)]
+pub struct KeyDir {
+    pub dir: PathBuf,
+}
+
+fn private_dir(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl KeyDir {
+    pub fn new(dir: impl Into<PathBuf>) -> KeyDir {
+        KeyDir { dir: dir.into() }
+    }
+
+    /// Make a new swarm's keys: the orchestrator's, one operator's, one merger's, the trust
+    /// file, and `tokens` enrolment tokens. Refuses a directory that already has a trust file.
+    pub fn init(
+        dir: impl Into<PathBuf>,
+        operator: &str,
+        merger: &str,
+        tokens: usize,
+    ) -> Result<KeyDir, String> {
+        let kd = KeyDir::new(dir);
+        for name in [operator, merger] {
+            if !crate::valid_id(name) {
+                return Err(format!("name {name:?}: 1-64 of [A-Za-z0-9._-]"));
+            }
+        }
+        let trust_path = kd.dir.join(TRUST_FILE);
+        if trust_path.exists() {
+            return Err(format!(
+                "{} exists: this directory already holds a swarm's keys (add tokens with --add-tokens)",
+                trust_path.display()
+            ));
+        }
+        for sub in ["", "operators", "mergers", "tokens", "hosts"] {
+            private_dir(&kd.dir.join(sub))?;
+        }
+        let orch = generate();
+        let op = generate();
+        let mg = generate();
+        let w = |p: PathBuf, k| write_key(&p, k).map_err(|e| format!("{}: {e}", p.display()));
+        w(kd.dir.join("orchestrator.key"), &orch)?;
+        w(
+            kd.dir.join("operators").join(format!("{operator}.key")),
+            &op,
+        )?;
+        w(kd.dir.join("mergers").join(format!("{merger}.key")), &mg)?;
+        let trust = Trust {
+            orchestrator: encode_public(&orch.verifying_key()),
+            operators: [(operator.to_string(), encode_public(&op.verifying_key()))].into(),
+            mergers: [(merger.to_string(), encode_public(&mg.verifying_key()))].into(),
+        };
+        let text = serde_json::to_string_pretty(&trust).expect("trust serializes") + "\n";
+        std::fs::write(&trust_path, text).map_err(|e| format!("{}: {e}", trust_path.display()))?;
+        kd.add_tokens(tokens)?;
+        Ok(kd)
+    }
+
+    /// Write `n` more enrolment tokens; their paths.
+    pub fn add_tokens(&self, n: usize) -> Result<Vec<PathBuf>, String> {
+        let dir = self.dir.join("tokens");
+        private_dir(&dir)?;
+        let mut made = Vec::new();
+        let mut i = 1;
+        while made.len() < n {
+            let path = dir.join(format!("{i}.token"));
+            i += 1;
+            if path.exists() {
+                continue;
+            }
+            write_secret(&path, &(Token::generate().to_text() + "\n"))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            made.push(path);
+        }
+        Ok(made)
+    }
+
+    pub fn trust(&self) -> Result<Trust, String> {
+        Trust::read(&self.dir.join(TRUST_FILE))
+    }
+
+    pub fn key_path(&self, who: &Principal) -> PathBuf {
+        match who {
+            Principal::Orchestrator => self.dir.join("orchestrator.key"),
+            Principal::Operator(n) => self.dir.join("operators").join(format!("{n}.key")),
+            Principal::Merger(n) => self.dir.join("mergers").join(format!("{n}.key")),
+            Principal::Host(n) => self.dir.join("hosts").join(format!("{n}.key")),
+        }
+    }
+
+    /// The signer of `who`, from its key file.
+    pub fn signer(&self, who: Principal) -> Result<Signer, String> {
+        let key = read_key(&self.key_path(&who))?;
+        Ok(Signer::new(who, key))
+    }
+
+    /// The enrolment tokens in `tokens/` (used ones included: the orchestrator's database
+    /// says which).
+    pub fn tokens(&self) -> Result<Vec<Token>, String> {
+        let dir = self.dir.join("tokens");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        let mut tokens = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "token") {
+                let text = read_secret(&path)?;
+                tokens.push(Token::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// A new host's key, written where [`KeyDir::signer`] finds it.
+    pub fn create_host_key(&self, host: &str) -> Result<Signer, String> {
+        private_dir(&self.dir.join("hosts"))?;
+        let who = Principal::Host(host.to_string());
+        let path = self.key_path(&who);
+        let key = generate();
+        write_key(&path, &key).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Signer::new(who, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_makes_private_keys_a_trust_file_and_tokens() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("gopswarm-init-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kd = KeyDir::init(&dir, "ops", "m1", 3).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("orchestrator.key")), 0o600);
+        assert_eq!(mode(&dir.join("tokens/3.token")), 0o600);
+        let trust = kd.trust().unwrap();
+        let orch = kd.signer(Principal::Orchestrator).unwrap();
+        assert_eq!(trust.orchestrator, encode_public(&orch.public()));
+        assert!(kd.signer(Principal::Operator("ops".into())).is_ok());
+        assert!(kd.signer(Principal::Merger("m1".into())).is_ok());
+        assert_eq!(kd.tokens().unwrap().len(), 3);
+        assert_eq!(kd.add_tokens(2).unwrap().len(), 2);
+        assert_eq!(kd.tokens().unwrap().len(), 5);
+        assert!(
+            KeyDir::init(&dir, "ops", "m1", 0).is_err(),
+            "never over a swarm"
+        );
+        let h = kd.create_host_key("h1").unwrap();
+        let again = kd.signer(Principal::Host("h1".into())).unwrap();
+        assert_eq!(h.public(), again.public());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
