@@ -1341,6 +1341,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut beat = tokio::time::interval(opts.keepalive / 2);
+    let mut refusals = RefusalLog::new(&opts.id);
     loop {
         let mut raw: Vec<(Dest, Vec<u8>)> = Vec::new();
         tokio::select! {
@@ -1385,7 +1386,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                         Ok(_) => {}
                         Err(reject) => {
                             agent.rejects.count(&reject);
-                            tracing::warn!("{}: refused payload on {}: {reject}", agent.id, p.topic);
+                            refusals.refused(&p.topic, &reject);
                         }
                     },
                 }

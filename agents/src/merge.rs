@@ -494,6 +494,7 @@ pub async fn run(
     let mut birth_seq: BTreeMap<String, u64> = BTreeMap::new();
     let mut srt_pulled: BTreeSet<String> = BTreeSet::new();
     let rejects = RejectCounters::default();
+    let mut refusals = RefusalLog::new("merge");
     let mut summary = MergeSummary {
         stream: opts.stream.clone(),
         profile: opts.profile.clone(),
@@ -617,7 +618,7 @@ pub async fn run(
                     Ok(_) => {}
                     Err(reject) => {
                         rejects.count(&reject);
-                        tracing::warn!("merge: refused payload on {}: {reject}", p.topic);
+                        refusals.refused(&p.topic, &reject);
                     }
                 }
                 // Acknowledge only once handled (held chunks are handled below).

@@ -308,6 +308,7 @@ fn every_message_of_the_protocol_gets_through() {
                 filters::host("host-0", "assignment"),
                 filters::host("host-0", "cmd"),
                 filters::host("host-0", "score"),
+                filters::host("host-0", "cert"),
                 filters::stream("+", "resend", "+"),
             ],
         ),
@@ -318,6 +319,7 @@ fn every_message_of_the_protocol_gets_through() {
                 stream("layout"),
                 stream("end"),
                 Topic::StreamDef("cam1".into()).path(),
+                filters::all_hosts("cert"),
                 filters::all_hosts("death"),
                 filters::all_hosts("birth"),
             ],
@@ -330,6 +332,7 @@ fn every_message_of_the_protocol_gets_through() {
                 filters::all_hosts("heartbeat"),
                 filters::all_hosts("applied"),
                 filters::all_hosts("ack"),
+                filters::all_hosts("enrol"),
                 Topic::StreamControl.path(),
             ],
         ),
@@ -338,6 +341,7 @@ fn every_message_of_the_protocol_gets_through() {
             vec![
                 filters::all_hosts("score"),
                 filters::all_hosts("applied"),
+                filters::all_hosts("cert"),
                 Topic::OrchestratorStatus.path(),
             ],
         ),
@@ -355,11 +359,17 @@ fn every_message_of_the_protocol_gets_through() {
         ("host-0", host("heartbeat"), &["orchestrator"]),
         ("host-0", host("applied"), &["orchestrator", "operator"]),
         ("host-0", host("ack"), &["orchestrator"]),
+        ("host-0", host("enrol"), &["orchestrator"]),
         ("host-0", stream("chunks"), &["merger"]),
         ("host-0", stream("end"), &["merger"]),
         ("orchestrator", host("assignment"), &["host-0"]),
         ("orchestrator", host("cmd"), &["host-0"]),
         ("orchestrator", host("score"), &["host-0", "operator"]),
+        (
+            "orchestrator",
+            host("cert"),
+            &["host-0", "merger", "operator"],
+        ),
         (
             "orchestrator",
             Topic::StreamDef("cam1".into()).path(),
@@ -396,7 +406,7 @@ fn swarm_on_generated_credentials_is_frame_exact() {
     let _broker = broker(&dir, port);
     let spawn = |name: &str, env: &str, user: &str, args: &[String]| {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
+        let child = gopswarm_in(&dir)
             .args(args)
             .env(env, &creds[user])
             .env("RUST_LOG", "info,rumqttc=warn")
@@ -455,7 +465,12 @@ fn swarm_on_generated_credentials_is_frame_exact() {
                 h,
                 "GOPSWARM_HOST_BROKER",
                 h,
-                &s(&["host", "--id", h, "--keepalive", "1"]),
+                &s(&["host", "--id", h, "--keepalive", "1", "--enrol-token"])
+                    .into_iter()
+                    .chain([swarm_keys(&dir).add_tokens(1).unwrap()[0]
+                        .display()
+                        .to_string()])
+                    .collect::<Vec<_>>(),
             )
         })
         .collect();
@@ -488,7 +503,7 @@ fn swarm_on_generated_credentials_is_frame_exact() {
             "20".into(),
         ],
     );
-    let st = Command::new(BIN)
+    let st = gopswarm_in(&dir)
         .env("GOPSWARM_OPERATOR_BROKER", &creds["operator"])
         .args([
             "stream",

@@ -5,16 +5,16 @@
 //! in its retained `applied`, counted in its metrics, shown by `gopswarm explain`) and keeps
 //! encoding its good stream frame-exactly.
 
+use gopswarm_proto::signed::Principal;
 use gopswarm_proto::*;
 use gopswarm_test_support::swarm::*;
-use std::process::Command;
 use std::time::Duration;
 
 const BAD_SPEC: &str = "h264, bitrate=999999";
 const BAD_REASON: &str = "field 'bitrate' = 999999 is out of range 16..=100000 kbit/s";
 
-fn stream_add(broker: &str, profile: &str) -> std::process::Output {
-    Command::new(BIN)
+fn stream_add(dir: &std::path::Path, broker: &str, profile: &str) -> std::process::Output {
+    gopswarm_in(dir)
         .args([
             "stream",
             "--broker",
@@ -79,13 +79,13 @@ fn stream_add_refuses_a_bad_profile_and_publishes_nothing() {
             "unknown field 'bitrat' (known: width, height, framerate, bitrate,".to_string(),
         ),
     ] {
-        let out = stream_add(&broker.url(), &profile);
+        let out = stream_add(&dir, &broker.url(), &profile);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{profile}: {stderr}");
         assert!(stderr.contains(&message), "{profile}: {stderr}");
     }
     // A good profile goes through the same path and arrives: the refused ones would have.
-    let good = stream_add(&broker.url(), &format!("{PROFILE}={SPEC}"));
+    let good = stream_add(&dir, &broker.url(), &format!("{PROFILE}={SPEC}"));
     assert!(
         good.status.success(),
         "{}",
@@ -160,18 +160,21 @@ fn host_refuses_a_bad_profile_from_the_wire_and_keeps_its_good_stream() {
             task: bad_task("badcmd"),
         },
     };
+    // As a buggy orchestrator would send them: signed with its key.
+    let orchestrator =
+        |t: &Topic, body| signed_by(&swarm.dir, Principal::Orchestrator, &t.path(), body);
+    let t = Topic::Command(h.clone());
     swarm
         .obs
-        .publish(&Topic::Command(h.clone()).path(), encode(&cmd), false);
+        .publish(&t.path(), orchestrator(&t, encode(&cmd)), false);
     // ...and an assignment that keeps the good task and adds a bad one.
     let mut assignment = good.clone();
     assignment.revision += 1000;
     assignment.tasks.push(bad_task("badwire"));
-    swarm.obs.publish(
-        &Topic::Assignment(h.clone()).path(),
-        encode(&assignment),
-        false,
-    );
+    let t = Topic::Assignment(h.clone());
+    swarm
+        .obs
+        .publish(&t.path(), orchestrator(&t, encode(&assignment)), false);
 
     let refusal = format!("profile \"{BAD_SPEC}\" refused: {BAD_REASON}");
     swarm
@@ -212,7 +215,7 @@ fn host_refuses_a_bad_profile_from_the_wire_and_keeps_its_good_stream() {
             http_get(metrics_port, "/metrics").contains("gopswarm_host_refused_tasks_total 2")
         });
     // Shown by `gopswarm explain`.
-    let out = Command::new(BIN)
+    let out = gopswarm_in(&swarm.dir)
         .args(["explain", &h, "--broker", &swarm.broker.url()])
         .output()
         .unwrap();
@@ -225,7 +228,7 @@ fn host_refuses_a_bad_profile_from_the_wire_and_keeps_its_good_stream() {
             "{p} missing from:\n{text}"
         );
     }
-    let out = Command::new(BIN)
+    let out = gopswarm_in(&swarm.dir)
         .args(["explain", &h, "--broker", &swarm.broker.url(), "--json"])
         .output()
         .unwrap();

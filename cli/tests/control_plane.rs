@@ -4,6 +4,7 @@
 //! payloads on every topic, an incompatible host. Outputs are checked with ffprobe/ffmpeg,
 //! and what happened with the messages seen on the wire.
 
+use gopswarm_proto::signed::Principal;
 use gopswarm_proto::*;
 use gopswarm_test_support::swarm::*;
 use std::time::{Duration, Instant};
@@ -118,9 +119,9 @@ fn fifty_planned_handoffs_land_on_their_committed_gops() {
                 from_host: from,
                 to_host: None,
             };
-            swarm
-                .obs
-                .publish(&Topic::StreamControl.path(), encode(&cmd), false);
+            let t = Topic::StreamControl.path();
+            let signed = by_operator(&swarm.dir, &t, encode(&cmd));
+            swarm.obs.publish(&t, signed, false);
             if epochs == requested + 1 {
                 requested += 1;
             }
@@ -265,9 +266,9 @@ fn stale_epoch_host_is_fenced_by_the_merger() {
         from_host: host_id(0),
         to_host: Some(host_id(3)),
     };
-    swarm
-        .obs
-        .publish(&Topic::StreamControl.path(), encode(&cmd), false);
+    let t = Topic::StreamControl.path();
+    let signed = by_operator(&swarm.dir, &t, encode(&cmd));
+    swarm.obs.publish(&t, signed, false);
     swarm
         .obs
         .wait_for("the handoff", Duration::from_secs(20), |o| {
@@ -344,13 +345,16 @@ fn bad_payloads_on_every_topic_change_nothing() {
             swarm.obs.publish(&t.path(), p.clone(), false);
         }
     }
-    // A well-formed death of an old connection: stale, must not kill host-0.
+    // A well-formed death of an old connection, signed by host-0 (its will of back then,
+    // replayed): stale, must not kill host-0.
+    let t = Topic::Death(h.clone()).path();
+    let old_will = encode(&Death {
+        host: h.clone(),
+        seq: 1,
+    });
     swarm.obs.publish(
-        &Topic::Death(h.clone()).path(),
-        encode(&Death {
-            host: h.clone(),
-            seq: 1,
-        }),
+        &t,
+        signed_by(&swarm.dir, Principal::Host(h.clone()), &t, old_will),
         false,
     );
     std::thread::sleep(Duration::from_secs(3));
@@ -368,9 +372,12 @@ fn bad_payloads_on_every_topic_change_nothing() {
     assert!(summary["corrupt"].as_u64().unwrap() >= 1, "{summary:#}");
     let log = std::fs::read_to_string(swarm.dir.join("orchestrator.log")).unwrap();
     let refused = log.matches("refused payload").count();
-    // Five topics the orchestrator listens to (birth, death, heartbeat, applied, ack, ctl) x
-    // the payloads that cannot decode.
-    assert!(refused >= 25, "orchestrator refused {refused} payloads");
+    // Six topics the orchestrator listens to (birth, death, heartbeat, applied, ack, ctl) x
+    // the payloads that cannot decode: more than the log shows one by one in 10 s.
+    assert!(
+        refused >= RefusalLog::PER_WINDOW as usize,
+        "orchestrator refused {refused} payloads"
+    );
     assert!(log.contains("stale death"), "stale death not reported");
     // The merger too: it kept waiting for host-0, whose GOPs all came.
     let merger_log = std::fs::read_to_string(swarm.dir.join("merger.log")).unwrap();
@@ -580,6 +587,7 @@ fn tls_broker_with_credentials() {
     // to the one host it knows; the host's ack comes back (it cannot reach the source given
     // here, so the ack says why). The host with a wrong password never joined.
     let st = std::process::Command::new(BIN)
+        .env("GOPSWARM_KEYS", swarm_keys(&dir).dir)
         .args([
             "stream",
             "--broker",

@@ -5,7 +5,7 @@
 
 use gopswarm_test_support::swarm::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ fn orchestrator_stderr(name: &str, format_args: &[&str]) -> String {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let mut child = Command::new(BIN)
+    let mut child = gopswarm_in(&dir)
         .args(format_args)
         .args([
             "orchestrator",
@@ -50,7 +50,7 @@ fn orchestrator_stderr(name: &str, format_args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A client that connects and disconnects cleanly (the broker's router drops its link).
-    let explain = Command::new(BIN)
+    let explain = gopswarm_in(&dir)
         .args([
             "explain",
             "--broker",

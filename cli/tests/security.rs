@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Attacks on a running swarm, replayed from an anonymous client on the broker, must be
-//! refused or contained with the output still frame-exact. This file grows with issue 18; today:
-//! pipeline injection through every string that reaches a daemon from the network (a stream's
-//! `source`, a task's `source`, a birth's `srt_endpoint`) and through `gopswarm stream add`.
-//! Before the fix each of these made a daemon copy a local file elsewhere.
+//! Attacks on a running swarm, replayed from a client on the broker, must be refused or
+//! contained with the output still frame-exact: forged control without the swarm's keys
+//! (deaths, births, drains, assignments, stream removal, enrolment, certificates), pipeline
+//! injection through every string that reaches a daemon from the network even when signed
+//! with a stolen key, chunk floods, garbage H.264, a burst of births, and a killed merger.
 
+use gopswarm_proto::signed::{Principal, Signer, Token, generate};
 use gopswarm_proto::*;
 use gopswarm_test_support::swarm::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// A `gdp+tcp://` source whose host carries launch syntax that copies `secret` to `leak`,
@@ -52,7 +52,7 @@ fn pipeline_injection_through_network_strings_is_refused() {
         .unwrap();
 
     // 1. The operator's own tool refuses it with the parser's reason, before publishing.
-    let out = Command::new(BIN)
+    let out = gopswarm_in(&swarm.dir)
         .args([
             "stream",
             "--broker",
@@ -72,7 +72,8 @@ fn pipeline_injection_through_network_strings_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("source: endpoint"), "{err}");
 
-    // 2. The same stream published raw on the control topic: the orchestrator refuses it.
+    // 2. The same stream published on the control topic, signed with the operator's key (a
+    //    stolen key, or a buggy tool): the orchestrator still refuses it.
     let evil = StreamDef {
         id: "evil".into(),
         source: injected_source(&secret, &leaks[1], real_port),
@@ -86,24 +87,22 @@ fn pipeline_injection_through_network_strings_is_refused() {
         chunk_sink: None,
         complexity: None,
     };
-    swarm.obs.publish(
-        &Topic::StreamControl.path(),
-        encode(&StreamCommand::Add { stream: evil }),
-        false,
-    );
+    let t = Topic::StreamControl.path();
+    let signed = by_operator(&swarm.dir, &t, encode(&StreamCommand::Add { stream: evil }));
+    swarm.obs.publish(&t, signed, false);
 
-    // 3. A real assignment of host-0, forged with an injected source: the host refuses it.
+    // 3. A real assignment of host-0, forged with an injected source and signed with the
+    //    orchestrator's key: the host refuses it.
     let mut forged = serde_json::to_value(&real).unwrap();
     forged["tasks"][0]["source"] = injected_source(&secret, &leaks[2], real_port).into();
     forged["v"] = PROTOCOL_VERSION.into();
-    swarm.obs.publish(
-        &Topic::Assignment(host_id(0)).path(),
-        serde_json::to_vec(&forged).unwrap(),
-        false,
-    );
+    let t = Topic::Assignment(host_id(0)).path();
+    let body = serde_json::to_vec(&forged).unwrap();
+    let signed = signed_by(&swarm.dir, Principal::Orchestrator, &t, body);
+    swarm.obs.publish(&t, signed, false);
 
-    // 4. host-0's real birth, forged with an SRT endpoint that carries launch syntax: the
-    //    merger (pulling over SRT) and the orchestrator refuse it.
+    // 4. host-0's real birth, forged with an SRT endpoint that carries launch syntax and
+    //    signed with host-0's key: the merger (pulling over SRT) and the orchestrator refuse it.
     let birth = swarm
         .obs
         .births()
@@ -119,11 +118,10 @@ fn pipeline_injection_through_network_strings_is_refused() {
     )
     .into();
     forged["v"] = PROTOCOL_VERSION.into();
-    swarm.obs.publish(
-        &Topic::Birth(host_id(0)).path(),
-        serde_json::to_vec(&forged).unwrap(),
-        false,
-    );
+    let t = Topic::Birth(host_id(0)).path();
+    let body = serde_json::to_vec(&forged).unwrap();
+    let signed = signed_by(&swarm.dir, Principal::Host(host_id(0)), &t, body);
+    swarm.obs.publish(&t, signed, false);
 
     std::thread::sleep(Duration::from_secs(3));
     for p in swarm.hosts.iter_mut() {
@@ -339,18 +337,22 @@ fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
     }
 }
 
-/// 10,000 births in a burst (an anonymous client on the broker): the orchestrator stays
-/// responsive (a stream added right after is taken, its definition published, within 2 s),
-/// keeps the real hosts alive (their heartbeats go first), exits on SIGTERM, and the running
-/// stream stays frame-exact. (Where the new stream is placed is for host authentication:
-/// today a forged host may be picked.)
+/// 10,000 births in a burst, each signed with a key its sender made up (nobody without an
+/// enrolment token gets a certificate): the orchestrator refuses them all, stays responsive (a
+/// stream added right after is taken, its definition published, within 2 s), places the new
+/// stream only on enrolled hosts, keeps the real hosts alive, exits on SIGTERM, and the running
+/// stream stays frame-exact.
 #[test]
 fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
     let _serial = serial();
+    let metrics = free_port();
     let mut swarm = Swarm::start(
         "security-birth-burst",
         SwarmOptions {
             duration_s: 24.0,
+            // One enrolled host left free for the new stream.
+            hosts: 4,
+            orchestrator_args: vec!["--metrics-listen".into(), format!("127.0.0.1:{metrics}")],
             ..SwarmOptions::default()
         },
     );
@@ -363,15 +365,16 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
     let real = swarm.obs.births().into_iter().next().unwrap();
     let mut birth = serde_json::to_value(&real).unwrap();
     birth["v"] = PROTOCOL_VERSION.into();
-    for i in 0..10_000u64 {
+    let forgers: Vec<Signer> = (0..10_000u64)
+        .map(|i| Signer::new(Principal::Host(format!("forged-{i}")), generate()))
+        .collect();
+    for (i, forger) in forgers.iter().enumerate() {
         let host = format!("forged-{i}");
         birth["host"] = host.clone().into();
         birth["seq"] = (i + 1).into();
-        swarm.obs.publish(
-            &Topic::Birth(host).path(),
-            serde_json::to_vec(&birth).unwrap(),
-            false,
-        );
+        let t = Topic::Birth(host).path();
+        let payload = forger.seal(&t, &serde_json::to_vec(&birth).unwrap());
+        swarm.obs.publish(&t, payload, false);
     }
     // A client of its own, subscribed to that one topic, so the flood queued for the test's
     // observer does not delay what it sees.
@@ -403,7 +406,7 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
         Ok(false),
         "not subscribed"
     );
-    let st = Command::new(BIN)
+    let st = gopswarm_in(&swarm.dir)
         .args([
             "stream",
             "--broker",
@@ -427,16 +430,51 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
         answered < Duration::from_secs(2),
         "the orchestrator took the stream {answered:?} after the broker had it"
     );
-    // The real hosts stayed alive through it (no slot moved), and the link was saturated.
+    // Every forged birth was refused, and counted.
+    swarm
+        .obs
+        .wait_for("10,000 refusals counted", Duration::from_secs(20), |_| {
+            http_get(metrics, "/metrics")
+                .lines()
+                .find_map(|l| l.strip_prefix("gopswarm_rejected_payloads_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= 10_000.0)
+        });
+    // The new stream went to an enrolled host, never to a forged one: whom the orchestrator
+    // asked to prepare it.
+    let prepared = |o: &Observer| -> Vec<String> {
+        o.decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Command(h, c) => match c.kind {
+                    CommandKind::Prepare { task } if task.stream == "late" => Some(h),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    swarm
+        .obs
+        .wait_for("the new stream placed", Duration::from_secs(20), |o| {
+            !prepared(o).is_empty()
+        });
+    let placed = prepared(&swarm.obs);
+    assert!(
+        placed.iter().all(|h| h.starts_with("host-")),
+        "placed on {placed:?}"
+    );
+    // The real hosts stayed alive through it (no slot moved).
     assert_eq!(
         swarm.obs.layout_epochs(),
         1,
         "a real host was declared dead"
     );
     let log = std::fs::read_to_string(swarm.dir.join("orchestrator.log")).unwrap();
+    assert!(log.contains("is not enrolled"), "{log}");
     assert!(
-        log.contains("incoming messages arrive faster than they are handled"),
-        "the burst never filled the orchestrator's queue"
+        log.matches("refused payload").count() < 200,
+        "the flood flooded the log"
     );
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
@@ -452,14 +490,18 @@ fn real_source(swarm: &Swarm) -> String {
         .clone()
 }
 
-/// Forged presence with a connection seq from the future: a retained death with seq 2^64-1
-/// for a live host and a birth with a huge seq. Both are refused (seqs are connect times), so
-/// the live host keeps its slots, its seq is untouched (no lock-out), and nothing is lost.
+/// Control messages forged by a client on the broker that has no key of the swarm, each of
+/// which took the swarm over before signatures: a retained death (seq 2^64-1) and a birth with
+/// a huge seq for a live host; a Drain with a huge orchestrator epoch and a retained empty
+/// assignment with a huge revision, unsigned and signed with a made-up "orchestrator" key; a
+/// stream removal without the operator's key; a host nobody enrolled; an enrolment with a
+/// made-up token; a self-made certificate. And one with a stolen key: the victim's own key on
+/// a death from the future. All refused and counted; no slot moves, nothing is lost.
 #[test]
-fn forged_presence_with_a_future_seq_changes_nothing() {
+fn forged_control_without_the_keys_changes_nothing() {
     let _serial = serial();
     let mut swarm = Swarm::start(
-        "security-forged-presence",
+        "security-forged-control",
         SwarmOptions {
             duration_s: 20.0,
             ..SwarmOptions::default()
@@ -471,14 +513,22 @@ fn forged_presence_with_a_future_seq_changes_nothing() {
             o.chunks().len() >= 4
         });
     let victim = host_id(1);
-    swarm.obs.publish(
-        &Topic::Death(victim.clone()).path(),
-        encode(&Death {
-            host: victim.clone(),
-            seq: u64::MAX,
-        }),
-        true,
-    );
+    let fake_orchestrator = Signer::new(Principal::Orchestrator, generate());
+    let fake_operator = Signer::new(Principal::Operator("operator".into()), generate());
+    let publish = |t: &Topic, payload: Vec<u8>, retain: bool| {
+        swarm.obs.publish(&t.path(), payload, retain);
+    };
+    let both = |t: &Topic, who: &Signer, body: Vec<u8>, retain: bool| {
+        publish(t, body.clone(), retain);
+        publish(t, who.seal(&t.path(), &body), retain);
+    };
+    // Presence.
+    let death = Topic::Death(victim.clone());
+    let forged_death = encode(&Death {
+        host: victim.clone(),
+        seq: u64::MAX,
+    });
+    publish(&death, forged_death.clone(), true);
     let mut birth = swarm
         .obs
         .births()
@@ -486,22 +536,123 @@ fn forged_presence_with_a_future_seq_changes_nothing() {
         .rfind(|b| b.host == victim)
         .unwrap();
     birth.seq = u64::MAX / 2;
-    swarm
-        .obs
-        .publish(&Topic::Birth(victim.clone()).path(), encode(&birth), true);
+    publish(&Topic::Birth(victim.clone()), encode(&birth), true);
+    // A drain of host-0's slot from an "orchestrator" of a later epoch, and an empty
+    // assignment with a huge revision.
+    let drain = gopswarm_proto::Command {
+        id: "forged-drain".into(),
+        epoch: u64::MAX / 2,
+        kind: CommandKind::Drain {
+            stream: STREAM.into(),
+            profile: PROFILE.into(),
+            last_gop: 0,
+        },
+    };
+    both(
+        &Topic::Command(host_id(0)),
+        &fake_orchestrator,
+        encode(&drain),
+        false,
+    );
+    let empty = Assignment {
+        host: host_id(0),
+        revision: u64::MAX / 2,
+        tasks: Vec::new(),
+    };
+    both(
+        &Topic::Assignment(host_id(0)),
+        &fake_orchestrator,
+        encode(&empty),
+        true,
+    );
+    // Stream removal without the operator's key.
+    both(
+        &Topic::StreamControl,
+        &fake_operator,
+        encode(&StreamCommand::Remove { id: STREAM.into() }),
+        false,
+    );
+    // A host nobody enrolled, an enrolment with a made-up token, a self-made certificate.
+    let intruder = Signer::new(Principal::Host("intruder".into()), generate());
+    let t = Topic::Birth("intruder".into());
+    let mut intruder_birth = birth.clone();
+    intruder_birth.host = "intruder".into();
+    intruder_birth.seq = 1;
+    publish(&t, intruder.seal(&t.path(), &encode(&intruder_birth)), true);
+    let enrol = Token::generate().enrol("intruder", &intruder.public());
+    publish(&Topic::Enrol("intruder".into()), encode(&enrol), false);
+    let cert = HostCert {
+        host: "intruder".into(),
+        key: gopswarm_proto::signed::encode_public(&intruder.public()),
+        enrolled_ms: 1,
+    };
+    let t = Topic::Cert("intruder".into());
+    publish(&t, fake_orchestrator.seal(&t.path(), &encode(&cert)), true);
+    // A stolen host key: the victim's own, on a death from the future.
+    let stolen = signed_by(
+        &swarm.dir,
+        Principal::Host(victim.clone()),
+        &death.path(),
+        forged_death,
+    );
+    publish(&death, stolen, true);
+
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         swarm.obs.layout_epochs(),
         1,
-        "a forged death re-dealt slots"
+        "a forged message moved a slot"
     );
+    for p in swarm.hosts.iter_mut() {
+        assert!(p.alive(), "{} died", p.name);
+    }
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
-    let log = std::fs::read_to_string(swarm.dir.join("orchestrator.log")).unwrap();
-    assert_eq!(
-        log.matches("ahead of this clock").count(),
-        2,
-        "the orchestrator did not refuse both"
+    let log = |name: &str| std::fs::read_to_string(swarm.dir.join(format!("{name}.log"))).unwrap();
+    let orchestrator = log("orchestrator");
+    for (what, expected) in [
+        ("not signed", 3),
+        ("does not verify", 1),
+        ("host:intruder is not enrolled", 1),
+        ("unknown enrolment token", 1),
+        ("ahead of this clock", 1),
+    ] {
+        let n = orchestrator.matches(what).count();
+        assert!(
+            n >= expected,
+            "orchestrator: {n} x {what:?}, expected {expected}:\n{orchestrator}"
+        );
+    }
+    assert!(
+        !orchestrator.contains(&format!("host {victim} died")),
+        "{orchestrator}"
     );
-    assert!(!log.contains(&format!("host {victim} died")), "{log}");
+    assert!(
+        !orchestrator.contains("host intruder enrolled"),
+        "{orchestrator}"
+    );
+    let host0 = log(&host_id(0));
+    assert!(
+        host0.matches("not signed").count() >= 2 && host0.matches("does not verify").count() >= 2,
+        "host-0 did not refuse the forged drain and assignment:\n{host0}"
+    );
+    assert!(!host0.contains("forged-drain"), "{host0}");
+    // The merger learns host keys only from the orchestrator's certificates.
+    assert!(
+        log("merger").contains("does not verify"),
+        "the merger took a self-made certificate"
+    );
+    // Keys as a new host leaves them: its own private, its token used up.
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = swarm_keys(&swarm.dir);
+    let key = keys.key_path(&Principal::Host(host_id(0)));
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        keys.tokens().unwrap().len(),
+        0,
+        "enrolment tokens left behind"
+    );
 }

@@ -106,7 +106,7 @@ fn slow_host_is_swapped_out_by_handoff_and_nothing_is_lost() {
         spare.iter().any(|s| s.tier != "bronze"),
         "spare scores: {spare:?}"
     );
-    let out = Command::new(BIN)
+    let out = gopswarm_in(&swarm.dir)
         .args(["explain", &host_id(0), "--broker", &swarm.broker.url()])
         .output()
         .unwrap();
@@ -317,7 +317,7 @@ echo $! > "$dir/$id.pid"
         .unwrap();
     }
     std::thread::sleep(Duration::from_secs(4));
-    let st = Command::new(BIN)
+    let st = gopswarm_in(&swarm.dir)
         .args(["rolling-update", "--broker", &swarm.broker.url()])
         .status()
         .unwrap();
@@ -447,7 +447,7 @@ fn an_announced_event_provisions_hosts_before_it_starts() {
     // The final: 2 more slots in 25 s.
     let lead = Duration::from_secs(25);
     let starts_at = std::time::Instant::now() + lead;
-    let st = Command::new(BIN)
+    let st = gopswarm_in(&swarm.dir)
         .args(["stream", "--broker", &swarm.broker.url(), "announce"])
         .args(["--id", "final", "--stream", "final", "--in", "25"])
         .args(["--duration", "120", "--slots", "2", "--viewers", "50000"])
@@ -477,7 +477,7 @@ fn an_announced_event_provisions_hosts_before_it_starts() {
     let source = swarm.obs.assignments(&host_id(0))[0].tasks[0]
         .source
         .clone();
-    let st = Command::new(BIN)
+    let st = gopswarm_in(&swarm.dir)
         .args(["stream", "--broker", &swarm.broker.url(), "add"])
         .args(["--id", "final", "--source", &source])
         .args(["--profile", &format!("{PROFILE}={SPEC}")])
@@ -663,7 +663,7 @@ fn announce_an_overloading_event(name: &str, extra: &[&str]) -> (Swarm, std::tim
     );
     let lead_s = 8;
     let starts_at = std::time::Instant::now() + Duration::from_secs(lead_s);
-    let st = Command::new(BIN)
+    let st = gopswarm_in(&swarm.dir)
         .args(["stream", "--broker", &swarm.broker.url(), "announce"])
         .args([
             "--id",

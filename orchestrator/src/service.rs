@@ -470,6 +470,7 @@ impl Service {
         // Connected means both connections are up: without the second one no heartbeat
         // arrives, and every host would be declared dead.
         let (mut main_up, mut live_up, mut connected) = (false, false, false);
+        let mut refusals = RefusalLog::new("orchestrator");
         tokio::pin!(shutdown);
         loop {
             let outs = tokio::select! {
@@ -678,7 +679,7 @@ impl Service {
                                 Ok(_) => {}
                                 Err(reject) => {
                                     rejects.count(&reject);
-                                    tracing::warn!("refused payload on {}: {reject}", p.topic);
+                                    refusals.refused(&p.topic, &reject);
                                 }
                             }
                             // Saved before anything hosts act on goes out (below), else by the

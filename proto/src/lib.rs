@@ -1035,6 +1035,54 @@ pub fn decode_publish(topic: &str, payload: &[u8]) -> Result<Inbound, Reject> {
     })
 }
 
+/// Logs refused payloads without letting a flood flood the log: the first
+/// [`RefusalLog::PER_WINDOW`] of each 10 s are logged one by one, the rest as one count when
+/// the next window starts. (Every refusal is counted by [`RejectCounters`] either way.)
+#[derive(Debug)]
+pub struct RefusalLog {
+    who: String,
+    window_start: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    pub const PER_WINDOW: u32 = 20;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub fn new(who: &str) -> RefusalLog {
+        RefusalLog {
+            who: who.to_string(),
+            window_start: std::time::Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    pub fn refused(&mut self, topic: &str, reject: &Reject) {
+        if self.window_start.elapsed() >= Self::WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    "{}: {} more payloads refused in the last {} s (not logged one by one)",
+                    self.who,
+                    self.suppressed,
+                    Self::WINDOW.as_secs()
+                );
+            }
+            self.window_start = std::time::Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < Self::PER_WINDOW {
+            self.logged += 1;
+            let topic: String = topic.chars().take(200).collect();
+            tracing::warn!("{}: refused payload on {topic}: {reject}", self.who);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
 /// Counts of refused payloads, by reason (exported as metrics, logged).
 #[derive(Debug, Default)]
 pub struct RejectCounters {

@@ -578,6 +578,14 @@ impl Verifier {
     }
 }
 
+/// The body of a signed envelope, unchecked; a plain payload as it is. For observers and
+/// diagnostics that print what went over the wire: never act on it.
+pub fn body_unchecked(payload: &[u8]) -> &[u8] {
+    serde_json::from_slice::<Envelope>(payload)
+        .map(|e| e.body.get().as_bytes())
+        .unwrap_or(payload)
+}
+
 /// How a part receives: verified, or decoded as it comes with `--insecure`.
 #[derive(Debug)]
 pub enum Open {

@@ -8,6 +8,8 @@
 
 pub use crate::{Mosquitto, free_port, http_get, wait_port};
 use crate::{build_dir, kill_and_reap, media_dir};
+use gopswarm_proto::keys::{DEFAULT_MERGER, DEFAULT_OPERATOR, KeyDir};
+use gopswarm_proto::signed::{Principal, body_unchecked};
 use gopswarm_proto::*;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::ffi::OsStr;
@@ -88,6 +90,40 @@ pub fn clip() -> PathBuf {
     p
 }
 
+/// The swarm keys of the test under `dir` (`DIR/keys`, made on first use): every process
+/// [`Proc::spawn`] starts there finds them through `GOPSWARM_KEYS`.
+pub fn swarm_keys(dir: &Path) -> KeyDir {
+    let kd = KeyDir::new(dir.join("keys"));
+    if !kd.dir.join(gopswarm_proto::keys::TRUST_FILE).exists() {
+        KeyDir::init(&kd.dir, DEFAULT_OPERATOR, DEFAULT_MERGER, 0).expect("swarm keys");
+    }
+    kd
+}
+
+/// `gopswarm` run with the keys of the test's swarm under `dir` (an operator's command line).
+pub fn gopswarm_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("GOPSWARM_KEYS", swarm_keys(dir).dir);
+    cmd
+}
+
+/// `body` signed for `topic` by `who` of the test's swarm (what a real operator, or a forger
+/// holding a stolen key, would publish).
+pub fn signed_by(dir: &Path, who: Principal, topic: &str, body: Vec<u8>) -> Vec<u8> {
+    let signer = swarm_keys(dir).signer(who).expect("signing key");
+    signer.seal(topic, &body)
+}
+
+/// `body` signed by the test swarm's operator.
+pub fn by_operator(dir: &Path, topic: &str, body: Vec<u8>) -> Vec<u8> {
+    signed_by(
+        dir,
+        Principal::Operator(DEFAULT_OPERATOR.into()),
+        topic,
+        body,
+    )
+}
+
 /// A child process killed on drop; its stderr goes to DIR/NAME.log.
 pub struct Proc {
     pub name: String,
@@ -97,8 +133,30 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(dir: &Path, name: &str, args: &[String]) -> Proc {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
+        let keys = swarm_keys(dir);
+        let mut args = args.to_vec();
+        // A host that has no key yet enrols with a token of its own, as a new machine would.
+        if args.first().is_some_and(|a| a == "host")
+            && !args
+                .iter()
+                .any(|a| a == "--enrol-token" || a == "--insecure")
+            && let Some(id) = args
+                .iter()
+                .position(|a| a == "--id")
+                .map(|i| args[i + 1].clone())
+            && !keys.key_path(&Principal::Host(id)).exists()
+        {
+            let token = keys.add_tokens(1).expect("enrolment token").remove(0);
+            args.push("--enrol-token".into());
+            args.push(token.display().to_string());
+        }
+        let insecure = args.iter().any(|a| a == "--insecure");
+        let mut cmd = Command::new(BIN);
+        if !insecure {
+            cmd.env("GOPSWARM_KEYS", &keys.dir);
+        }
+        let child = cmd
+            .args(&args)
             .env("RUST_LOG", "info,rumqttc=warn")
             .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
             .stderr(log)
@@ -231,7 +289,11 @@ impl Observer {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|s| decode_publish(&s.topic, &s.payload).ok().map(|m| (s.at, m)))
+            .filter_map(|s| {
+                decode_publish(&s.topic, body_unchecked(&s.payload))
+                    .ok()
+                    .map(|m| (s.at, m))
+            })
             .collect()
     }
 
@@ -503,7 +565,11 @@ impl Swarm {
             add.push("--chunks".into());
             add.push("srt".into());
         }
-        let st = Command::new(BIN).args(&add).status().unwrap();
+        let st = Command::new(BIN)
+            .args(&add)
+            .env("GOPSWARM_KEYS", &swarm_keys(&dir).dir)
+            .status()
+            .unwrap();
         assert!(st.success(), "gopswarm stream add failed");
         obs.wait_for("first layout", Duration::from_secs(30), |o| {
             o.layout_epochs() >= 1

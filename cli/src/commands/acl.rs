@@ -93,16 +93,16 @@ impl Role {
         match self {
             Role::Orchestrator => {
                 let mut read: Vec<String> =
-                    hosts(&["birth", "death", "heartbeat", "applied", "ack"]);
+                    hosts(&["birth", "death", "heartbeat", "applied", "ack", "enrol"]);
                 read.push(Topic::StreamControl.path());
-                let mut write: Vec<String> = hosts(&["assignment", "cmd", "score"]);
+                let mut write: Vec<String> = hosts(&["assignment", "cmd", "score", "cert"]);
                 write.push(filters::all_streams("def"));
                 write.extend(streams(&["layout"]));
                 write.push(Topic::OrchestratorStatus.path());
                 (read, write)
             }
             Role::Operator(_) => {
-                let mut read: Vec<String> = hosts(&["birth", "death", "score", "applied"]);
+                let mut read: Vec<String> = hosts(&["birth", "death", "score", "applied", "cert"]);
                 read.push(filters::all_streams("def"));
                 read.extend(streams(&["layout"]));
                 read.push(Topic::OrchestratorStatus.path());
@@ -112,16 +112,16 @@ impl Role {
                 let own = |leaves: &[&str]| -> Vec<String> {
                     leaves.iter().map(|l| filters::host(h, l)).collect()
                 };
-                let mut read = own(&["assignment", "cmd", "score"]);
+                let mut read = own(&["assignment", "cmd", "score", "cert"]);
                 read.extend(streams(&["resend"]));
-                let mut write = own(&["birth", "death", "heartbeat", "applied", "ack"]);
+                let mut write = own(&["birth", "death", "heartbeat", "applied", "ack", "enrol"]);
                 write.extend(streams(&["chunks", "end"]));
                 (read, write)
             }
             Role::Merger => {
                 let mut read = streams(&["chunks", "layout", "end"]);
                 read.push(filters::all_streams("def"));
-                read.extend(hosts(&["birth", "death"]));
+                read.extend(hosts(&["birth", "death", "cert"]));
                 (read, streams(&["resend"]))
             }
         }
