@@ -1154,7 +1154,7 @@ async fn keys(
         }
     }
     Ok(Some((
-        Seal::Signed(signer),
+        Seal::Signed(Box::new(signer)),
         Open::Verified(Box::new(verifier)),
     )))
 }

@@ -68,6 +68,9 @@ impl KeyOptions {
         let trust = kd.trust().map_err(anyhow::Error::msg)?;
         let signer = kd.signer(who).map_err(anyhow::Error::msg)?;
         let verifier = Verifier::new(&trust).map_err(anyhow::Error::msg)?;
-        Ok((Seal::Signed(signer), Open::Verified(Box::new(verifier))))
+        Ok((
+            Seal::Signed(Box::new(signer)),
+            Open::Verified(Box::new(verifier)),
+        ))
     }
 }

@@ -386,7 +386,10 @@ impl Service {
                         Err(e) => tracing::error!("state: key of host {host}: {e}"),
                     }
                 }
-                (Arc::new(Seal::Signed(signer)), Open::Verified(Box::new(v)))
+                (
+                    Arc::new(Seal::Signed(Box::new(signer))),
+                    Open::Verified(Box::new(v)),
+                )
             }
             None => (Arc::new(Seal::Plain), Open::Plain),
         };

@@ -421,7 +421,7 @@ impl Signer {
 #[derive(Debug)]
 pub enum Seal {
     Plain,
-    Signed(Signer),
+    Signed(Box<Signer>),
 }
 
 impl Seal {

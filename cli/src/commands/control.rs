@@ -21,10 +21,10 @@ impl Signing {
     fn seal(&self) -> Result<gopswarm_proto::signed::Seal> {
         use gopswarm_proto::signed::{Principal, Seal};
         Ok(match self.keys.dir()? {
-            Some(kd) => Seal::Signed(
+            Some(kd) => Seal::Signed(Box::new(
                 kd.signer(Principal::Operator(self.operator.clone()))
                     .map_err(anyhow::Error::msg)?,
-            ),
+            )),
             None => Seal::Plain,
         })
     }
