@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MPL-2.0
-# Run every fuzz target of gopswarm-chunk for a while, one after the other, single process.
+# Run every fuzz target (gopswarm-chunk, signed control) for a while, one after the other, single process.
 # For running by hand; not part of CI.
 #
 #   fuzz/run.sh            # 60 s per target
@@ -16,7 +16,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse_chunk deframer fec_recover)
+    targets=(parse_chunk deframer fec_recover open_signed)
 fi
 
 export RUSTC_BOOTSTRAP=1

@@ -67,8 +67,50 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// Signed envelopes for `open_signed`: the topic index its input starts with (the order of
+/// `topics()` there), then the payload; keys from the same fixed seeds.
+fn signed_corpus(dir: &Path) {
+    use gopswarm_proto::signed::{Principal, Signer, Token};
+    use gopswarm_proto::*;
+    let key = |seed: u8| ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let orchestrator = Signer::new(Principal::Orchestrator, key(1));
+    let operator = Signer::new(Principal::Operator("operator".into()), key(2));
+    let host = Signer::new(Principal::Host("host-0".into()), key(4));
+    let h = || "host-0".to_string();
+    let death = encode(&Death { host: h(), seq: 1 });
+    let assignment = encode(&Assignment {
+        host: h(),
+        revision: 3,
+        tasks: Vec::new(),
+    });
+    let cert = encode(&HostCert {
+        host: h(),
+        key: gopswarm_proto::signed::encode_public(&key(4).verifying_key()),
+        enrolled_ms: 1,
+    });
+    let remove = encode(&StreamCommand::Remove { id: "cam1".into() });
+    let enrol = encode(&Token::generate().enrol("host-0", &key(4).verifying_key()));
+    let cases: Vec<(u8, Vec<u8>)> = vec![
+        (1, host.seal(&Topic::Death(h()).path(), &death)),
+        (1, death.clone()),
+        (3, orchestrator.seal(&Topic::Assignment(h()).path(), &assignment)),
+        (8, orchestrator.seal(&Topic::Cert(h()).path(), &cert)),
+        (9, enrol),
+        (14, operator.seal(&Topic::StreamControl.path(), &remove)),
+        (14, host.seal(&Topic::StreamControl.path(), &remove)),
+    ];
+    for (i, (topic, payload)) in cases.into_iter().enumerate() {
+        let mut input = vec![topic];
+        input.extend(payload);
+        fs::write(dir.join(format!("signed-{i}")), input).unwrap();
+    }
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let signed = root.join("open_signed");
+    fs::create_dir_all(&signed).unwrap();
+    signed_corpus(&signed);
     let dirs = ["parse_chunk", "deframer", "fec_recover"].map(|t| {
         let d = root.join(t);
         fs::create_dir_all(&d).unwrap();

@@ -10,9 +10,13 @@
 //! ```
 //!
 //! The hook gets `GOPSWARM_BROKER` in its environment and must return within its timeout;
-//! a non-zero exit is an error the scaler logs and retries later.
+//! a non-zero exit is an error the scaler logs and retries later. In a swarm with keys it also
+//! gets `GOPSWARM_KEYS` (the orchestrator's key directory) and, for `provision` and `update`
+//! of a host that has no key there yet, `GOPSWARM_ENROL_TOKEN`: a fresh one-time token file to
+//! give the new host (`gopswarm host --enrol-token`).
 
 use anyhow::{Context, Result, bail};
+use gopswarm_proto::keys::KeyDir;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -37,7 +41,21 @@ pub struct LocalSpawner {
     pub extra_args: Vec<String>,
     /// Where each host's log goes (`DIR/ID.log`); none: inherited stderr.
     pub log_dir: Option<std::path::PathBuf>,
+    /// The swarm's keys: a new host gets a fresh enrolment token. None: hosts run `--insecure`.
+    pub keys: Option<KeyDir>,
     children: BTreeMap<String, Child>,
+}
+
+/// A fresh enrolment token for `host_id` when it has no key yet under `keys`.
+fn token_for(keys: &KeyDir, host_id: &str) -> Result<Option<std::path::PathBuf>> {
+    let who = gopswarm_proto::signed::Principal::Host(host_id.to_string());
+    if keys.key_path(&who).exists() {
+        return Ok(None);
+    }
+    let mut made = keys
+        .add_tokens(1)
+        .map_err(|e| anyhow::anyhow!("enrolment token for {host_id}: {e}"))?;
+    Ok(made.pop())
 }
 
 impl LocalSpawner {
@@ -47,6 +65,7 @@ impl LocalSpawner {
             broker,
             extra_args,
             log_dir: None,
+            keys: None,
             children: BTreeMap::new(),
         }
     }
@@ -70,6 +89,17 @@ impl Provisioner for LocalSpawner {
         cmd.args(["host", "--id", host_id, "--broker", &self.broker])
             .args(&self.extra_args)
             .stdin(Stdio::null());
+        match &self.keys {
+            Some(keys) => {
+                cmd.env("GOPSWARM_KEYS", &keys.dir);
+                if let Some(token) = token_for(keys, host_id)? {
+                    cmd.arg("--enrol-token").arg(token);
+                }
+            }
+            None => {
+                cmd.arg("--insecure");
+            }
+        }
         if let Some(dir) = &self.log_dir {
             let log = std::fs::File::create(dir.join(format!("{host_id}.log")))
                 .with_context(|| format!("log of {host_id}"))?;
@@ -129,6 +159,8 @@ pub struct CommandHook {
     pub command: String,
     pub broker: String,
     pub timeout: Duration,
+    /// The swarm's keys (`GOPSWARM_KEYS`, and a token for a new host).
+    pub keys: Option<KeyDir>,
 }
 
 impl CommandHook {
@@ -136,13 +168,22 @@ impl CommandHook {
         if !gopswarm_proto::valid_id(host_id) {
             bail!("host id {host_id:?} is not valid");
         }
-        let mut child = Command::new("sh")
-            .arg("-c")
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg(format!("{} \"$0\" \"$1\"", self.command))
             .arg(verb)
             .arg(host_id)
             .env("GOPSWARM_BROKER", &self.broker)
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(keys) = &self.keys {
+            cmd.env("GOPSWARM_KEYS", &keys.dir);
+            if verb != "deprovision"
+                && let Some(token) = token_for(keys, host_id)?
+            {
+                cmd.env("GOPSWARM_ENROL_TOKEN", token);
+            }
+        }
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("running hook {:?}", self.command))?;
         let started = std::time::Instant::now();
@@ -180,6 +221,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_host_gets_the_keys_and_a_fresh_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::init(dir.path().join("keys"), "operator", "merger", 0).unwrap();
+        let log = dir.path().join("calls");
+        let mut hook = CommandHook {
+            command: format!(
+                "f() {{ echo \"$1 $GOPSWARM_KEYS ${{GOPSWARM_ENROL_TOKEN:-none}}\" >> {}; }}; f",
+                log.display()
+            ),
+            broker: String::new(),
+            timeout: Duration::from_secs(5),
+            keys: Some(keys.clone()),
+        };
+        hook.provision("h-1").unwrap();
+        hook.deprovision("h-1").unwrap();
+        keys.create_host_key("h-1").unwrap();
+        hook.update("h-1").unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = calls.lines().collect();
+        let k = keys.dir.display();
+        assert_eq!(lines[0], format!("provision {k} {k}/tokens/1.token"));
+        assert_eq!(lines[1], format!("deprovision {k} none"));
+        // Enrolled by then: no token for its update.
+        assert_eq!(lines[2], format!("update {k} none"), "{calls}");
+        assert_eq!(keys.tokens().unwrap().len(), 1);
+    }
+
+    #[test]
     fn command_hook_passes_verb_host_and_broker() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("calls");
@@ -190,6 +259,7 @@ mod tests {
             ),
             broker: "mqtt://127.0.0.1:1".into(),
             timeout: Duration::from_secs(5),
+            keys: None,
         };
         hook.provision("h-1").unwrap();
         hook.deprovision("h-1").unwrap();
@@ -207,6 +277,7 @@ mod tests {
             command: "false".into(),
             broker: String::new(),
             timeout: Duration::from_secs(5),
+            keys: None,
         };
         let e = hook.provision("h-1").unwrap_err().to_string();
         assert!(e.contains("failed"), "{e}");
@@ -216,6 +287,7 @@ mod tests {
             command: "sleep 5; true".into(),
             broker: String::new(),
             timeout: Duration::from_millis(300),
+            keys: None,
         };
         let e = slow.provision("h-1").unwrap_err().to_string();
         assert!(e.contains("timed out"), "{e}");

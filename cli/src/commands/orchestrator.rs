@@ -127,11 +127,13 @@ impl OrchestratorOptions {
             ..Default::default()
         };
         let rollout_timeout = seconds(self.rollout_timeout)?;
+        let keys = self.keys.dir()?;
         let provisioner: Box<dyn Provisioner> = match self.provision_hook {
             Some(command) => Box::new(CommandHook {
                 command,
                 broker: broker.clone(),
                 timeout: rollout_timeout,
+                keys: keys.clone(),
             }),
             None => {
                 let mut spawner = LocalSpawner::new(
@@ -144,6 +146,7 @@ impl OrchestratorOptions {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 spawner.log_dir = Some(dir);
+                spawner.keys = keys.clone();
                 Box::new(spawner)
             }
         };
@@ -173,7 +176,7 @@ impl OrchestratorOptions {
             forecast_horizon: self.forecast_horizon,
             rollout_timeout,
             proactive: (!self.no_proactive).then(Default::default),
-            keys: self.keys.dir()?,
+            keys,
         })
     }
 }
