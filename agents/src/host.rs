@@ -1127,9 +1127,23 @@ async fn keys(
     let trust = kd.trust().map_err(anyhow::Error::msg)?;
     let who = Principal::Host(opts.id.clone());
     let key_path = kd.key_path(&who);
+    // A host restarted after enrolling: its key is there, the token used and gone (a config
+    // file may still name it).
+    let token = match &opts.enrol_token {
+        Some(path) if key_path.exists() && !path.exists() => {
+            tracing::info!(
+                "{}: enrolled before (key {}); token {} used up",
+                opts.id,
+                key_path.display(),
+                path.display()
+            );
+            None
+        }
+        other => other.clone(),
+    };
     let signer = if key_path.exists() {
         kd.signer(who).map_err(anyhow::Error::msg)?
-    } else if opts.enrol_token.is_some() {
+    } else if token.is_some() {
         kd.create_host_key(&opts.id).map_err(anyhow::Error::msg)?
     } else {
         bail!(
@@ -1139,7 +1153,7 @@ async fn keys(
         );
     };
     let mut verifier = Verifier::new(&trust).map_err(anyhow::Error::msg)?;
-    if let Some(path) = &opts.enrol_token {
+    if let Some(path) = &token {
         let token = Token::parse(&read_secret(path).map_err(anyhow::Error::msg)?)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if !enrol(opts, &token, &signer, &mut verifier, shutdown).await? {
@@ -1172,7 +1186,9 @@ async fn enrol(
     let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-enrol-{}", opts.id));
     options.keep_alive = opts.keepalive;
     options.subscriptions = vec![(filters::host(&opts.id, "cert"), QoS::AtLeastOnce)];
+    options.clean_session = true;
     let mut link = Link::start(options);
+    let mut refusals = RefusalLog::new(&opts.id);
     let request = encode(&token.enrol(&opts.id, &signer.public()));
     let mut again = tokio::time::interval(Duration::from_secs(2));
     let enrolled = loop {
@@ -1190,7 +1206,7 @@ async fn enrol(
                     }
                     // An older certificate (a key this host replaced): wait for ours.
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("{}: refused payload on {}: {e}", opts.id, p.topic),
+                    Err(e) => refusals.refused(&p.topic, &e),
                 },
                 Some(_) => {}
                 None => bail!("enrolment: the broker link ended"),

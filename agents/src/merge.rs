@@ -64,6 +64,9 @@ pub struct MergeOptions {
     pub progress: bool,
     #[command(flatten)]
     pub keys: crate::options::KeyOptions,
+    /// Merger key that signs resend requests (mergers/NAME.key under --keys)
+    #[arg(long, default_value = gopswarm_proto::keys::DEFAULT_MERGER)]
+    pub merger_name: String,
 }
 
 /// The merger's counters as Prometheus metrics.
@@ -480,8 +483,11 @@ pub async fn run(
     let (seal, mut open) = opts
         .keys
         .seal_and_open(gopswarm_proto::signed::Principal::Merger(
-            gopswarm_proto::keys::DEFAULT_MERGER.into(),
+            opts.merger_name.clone(),
         ))?;
+    // Retained births that came before their host's certificate (the broker need not send
+    // retained messages in subscription order): opened again once it arrives.
+    let mut before_cert: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
     let mut link = Link::start(options);
     let (tcp_tx, mut tcp_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     if let Some(addr) = &opts.listen {
@@ -533,6 +539,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
+                refusals.flush();
                 if opts.metrics_listen.is_some()
                     && let Some(m) = &merger
                     && let Err(e) = export(&registry, &opts.stream, &opts.profile, &m.stats(), &summary)
@@ -580,7 +587,21 @@ pub async fn run(
             ev = link.events.recv() => {
                 let Some(ev) = ev else { break };
                 let LinkEvent::Message(p) = ev else { continue };
-                match open.open(&p.topic, &p.payload) {
+                let mut opened = open.open(&p.topic, &p.payload);
+                if let Err(Reject::BadSignature(why)) = &opened
+                    && why.ends_with("is not enrolled")
+                    && let Some(Topic::Birth(h)) = Topic::parse(&p.topic)
+                    && (before_cert.len() < 1024 || before_cert.contains_key(&h))
+                {
+                    before_cert.insert(h, (p.topic.clone(), p.payload.to_vec()));
+                }
+                if let Ok(Inbound::Cert(c)) = &opened
+                    && let Some((topic, payload)) = before_cert.remove(&c.host)
+                    && let Ok(Inbound::Birth(b)) = open.open(&topic, &payload)
+                {
+                    opened = Ok(Inbound::Birth(b));
+                }
+                match opened {
                     Ok(Inbound::Layout(l)) => {
                         if layout.as_ref().is_none_or(|old| old.history.len() <= l.history.len()) {
                             summary.layout_epochs = l.history.len() as u64;
@@ -609,6 +630,12 @@ pub async fn run(
                             tracing::info!("merge: {} died; not waiting for it", d.host);
                             m.merge.emit_by_name::<()>("end-input", &[&d.host]);
                         }
+                    }
+                    // Only a host of the stream's layout reports its end.
+                    Ok(Inbound::StreamEnd(e)) if layout.as_ref().is_none_or(|l| !l.history.iter().any(|x| x.hosts.contains(&e.host))) => {
+                        let reject = Reject::Invalid(format!("stream end from {}, a host not in the layout", e.host));
+                        rejects.count(&reject);
+                        refusals.refused(&p.topic, &reject);
                     }
                     Ok(Inbound::StreamEnd(e)) => {
                         end_gop = Some(end_gop.map_or(e.last_gop, |g: u64| g.max(e.last_gop)));

@@ -104,11 +104,17 @@ fn an_unreachable_broker_is_named() {
             "stream",
             "--broker",
             "mqtt://127.0.0.1:1",
+            "--insecure",
             "remove",
             "--id",
             "s",
         ],
-        vec!["rolling-update", "--broker", "mqtt://127.0.0.1:1"],
+        vec![
+            "rolling-update",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--insecure",
+        ],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)

@@ -8,13 +8,13 @@
 //!
 //! Properties checked:
 //! * nothing panics on arbitrary input;
-//! * what opens was signed by one of the fixed keys: the same payload opens again (the same
-//!   counter is a redelivery), and its body decodes as the plain message does;
+//! * what opens decodes as its plain body does; on a retained topic the same payload opens
+//!   again (the broker redelivering), on the others it is then a replay;
 //! * a payload that opens is refused after any single byte of its signature changes.
 #![no_main]
 
-use gopswarm_proto::signed::{Principal, Signer, Trust, Verifier, body_unchecked, encode_public};
-use gopswarm_proto::{Topic, decode_publish};
+use gopswarm_proto::signed::{Trust, Verifier, body_unchecked, encode_public};
+use gopswarm_proto::{Reject, Topic, decode_publish};
 use libfuzzer_sys::fuzz_target;
 
 pub fn key(seed: u8) -> ed25519_dalek::SigningKey {
@@ -67,7 +67,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(inbound) = v.open(topic, payload) else {
         return;
     };
-    assert_eq!(v.open(topic, payload).as_ref(), Ok(&inbound), "a redelivery opens the same");
+    // Heartbeat, command, ack, stream end, resend, stream command: carried out once.
+    let ephemeral = matches!(pick as usize % topics.len(), 2 | 5 | 6 | 12 | 13 | 14);
+    let again = v.open(topic, payload);
+    if ephemeral {
+        assert!(matches!(again, Err(Reject::Replayed(_))), "a replay opened: {again:?}");
+    } else {
+        assert_eq!(again.as_ref(), Ok(&inbound), "a redelivery opens the same");
+    }
     assert_eq!(
         decode_publish(topic, body_unchecked(payload)).as_ref(),
         Ok(&inbound),
@@ -81,5 +88,4 @@ fuzz_target!(|data: &[u8]| {
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
         assert!(verifier().open(topic, &bad).is_err(), "a changed signature opened");
     }
-    let _ = Signer::new(Principal::Orchestrator, key(1));
 });

@@ -11,9 +11,11 @@
 //!
 //! The hook gets `GOPSWARM_BROKER` in its environment and must return within its timeout;
 //! a non-zero exit is an error the scaler logs and retries later. In a swarm with keys it also
-//! gets `GOPSWARM_KEYS` (the orchestrator's key directory) and, for `provision` and `update`
-//! of a host that has no key there yet, `GOPSWARM_ENROL_TOKEN`: a fresh one-time token file to
-//! give the new host (`gopswarm host --enrol-token`).
+//! gets `GOPSWARM_KEYS`: a key directory made for that host alone (`issued/ID/` of the
+//! orchestrator's: the trust file, and later the host's key), never the orchestrator's own;
+//! and, for `provision` and `update` of a host that has no key there yet,
+//! `GOPSWARM_ENROL_TOKEN`: a one-time token file made for that host
+//! (`gopswarm host --enrol-token`).
 
 use anyhow::{Context, Result, bail};
 use gopswarm_proto::keys::KeyDir;
@@ -46,16 +48,10 @@ pub struct LocalSpawner {
     children: BTreeMap<String, Child>,
 }
 
-/// A fresh enrolment token for `host_id` when it has no key yet under `keys`.
-fn token_for(keys: &KeyDir, host_id: &str) -> Result<Option<std::path::PathBuf>> {
-    let who = gopswarm_proto::signed::Principal::Host(host_id.to_string());
-    if keys.key_path(&who).exists() {
-        return Ok(None);
-    }
-    let mut made = keys
-        .add_tokens(1)
-        .map_err(|e| anyhow::anyhow!("enrolment token for {host_id}: {e}"))?;
-    Ok(made.pop())
+/// The key directory of `host_id` alone, and a token made for it while it has no key.
+fn issue(keys: &KeyDir, host_id: &str) -> Result<(KeyDir, Option<std::path::PathBuf>)> {
+    keys.issue_host(host_id)
+        .map_err(|e| anyhow::anyhow!("keys for host {host_id}: {e}"))
 }
 
 impl LocalSpawner {
@@ -91,8 +87,9 @@ impl Provisioner for LocalSpawner {
             .stdin(Stdio::null());
         match &self.keys {
             Some(keys) => {
-                cmd.env("GOPSWARM_KEYS", &keys.dir);
-                if let Some(token) = token_for(keys, host_id)? {
+                let (own, token) = issue(keys, host_id)?;
+                cmd.env("GOPSWARM_KEYS", &own.dir);
+                if let Some(token) = token {
                     cmd.arg("--enrol-token").arg(token);
                 }
             }
@@ -175,11 +172,12 @@ impl CommandHook {
             .arg(host_id)
             .env("GOPSWARM_BROKER", &self.broker)
             .stdin(Stdio::null());
-        if let Some(keys) = &self.keys {
-            cmd.env("GOPSWARM_KEYS", &keys.dir);
-            if verb != "deprovision"
-                && let Some(token) = token_for(keys, host_id)?
-            {
+        if let Some(keys) = &self.keys
+            && verb != "deprovision"
+        {
+            let (own, token) = issue(keys, host_id)?;
+            cmd.env("GOPSWARM_KEYS", &own.dir);
+            if let Some(token) = token {
                 cmd.env("GOPSWARM_ENROL_TOKEN", token);
             }
         }
@@ -236,16 +234,22 @@ mod tests {
         };
         hook.provision("h-1").unwrap();
         hook.deprovision("h-1").unwrap();
-        keys.create_host_key("h-1").unwrap();
+        let own = KeyDir::new(keys.dir.join("issued/h-1"));
+        own.create_host_key("h-1").unwrap();
         hook.update("h-1").unwrap();
         let calls = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = calls.lines().collect();
-        let k = keys.dir.display();
-        assert_eq!(lines[0], format!("provision {k} {k}/tokens/1.token"));
-        assert_eq!(lines[1], format!("deprovision {k} none"));
+        let o = own.dir.display();
+        // Its own directory (not the orchestrator's keys) and a token made for it.
+        assert_eq!(lines[0], format!("provision {o} {o}/enrol.token"));
+        assert!(own.dir.join("trust.json").exists());
+        assert!(!own.dir.join("orchestrator.key").exists());
+        assert_eq!(lines[1], "deprovision  none");
         // Enrolled by then: no token for its update.
-        assert_eq!(lines[2], format!("update {k} none"), "{calls}");
-        assert_eq!(keys.tokens().unwrap().len(), 1);
+        assert_eq!(lines[2], format!("update {o} none"), "{calls}");
+        let tokens = keys.tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].1.host.as_deref(), Some("h-1"));
     }
 
     #[test]

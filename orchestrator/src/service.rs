@@ -371,10 +371,9 @@ impl Service {
                 let signer = kd
                     .signer(Principal::Orchestrator)
                     .map_err(anyhow::Error::msg)?;
-                let mut v = Verifier::new(&kd.trust().map_err(anyhow::Error::msg)?)
-                    .map_err(anyhow::Error::msg)?;
-                let trusted = kd.trust().map_err(anyhow::Error::msg)?.orchestrator;
-                if trusted != gopswarm_proto::signed::encode_public(&signer.public()) {
+                let trust = kd.trust().map_err(anyhow::Error::msg)?;
+                let mut v = Verifier::new(&trust).map_err(anyhow::Error::msg)?;
+                if trust.orchestrator != gopswarm_proto::signed::encode_public(&signer.public()) {
                     anyhow::bail!(
                         "{}: the orchestrator key is not the one trust.json names",
                         kd.dir.display()
@@ -384,6 +383,12 @@ impl Service {
                     match gopswarm_proto::signed::parse_public(&key) {
                         Ok(k) => v.set_host_key(&host, k),
                         Err(e) => tracing::error!("state: key of host {host}: {e}"),
+                    }
+                }
+                // Operator commands already carried out stay carried out after a restart.
+                for (who, topic, n) in store.counters()? {
+                    if let Ok(p) = Principal::parse(&who) {
+                        v.restore_counter(p, &topic, n);
                     }
                 }
                 (
@@ -474,6 +479,7 @@ impl Service {
         // arrives, and every host would be declared dead.
         let (mut main_up, mut live_up, mut connected) = (false, false, false);
         let mut refusals = RefusalLog::new("orchestrator");
+        let mut tokens = opts.keys.clone().map(crate::enrol::Tokens::new);
         tokio::pin!(shutdown);
         loop {
             let outs = tokio::select! {
@@ -503,6 +509,7 @@ impl Service {
                     c.take_out()
                 }
                 _ = scoring.tick() => {
+                    refusals.flush();
                     let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                     if connected {
                         let now = Instant::now();
@@ -622,8 +629,8 @@ impl Service {
                             let now = Instant::now();
                             let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                             match open.open(&p.topic, &p.payload) {
-                                Ok(Inbound::Enrol(e)) => match (&opts.keys, open.verifier()) {
-                                    (Some(kd), Some(v)) => match crate::enrol::decide(kd, &store, &e, unix_ms()) {
+                                Ok(Inbound::Enrol(e)) => match (tokens.as_mut(), open.verifier()) {
+                                    (Some(tokens), Some(v)) => match crate::enrol::decide(tokens, &store, &e, unix_ms()) {
                                         Ok(cert) => {
                                             tracing::info!("host {} enrolled (token {})", e.host, e.token_id);
                                             if let Ok(k) = gopswarm_proto::signed::parse_public(&cert.key) {
@@ -632,8 +639,9 @@ impl Service {
                                             c.emit(Topic::Cert(cert.host.clone()), encode(&cert), true);
                                         }
                                         Err(why) => {
-                                            rejects.count(&Reject::BadSignature(why.clone()));
-                                            tracing::warn!("enrolment of host {} refused: {why}", e.host);
+                                            let reject = Reject::BadSignature(format!("enrolment of host {}: {why}", e.host));
+                                            rejects.count(&reject);
+                                            refusals.refused(&p.topic, &reject);
                                         }
                                     },
                                     _ => tracing::warn!("host {} asks to enrol, but this orchestrator runs --insecure", e.host),
@@ -643,7 +651,13 @@ impl Service {
                                 Ok(Inbound::Heartbeat(h)) => c.on_heartbeat(h, now),
                                 Ok(Inbound::Applied(a)) => c.on_applied(a),
                                 Ok(Inbound::Ack(a)) => c.on_ack(a, now),
-                                Ok(Inbound::StreamCommand(cmd)) => match cmd {
+                                Ok(Inbound::StreamCommand(cmd)) => {
+                                    if let Some((who, topic, n)) = open.verifier().and_then(|v| v.last_accepted().cloned())
+                                        && let Err(e) = store.save_counter(&who.to_string(), &topic, n)
+                                    {
+                                        tracing::error!("state store: counter: {e:#}");
+                                    }
+                                    match cmd {
                                     StreamCommand::Add { stream } => {
                                         let id = stream.id.clone();
                                         match c.add_stream(stream, now) {
@@ -678,7 +692,7 @@ impl Service {
                                             None => tracing::warn!("event {} announced, but scaling (--autoscale) and proactive balancing are off", event.id),
                                         }
                                     }
-                                },
+                                }},
                                 Ok(_) => {}
                                 Err(reject) => {
                                     rejects.count(&reject);

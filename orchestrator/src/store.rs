@@ -18,6 +18,9 @@ const SAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("samples");
 const HOST_KEYS: TableDefinition<&str, &str> = TableDefinition::new("host_keys");
 /// Enrolment tokens used: token id → the host that used it.
 const USED_TOKENS: TableDefinition<&str, &str> = TableDefinition::new("used_tokens");
+/// Highest counter accepted per signer and topic (`signer topic`), for the messages a replay
+/// after a restart must not carry out again (operator commands).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 pub struct Store {
     db: Database,
@@ -66,6 +69,7 @@ impl Store {
         w.open_table(SAMPLES)?;
         w.open_table(HOST_KEYS)?;
         w.open_table(USED_TOKENS)?;
+        w.open_table(COUNTERS)?;
         w.commit()?;
         Ok(Store { db })
     }
@@ -150,6 +154,35 @@ impl Store {
             out.push((k.value().to_string(), v.value().to_string()));
         }
         Ok(out)
+    }
+
+    /// Counters accepted before: (signer, topic, counter).
+    pub fn counters(&self) -> Result<Vec<(String, String, u64)>> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in r.open_table(COUNTERS)?.iter()? {
+            let (k, v) = row?;
+            if let Some((who, topic)) = k.value().split_once(' ') {
+                out.push((who.to_string(), topic.to_string(), v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn save_counter(&self, signer: &str, topic: &str, n: u64) -> Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(COUNTERS)?
+            .insert(format!("{signer} {topic}").as_str(), n)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// The key `host` is enrolled with.
+    pub fn host_key(&self, host: &str) -> Result<Option<String>> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(HOST_KEYS)?
+            .get(host)?
+            .map(|v| v.value().to_string()))
     }
 
     /// The host that used enrolment token `token_id`, if it was used.

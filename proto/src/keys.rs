@@ -30,12 +30,14 @@ pub struct KeyDir {
     pub dir: PathBuf,
 }
 
+/// A folder only its owner enters: made 0700, or made 0700 again.
 fn private_dir(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -108,8 +110,22 @@ impl KeyDir {
         Ok(made)
     }
 
+    /// The trust file; refused when others may write it (they could add an operator key).
     pub fn trust(&self) -> Result<Trust, String> {
-        Trust::read(&self.dir.join(TRUST_FILE))
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.join(TRUST_FILE);
+        let mode = std::fs::metadata(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "{}: mode {:o}; only its owner may write it (chmod 644)",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+        Trust::read(&path)
     }
 
     pub fn key_path(&self, who: &Principal) -> PathBuf {
@@ -123,13 +139,18 @@ impl KeyDir {
 
     /// The signer of `who`, from its key file.
     pub fn signer(&self, who: Principal) -> Result<Signer, String> {
+        if let Principal::Operator(n) | Principal::Merger(n) | Principal::Host(n) = &who
+            && !crate::valid_id(n)
+        {
+            return Err(format!("{n:?}: a key name is 1-64 of [A-Za-z0-9._-]"));
+        }
         let key = read_key(&self.key_path(&who))?;
         Ok(Signer::new(who, key))
     }
 
     /// The enrolment tokens in `tokens/` (used ones included: the orchestrator's database
-    /// says which).
-    pub fn tokens(&self) -> Result<Vec<Token>, String> {
+    /// says which), with their files.
+    pub fn tokens(&self) -> Result<Vec<(PathBuf, Token)>, String> {
         let dir = self.dir.join("tokens");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -141,10 +162,41 @@ impl KeyDir {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "token") {
                 let text = read_secret(&path)?;
-                tokens.push(Token::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+                let token = Token::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                tokens.push((path, token));
             }
         }
         Ok(tokens)
+    }
+
+    /// What a provisioner hands a new host instead of this whole directory: a key directory
+    /// of its own (`issued/ID/`) with the trust file and, unless the host has its key there
+    /// already, a token made for it (`issued/ID/enrol.token`; the same token stays in
+    /// `tokens/ID.token` for the orchestrator). A token issued before and not used yet is
+    /// handed out again, not a new one.
+    pub fn issue_host(&self, host: &str) -> Result<(KeyDir, Option<PathBuf>), String> {
+        if !crate::valid_id(host) {
+            return Err(format!("host id {host:?}"));
+        }
+        let issued = KeyDir::new(self.dir.join("issued").join(host));
+        private_dir(&issued.dir)?;
+        let trust_path = issued.dir.join(TRUST_FILE);
+        std::fs::copy(self.dir.join(TRUST_FILE), &trust_path)
+            .map_err(|e| format!("{}: {e}", trust_path.display()))?;
+        if issued.key_path(&Principal::Host(host.to_string())).exists() {
+            return Ok((issued, None));
+        }
+        let kept = self.dir.join("tokens").join(format!("{host}.token"));
+        let handed = issued.dir.join("enrol.token");
+        if !kept.exists() {
+            private_dir(&self.dir.join("tokens"))?;
+            let text = Token::for_host(host)?.to_text() + "\n";
+            write_secret(&kept, &text).map_err(|e| format!("{}: {e}", kept.display()))?;
+        }
+        let _ = std::fs::remove_file(&handed);
+        let text = read_secret(&kept)?;
+        write_secret(&handed, &(text + "\n")).map_err(|e| format!("{}: {e}", handed.display()))?;
+        Ok((issued, Some(handed)))
     }
 
     /// A new host's key, written where [`KeyDir::signer`] finds it.
@@ -180,6 +232,25 @@ mod tests {
         assert_eq!(kd.tokens().unwrap().len(), 3);
         assert_eq!(kd.add_tokens(2).unwrap().len(), 2);
         assert_eq!(kd.tokens().unwrap().len(), 5);
+        // A host's own directory: the trust file and a token made for it, the same one again
+        // until used; none once it has its key.
+        let (issued, token) = kd.issue_host("h7").unwrap();
+        let token = token.unwrap();
+        assert_eq!(issued.trust().unwrap(), trust);
+        let t = Token::parse(&read_secret(&token).unwrap()).unwrap();
+        assert_eq!(t.host.as_deref(), Some("h7"));
+        assert_eq!(kd.tokens().unwrap().len(), 6);
+        let (_, again) = kd.issue_host("h7").unwrap();
+        assert_eq!(
+            Token::parse(&read_secret(&again.unwrap()).unwrap()).unwrap(),
+            t
+        );
+        issued.create_host_key("h7").unwrap();
+        assert_eq!(kd.issue_host("h7").unwrap().1, None);
+        assert!(
+            kd.signer(Principal::Operator("../orchestrator".into()))
+                .is_err()
+        );
         assert!(
             KeyDir::init(&dir, "ops", "m1", 0).is_err(),
             "never over a swarm"

@@ -1059,7 +1059,9 @@ impl RefusalLog {
         }
     }
 
-    pub fn refused(&mut self, topic: &str, reject: &Reject) {
+    /// Log the count of what was not logged, once the window is over (call it periodically:
+    /// a flood that stops is summed up too).
+    pub fn flush(&mut self) {
         if self.window_start.elapsed() >= Self::WINDOW {
             if self.suppressed > 0 {
                 tracing::warn!(
@@ -1073,6 +1075,10 @@ impl RefusalLog {
             self.logged = 0;
             self.suppressed = 0;
         }
+    }
+
+    pub fn refused(&mut self, topic: &str, reject: &Reject) {
+        self.flush();
         if self.logged < Self::PER_WINDOW {
             self.logged += 1;
             let topic: String = topic.chars().take(200).collect();

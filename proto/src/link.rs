@@ -117,6 +117,8 @@ pub struct LinkOptions {
     /// Topics whose messages may be dropped when the owner is behind (periodic ones, or ones
     /// anybody can flood); the others wait in order. None: nothing is dropped.
     pub droppable: Option<fn(&str) -> bool>,
+    /// Start without a session and leave none on the broker (a short-lived link).
+    pub clean_session: bool,
 }
 
 impl LinkOptions {
@@ -131,6 +133,7 @@ impl LinkOptions {
             backoff_max: Duration::from_secs(5),
             manual_acks: false,
             droppable: None,
+            clean_session: false,
         }
     }
 }
@@ -217,7 +220,7 @@ impl Link {
         let mut mqtt = options.broker.mqtt_options(&options.client_id);
         mqtt.set_keep_alive(options.keep_alive)
             .set_max_packet_size(crate::MAX_PACKET, crate::MAX_PACKET)
-            .set_clean_session(false)
+            .set_clean_session(options.clean_session)
             .set_manual_acks(options.manual_acks)
             .set_inflight(100);
         let last_seq = Arc::new(AtomicU64::new(0));

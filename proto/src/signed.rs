@@ -285,11 +285,14 @@ pub fn enrol_proof_input(host: &str, key: &str) -> Vec<u8> {
     m
 }
 
-/// A one-time enrolment token: `ID.SECRET` (the id is sent, the secret never is).
+/// A one-time enrolment token: `ID.SECRET`, or `ID.SECRET@HOST` for one made for a host (the
+/// id is sent, the secret never is). A token for nobody in particular enrols a new host id; a
+/// host that is enrolled already gets a new key only with a token made for it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     pub id: String,
     secret: Vec<u8>,
+    pub host: Option<String>,
 }
 
 impl fmt::Debug for Token {
@@ -304,14 +307,28 @@ impl Token {
         Token {
             id: id.iter().map(|b| format!("{b:02x}")).collect(),
             secret: rand::random::<[u8; 32]>().to_vec(),
+            host: None,
         }
     }
 
+    /// A token that enrols `host` only, also when it is enrolled already (a new key).
+    pub fn for_host(host: &str) -> Result<Token, String> {
+        if !crate::valid_id(host) {
+            return Err(format!("host id {host:?}"));
+        }
+        Ok(Token {
+            host: Some(host.to_string()),
+            ..Token::generate()
+        })
+    }
+
     pub fn parse(s: &str) -> Result<Token, String> {
-        let (id, secret) = s
-            .trim()
-            .split_once('.')
-            .ok_or("enrolment token: not ID.SECRET")?;
+        let (s, host) = match s.trim().split_once('@') {
+            Some((t, h)) if crate::valid_id(h) => (t, Some(h.to_string())),
+            Some(_) => return Err("enrolment token: bad host after @".into()),
+            None => (s.trim(), None),
+        };
+        let (id, secret) = s.split_once('.').ok_or("enrolment token: not ID.SECRET")?;
         let secret = B64
             .decode(secret)
             .map_err(|_| "enrolment token: secret not base64")?;
@@ -321,11 +338,16 @@ impl Token {
         Ok(Token {
             id: id.to_string(),
             secret,
+            host,
         })
     }
 
     pub fn to_text(&self) -> String {
-        format!("{}.{}", self.id, B64.encode(&self.secret))
+        let base = format!("{}.{}", self.id, B64.encode(&self.secret));
+        match &self.host {
+            Some(h) => format!("{base}@{h}"),
+            None => base,
+        }
     }
 
     fn mac(&self) -> Hmac<sha2::Sha256> {
@@ -425,10 +447,11 @@ pub enum Seal {
 }
 
 impl Seal {
+    /// An empty body (clearing a retained message) stays empty: there is nothing to sign.
     pub fn seal(&self, topic: &str, body: Vec<u8>) -> Vec<u8> {
         match self {
-            Seal::Plain => body,
-            Seal::Signed(s) => s.seal(topic, &body),
+            Seal::Signed(s) if !body.is_empty() => s.seal(topic, &body),
+            _ => body,
         }
     }
 }
@@ -452,6 +475,7 @@ pub struct Verifier {
     keys: HashMap<Principal, VerifyingKey>,
     /// Highest counter accepted, per signer and topic.
     last: HashMap<(Principal, String), u64>,
+    accepted: Option<(Principal, String, u64)>,
 }
 
 impl Verifier {
@@ -459,6 +483,7 @@ impl Verifier {
         Ok(Verifier {
             keys: trust.keys()?,
             last: HashMap::new(),
+            accepted: None,
         })
     }
 
@@ -552,13 +577,17 @@ impl Verifier {
         )
         .map_err(|_| Reject::BadSignature(format!("{by} on {topic}: does not verify")))?;
         let slot = (by, topic.to_string());
-        if let Some(&last) = self.last.get(&slot)
-            && env.n < last
-        {
-            return Err(Reject::Replayed(format!(
-                "{} on {topic}: counter {} after {last}",
-                slot.0, env.n
-            )));
+        if let Some(&last) = self.last.get(&slot) {
+            // The same counter again is the broker redelivering: fine for retained state
+            // (idempotent, and sent again on every subscribe), not for a command or a
+            // request, which would be carried out twice.
+            let replay = env.n < last || (env.n == last && ephemeral(&parsed));
+            if replay {
+                return Err(Reject::Replayed(format!(
+                    "{} on {topic}: counter {} after {last}",
+                    slot.0, env.n
+                )));
+            }
         }
         let inbound = decode_publish(topic, body)?;
         if let (Inbound::StreamEnd(e), Principal::Host(signer)) = (&inbound, &slot.0)
@@ -573,8 +602,21 @@ impl Verifier {
             let key = parse_public(&c.key).map_err(Reject::Invalid)?;
             self.set_host_key(&c.host, key);
         }
+        self.accepted = Some((slot.0.clone(), slot.1.clone(), env.n));
         self.last.insert(slot, env.n);
         Ok(inbound)
+    }
+
+    /// Signer, topic and counter of the last message [`Verifier::open`] accepted (what a part
+    /// persists to keep refusing replays across its restarts).
+    pub fn last_accepted(&self) -> Option<&(Principal, String, u64)> {
+        self.accepted.as_ref()
+    }
+
+    /// The highest counter accepted from `who` on `topic` before a restart.
+    pub fn restore_counter(&mut self, who: Principal, topic: &str, n: u64) {
+        let e = self.last.entry((who, topic.to_string())).or_insert(n);
+        *e = (*e).max(n);
     }
 }
 
@@ -691,8 +733,11 @@ mod tests {
         let t = Topic::StreamControl.path();
         let now = unix_micros();
         assert!(v.open(&t, &op.seal_with(&t, &remove("a"), now)).is_ok());
-        // The broker redelivering the same message is fine; an older one is a replay.
-        assert!(v.open(&t, &op.seal_with(&t, &remove("a"), now)).is_ok());
+        // A command carried out once: the same one again, or an older one, is a replay.
+        assert!(matches!(
+            v.open(&t, &op.seal_with(&t, &remove("a"), now)),
+            Err(Reject::Replayed(_))
+        ));
         assert!(matches!(
             v.open(&t, &op.seal_with(&t, &remove("a"), now - 1)),
             Err(Reject::Replayed(_))

@@ -29,6 +29,7 @@ pub struct BenchControlOptions {
 
 pub fn run(o: BenchControlOptions) -> Result<()> {
     print_assignment(o.hosts, o.streams, o.slots, o.rounds);
+    print_signatures(o.hosts, o.streams, o.slots, o.rounds);
     print_rescore(o.hosts, o.rounds);
     print_throughput(o.messages)
 }
@@ -37,7 +38,7 @@ pub fn print_assignment(hosts: usize, streams: usize, slots: u32, repeat: usize)
     eprintln!(
         "assignment round: {hosts} hosts, {streams} streams x {slots} slots, {repeat} rounds"
     );
-    let t = assignment_rounds(hosts, streams, slots, repeat);
+    let t = assignment_rounds(hosts, streams, slots, repeat, None);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "assignment round ({hosts} hosts, {streams} streams, {slots} slots, r=1): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} messages per round)",
@@ -50,6 +51,38 @@ pub fn print_assignment(hosts: usize, streams: usize, slots: u32, repeat: usize)
         "one stream placed (prepare, acks, commit): p50 {:.3} ms  p99 {:.3} ms",
         ms(percentile(&t.per_stream, 0.5)),
         ms(percentile(&t.per_stream, 0.99))
+    );
+}
+
+/// What signatures cost: per message kind, per chunk-sized payload, and in the assignment
+/// round (the same round as above, with every message signed and checked), side by side.
+pub fn print_signatures(hosts: usize, streams: usize, slots: u32, repeat: usize) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (kind, bytes, seal, open) in gopswarm_sim::bench::signature_costs(2000) {
+        println!(
+            "signature, {kind} ({bytes} bytes): sign {:.1} us  check {:.1} us",
+            us(seal),
+            us(open)
+        );
+    }
+    // A 2 s GOP at 3 Mbit/s.
+    let chunk = 750_000;
+    let (sign, verify) = gopswarm_sim::bench::chunk_signature_cost(chunk, 200);
+    println!(
+        "signature, one {chunk}-byte chunk (a 2 s GOP at 3 Mbit/s): sign {:.2} ms  verify {:.2} ms",
+        ms(sign),
+        ms(verify)
+    );
+    let mut keys = gopswarm_sim::bench::Keys::new(hosts);
+    let plain = assignment_rounds(hosts, streams, slots, repeat, None);
+    let signed = assignment_rounds(hosts, streams, slots, repeat, Some(&mut keys));
+    println!(
+        "assignment round signed ({hosts} hosts, {streams} streams): p50 {:.1} ms  p99 {:.1} ms  (unsigned, same run: p50 {:.1} ms  p99 {:.1} ms)",
+        ms(percentile(&signed.rounds, 0.5)),
+        ms(percentile(&signed.rounds, 0.99)),
+        ms(percentile(&plain.rounds, 0.5)),
+        ms(percentile(&plain.rounds, 0.99)),
     );
 }
 

@@ -35,6 +35,9 @@ pub struct ExplainOptions {
 
 pub fn run(o: ExplainOptions) -> Result<()> {
     let broker = BrokerUrl::parse(&o.broker).map_err(anyhow::Error::msg)?;
+    if let Some(h) = o.host.as_deref().filter(|h| !valid_id(h)) {
+        bail!("host id {h:?}: use 1-64 of [A-Za-z0-9._-]");
+    }
     // Only reads: the trust file checks what the orchestrator and the hosts signed.
     let open = match o.keys.dir()? {
         Some(kd) => signed::Open::Verified(Box::new(

@@ -21,9 +21,31 @@ pub struct InitOptions {
     /// Add this many tokens to an existing key directory instead
     #[arg(long, value_name = "N", conflicts_with_all = ["tokens", "operator", "merger"])]
     add_tokens: Option<usize>,
+    /// Make, in an existing key directory, a token for this host alone (issued/ID/: the trust
+    /// file and enrol.token to copy to it). The only way to give a host that is enrolled
+    /// already a new key (rotation); a spare token enrols new host ids only
+    #[arg(long, value_name = "ID", conflicts_with_all = ["tokens", "operator", "merger", "add_tokens"])]
+    token_for: Option<String>,
 }
 
 pub fn run(o: InitOptions) -> Result<()> {
+    if let Some(host) = &o.token_for {
+        let kd = KeyDir::new(&o.dir);
+        kd.trust().map_err(anyhow::Error::msg)?;
+        let (own, token) = kd.issue_host(host).map_err(anyhow::Error::msg)?;
+        match token {
+            Some(_) => println!(
+                "for host {host}: {} (copy the folder to it; gopswarm host --id {host} --keys DIR \
+                 --enrol-token DIR/enrol.token)",
+                own.dir.display()
+            ),
+            None => println!(
+                "host {host} has its key in {} already; delete it there first to give it a new one",
+                own.dir.display()
+            ),
+        }
+        return Ok(());
+    }
     if let Some(n) = o.add_tokens {
         let kd = KeyDir::new(&o.dir);
         kd.trust().map_err(anyhow::Error::msg)?;

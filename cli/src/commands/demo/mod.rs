@@ -355,6 +355,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
             pull_srt: false,
             verify_payload: "decode".into(),
             keys: key_options.clone(),
+            merger_name: DEFAULT_MERGER.into(),
         },
         std::future::pending::<()>(),
     ));
