@@ -270,7 +270,9 @@ i=0
 while [ -e /proc/$pid ] && ! grep -q '^State:.*Z' /proc/$pid/status 2>/dev/null && [ $i -lt 100 ]; do
   sleep 0.1; i=$((i+1))
 done
+# The keys the orchestrator hands this host (its own directory, a token made for it).
 {bin} host --id "$id" --broker "$GOPSWARM_BROKER" --keepalive 1 --advertise-encoder h264=x264-next \
+  ${{GOPSWARM_ENROL_TOKEN:+--enrol-token "$GOPSWARM_ENROL_TOKEN"}} \
   --device-class server --interface ethernet --bandwidth-mbps 1000 \
   > "$dir/$id-updated.log" 2>&1 < /dev/null &
 echo $! > "$dir/$id.pid"
