@@ -1288,6 +1288,8 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         (filters::host(&opts.id, "assignment"), QoS::AtLeastOnce),
         (filters::host(&opts.id, "cmd"), QoS::AtLeastOnce),
         (filters::host(&opts.id, "score"), QoS::AtLeastOnce),
+        // Our own certificate: whether the orchestrator still knows the key we sign with.
+        (filters::host(&opts.id, "cert"), QoS::AtLeastOnce),
         (format!("{ROOT}/stream/+/resend/+"), QoS::AtLeastOnce),
     ];
     let (birth_topic, death_topic) = (
@@ -1358,7 +1360,29 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut beat = tokio::time::interval(opts.keepalive / 2);
     let mut refusals = RefusalLog::new(&opts.id);
+    // The key this host signs with, and whether the orchestrator's certificate names it (None:
+    // no certificate seen yet). Without one the orchestrator refuses everything this host
+    // sends (its enrolment records lost, or the key replaced): say so instead of running deaf.
+    let own_key = match seal.as_ref() {
+        Seal::Signed(s) => Some(gopswarm_proto::signed::encode_public(&s.public())),
+        Seal::Plain => None,
+    };
+    let mut certified: Option<bool> = None;
+    let cert_deadline = Instant::now() + Duration::from_secs(10);
+    let mut cert_warned = false;
     loop {
+        if own_key.is_some()
+            && certified.is_none()
+            && !cert_warned
+            && Instant::now() > cert_deadline
+        {
+            cert_warned = true;
+            tracing::error!(
+                "{}: no certificate for this host's key on the broker after 10 s; the orchestrator refuses what it sends until it is enrolled again (gopswarm init DIR --token-for {})",
+                agent.id,
+                agent.id
+            );
+        }
         let mut raw: Vec<(Dest, Vec<u8>)> = Vec::new();
         tokio::select! {
             _ = &mut shutdown => break,
@@ -1387,6 +1411,13 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                         Ok(Inbound::Assignment(a)) if a.host == agent.id => agent.on_assignment(a),
                         Ok(Inbound::AssignmentCleared(_)) => {}
                         Ok(Inbound::Command(h, c)) if h == agent.id => agent.on_command(c),
+                        Ok(Inbound::Cert(c)) if c.host == agent.id => {
+                            let ours = own_key.as_deref() == Some(c.key.as_str());
+                            if !ours && own_key.is_some() {
+                                tracing::error!("{}: the orchestrator certifies another key for this host, so it refuses what this host sends; enrol again with a token made for it (gopswarm init DIR --token-for {})", agent.id, agent.id);
+                            }
+                            certified = Some(ours);
+                        }
                         Ok(Inbound::Score(s)) if s.host == agent.id => {
                             agent.score = Some(ScoreEcho { stability: s.stability, fitness: s.fitness, tier: s.tier });
                         }

@@ -91,6 +91,43 @@ impl KeyDir {
         Ok(kd)
     }
 
+    /// A key for another operator or merger: written, and its public half added to the trust
+    /// file (parts read the trust file at start: restart the orchestrator for an operator,
+    /// the hosts for a merger).
+    pub fn add_signer(&self, who: &Principal) -> Result<PathBuf, String> {
+        let mut trust = self.trust()?;
+        let (map, name) = match who {
+            Principal::Operator(n) => (&mut trust.operators, n),
+            Principal::Merger(n) => (&mut trust.mergers, n),
+            _ => {
+                return Err(format!(
+                    "{who}: only operators and mergers are added this way"
+                ));
+            }
+        };
+        if !crate::valid_id(name) {
+            return Err(format!("name {name:?}: 1-64 of [A-Za-z0-9._-]"));
+        }
+        if map.contains_key(name) {
+            return Err(format!("{who} is in the trust file already"));
+        }
+        let path = self.key_path(who);
+        if let Some(dir) = path.parent() {
+            private_dir(dir)?;
+        }
+        let key = generate();
+        write_key(&path, &key).map_err(|e| format!("{}: {e}", path.display()))?;
+        map.insert(name.clone(), encode_public(&key.verifying_key()));
+        let text = serde_json::to_string_pretty(&trust).expect("trust serializes") + "\n";
+        // Replaced in one rename: a part starting now reads the old file or the new one.
+        let trust_path = self.dir.join(TRUST_FILE);
+        let tmp = self.dir.join(".trust.json.new");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &trust_path))
+            .map_err(|e| format!("{}: {e}", trust_path.display()))?;
+        Ok(path)
+    }
+
     /// Write `n` more enrolment tokens; their paths.
     pub fn add_tokens(&self, n: usize) -> Result<Vec<PathBuf>, String> {
         let dir = self.dir.join("tokens");
@@ -255,6 +292,14 @@ mod tests {
             KeyDir::init(&dir, "ops", "m1", 0).is_err(),
             "never over a swarm"
         );
+        // Another operator: its key, and its public half in the trust file.
+        let alice = Principal::Operator("alice".into());
+        kd.add_signer(&alice).unwrap();
+        let t = kd.trust().unwrap();
+        let key = kd.signer(alice.clone()).unwrap().public();
+        assert_eq!(t.operators["alice"], encode_public(&key));
+        assert!(kd.add_signer(&alice).is_err(), "never replaced");
+        assert!(kd.add_signer(&Principal::Orchestrator).is_err());
         let h = kd.create_host_key("h1").unwrap();
         let again = kd.signer(Principal::Host("h1".into())).unwrap();
         assert_eq!(h.public(), again.public());

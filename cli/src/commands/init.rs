@@ -26,9 +26,32 @@ pub struct InitOptions {
     /// already a new key (rotation); a spare token enrols new host ids only
     #[arg(long, value_name = "ID", conflicts_with_all = ["tokens", "operator", "merger", "add_tokens"])]
     token_for: Option<String>,
+    /// Add an operator key to an existing key directory (operators/NAME.key, and its public
+    /// half in trust.json; restart the orchestrator to trust it)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for"])]
+    add_operator: Option<String>,
+    /// Add a merger key to an existing key directory (mergers/NAME.key, and its public half in
+    /// trust.json; restart the hosts to trust it)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator"])]
+    add_merger: Option<String>,
 }
 
 pub fn run(o: InitOptions) -> Result<()> {
+    let added = match (&o.add_operator, &o.add_merger) {
+        (Some(n), _) => Some(gopswarm_proto::signed::Principal::Operator(n.clone())),
+        (_, Some(n)) => Some(gopswarm_proto::signed::Principal::Merger(n.clone())),
+        _ => None,
+    };
+    if let Some(who) = added {
+        let path = KeyDir::new(&o.dir)
+            .add_signer(&who)
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "{who}: {} (and its public key in trust.json)",
+            path.display()
+        );
+        return Ok(());
+    }
     if let Some(host) = &o.token_for {
         let kd = KeyDir::new(&o.dir);
         kd.trust().map_err(anyhow::Error::msg)?;
