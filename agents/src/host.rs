@@ -1159,7 +1159,10 @@ async fn keys(
         if !enrol(opts, &token, &signer, &mut verifier, shutdown).await? {
             return Ok(None);
         }
-        if let Err(e) = std::fs::remove_file(path) {
+        // The orchestrator may have deleted it already (one key directory for both).
+        if let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
             tracing::warn!(
                 "{}: enrolled, but could not delete the used token {}: {e}",
                 opts.id,
@@ -1222,6 +1225,10 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     crate::pipeline::init();
     if !valid_id(&opts.id) {
         bail!("host id {:?}: use 1-64 of [A-Za-z0-9._-]", opts.id);
+    }
+    // No keys and no --insecure: say so now, not after the join benchmark.
+    if opts.keys.keys.is_none() && !opts.keys.insecure {
+        opts.keys.dir()?;
     }
     let mut versions = this_build_versions(&gst::version_string());
     if let Some(v) = &opts.advertise_version {

@@ -62,15 +62,7 @@ fn init_writes_private_keys_tokens_and_a_trust_file_and_prints_no_secret() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a swarm's keys"));
     // A daemon without keys says what to do.
     let out = Command::new(BIN)
-        .args([
-            "host",
-            "--id",
-            "h1",
-            "--broker",
-            "mqtt://127.0.0.1:1",
-            "--bench-frames",
-            "0",
-        ])
+        .args(["host", "--id", "h1", "--broker", "mqtt://127.0.0.1:1"])
         .env_remove("GOPSWARM_KEYS")
         .output()
         .unwrap();

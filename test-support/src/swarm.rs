@@ -336,6 +336,18 @@ impl Observer {
             .collect()
     }
 
+    /// Hosts the orchestrator has scored: hosts it took in (a birth seen on the wire may not be
+    /// handled yet).
+    pub fn scored(&self) -> Vec<String> {
+        self.decoded()
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Inbound::Score(s) => Some(s.host),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn assignments(&self, host: &str) -> Vec<Assignment> {
         self.decoded()
             .into_iter()
@@ -492,9 +504,11 @@ impl Swarm {
             }
             hosts.push(Proc::spawn(&dir, &host_id(i), &args));
         }
-        obs.wait_for("host births", Duration::from_secs(20), |o| {
-            let b = o.births();
-            (0..opts.hosts).all(|i| b.iter().any(|x| x.host == host_id(i)))
+        // Known to the orchestrator, not only born: it scores every host it took (a birth it
+        // has not handled yet would leave the host out of the first layout).
+        obs.wait_for("hosts scored", Duration::from_secs(20), |o| {
+            let scored = o.scored();
+            (0..opts.hosts).all(|i| scored.contains(&host_id(i)))
         });
         let tcp_sink = opts
             .tcp_chunks
@@ -614,8 +628,8 @@ impl Swarm {
         args.extend(extra.iter().cloned());
         self.hosts.push(Proc::spawn(&self.dir, &host_id(i), &args));
         self.obs
-            .wait_for("the new host's birth", Duration::from_secs(20), |o| {
-                o.births().iter().any(|b| b.host == host_id(i))
+            .wait_for("the new host scored", Duration::from_secs(20), |o| {
+                o.scored().contains(&host_id(i))
             });
     }
 
