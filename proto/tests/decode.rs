@@ -2,6 +2,9 @@
 //! Message decoding: every valid message round-trips; malformed, oversized, wrong-version and
 //! mismatched payloads on every topic are refused with a reason, never a panic.
 
+mod common;
+
+use common::mutate;
 use gopswarm_proto::*;
 use proptest::prelude::*;
 
@@ -314,25 +317,6 @@ fn version_compatibility() {
     let mut patch = ours.clone();
     patch.agent = format!("{}.99", ours.agent.rsplit_once('.').unwrap().0);
     assert!(compatible(&ours, &patch).is_ok());
-}
-
-fn mutate(payload: &[u8], ops: &[(usize, u8, u8)]) -> Vec<u8> {
-    let mut p = payload.to_vec();
-    for &(pos, kind, byte) in ops {
-        if p.is_empty() {
-            p.push(byte);
-            continue;
-        }
-        let i = pos % p.len();
-        match kind % 3 {
-            0 => p[i] = byte,
-            1 => {
-                p.remove(i);
-            }
-            _ => p.insert(i, byte),
-        }
-    }
-    p
 }
 
 proptest! {

@@ -2,6 +2,9 @@
 //! Property tests of signed-envelope checking: whatever bytes arrive, `Verifier::open` answers
 //! without panicking, and a changed envelope either fails or means exactly what was signed.
 
+mod common;
+
+use common::mutate;
 use gopswarm_proto::signed::{Principal, Signer, Trust, Verifier, encode_public, generate};
 use gopswarm_proto::*;
 use proptest::prelude::*;
@@ -69,25 +72,6 @@ fn samples(s: &Swarm) -> Vec<(String, Vec<u8>)> {
             encode(&StreamCommand::Remove { id: "cam1".into() }),
         ),
     ]
-}
-
-fn mutate(p: &[u8], ops: &[(usize, u8, u8)]) -> Vec<u8> {
-    let mut p = p.to_vec();
-    for &(at, op, byte) in ops {
-        if p.is_empty() {
-            p.push(byte);
-            continue;
-        }
-        let i = at % p.len();
-        match op % 3 {
-            0 => p[i] = byte,
-            1 => {
-                p.remove(i);
-            }
-            _ => p.insert(i, byte),
-        }
-    }
-    p
 }
 
 proptest! {
