@@ -9,6 +9,8 @@ cd "$ROOT"
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
+# A fresh clone gains nothing from incremental state, and it costs gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 mkdir -p "$TARGET_DIR"
 # A private registry so a stale user registry (or an old build of the plugin) never bites.

@@ -733,7 +733,9 @@ impl Agent {
         self.pending_ready = still;
     }
 
-    fn on_chunk(&mut self, c: ChunkOut) -> Option<(Dest, Vec<u8>)> {
+    /// Account for a chunk the encoder produced, sign it, keep it for resends, and say where it
+    /// goes.
+    fn on_chunk(&mut self, c: ChunkOut, seal: &Seal) -> Option<(Dest, Vec<u8>)> {
         let key = (c.stream.clone(), c.profile.clone());
         let (header, _) = match gopswarm_chunk::parse_ref(&c.bytes) {
             Ok(h) => h,
@@ -743,19 +745,32 @@ impl Agent {
             }
         };
         let dest = self.dest(&c.stream, &c.profile);
+        if let Some(r) = self.runners.get(&key)
+            && let Some(q) = &r.quality
+        {
+            q.on_chunk(header.gop_index, &c.bytes);
+        }
+        let bytes = match seal.seal_chunk(c.bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(
+                    "{}: own chunk of GOP {} not signed: {e}",
+                    self.id,
+                    header.gop_index
+                );
+                return None;
+            }
+        };
         self.gops_sent_total += 1;
         if let Some(r) = self.runners.get_mut(&key) {
             r.gops_sent += 1;
             r.last_gop_sent = Some(header.gop_index);
-            if let Some(q) = &r.quality {
-                q.on_chunk(header.gop_index, &c.bytes);
-            }
-            r.cache.push_back((header.gop_index, c.bytes.clone()));
+            r.cache.push_back((header.gop_index, bytes.clone()));
             while r.cache.len() > self.opts_cache_gops {
                 r.cache.pop_front();
             }
         }
-        Some((dest, c.bytes))
+        Some((dest, bytes))
     }
 
     fn dest(&self, stream: &str, profile: &str) -> Dest {
@@ -1402,7 +1417,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
                 agent.publish(Topic::Heartbeat(agent.id.clone()), &hb, false);
             }
             Some(c) = chunks.recv() => {
-                if let Some(p) = agent.on_chunk(c) { raw.push(p); }
+                if let Some(p) = agent.on_chunk(c, &seal) { raw.push(p); }
             }
             ev = link.events.recv() => {
                 let Some(ev) = ev else { break };

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `gopswarm merge`: the merger of one (stream, profile). Takes the hosts' chunks from MQTT
-//! (or from TCP partial streams), fences them with the layout history (a chunk whose epoch is
-//! older than the epoch in force at its GOP is refused: a stale holder adds nothing), drops
-//! duplicates, asks hosts to resend GOPs it misses, and runs
+//! (or from TCP or SRT partial streams), checks each one's signature against its host's
+//! certificate, fences them with the layout history (a chunk whose epoch is older than the
+//! epoch in force at its GOP is refused: a stale holder adds nothing; so is one from a host
+//! that holds no slot at that GOP), drops duplicates, asks hosts to resend GOPs it misses, and
+//! runs
 //!
 //! ```text
 //! appsrc ! partialdepay ! gopmerge ! tee ! h264parse ! mp4mux ! filesink
@@ -136,6 +138,18 @@ fn export(
             summary.oversized,
             "gopswarm_merge_oversized_total",
             "Chunks refused for being larger than the profile's bitrate allows",
+        ),
+        (
+            "bad-signature",
+            summary.bad_signature,
+            "gopswarm_merge_bad_signature_total",
+            "Chunks refused for a missing or wrong signature",
+        ),
+        (
+            "not-in-layout",
+            summary.not_in_layout,
+            "gopswarm_merge_not_in_layout_total",
+            "Chunks refused from a host that holds no slot at their GOP",
         ),
         (
             "too-far-ahead",
@@ -317,6 +331,10 @@ pub struct MergeSummary {
     pub oversized: u64,
     /// Chunks for GOPs too far past the output (forged or from a runaway host).
     pub too_far_ahead: u64,
+    /// Chunks refused for a missing or wrong signature (or from a host not enrolled).
+    pub bad_signature: u64,
+    /// Chunks refused because their host holds no slot of the layout at their GOP.
+    pub not_in_layout: u64,
     /// Every chunk that went into the merger, in arrival order.
     pub chunks: Vec<ChunkSeen>,
 }
@@ -501,6 +519,7 @@ pub async fn run(
     let mut srt_pulled: BTreeSet<String> = BTreeSet::new();
     let rejects = RejectCounters::default();
     let mut refusals = RefusalLog::new("merge");
+    let chunk_topic = Topic::Chunks(opts.stream.clone(), opts.profile.clone()).path();
     let mut summary = MergeSummary {
         stream: opts.stream.clone(),
         profile: opts.profile.clone(),
@@ -705,6 +724,17 @@ pub async fn run(
                     continue;
                 }
             };
+            // Whichever transport brought it: signed by the host it names, then as the
+            // encoder made it (parity was computed over those bytes).
+            let bytes = match open.open_chunk(bytes) {
+                Ok(b) => b,
+                Err(reject) => {
+                    summary.bad_signature += 1;
+                    rejects.count(&reject);
+                    refusals.refused(&chunk_topic, &reject);
+                    continue;
+                }
+            };
             let g = header.gop_index;
             let Some(in_force) = l.epoch_at(g) else {
                 continue;
@@ -713,6 +743,18 @@ pub async fn run(
             // started late takes the GOPs of now.
             if frontier.is_some_and(|f: u64| g > f.saturating_add(MAX_AHEAD_GOPS)) {
                 summary.too_far_ahead += 1;
+                continue;
+            }
+            if !in_force.hosts.contains(&header.host_id) {
+                // A chunk of a newer layout than this merger has is asked for again once it
+                // arrives; an enrolled host without a slot adds nothing.
+                summary.not_in_layout += 1;
+                let reject = Reject::Invalid(format!(
+                    "GOP {g} from {}, which holds no slot at it (layout epoch {})",
+                    header.host_id, in_force.epoch
+                ));
+                rejects.count(&reject);
+                refusals.refused(&chunk_topic, &reject);
                 continue;
             }
             frontier = frontier.max(Some(g));

@@ -11,8 +11,8 @@
 //! ```text
 //! offset size  field
 //!      0    4  magic "GSWC"
-//!      4    1  version (2; version 1 is still read)
-//!      5    1  flags (REDUNDANT, PARITY, SHORT, DISCONT)
+//!      4    1  version (3; versions 1 and 2 are still read)
+//!      5    1  flags (REDUNDANT, PARITY, SHORT, DISCONT, SIGNED)
 //!      6    2  header_len: bytes from the magic up to and including the header CRC
 //!      8    8  gop_index on the GOP grid
 //!     16    8  start_ns: grid start of the GOP on the common timeline
@@ -29,7 +29,14 @@
 //!      .    4  CRC32C of every header byte before it
 //!      .    n  payload
 //!      .    4  CRC32C of the payload
+//!      .   64  signature (version 3, SIGNED flag only): ed25519 by the producing host over
+//!              every byte before it, added and checked by the swarm daemons
 //! ```
+//!
+//! The signature is a seal for the trip between a host and a merger: [`add_signature`] sets
+//! SIGNED (and so changes the header CRC) and appends it, [`strip_signature`] gives back the
+//! exact bytes the encoder made, which is what Reed-Solomon parity was computed over. This crate
+//! only frames it; `gopswarm-proto` signs and checks it with the swarm's keys.
 //!
 //! A data chunk's payload is a frame table followed by the frames' bytes (see [`FrameRecord`]).
 //! A parity chunk's payload is a [`ParityInfo`] followed by one Reed-Solomon shard.
@@ -43,7 +50,7 @@ pub use fec::{ParityInfo, make_parity, recover_group};
 use thiserror::Error;
 
 pub const MAGIC: [u8; 4] = *b"GSWC";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The oldest version this build still reads (no `reorder_frames`).
 pub const MIN_VERSION: u8 = 1;
 /// `reorder_frames` on the wire when the producer declared none.
@@ -53,6 +60,10 @@ pub const FIXED_HEADER_LEN: usize = 50;
 /// Upper bound on a whole chunk; anything larger is treated as corruption.
 pub const MAX_CHUNK_LEN: usize = 256 * 1024 * 1024;
 pub const MAX_ID_LEN: usize = 255;
+/// Length of the signature trailer of a SIGNED chunk.
+pub const SIGNATURE_LEN: usize = 64;
+/// The first version that may carry a signature.
+const SIGNED_SINCE: u8 = 3;
 
 pub mod flags {
     /// A copy of a GOP that another slot encodes as primary (redundancy r > 0).
@@ -63,6 +74,8 @@ pub mod flags {
     pub const SHORT: u8 = 0x04;
     /// The producer skipped GOPs it was assigned before this one (restart, overload).
     pub const DISCONT: u8 = 0x08;
+    /// A signature trailer follows the payload CRC (version 3).
+    pub const SIGNED: u8 = 0x10;
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -89,6 +102,10 @@ pub enum ChunkError {
     IdTooLong,
     #[error("reed-solomon: {0}")]
     Fec(String),
+    #[error("chunk is not signed")]
+    NotSigned,
+    #[error("chunk is already signed")]
+    AlreadySigned,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -122,6 +139,9 @@ impl ChunkHeader {
     pub fn is_redundant(&self) -> bool {
         self.flags & flags::REDUNDANT != 0
     }
+    pub fn is_signed(&self) -> bool {
+        self.flags & flags::SIGNED != 0
+    }
     pub fn end_ns(&self) -> u64 {
         self.start_ns.saturating_add(self.duration_ns)
     }
@@ -150,7 +170,12 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn payload(&self) -> &[u8] {
-        &self.bytes[self.payload_start..self.bytes.len() - 4]
+        let trailer = if self.header.is_signed() {
+            SIGNATURE_LEN
+        } else {
+            0
+        };
+        &self.bytes[self.payload_start..self.bytes.len() - 4 - trailer]
     }
     /// The whole serialised chunk.
     pub fn bytes(&self) -> &[u8] {
@@ -162,7 +187,11 @@ impl Chunk {
 }
 
 /// Serialise a chunk. The `version` field of `header` is ignored: this always writes [`VERSION`].
+/// SIGNED may not be set: [`add_signature`] sets it when it appends the signature.
 pub fn serialize(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    if header.is_signed() {
+        return Err(ChunkError::Malformed("SIGNED flag without a signature"));
+    }
     for id in [&header.stream_id, &header.profile_id, &header.host_id] {
         if id.len() > MAX_ID_LEN {
             return Err(ChunkError::IdTooLong);
@@ -267,7 +296,12 @@ pub fn peek_len(buf: &[u8]) -> Result<usize, ChunkError> {
         return Err(ChunkError::BadHeaderLength(header_len));
     }
     let payload_len = u32::from_le_bytes(buf[44..48].try_into().unwrap()) as usize;
-    let total = header_len + payload_len + 4;
+    let trailer = match (buf[4] >= SIGNED_SINCE, buf[5] & flags::SIGNED != 0) {
+        (true, true) => SIGNATURE_LEN,
+        (false, true) => return Err(ChunkError::Malformed("SIGNED flag before version 3")),
+        (_, false) => 0,
+    };
+    let total = header_len + payload_len + 4 + trailer;
     if total > MAX_CHUNK_LEN {
         return Err(ChunkError::TooLarge(total));
     }
@@ -346,7 +380,7 @@ pub fn parse_ref(buf: &[u8]) -> Result<(ChunkHeader, usize), ChunkError> {
     }
     let payload = &buf[header_len..header_len + payload_len];
     let stored_crc = u32::from_le_bytes(
-        buf[header_len + payload_len..total]
+        buf[header_len + payload_len..header_len + payload_len + 4]
             .try_into()
             .expect("4 bytes"),
     );
@@ -370,6 +404,62 @@ pub fn parse_ref(buf: &[u8]) -> Result<(ChunkHeader, usize), ChunkError> {
         reorder_frames,
     };
     Ok((header, total))
+}
+
+/// The bytes a chunk's signature covers and the signature, for a SIGNED chunk at the start of
+/// `buf` (CRCs checked).
+pub fn signature(buf: &[u8]) -> Result<(ChunkHeader, &[u8], &[u8; SIGNATURE_LEN]), ChunkError> {
+    let (header, total) = parse_ref(buf)?;
+    if !header.is_signed() {
+        return Err(ChunkError::NotSigned);
+    }
+    let (covered, sig) = buf[..total].split_at(total - SIGNATURE_LEN);
+    Ok((header, covered, sig.try_into().expect("64 bytes")))
+}
+
+/// Rewrite the header's flags byte and its CRC in place.
+fn set_flags(bytes: &mut [u8], flags: u8) {
+    let header_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    bytes[5] = flags;
+    let crc = crc32c::crc32c(&bytes[..header_len - 4]);
+    bytes[header_len - 4..header_len].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Seal one whole, unsigned version-3 chunk: set SIGNED, then append what `sign` returns for
+/// every byte before the signature.
+pub fn add_signature(
+    mut bytes: Vec<u8>,
+    sign: impl FnOnce(&[u8]) -> [u8; SIGNATURE_LEN],
+) -> Result<Vec<u8>, ChunkError> {
+    let (header, total) = parse_ref(&bytes)?;
+    if total != bytes.len() {
+        return Err(ChunkError::Malformed("trailing bytes after chunk"));
+    }
+    if header.is_signed() {
+        return Err(ChunkError::AlreadySigned);
+    }
+    if header.version < SIGNED_SINCE {
+        return Err(ChunkError::UnsupportedVersion(header.version));
+    }
+    set_flags(&mut bytes, header.flags | flags::SIGNED);
+    let sig = sign(&bytes);
+    bytes.extend_from_slice(&sig);
+    Ok(bytes)
+}
+
+/// The chunk as its encoder made it: the signature trailer dropped and SIGNED cleared. An
+/// unsigned chunk comes back as it is. Checks nothing but the framing: verify first.
+pub fn strip_signature(mut bytes: Vec<u8>) -> Result<Vec<u8>, ChunkError> {
+    let (header, total) = parse_ref(&bytes)?;
+    if total != bytes.len() {
+        return Err(ChunkError::Malformed("trailing bytes after chunk"));
+    }
+    if !header.is_signed() {
+        return Ok(bytes);
+    }
+    bytes.truncate(total - SIGNATURE_LEN);
+    set_flags(&mut bytes, header.flags & !flags::SIGNED);
+    Ok(bytes)
 }
 
 pub mod frame_flags {

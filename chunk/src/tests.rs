@@ -81,9 +81,82 @@ fn version_1_chunks_are_still_read_without_a_reorder_depth() {
     assert_eq!(chunk.header.gop_index, 4);
     assert_eq!(chunk.header.codec, header(4).codec);
     assert_eq!(decode_frames(chunk.payload()).unwrap(), frames(4));
-    let mut v3 = chunk_bytes(4);
-    v3[4] = 3;
-    assert_eq!(parse(&v3).unwrap_err(), ChunkError::UnsupportedVersion(3));
+    let mut v4 = chunk_bytes(4);
+    v4[4] = 4;
+    assert_eq!(parse(&v4).unwrap_err(), ChunkError::UnsupportedVersion(4));
+}
+
+/// A stand-in signature: a digest of what it covers, so a test sees exactly which bytes it got.
+fn fake_sign(covered: &[u8]) -> [u8; SIGNATURE_LEN] {
+    let mut sig = [0u8; SIGNATURE_LEN];
+    for (i, b) in sig.iter_mut().enumerate() {
+        *b = crc32c::crc32c_append(i as u32, covered) as u8;
+    }
+    sig
+}
+
+#[test]
+fn a_signature_covers_the_signed_header_and_strips_back_to_the_encoders_bytes() {
+    let plain = chunk_bytes(7);
+    let signed = add_signature(plain.clone(), fake_sign).unwrap();
+    assert_eq!(signed.len(), plain.len() + SIGNATURE_LEN);
+    assert_eq!(peek_len(&signed).unwrap(), signed.len());
+    let (signed_header, covered, sig) = signature(&signed).unwrap();
+    assert!(signed_header.is_signed());
+    assert_eq!(covered, &signed[..plain.len()]);
+    assert_eq!(
+        covered[5] & flags::SIGNED,
+        flags::SIGNED,
+        "the flag is covered"
+    );
+    assert_eq!(sig, &fake_sign(covered));
+    let (chunk, used) = parse(&signed).unwrap();
+    assert_eq!(used, signed.len());
+    assert_eq!(decode_frames(chunk.payload()).unwrap(), frames(7));
+    assert_eq!(strip_signature(signed.clone()).unwrap(), plain);
+    assert_eq!(strip_signature(plain.clone()).unwrap(), plain);
+    assert_eq!(
+        add_signature(signed.clone(), fake_sign).unwrap_err(),
+        ChunkError::AlreadySigned
+    );
+    assert_eq!(signature(&plain).unwrap_err(), ChunkError::NotSigned);
+    // Cleared by hand without fixing the CRC: the header no longer checks.
+    let mut cleared = signed.clone();
+    cleared[5] &= !flags::SIGNED;
+    assert!(parse(&cleared).is_err());
+    // Older versions carry no signature, so SIGNED cannot be set on them.
+    assert_eq!(
+        add_signature(v1_bytes(3), fake_sign).unwrap_err(),
+        ChunkError::UnsupportedVersion(1)
+    );
+    let mut h = header(1);
+    h.flags |= flags::SIGNED;
+    assert!(serialize(&h, b"x").is_err());
+}
+
+#[test]
+fn deframer_reads_signed_and_plain_chunks_side_by_side() {
+    let mut stream = Vec::new();
+    for g in 0..6 {
+        let c = chunk_bytes(g);
+        stream.extend(if g % 2 == 0 {
+            add_signature(c, fake_sign).unwrap()
+        } else {
+            c
+        });
+    }
+    let mut d = Deframer::default();
+    for b in stream.chunks(7) {
+        d.push(b);
+    }
+    let got: Vec<_> = std::iter::from_fn(|| d.next_chunk()).collect();
+    assert_eq!(got.len(), 6);
+    for (g, c) in got.iter().enumerate() {
+        assert_eq!(c.header.gop_index, g as u64);
+        assert_eq!(c.header.is_signed(), g % 2 == 0);
+        assert_eq!(decode_frames(c.payload()).unwrap(), frames(g as u8));
+    }
+    assert_eq!(d.stats().corrupt, 0);
 }
 
 #[test]

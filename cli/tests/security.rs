@@ -219,24 +219,50 @@ fn rss(pid: i32) -> u64 {
     kib * 1024
 }
 
-/// Chunk floods with valid CRCs: 10,000 small chunks for far-future GOPs and three 30 MiB
-/// chunks (under the wire limit of 32 MiB) for the next GOPs. The merger's memory stays put,
-/// nothing real is displaced, and the output is frame-exact.
+/// Forged chunks, then floods. Forged: a real GOP's old frames relabelled for a GOP not
+/// encoded yet with a recomputed CRC (before signatures, the output took them and dropped the
+/// real GOP as a duplicate), unsigned, signed with a made-up key, and signed by an enrolled
+/// host that holds no slot: all refused, the real GOP kept and credited to its host. Floods,
+/// signed with stolen host keys, so they pass the signature check: 10,000 small chunks for
+/// far-future GOPs and three 30 MiB chunks (under the wire limit of 32 MiB) for the next GOPs.
+/// The merger's memory stays put, nothing real is displaced, and the output is frame-exact.
 #[test]
-fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
+fn forged_and_flooding_chunks_leave_the_merger_bounded_and_the_output_exact() {
     let _serial = serial();
-    let mut swarm = Swarm::start("security-chunk-flood", SwarmOptions::default());
+    let mut swarm = Swarm::start(
+        "security-chunk-flood",
+        SwarmOptions {
+            // host-3 is enrolled and holds no slot of the stream.
+            hosts: 4,
+            ..SwarmOptions::default()
+        },
+    );
     swarm
         .obs
         .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
             o.chunks().len() >= 6
         });
+    let layout = swarm.obs.layout().unwrap();
+    let outsider = (0..4)
+        .map(host_id)
+        .find(|h| !layout.history.iter().any(|e| e.hosts.contains(h)))
+        .expect("a host without a slot");
     let (_, real) = swarm.obs.chunks().last().cloned().unwrap();
+    let real_frames = {
+        let seen = swarm.obs.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.topic.contains("/chunks/"))
+            .filter_map(|s| gopswarm_chunk::parse_owned(s.payload.clone()).ok())
+            .find(|c| c.header == real)
+            .map(|c| c.payload().to_vec())
+            .unwrap()
+    };
     let before = rss(swarm.merger.pid());
     let topic = Topic::Chunks(STREAM.into(), PROFILE.into()).path();
     let forge = |gop: u64, host: &str, payload: &[u8]| {
         let header = gopswarm_chunk::ChunkHeader {
             gop_index: gop,
+            start_ns: real.start_ns + (gop - real.gop_index) * real.duration_ns,
             host_id: host.into(),
             flags: 0,
             fec_k: 0,
@@ -245,22 +271,28 @@ fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
         };
         gopswarm_chunk::serialize(&header, payload).unwrap()
     };
+    let target = swarm.obs.current_gop().unwrap() + 3;
+    let holder = layout.epoch_at(target).unwrap().hosts[0].clone();
+    let made_up = Signer::new(Principal::Host(holder.clone()), generate());
+    for forged in [
+        forge(target, &holder, &real_frames),
+        made_up
+            .sign_chunk(forge(target, &holder, &real_frames))
+            .unwrap(),
+        signed_chunk(&swarm.dir, forge(target, &outsider, &real_frames)),
+    ] {
+        swarm.obs.publish(&topic, forged, false);
+    }
     let small = vec![0x5a; 4096];
     for i in 0..10_000u64 {
         let host = host_id((i % 3) as usize);
-        swarm.obs.publish(
-            &topic,
-            forge(real.gop_index + 1_000 + i, &host, &small),
-            false,
-        );
+        let chunk = signed_chunk(&swarm.dir, forge(real.gop_index + 1_000 + i, &host, &small));
+        swarm.obs.publish(&topic, chunk, false);
     }
     let big = vec![0xa5; 30 * 1024 * 1024];
     for i in 1..=3u64 {
-        swarm.obs.publish(
-            &topic,
-            forge(real.gop_index + 2 + i, &host_id(0), &big),
-            false,
-        );
+        let chunk = signed_chunk(&swarm.dir, forge(real.gop_index + 2 + i, &host_id(0), &big));
+        swarm.obs.publish(&topic, chunk, false);
     }
     std::thread::sleep(Duration::from_secs(5));
     let after = rss(swarm.merger.pid());
@@ -272,6 +304,26 @@ fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
     );
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
+    assert_eq!(summary["bad_signature"], 2, "{summary:#}");
+    assert_eq!(summary["not_in_layout"], 1, "{summary:#}");
+    assert!(
+        summary["gops_by_host"].get(&outsider).is_none(),
+        "{summary:#}"
+    );
+    let taken: Vec<_> = summary["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["gop"] == target)
+        .collect();
+    assert!(
+        !taken.is_empty()
+            && taken
+                .iter()
+                .all(|c| c["host"].as_str().unwrap().starts_with("host-")
+                    && c["frames"] == real.frame_count),
+        "GOP {target}: {taken:?}"
+    );
     assert_eq!(summary["oversized"], 3, "{summary:#}");
     assert!(
         summary["too_far_ahead"].as_u64().unwrap() >= 9_000,
@@ -279,8 +331,8 @@ fn chunk_floods_leave_the_merger_bounded_and_the_output_exact() {
     );
 }
 
-/// A forged primary chunk (valid CRC, headers kept, slice data garbage) for a GOP not encoded
-/// yet: the merger refuses it, takes the redundant copy, and the output stays frame-exact.
+/// A forged primary chunk (valid CRC, headers kept, slice data garbage, signed with its host's
+/// stolen key) for a GOP not encoded yet: the merger refuses it, takes the redundant copy, and the output stays frame-exact.
 /// Before the check the garbage reached the MP4 and the HLS segments.
 #[test]
 fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
@@ -303,12 +355,16 @@ fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
     let mut header = real.header.clone();
     header.start_ns += (target - header.gop_index) * header.duration_ns;
     header.gop_index = target;
+    header.flags &= !gopswarm_chunk::flags::SIGNED;
     let mut frames = gopswarm_chunk::decode_frames(real.payload()).unwrap();
     for f in &mut frames {
         f.data = gopswarm_test_support::garbage_slices(&f.data, &mut 0x2545_f491_4f6c_dd1du64);
     }
-    let forged =
-        gopswarm_chunk::serialize(&header, &gopswarm_chunk::encode_frames(&frames)).unwrap();
+    // Signed with the holder's stolen key: only the payload check stands in the way.
+    let forged = signed_chunk(
+        &swarm.dir,
+        gopswarm_chunk::serialize(&header, &gopswarm_chunk::encode_frames(&frames)).unwrap(),
+    );
     swarm.obs.publish(
         &Topic::Chunks(header.stream_id.clone(), header.profile_id.clone()).path(),
         forged,

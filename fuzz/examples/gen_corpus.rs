@@ -93,7 +93,10 @@ fn signed_corpus(dir: &Path) {
     let cases: Vec<(u8, Vec<u8>)> = vec![
         (1, host.seal(&Topic::Death(h()).path(), &death)),
         (1, death.clone()),
-        (3, orchestrator.seal(&Topic::Assignment(h()).path(), &assignment)),
+        (
+            3,
+            orchestrator.seal(&Topic::Assignment(h()).path(), &assignment),
+        ),
         (8, orchestrator.seal(&Topic::Cert(h()).path(), &cert)),
         (9, enrol),
         (14, operator.seal(&Topic::StreamControl.path(), &remove)),
@@ -145,7 +148,9 @@ fn main() {
     )
     .unwrap();
     let v1 = version_1(&data[1]);
-    let singles = [&data[0], &data[1], &data[2], &parity_chunk, &empty, &v1];
+    // A signed chunk (the signature's value does not matter to the parser).
+    let signed_chunk = gopswarm_chunk::add_signature(data[2].clone(), |_| [0x5a; 64]).unwrap();
+    let singles = [&data[0], &data[1], &data[2], &parity_chunk, &empty, &v1, &signed_chunk];
 
     // parse_chunk: one chunk per file, plus a bare frame table and a bare parity payload.
     for (i, c) in singles.iter().enumerate() {

@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
     let ephemeral = matches!(pick as usize % topics.len(), 2 | 5 | 6 | 12 | 13 | 14);
     let again = v.open(topic, payload);
     if ephemeral {
-        assert!(matches!(again, Err(Reject::Replayed(_))), "a replay opened: {again:?}");
+        assert!(
+            matches!(again, Err(Reject::Replayed(_))),
+            "a replay opened: {again:?}"
+        );
     } else {
         assert_eq!(again.as_ref(), Ok(&inbound), "a redelivery opens the same");
     }
@@ -86,6 +89,9 @@ fuzz_target!(|data: &[u8]| {
         let i = at + 7;
         let mut bad = payload.to_vec();
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
-        assert!(verifier().open(topic, &bad).is_err(), "a changed signature opened");
+        assert!(
+            verifier().open(topic, &bad).is_err(),
+            "a changed signature opened"
+        );
     }
 });

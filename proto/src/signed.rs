@@ -31,8 +31,16 @@
 //! counter again is the broker redelivering it), one more than [`MAX_CLOCK_SKEW`] ahead of its
 //! own clock, and on topics whose messages are not retained, one older than that.
 //!
-//! Chunks are not enveloped (binary, and the element that writes them holds no key), and
-//! neither is an enrolment (its proof is a MAC under the token).
+//! # Chunks
+//!
+//! Chunks are binary and not enveloped: the host daemon appends a signature to each one (chunk
+//! format version 3, [`Signer::sign_chunk`]) over [`CHUNK_DOMAIN`] and every chunk byte before
+//! it, whatever transport carries it (MQTT, TCP, SRT). The merger checks it with the host's
+//! certified key and strips it ([`Verifier::open_chunk`]) before the chunk reaches `gopmerge`.
+//! Chunks carry no counter: a replayed chunk is a duplicate the merger drops, or of an older
+//! layout epoch, which it fences.
+//!
+//! An enrolment is not signed either: its proof is a MAC under the token.
 
 use crate::{Inbound, Reject, Topic, decode_publish, unix_micros};
 use base64::Engine as _;
@@ -48,6 +56,8 @@ use std::time::Duration;
 
 /// Prefix of every signed byte string: a signature of this protocol means nothing elsewhere.
 pub const DOMAIN: &[u8] = b"gopswarm/v1 signed message\0";
+/// Put before the bytes of a chunk its signature covers.
+pub const CHUNK_DOMAIN: &[u8] = b"gopswarm/v1 signed chunk\0";
 /// How far apart the clocks of a swarm may be (counters are clock readings).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 /// Envelope bytes on top of the body.
@@ -437,6 +447,26 @@ impl Signer {
         out.push(b'}');
         out
     }
+
+    /// Append this host's signature to a chunk it produced (see [`CHUNK_DOMAIN`]).
+    pub fn sign_chunk(&self, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let (header, _) = gopswarm_chunk::parse_ref(&bytes).map_err(|e| e.to_string())?;
+        let own = Principal::Host(header.host_id.clone()).to_string();
+        if own != self.by {
+            return Err(format!("{} may not sign a chunk of {own}", self.by));
+        }
+        gopswarm_chunk::add_signature(bytes, |covered| {
+            self.key.sign(&chunk_signed_bytes(covered)).to_bytes()
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn chunk_signed_bytes(covered: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHUNK_DOMAIN.len() + covered.len());
+    m.extend_from_slice(CHUNK_DOMAIN);
+    m.extend_from_slice(covered);
+    m
 }
 
 /// How a part publishes: signed, or plain in a swarm run with `--insecure`.
@@ -452,6 +482,14 @@ impl Seal {
         match self {
             Seal::Signed(s) if !body.is_empty() => s.seal(topic, &body),
             _ => body,
+        }
+    }
+
+    /// A chunk as it goes to a merger: signed, or as the encoder made it.
+    pub fn seal_chunk(&self, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        match self {
+            Seal::Signed(s) => s.sign_chunk(bytes),
+            Seal::Plain => Ok(bytes),
         }
     }
 }
@@ -607,6 +645,27 @@ impl Verifier {
         Ok(inbound)
     }
 
+    /// Check a chunk's signature against its host's certified key; the chunk without it.
+    pub fn open_chunk(&self, bytes: Vec<u8>) -> Result<Vec<u8>, Reject> {
+        let (header, covered, sig) = gopswarm_chunk::signature(&bytes).map_err(|e| match e {
+            gopswarm_chunk::ChunkError::NotSigned => Reject::Unsigned,
+            e => Reject::Malformed(format!("chunk: {e}")),
+        })?;
+        let who = Principal::Host(header.host_id.clone());
+        let key = self
+            .keys
+            .get(&who)
+            .ok_or_else(|| Reject::BadSignature(format!("{who} is not enrolled")))?;
+        key.verify_strict(&chunk_signed_bytes(covered), &Signature::from_bytes(sig))
+            .map_err(|_| {
+                Reject::BadSignature(format!(
+                    "chunk of GOP {} from {who}: does not verify",
+                    header.gop_index
+                ))
+            })?;
+        gopswarm_chunk::strip_signature(bytes).map_err(|e| Reject::Malformed(format!("chunk: {e}")))
+    }
+
     /// Signer, topic and counter of the last message [`Verifier::open`] accepted (what a part
     /// persists to keep refusing replays across its restarts).
     pub fn last_accepted(&self) -> Option<&(Principal, String, u64)> {
@@ -643,6 +702,16 @@ impl Open {
         }
     }
 
+    /// A chunk for `gopmerge`: verified and stripped, or with `--insecure` stripped unchecked
+    /// (a swarm that does not sign cannot tell a forged chunk).
+    pub fn open_chunk(&self, bytes: Vec<u8>) -> Result<Vec<u8>, Reject> {
+        match self {
+            Open::Plain => gopswarm_chunk::strip_signature(bytes)
+                .map_err(|e| Reject::Malformed(format!("chunk: {e}"))),
+            Open::Verified(v) => v.open_chunk(bytes),
+        }
+    }
+
     pub fn verifier(&mut self) -> Option<&mut Verifier> {
         match self {
             Open::Plain => None,
@@ -670,6 +739,69 @@ mod tests {
 
     fn remove(id: &str) -> Vec<u8> {
         encode(&StreamCommand::Remove { id: id.into() })
+    }
+
+    fn chunk_of(host: &str, gop: u64) -> Vec<u8> {
+        let header = gopswarm_chunk::ChunkHeader {
+            gop_index: gop,
+            duration_ns: 1_000_000_000,
+            frame_count: 1,
+            epoch: 3,
+            stream_id: "cam".into(),
+            profile_id: "hd".into(),
+            host_id: host.into(),
+            codec: "video/x-h264".into(),
+            ..Default::default()
+        };
+        gopswarm_chunk::serialize(&header, b"frames of a GOP").unwrap()
+    }
+
+    #[test]
+    fn a_chunk_opens_only_with_its_hosts_key_and_unchanged() {
+        let (_, _, mut v) = swarm();
+        let h1 = Signer::new(Principal::Host("h1".into()), generate());
+        let h2 = Signer::new(Principal::Host("h2".into()), generate());
+        let plain = chunk_of("h1", 5);
+        let signed = h1.sign_chunk(plain.clone()).unwrap();
+        // Not enrolled yet.
+        assert!(
+            matches!(v.open_chunk(signed.clone()), Err(Reject::BadSignature(w)) if w.contains("not enrolled"))
+        );
+        v.set_host_key("h1", h1.public());
+        v.set_host_key("h2", h2.public());
+        assert_eq!(
+            v.open_chunk(signed.clone()).unwrap(),
+            plain,
+            "stripped to the encoder's bytes"
+        );
+        assert_eq!(v.open_chunk(plain.clone()), Err(Reject::Unsigned));
+        // Any byte changed, in the payload or the signature; a CRC fixed up changes nothing.
+        for i in [signed.len() - 30, signed.len() - 1] {
+            let mut bad = signed.clone();
+            bad[i] ^= 1;
+            assert!(v.open_chunk(bad).is_err(), "flip at {i}");
+        }
+        // Another enrolled host can neither sign in h1's name nor pass its chunk off as h1's.
+        assert!(h2.sign_chunk(plain.clone()).is_err());
+        let theirs = h2.sign_chunk(chunk_of("h2", 5)).unwrap();
+        let mut relabelled = chunk_of("h1", 5);
+        let sig_of_h2 = &theirs[theirs.len() - gopswarm_chunk::SIGNATURE_LEN..];
+        relabelled =
+            gopswarm_chunk::add_signature(relabelled, |_| sig_of_h2.try_into().unwrap()).unwrap();
+        assert!(matches!(
+            v.open_chunk(relabelled),
+            Err(Reject::BadSignature(_))
+        ));
+        // A control-message signature over the same bytes is not a chunk signature.
+        let cross = gopswarm_chunk::add_signature(plain.clone(), |covered| {
+            h1.key
+                .sign(&signed_bytes("x", "host:h1", 1, covered))
+                .to_bytes()
+        })
+        .unwrap();
+        assert!(matches!(v.open_chunk(cross), Err(Reject::BadSignature(_))));
+        // Without keys (--insecure) a signed chunk is stripped, unchecked.
+        assert_eq!(Open::Plain.open_chunk(signed).unwrap(), plain);
     }
 
     #[test]

@@ -114,6 +114,15 @@ pub fn signed_by(dir: &Path, who: Principal, topic: &str, body: Vec<u8>) -> Vec<
     signer.seal(topic, &body)
 }
 
+/// A chunk signed with the key of the host it names (a host whose key was stolen).
+pub fn signed_chunk(dir: &Path, bytes: Vec<u8>) -> Vec<u8> {
+    let (header, _) = gopswarm_chunk::parse_ref(&bytes).expect("a chunk");
+    let signer = swarm_keys(dir)
+        .signer(Principal::Host(header.host_id))
+        .expect("the host's key");
+    signer.sign_chunk(bytes).expect("signed chunk")
+}
+
 /// `body` signed by the test swarm's operator.
 pub fn by_operator(dir: &Path, topic: &str, body: Vec<u8>) -> Vec<u8> {
     signed_by(
