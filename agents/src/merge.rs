@@ -745,7 +745,19 @@ pub async fn run(
                 summary.too_far_ahead += 1;
                 continue;
             }
-            if !in_force.hosts.contains(&header.host_id) {
+            if header.epoch < in_force.epoch {
+                summary.fenced_stale += 1;
+                tracing::info!(
+                    "merge: GOP {g} from {} refused: epoch {} < {} in force",
+                    header.host_id,
+                    header.epoch,
+                    in_force.epoch
+                );
+                continue;
+            }
+            // Backups (copy-only bronze hosts) are not named in the layout: their redundant
+            // copies are taken from any enrolled host, and used only when the primary fails.
+            if !header.is_redundant() && !in_force.hosts.contains(&header.host_id) {
                 // A chunk of a newer layout than this merger has is asked for again once it
                 // arrives; an enrolled host without a slot adds nothing.
                 summary.not_in_layout += 1;
@@ -757,17 +769,8 @@ pub async fn run(
                 refusals.refused(&chunk_topic, &reject);
                 continue;
             }
+            // Only a chunk that got this far moves the window.
             frontier = frontier.max(Some(g));
-            if header.epoch < in_force.epoch {
-                summary.fenced_stale += 1;
-                tracing::info!(
-                    "merge: GOP {g} from {} refused: epoch {} < {} in force",
-                    header.host_id,
-                    header.epoch,
-                    in_force.epoch
-                );
-                continue;
-            }
             let key = (header.host_id.clone(), g, header.is_redundant());
             // Drop exact repeats (QoS 1 redelivery, resends) and a second primary; a primary
             // still goes in after a redundant copy (gopmerge prefers it), and a redundant copy
