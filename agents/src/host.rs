@@ -46,7 +46,8 @@ pub struct HostOptions {
     #[arg(long, hide = true)]
     pub advertise_version: Option<String>,
     /// Serve partial streams of tasks with chunk sink `srt` as an SRT listener here
-    /// (srt://ip:port); announced in the host's birth
+    /// (srt://ip:port), encrypted with srt.passphrase from --keys; announced in the host's
+    /// birth
     #[arg(long)]
     pub srt_listen: Option<String>,
     /// Test hook: after the first commit, hear nothing more from the orchestrator (a host cut
@@ -107,15 +108,16 @@ enum Dest {
     Srt,
 }
 
-/// The host's SRT server: `appsrc ! srtsink mode=listener`. Every caller (merger) gets the
-/// partial streams from the moment it connects; earlier GOPs come by resend requests.
+/// The host's SRT server: `appsrc ! srtsink mode=listener`, AES-256 with the swarm's SRT
+/// passphrase (a caller without it is refused by SRT). Every caller (merger) gets the partial
+/// streams from the moment it connects; earlier GOPs come by resend requests.
 struct SrtServer {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
 }
 
 impl SrtServer {
-    fn start(endpoint: &str) -> Result<SrtServer> {
+    fn start(endpoint: &str, passphrase: Option<&str>) -> Result<SrtServer> {
         let endpoint = gopswarm_proto::check_srt_endpoint(endpoint)
             .map_err(|e| anyhow!("--srt-listen: {e}"))?;
         use crate::pipeline::make;
@@ -145,6 +147,7 @@ impl SrtServer {
                 ("latency", 200i32.to_value()),
             ],
         )?;
+        crate::pipeline::srt_encryption(&sink, passphrase);
         let pipeline =
             crate::pipeline::chain(&[src.clone(), sink]).context("SRT server pipeline")?;
         let src = crate::pipeline::downcast::<gst_app::AppSrc>(&src);
@@ -1290,7 +1293,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         None => None,
     };
     let srt = match &opts.srt_listen {
-        Some(e) => Some(SrtServer::start(e)?),
+        Some(e) => Some(SrtServer::start(e, opts.keys.srt_passphrase()?.as_deref())?),
         None => None,
     };
     caps.srt_endpoint = opts.srt_listen.clone();

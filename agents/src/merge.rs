@@ -54,7 +54,7 @@ pub struct MergeOptions {
     #[arg(long)]
     pub listen: Option<String>,
     /// Call the hosts' SRT listeners for their partial streams (streams added with
-    /// --chunks srt; hosts run with --srt-listen)
+    /// --chunks srt; hosts run with --srt-listen), decrypted with srt.passphrase from --keys
     #[arg(long)]
     pub pull_srt: bool,
     /// Serve Prometheus metrics (GOPs in and out, lost, fenced, duplicates) at
@@ -176,6 +176,7 @@ fn pull_srt(
     endpoint: String,
     tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    passphrase: Option<String>,
 ) {
     use std::sync::atomic::Ordering;
     std::thread::spawn(move || {
@@ -200,6 +201,7 @@ fn pull_srt(
                     ("latency", 200i32.to_value()),
                 ],
             )?;
+            crate::pipeline::srt_encryption(&src, passphrase.as_deref());
             let out = make("appsink", &[("sync", false.to_value())])?;
             let pipeline = crate::pipeline::chain(&[src, out.clone()])?;
             Ok((pipeline, crate::pipeline::downcast(&out)))
@@ -512,6 +514,11 @@ pub async fn run(
         listen_tcp(addr, tcp_tx.clone())?;
     }
     let srt_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let srt_passphrase = if opts.pull_srt {
+        opts.keys.srt_passphrase()?
+    } else {
+        None
+    };
     let mut srt_endpoints: BTreeMap<String, String> = BTreeMap::new();
     // Latest birth seq per host: a death of an older connection is stale (the orchestrator
     // applies the same rule), and must not make the merger stop waiting for a live host.
@@ -679,7 +686,13 @@ pub async fn run(
                     && let Some(e) = srt_endpoints.get(h)
                 {
                     tracing::info!("merge: pulling {h}'s partial stream from {e}");
-                    pull_srt(h.clone(), e.clone(), tcp_tx.clone(), srt_stop.clone());
+                    pull_srt(
+                        h.clone(),
+                        e.clone(),
+                        tcp_tx.clone(),
+                        srt_stop.clone(),
+                        srt_passphrase.clone(),
+                    );
                     srt_pulled.insert(h.clone());
                 }
             }

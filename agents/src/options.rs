@@ -55,6 +55,15 @@ impl KeyOptions {
         }
     }
 
+    /// The passphrase that encrypts SRT partial streams: the swarm's, or none with
+    /// `--insecure`.
+    pub fn srt_passphrase(&self) -> anyhow::Result<Option<String>> {
+        match self.dir()? {
+            Some(kd) => Ok(Some(kd.srt_passphrase().map_err(anyhow::Error::msg)?)),
+            None => Ok(None),
+        }
+    }
+
     /// How `who` publishes and receives: signed with its key and checking against the trust
     /// file, or plain with `--insecure`.
     pub fn seal_and_open(

@@ -89,6 +89,14 @@ fn in_range(pspec: &gst::glib::ParamSpec, value: &gst::glib::Value) -> bool {
     true
 }
 
+/// AES-256 on an `srtsrc`/`srtsink` with the swarm's passphrase; nothing with `--insecure`.
+pub fn srt_encryption(element: &gst::Element, passphrase: Option<&str>) {
+    if let Some(p) = passphrase {
+        element.set_property("passphrase", p);
+        element.set_property_from_str("pbkeylen", "32");
+    }
+}
+
 /// `caps` as a capsfilter.
 pub fn caps_filter(caps: gst::Caps) -> Result<gst::Element> {
     make("capsfilter", &[("caps", caps.to_value())])

@@ -671,6 +671,55 @@ fn chunks_over_srt_with_a_host_killed() {
         },
     );
     std::thread::sleep(Duration::from_secs(8));
+    // The streams are encrypted: a caller without the swarm's SRT passphrase gets nothing, one
+    // with it gets chunks (gst-launch-1.0's srtsrc, beside the merger).
+    let endpoint = swarm
+        .obs
+        .births()
+        .iter()
+        .find_map(|b| b.capabilities.srt_endpoint.clone())
+        .unwrap();
+    let passphrase = swarm_keys(&swarm.dir).srt_passphrase().unwrap();
+    let eavesdrop = |name: &str, passphrase: Option<&str>| {
+        let out = swarm.dir.join(name);
+        let mut args = vec![
+            "5".to_string(),
+            "gst-launch-1.0".into(),
+            "-q".into(),
+            "srtsrc".into(),
+            format!("uri={endpoint}?mode=caller"),
+        ];
+        if let Some(p) = passphrase {
+            args.extend([format!("passphrase={p}"), "pbkeylen=32".into()]);
+        }
+        args.extend([
+            "!".into(),
+            "filesink".into(),
+            format!("location={}", out.display()),
+        ]);
+        std::process::Command::new("timeout")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut callers = [
+        eavesdrop("srt-without-passphrase.bin", None),
+        eavesdrop("srt-with-passphrase.bin", Some(&passphrase)),
+    ];
+    for c in &mut callers {
+        c.wait().unwrap();
+    }
+    let size = |n: &str| std::fs::metadata(swarm.dir.join(n)).map_or(0, |m| m.len());
+    assert_eq!(size("srt-without-passphrase.bin"), 0);
+    let with = std::fs::read(swarm.dir.join("srt-with-passphrase.bin")).unwrap_or_default();
+    let mut d = gopswarm_chunk::Deframer::default();
+    d.push(&with);
+    let first = d
+        .next_chunk()
+        .expect("a chunk for the caller with the passphrase");
+    assert!(first.header.is_signed());
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
     swarm.kill_mid_gop(&victim);
     let summary = swarm.finish();

@@ -44,6 +44,8 @@ fn init_writes_private_keys_tokens_and_a_trust_file_and_prints_no_secret() {
         "tokens/3.token",
         "tokens/host-9.token",
         "issued/host-9/enrol.token",
+        "srt.passphrase",
+        "issued/host-9/srt.passphrase",
     ];
     for s in secrets {
         assert_eq!(mode(&dir.join(s)), 0o600, "{s}");
@@ -56,6 +58,21 @@ fn init_writes_private_keys_tokens_and_a_trust_file_and_prints_no_secret() {
     assert!(trust["operators"]["alice"].is_string(), "{trust}");
     assert!(trust["mergers"]["merger"].is_string(), "{trust}");
     assert!(dir.join("issued/host-9/trust.json").exists());
+    // An SRT passphrase is added to an older key directory once, never replaced.
+    std::fs::remove_file(dir.join("srt.passphrase")).unwrap();
+    printed += &init(&[d, "--add-srt-passphrase"]);
+    assert_eq!(mode(&dir.join("srt.passphrase")), 0o600);
+    let passphrase = std::fs::read_to_string(dir.join("srt.passphrase")).unwrap();
+    assert!(!printed.contains(passphrase.trim()));
+    let again = Command::new(BIN)
+        .args(["init", d, "--add-srt-passphrase"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("srt.passphrase")).unwrap(),
+        passphrase
+    );
     // Never over an existing swarm.
     let again = Command::new(BIN).args(["init", d]).output().unwrap();
     assert!(!again.status.success());

@@ -9,9 +9,10 @@
 //!   mergers/NAME.key        0600, a merger's key (resend requests)
 //!   tokens/N.token          0600, one-time enrolment tokens: give one to each new host
 //!   hosts/ID.key            0600, a host's key, written by the host when it enrols
+//!   srt.passphrase          0600, encrypts partial streams over SRT (hosts and mergers)
 //! ```
 //!
-//! A host machine needs only `trust.json` and one token; the orchestrator reads `tokens/` to
+//! A host machine needs only `trust.json`, `srt.passphrase` when it serves SRT, and one token; the orchestrator reads `tokens/` to
 //! check enrolments and records the ones used in its state database.
 
 use crate::signed::{
@@ -21,6 +22,8 @@ use crate::signed::{
 use std::path::{Path, PathBuf};
 
 pub const TRUST_FILE: &str = "trust.json";
+/// The swarm's SRT passphrase (AES-256 on every SRT partial stream).
+pub const SRT_PASSPHRASE_FILE: &str = "srt.passphrase";
 /// The operator and merger names `gopswarm init` uses unless told others.
 pub const DEFAULT_OPERATOR: &str = "operator";
 pub const DEFAULT_MERGER: &str = "merger";
@@ -87,8 +90,47 @@ impl KeyDir {
         };
         let text = serde_json::to_string_pretty(&trust).expect("trust serializes") + "\n";
         std::fs::write(&trust_path, text).map_err(|e| format!("{}: {e}", trust_path.display()))?;
+        kd.add_srt_passphrase()?;
         kd.add_tokens(tokens)?;
         Ok(kd)
+    }
+
+    /// A new SRT passphrase (`srt.passphrase`), for a key directory made without one. Never
+    /// replaces one: every host and merger must have the same.
+    pub fn add_srt_passphrase(&self) -> Result<PathBuf, String> {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let path = self.dir.join(SRT_PASSPHRASE_FILE);
+        if path.exists() {
+            return Err(format!("{} exists already", path.display()));
+        }
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        // 43 characters: within SRT's 10-79.
+        let text = base64::engine::general_purpose::STANDARD_NO_PAD.encode(secret) + "\n";
+        write_secret(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The swarm's SRT passphrase.
+    pub fn srt_passphrase(&self) -> Result<String, String> {
+        let path = self.dir.join(SRT_PASSPHRASE_FILE);
+        if !path.exists() {
+            return Err(format!(
+                "{}: missing (this key directory predates encrypted SRT): add it with \
+                 `gopswarm init {} --add-srt-passphrase` and copy it to the hosts and mergers",
+                path.display(),
+                self.dir.display()
+            ));
+        }
+        let text = read_secret(&path)?;
+        if !(10..=79).contains(&text.len()) {
+            return Err(format!(
+                "{}: an SRT passphrase has 10 to 79 characters",
+                path.display()
+            ));
+        }
+        Ok(text)
     }
 
     /// A key for another operator or merger: written, and its public half added to the trust
@@ -220,6 +262,12 @@ impl KeyDir {
         let trust_path = issued.dir.join(TRUST_FILE);
         std::fs::copy(self.dir.join(TRUST_FILE), &trust_path)
             .map_err(|e| format!("{}: {e}", trust_path.display()))?;
+        if self.dir.join(SRT_PASSPHRASE_FILE).exists() {
+            let text = self.srt_passphrase()?;
+            let to = issued.dir.join(SRT_PASSPHRASE_FILE);
+            let _ = std::fs::remove_file(&to);
+            write_secret(&to, &(text + "\n")).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
         if issued.key_path(&Principal::Host(host.to_string())).exists() {
             return Ok((issued, None));
         }

@@ -34,9 +34,23 @@ pub struct InitOptions {
     /// trust.json; restart the hosts to trust it)
     #[arg(long, value_name = "NAME", conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator"])]
     add_merger: Option<String>,
+    /// Add an SRT passphrase (srt.passphrase) to a key directory made before SRT partial
+    /// streams were encrypted; copy it to every host and merger
+    #[arg(long, conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator", "add_merger"])]
+    add_srt_passphrase: bool,
 }
 
 pub fn run(o: InitOptions) -> Result<()> {
+    if o.add_srt_passphrase {
+        let kd = KeyDir::new(&o.dir);
+        kd.trust().map_err(anyhow::Error::msg)?;
+        let path = kd.add_srt_passphrase().map_err(anyhow::Error::msg)?;
+        println!(
+            "SRT passphrase: {} (copy it to every host and merger)",
+            path.display()
+        );
+        return Ok(());
+    }
     let added = match (&o.add_operator, &o.add_merger) {
         (Some(n), _) => Some(gopswarm_proto::signed::Principal::Operator(n.clone())),
         (_, Some(n)) => Some(gopswarm_proto::signed::Principal::Merger(n.clone())),
@@ -87,6 +101,7 @@ pub fn run(o: InitOptions) -> Result<()> {
         o.operator
     );
     println!("  {d}/mergers/{}.key     for gopswarm merge", o.merger);
+    println!("  {d}/srt.passphrase      encrypts SRT partial streams: copy to hosts and mergers");
     println!(
         "  {d}/tokens/            {} one-time enrolment tokens: give one to each new host \
          (gopswarm host --keys DIR --enrol-token FILE)",
