@@ -149,7 +149,7 @@ fn export(
             "not-in-layout",
             summary.not_in_layout,
             "gopswarm_merge_not_in_layout_total",
-            "Chunks refused from a host that holds no slot at their GOP",
+            "Chunks refused from a host that does not hold their GOP's slot",
         ),
         (
             "too-far-ahead",
@@ -308,6 +308,37 @@ fn max_chunk_bytes(def: &StreamDef, profile: &str) -> u64 {
     }
 }
 
+/// Whether the layout epoch in force at a chunk's GOP lets its host send it: a primary GOP
+/// only from the host of the slot it falls to (GOP mod slots, as `gopselect` deals them), a
+/// parity chunk from a host of the layout. A redundant copy may come from any enrolled host:
+/// backups (copy-only bronze hosts) are not named in the layout, and a copy is used only when
+/// the primary is missing or fails its payload check.
+fn may_send(
+    in_force: &LayoutEpoch,
+    header: &gopswarm_chunk::ChunkHeader,
+) -> Result<(), &'static str> {
+    let host = &header.host_id;
+    if header.is_redundant() {
+        return Ok(());
+    }
+    if header.is_parity() {
+        return if in_force.hosts.contains(host) {
+            Ok(())
+        } else {
+            Err("holds no slot")
+        };
+    }
+    let slots = in_force.hosts.len() as u64;
+    let owner = (slots > 0).then(|| &in_force.hosts[(header.gop_index % slots) as usize]);
+    if owner == Some(host) {
+        Ok(())
+    } else if in_force.hosts.contains(host) {
+        Err("the GOP falls to another slot")
+    } else {
+        Err("holds no slot")
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct MergeSummary {
     pub stream: String,
@@ -335,7 +366,7 @@ pub struct MergeSummary {
     pub too_far_ahead: u64,
     /// Chunks refused for a missing or wrong signature (or from a host not enrolled).
     pub bad_signature: u64,
-    /// Chunks refused because their host holds no slot of the layout at their GOP.
+    /// Chunks refused because their host does not hold their GOP's slot in the layout.
     pub not_in_layout: u64,
     /// Every chunk that went into the merger, in arrival order.
     pub chunks: Vec<ChunkSeen>,
@@ -768,14 +799,12 @@ pub async fn run(
                 );
                 continue;
             }
-            // Backups (copy-only bronze hosts) are not named in the layout: their redundant
-            // copies are taken from any enrolled host, and used only when the primary fails.
-            if !header.is_redundant() && !in_force.hosts.contains(&header.host_id) {
+            if let Err(why) = may_send(in_force, &header) {
                 // A chunk of a newer layout than this merger has is asked for again once it
-                // arrives; an enrolled host without a slot adds nothing.
+                // arrives; an enrolled host without the slot adds nothing.
                 summary.not_in_layout += 1;
                 let reject = Reject::Invalid(format!(
-                    "GOP {g} from {}, which holds no slot at it (layout epoch {})",
+                    "GOP {g} from {}: {why} (layout epoch {})",
                     header.host_id, in_force.epoch
                 ));
                 rejects.count(&reject);
@@ -871,4 +900,42 @@ pub async fn run(
     }
     let _ = link.client.disconnect().await;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(gop: u64, host: &str, flags: u8) -> gopswarm_chunk::ChunkHeader {
+        gopswarm_chunk::ChunkHeader {
+            gop_index: gop,
+            host_id: host.into(),
+            flags,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_primary_gop_comes_only_from_the_host_of_its_slot() {
+        use gopswarm_chunk::flags::{PARITY, REDUNDANT};
+        let e = LayoutEpoch {
+            epoch: 4,
+            from_gop: 10,
+            redundancy: 1,
+            hosts: vec!["a".into(), "b".into(), "c".into()],
+        };
+        // GOP 13: slot 1.
+        assert_eq!(may_send(&e, &header(13, "b", 0)), Ok(()));
+        assert_eq!(
+            may_send(&e, &header(13, "a", 0)),
+            Err("the GOP falls to another slot")
+        );
+        assert_eq!(may_send(&e, &header(13, "z", 0)), Err("holds no slot"));
+        assert_eq!(may_send(&e, &header(13, "c", PARITY)), Ok(()));
+        assert_eq!(may_send(&e, &header(13, "z", PARITY)), Err("holds no slot"));
+        // A backup is not named in the layout.
+        assert_eq!(may_send(&e, &header(13, "z", REDUNDANT)), Ok(()));
+        let empty = LayoutEpoch { hosts: vec![], ..e };
+        assert_eq!(may_send(&empty, &header(13, "b", 0)), Err("holds no slot"));
+    }
 }

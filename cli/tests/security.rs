@@ -221,8 +221,8 @@ fn rss(pid: i32) -> u64 {
 
 /// Forged chunks, then floods. Forged: a real GOP's old frames relabelled for a GOP not
 /// encoded yet with a recomputed CRC (before signatures, the output took them and dropped the
-/// real GOP as a duplicate), unsigned, signed with a made-up key, and signed by an enrolled
-/// host that holds no slot: all refused, the real GOP kept and credited to its host. Floods,
+/// real GOP as a duplicate), unsigned, signed with a made-up key, signed by an enrolled host
+/// that holds no slot, and signed by a host of the layout whose slot it is not: all refused, the real GOP kept and credited to its host. Floods,
 /// signed with stolen host keys, so they pass the signature check: 10,000 small chunks for
 /// far-future GOPs and three 30 MiB chunks (under the wire limit of 32 MiB) for the next GOPs.
 /// The merger's memory stays put, nothing real is displaced, and the output is frame-exact.
@@ -272,7 +272,9 @@ fn forged_and_flooding_chunks_leave_the_merger_bounded_and_the_output_exact() {
         gopswarm_chunk::serialize(&header, payload).unwrap()
     };
     let target = swarm.obs.current_gop().unwrap() + 3;
-    let holder = layout.epoch_at(target).unwrap().hosts[0].clone();
+    let slots = &layout.epoch_at(target).unwrap().hosts;
+    let holder = slots[(target % slots.len() as u64) as usize].clone();
+    let neighbour = slots[((target + 1) % slots.len() as u64) as usize].clone();
     let made_up = Signer::new(Principal::Host(holder.clone()), generate());
     for forged in [
         forge(target, &holder, &real_frames),
@@ -280,6 +282,7 @@ fn forged_and_flooding_chunks_leave_the_merger_bounded_and_the_output_exact() {
             .sign_chunk(forge(target, &holder, &real_frames))
             .unwrap(),
         signed_chunk(&swarm.dir, forge(target, &outsider, &real_frames)),
+        signed_chunk(&swarm.dir, forge(target, &neighbour, &real_frames)),
     ] {
         swarm.obs.publish(&topic, forged, false);
     }
@@ -305,7 +308,7 @@ fn forged_and_flooding_chunks_leave_the_merger_bounded_and_the_output_exact() {
     let summary = swarm.finish();
     assert_frame_exact(&swarm, &summary);
     assert_eq!(summary["bad_signature"], 2, "{summary:#}");
-    assert_eq!(summary["not_in_layout"], 1, "{summary:#}");
+    assert_eq!(summary["not_in_layout"], 2, "{summary:#}");
     assert!(
         summary["gops_by_host"].get(&outsider).is_none(),
         "{summary:#}"
