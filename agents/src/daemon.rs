@@ -35,16 +35,19 @@ pub fn set_log_format(format: LogFormat) {
     unsafe { std::env::set_var(LOG_FORMAT_ENV, name) };
 }
 
-/// Drops the two events rumqttd (the embedded broker) logs at ERROR for a clean disconnect:
+/// Drops the events rumqttd (the embedded broker) logs at ERROR for a clean disconnect:
 /// `router-drop` whenever its router closes a connection (every client that disconnects, every
-/// clean shutdown), and `no-connection id N is already gone` when a client's DISCONNECT and
-/// its socket closing both reach the router (rumqttd's own comment calls that normal). Nothing
-/// is wrong then, so a user must not see an error; every other rumqttd event passes.
+/// clean shutdown), `no-connection id N is already gone` when a client's DISCONNECT and its
+/// socket closing both reach the router (rumqttd's own comment calls that normal), and, over
+/// TLS, `disconnected` with the peer closing "without sending TLS close_notify" (rumqttc
+/// closes its socket after DISCONNECT without it). Nothing is wrong then, so a user must not
+/// see an error; every other rumqttd event passes.
 struct NotCleanDisconnect;
 
-fn is_clean_disconnect(message: &str) -> bool {
+fn is_clean_disconnect(message: &str, error: &str) -> bool {
     message == "router-drop"
         || (message.starts_with("no-connection id ") && message.ends_with(" is already gone"))
+        || (message == "disconnected" && error.contains("without sending TLS close_notify"))
 }
 
 impl<S> tracing_subscriber::layer::Filter<S> for NotCleanDisconnect {
@@ -61,20 +64,26 @@ impl<S> tracing_subscriber::layer::Filter<S> for NotCleanDisconnect {
         event: &tracing::Event<'_>,
         _: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        struct Message(bool);
-        impl tracing::field::Visit for Message {
+        #[derive(Default)]
+        struct Fields {
+            message: String,
+            error: String,
+        }
+        impl tracing::field::Visit for Fields {
             fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "message" && is_clean_disconnect(&format!("{v:?}")) {
-                    self.0 = true;
+                match f.name() {
+                    "message" => self.message = format!("{v:?}"),
+                    "error" => self.error = format!("{v:?}"),
+                    _ => {}
                 }
             }
         }
         if !event.metadata().target().starts_with("rumqttd") {
             return true;
         }
-        let mut m = Message(false);
-        event.record(&mut m);
-        !m.0
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        !is_clean_disconnect(&fields.message, &fields.error)
     }
 }
 
@@ -173,11 +182,17 @@ mod tests {
 
     #[test]
     fn only_clean_disconnects_are_filtered() {
-        assert!(super::is_clean_disconnect("router-drop"));
-        assert!(super::is_clean_disconnect(
-            "no-connection id 12 is already gone"
+        use super::is_clean_disconnect as clean;
+        assert!(clean("router-drop", ""));
+        assert!(clean("no-connection id 12 is already gone", ""));
+        assert!(!clean("Remote link error", ""));
+        assert!(!clean("disconnected", ""));
+        let eof = r#"Network(Io(Custom { kind: UnexpectedEof, error: "peer closed connection without sending TLS close_notify" }))"#;
+        assert!(clean("disconnected", eof));
+        assert!(!clean(
+            "disconnected",
+            "Network(Io(Custom { kind: ConnectionReset }))"
         ));
-        assert!(!super::is_clean_disconnect("Remote link error"));
-        assert!(!super::is_clean_disconnect("disconnected"));
+        assert!(!clean("Tls accept error", eof));
     }
 }

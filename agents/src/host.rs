@@ -30,9 +30,8 @@ pub struct HostOptions {
     /// Host id (1-64 of [A-Za-z0-9._-])
     #[arg(long)]
     pub id: String,
-    /// MQTT broker: mqtt://[user:pass@]host:port or mqtts://...
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_parser = parse_broker)]
-    pub broker: BrokerUrl,
+    #[arg(long, value_parser = parse_broker, help = crate::options::BROKER_HELP)]
+    pub broker: Option<BrokerUrl>,
     /// MQTT keep-alive; heartbeats go out twice per interval (seconds)
     #[arg(long, default_value = "2", value_parser = parse_seconds)]
     pub keepalive: Duration,
@@ -1204,7 +1203,11 @@ async fn enrol(
     shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<bool> {
     let key = gopswarm_proto::signed::encode_public(&signer.public());
-    let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-enrol-{}", opts.id));
+    // Logs in with the token: the host's key is not enrolled yet.
+    let broker = opts
+        .keys
+        .broker(opts.broker.as_ref(), Some(token.broker_login(&opts.id)))?;
+    let mut options = LinkOptions::new(broker, &gopswarm_proto::login::enrol_client_id(&opts.id));
     options.keep_alive = opts.keepalive;
     options.subscriptions = vec![(filters::host(&opts.id, "cert"), QoS::AtLeastOnce)];
     options.clean_session = true;
@@ -1304,7 +1307,10 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
     let seal = std::sync::Arc::new(seal);
     let (host, v2, c2) = (opts.id.clone(), versions.clone(), caps.clone());
     let host2 = opts.id.clone();
-    let mut options = LinkOptions::new(opts.broker.clone(), &format!("gopswarm-host-{}", opts.id));
+    let broker = opts
+        .keys
+        .broker(opts.broker.as_ref(), seal.broker_login())?;
+    let mut options = LinkOptions::new(broker, &gopswarm_proto::login::host_client_id(&opts.id));
     options.keep_alive = opts.keepalive;
     // Anybody can ask for resends: when behind, those are dropped (the merger asks again),
     // never an assignment or a command.

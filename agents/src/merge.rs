@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 /// A merger's options: its `gopswarm merge` command line (one definition for parsing and use).
 #[derive(Debug, Clone, clap::Args)]
 pub struct MergeOptions {
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_parser = parse_broker)]
-    pub broker: BrokerUrl,
+    #[arg(long, value_parser = parse_broker, help = crate::options::BROKER_HELP)]
+    pub broker: Option<BrokerUrl>,
     #[arg(long)]
     pub stream: String,
     #[arg(long)]
@@ -507,8 +507,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<MergeSummary> {
     crate::pipeline::init();
+    let (seal, mut open) = opts
+        .keys
+        .seal_and_open(gopswarm_proto::signed::Principal::Merger(
+            opts.merger_name.clone(),
+        ))?;
+    let broker = opts
+        .keys
+        .broker(opts.broker.as_ref(), seal.broker_login())?;
     let mut options = LinkOptions::new(
-        opts.broker.clone(),
+        broker,
         &format!("gopswarm-merge-{}-{}", opts.stream, opts.profile),
     );
     options.manual_acks = true;
@@ -531,11 +539,6 @@ pub async fn run(
             (filters::all_hosts("birth"), QoS::AtLeastOnce),
         ])
         .collect();
-    let (seal, mut open) = opts
-        .keys
-        .seal_and_open(gopswarm_proto::signed::Principal::Merger(
-            opts.merger_name.clone(),
-        ))?;
     // Retained births that came before their host's certificate (the broker need not send
     // retained messages in subscription order): opened again once it arrives.
     let mut before_cert: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();

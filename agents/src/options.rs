@@ -2,6 +2,16 @@
 //! Value parsers shared by the roles' command-line options.
 
 use gopswarm_proto::link::BrokerUrl;
+
+/// The orchestrator's embedded broker on this machine, with swarm keys (TLS, logins) ...
+pub const DEFAULT_TLS_BROKER: &str = "mqtts://127.0.0.1:8883";
+/// ... and with `--insecure` (plain, anonymous).
+pub const DEFAULT_PLAIN_BROKER: &str = "mqtt://127.0.0.1:1883";
+/// Where `--broker` says what it defaults to.
+pub const BROKER_HELP: &str = "MQTT broker: mqtt://[user:pass@]host:port or mqtts://...[?ca=PATH]; \
+     default: the orchestrator's embedded broker on this machine, mqtts://127.0.0.1:8883 with \
+     swarm keys (TLS, trusting the swarm CA, logging in with this part's key), \
+     mqtt://127.0.0.1:1883 with --insecure";
 use std::time::Duration;
 
 /// `--broker`: mqtt://[user:pass@]host:port or mqtts://...
@@ -52,6 +62,32 @@ impl KeyOptions {
                 "no swarm keys: make them with `gopswarm init DIR` and pass --keys DIR (or \
                  GOPSWARM_KEYS=DIR), or run an open lab swarm with --insecure"
             ),
+        }
+    }
+
+    /// The broker as this part reaches it. `given` (from `--broker`) or, by default, the
+    /// orchestrator's embedded broker on this machine: `mqtts://127.0.0.1:8883` with keys,
+    /// `mqtt://127.0.0.1:1883` with `--insecure`. With keys, over TLS, it trusts the swarm CA
+    /// (unless `?ca=` names other CAs) and logs in with `login` unless the URL names a user.
+    /// A key's login never goes over plain MQTT.
+    pub fn broker(
+        &self,
+        given: Option<&BrokerUrl>,
+        login: Option<(String, String)>,
+    ) -> anyhow::Result<BrokerUrl> {
+        let kd = self.dir()?;
+        let url = match given {
+            Some(u) => u.clone(),
+            None if kd.is_some() => {
+                BrokerUrl::parse(DEFAULT_TLS_BROKER).map_err(anyhow::Error::msg)?
+            }
+            None => BrokerUrl::parse(DEFAULT_PLAIN_BROKER).map_err(anyhow::Error::msg)?,
+        };
+        match kd {
+            Some(kd) => url
+                .for_swarm(kd.broker_ca().as_deref(), login)
+                .map_err(anyhow::Error::msg),
+            None => Ok(url),
         }
     }
 

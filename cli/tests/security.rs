@@ -355,9 +355,13 @@ fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
             .unwrap()
     };
     let target = swarm.obs.current_gop().unwrap() + 2;
+    let layout = swarm.obs.layout().unwrap();
+    let slots = &layout.epoch_at(target).unwrap().hosts;
     let mut header = real.header.clone();
     header.start_ns += (target - header.gop_index) * header.duration_ns;
     header.gop_index = target;
+    // From the host whose slot the GOP falls to (the merger takes it from no other).
+    header.host_id = slots[(target % slots.len() as u64) as usize].clone();
     header.flags &= !gopswarm_chunk::flags::SIGNED;
     let mut frames = gopswarm_chunk::decode_frames(real.payload()).unwrap();
     for f in &mut frames {

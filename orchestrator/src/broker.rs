@@ -2,14 +2,47 @@
 //! The embedded MQTT broker (rumqttd): the zero-setup default of `gopswarm orchestrator` and
 //! `gopswarm demo`. MQTT 3.1.1 on one port; retained messages and last wills work; no
 //! persistence (parts re-publish their retained state after a broker restart).
+//!
+//! With the swarm's keys it speaks TLS only (the certificate `gopswarm init` made, under the
+//! swarm CA) and admits only the swarm's parts, each logging in with its key
+//! ([`gopswarm_proto::login`]); with `--insecure` it is plain and anonymous.
 
 use anyhow::{Context, Result, bail};
+use gopswarm_proto::login::Logins;
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// TLS and logins of the embedded broker.
+pub struct BrokerSecurity {
+    /// Certificate chain and key (PEM) it serves.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA the certificate chains to (to check it is up).
+    pub ca: PathBuf,
+    pub logins: Arc<Logins>,
+    /// A login of the swarm's (the orchestrator's) to check it is up.
+    pub probe_login: (String, String),
+}
+
+/// Where a part on this machine reaches a broker listening on `listen` (a wildcard address
+/// is reached on loopback).
+pub fn local_address(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    }
+}
+
 /// Start rumqttd on `listen` in its own thread (its `start()` blocks) and wait until it
-/// accepts connections.
-pub fn start_embedded(listen: SocketAddr) -> Result<()> {
+/// accepts connections: plain and anonymous, or with `security` TLS and the swarm's logins.
+pub fn start_embedded(listen: SocketAddr, security: Option<BrokerSecurity>) -> Result<()> {
     let payload = gopswarm_proto::MAX_PACKET;
     let cfg = serde_json::json!({
         "id": 0,
@@ -32,7 +65,29 @@ pub fn start_embedded(listen: SocketAddr) -> Result<()> {
             }
         }}
     });
-    let cfg: rumqttd::Config = serde_json::from_value(cfg).context("broker config")?;
+    let mut cfg: rumqttd::Config = serde_json::from_value(cfg).context("broker config")?;
+    let mut probe = None;
+    if let Some(sec) = security {
+        let server = cfg
+            .v4
+            .as_mut()
+            .and_then(|v4| v4.get_mut("1"))
+            .context("broker config: no server")?;
+        server.tls = Some(rumqttd::TlsConfig::Rustls {
+            capath: None,
+            certpath: sec.cert.display().to_string(),
+            keypath: sec.key.display().to_string(),
+        });
+        let logins = sec.logins.clone();
+        server.set_auth_handler(move |client_id: String, user: String, password: String| {
+            let verdict = logins.check(&client_id, &user, &password);
+            if let Err(why) = &verdict {
+                tracing::warn!("embedded broker: login of {client_id:?} refused: {why}");
+            }
+            std::future::ready(verdict.is_ok())
+        });
+        probe = Some((sec.ca, sec.probe_login));
+    }
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {
@@ -42,13 +97,50 @@ pub fn start_embedded(listen: SocketAddr) -> Result<()> {
             }
         })?;
     let deadline = Instant::now() + Duration::from_secs(10);
+    let local = local_address(listen);
     while Instant::now() < deadline {
-        if accepts_mqtt(listen) {
+        let up = match &probe {
+            Some((ca, login)) => accepts_mqtts(local, ca, login)?,
+            None => accepts_mqtt(local),
+        };
+        if up {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("embedded broker did not listen on {listen} within 10 s")
+}
+
+/// Whether an MQTT session over TLS opens on `addr` with `login`, trusting `ca`. On a thread
+/// of its own: the client runs its own runtime, and the caller may be inside one (the demo).
+fn accepts_mqtts(addr: SocketAddr, ca: &std::path::Path, login: &(String, String)) -> Result<bool> {
+    let ca = std::fs::read(ca).with_context(|| format!("{}", ca.display()))?;
+    let login = login.clone();
+    std::thread::spawn(move || tls_session_opens(addr, ca, &login))
+        .join()
+        .map_err(|_| anyhow::anyhow!("broker probe panicked"))
+}
+
+fn tls_session_opens(addr: SocketAddr, ca: Vec<u8>, login: &(String, String)) -> bool {
+    let mut o = rumqttc::MqttOptions::new(
+        format!("gopswarm-broker-probe-{}", std::process::id()),
+        addr.ip().to_string(),
+        addr.port(),
+    );
+    o.set_credentials(&login.0, &login.1);
+    o.set_transport(rumqttc::Transport::tls(ca, None, None));
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(o, 4);
+    let up = matches!(
+        connection.recv_timeout(Duration::from_secs(2)),
+        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))))
+    );
+    if up {
+        let _ = client.disconnect();
+        // Let the DISCONNECT go out before the connection is dropped.
+        let _ = connection.recv_timeout(Duration::from_millis(200));
+    }
+    up
 }
 
 /// Whether an MQTT session opens on `addr`: CONNECT, CONNACK accepted, DISCONNECT. A bare TCP

@@ -38,6 +38,9 @@ pub struct ServiceOptions {
     /// The swarm's keys (`gopswarm init`): sign what goes out, check what comes in, enrol
     /// hosts. None: `--insecure`, nothing signed or checked.
     pub keys: Option<gopswarm_proto::keys::KeyDir>,
+    /// The embedded broker's logins: taught every enrolled host's key. None: no embedded
+    /// broker, or one without logins (`--insecure`).
+    pub logins: Option<Arc<gopswarm_proto::login::Logins>>,
 }
 
 /// Step of the live demand forecast by default (the forecaster's season is a day of these).
@@ -381,7 +384,12 @@ impl Service {
                 }
                 for (host, key) in store.host_keys()? {
                     match gopswarm_proto::signed::parse_public(&key) {
-                        Ok(k) => v.set_host_key(&host, k),
+                        Ok(k) => {
+                            v.set_host_key(&host, k);
+                            if let Some(l) = &opts.logins {
+                                l.set_host_key(&host, k);
+                            }
+                        }
                         Err(e) => tracing::error!("state: key of host {host}: {e}"),
                     }
                 }
@@ -412,7 +420,16 @@ impl Service {
                 )
             }
         };
-        let mut options = LinkOptions::new(opts.broker.clone(), &opts.client_id);
+        // Over TLS with the swarm's keys: trusts the swarm CA, logs in with its key.
+        let broker = match &opts.keys {
+            Some(kd) => opts
+                .broker
+                .clone()
+                .for_swarm(kd.broker_ca().as_deref(), seal.broker_login())
+                .map_err(anyhow::Error::msg)?,
+            None => opts.broker.clone(),
+        };
+        let mut options = LinkOptions::new(broker.clone(), &opts.client_id);
         options.keep_alive = opts.cfg.keepalive;
         options.subscriptions = ["birth", "death", "enrol"]
             .iter()
@@ -421,7 +438,7 @@ impl Service {
         // Liveness and the operator on a connection of their own: the broker queues per
         // connection, so a burst of births (a fleet reconnecting, or a flood) cannot hold up
         // heartbeats, acks and stream commands behind it.
-        let mut live = LinkOptions::new(opts.broker.clone(), &format!("{}-live", opts.client_id));
+        let mut live = LinkOptions::new(broker, &format!("{}-live", opts.client_id));
         live.keep_alive = opts.cfg.keepalive;
         live.subscriptions = ["heartbeat", "applied", "ack"]
             .iter()
@@ -635,6 +652,9 @@ impl Service {
                                             tracing::info!("host {} enrolled (token {})", e.host, e.token_id);
                                             if let Ok(k) = gopswarm_proto::signed::parse_public(&cert.key) {
                                                 v.set_host_key(&cert.host, k);
+                                                if let Some(l) = &opts.logins {
+                                                    l.set_host_key(&cert.host, k);
+                                                }
                                             }
                                             c.emit(Topic::Cert(cert.host.clone()), encode(&cert), true);
                                         }

@@ -10,6 +10,12 @@
 //!   tokens/N.token          0600, one-time enrolment tokens: give one to each new host
 //!   hosts/ID.key            0600, a host's key, written by the host when it enrols
 //!   srt.passphrase          0600, encrypts partial streams over SRT (hosts and mergers)
+//!   broker/ca.pem           the swarm's CA certificate: every part trusts the embedded
+//!                           broker's certificate through it
+//!   broker/ca.key           0600, the CA's key (signs broker certificates, nothing else)
+//!   broker/broker.pem       the embedded broker's TLS certificate (localhost, 127.0.0.1, ::1
+//!                           and the names given to `gopswarm init --broker-name`)
+//!   broker/broker.key       0600, its key
 //! ```
 //!
 //! A host machine needs only `trust.json`, `srt.passphrase` when it serves SRT, and one token; the orchestrator reads `tokens/` to
@@ -24,6 +30,9 @@ use std::path::{Path, PathBuf};
 pub const TRUST_FILE: &str = "trust.json";
 /// The swarm's SRT passphrase (AES-256 on every SRT partial stream).
 pub const SRT_PASSPHRASE_FILE: &str = "srt.passphrase";
+/// Names every broker certificate holds: the embedded broker on this machine.
+pub const LOCAL_BROKER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+const CA_NAME: &str = "gopswarm swarm CA";
 /// The operator and merger names `gopswarm init` uses unless told others.
 pub const DEFAULT_OPERATOR: &str = "operator";
 pub const DEFAULT_MERGER: &str = "merger";
@@ -91,8 +100,90 @@ impl KeyDir {
         let text = serde_json::to_string_pretty(&trust).expect("trust serializes") + "\n";
         std::fs::write(&trust_path, text).map_err(|e| format!("{}: {e}", trust_path.display()))?;
         kd.add_srt_passphrase()?;
+        kd.make_broker_cert(&[])?;
         kd.add_tokens(tokens)?;
         Ok(kd)
+    }
+
+    /// The swarm CA's certificate (what parts trust the embedded broker through), if this
+    /// directory has one.
+    pub fn broker_ca(&self) -> Option<PathBuf> {
+        Some(self.dir.join("broker").join("ca.pem")).filter(|p| p.exists())
+    }
+
+    /// The embedded broker's certificate and key.
+    pub fn broker_cert(&self) -> Result<(PathBuf, PathBuf), String> {
+        let dir = self.dir.join("broker");
+        let (cert, key) = (dir.join("broker.pem"), dir.join("broker.key"));
+        if !cert.exists() || !key.exists() {
+            return Err(format!(
+                "{}: no broker certificate (this key directory predates the TLS broker): make \
+                 one with `gopswarm init {} --broker-cert`",
+                dir.display(),
+                self.dir.display()
+            ));
+        }
+        read_secret(&key)?;
+        Ok((cert, key))
+    }
+
+    /// (Re)make the embedded broker's certificate for [`LOCAL_BROKER_NAMES`] and `names`
+    /// (DNS names or IP addresses the parts reach it at), signed by the swarm CA, which is
+    /// made first if there is none. Parts that trust the CA trust the new certificate.
+    pub fn make_broker_cert(&self, names: &[String]) -> Result<PathBuf, String> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let dir = self.dir.join("broker");
+        private_dir(&dir)?;
+        let err = |what: &str, e: rcgen::Error| format!("{what}: {e}");
+        let (ca_pem, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let ca_key = if ca_key_path.exists() {
+            KeyPair::from_pem(&read_secret(&ca_key_path)?).map_err(|e| err("swarm CA key", e))?
+        } else {
+            let k = KeyPair::generate().map_err(|e| err("swarm CA key", e))?;
+            write_secret(&ca_key_path, &k.serialize_pem())
+                .map_err(|e| format!("{}: {e}", ca_key_path.display()))?;
+            k
+        };
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.distinguished_name.push(DnType::CommonName, CA_NAME);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        ca.not_after = rcgen::date_time_ymd(2124, 1, 1);
+        // The same name and key as the CA made before: certificates it signed chain to it.
+        let ca_cert = ca.self_signed(&ca_key).map_err(|e| err("swarm CA", e))?;
+        if !ca_pem.exists() {
+            std::fs::write(&ca_pem, ca_cert.pem())
+                .map_err(|e| format!("{}: {e}", ca_pem.display()))?;
+        }
+        let mut all: Vec<String> = LOCAL_BROKER_NAMES.iter().map(|s| s.to_string()).collect();
+        for n in names {
+            if !all.contains(n) {
+                all.push(n.clone());
+            }
+        }
+        let mut params =
+            CertificateParams::new(all).map_err(|e| err("broker certificate names", e))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gopswarm embedded broker");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+        let key = KeyPair::generate().map_err(|e| err("broker key", e))?;
+        let cert = params
+            .signed_by(&key, &ca_cert, &ca_key)
+            .map_err(|e| err("broker certificate", e))?;
+        let (cert_path, key_path) = (dir.join("broker.pem"), dir.join("broker.key"));
+        let _ = std::fs::remove_file(&key_path);
+        write_secret(&key_path, &key.serialize_pem())
+            .map_err(|e| format!("{}: {e}", key_path.display()))?;
+        std::fs::write(&cert_path, cert.pem())
+            .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+        Ok(cert_path)
     }
 
     /// A new SRT passphrase (`srt.passphrase`), for a key directory made without one. Never
@@ -262,6 +353,11 @@ impl KeyDir {
         let trust_path = issued.dir.join(TRUST_FILE);
         std::fs::copy(self.dir.join(TRUST_FILE), &trust_path)
             .map_err(|e| format!("{}: {e}", trust_path.display()))?;
+        if let Some(ca) = self.broker_ca() {
+            let to = issued.dir.join("broker");
+            private_dir(&to)?;
+            std::fs::copy(&ca, to.join("ca.pem")).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
         if self.dir.join(SRT_PASSPHRASE_FILE).exists() {
             let text = self.srt_passphrase()?;
             let to = issued.dir.join(SRT_PASSPHRASE_FILE);

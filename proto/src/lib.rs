@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub mod endpoint;
 pub mod keys;
 pub mod link;
+pub mod login;
 pub mod signed;
 
 use endpoint::{Endpoint, Scheme};

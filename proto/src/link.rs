@@ -78,6 +78,32 @@ impl BrokerUrl {
         })
     }
 
+    /// As a part of a swarm with keys reaches it: over TLS, trusting `ca` (the swarm CA)
+    /// unless `?ca=` named CAs, and logging in with `login` unless the URL names a user. A
+    /// key's login never goes over plain MQTT, where anyone on the path could read and
+    /// replay it.
+    pub fn for_swarm(
+        mut self,
+        ca: Option<&std::path::Path>,
+        login: Option<(String, String)>,
+    ) -> Result<BrokerUrl, String> {
+        if !self.tls {
+            return Ok(self);
+        }
+        if self.ca.is_none()
+            && let Some(ca) = ca
+        {
+            self.ca = Some(std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?);
+        }
+        if self.username.is_none()
+            && let Some((user, password)) = login
+        {
+            self.username = Some(user);
+            self.password = Some(password);
+        }
+        Ok(self)
+    }
+
     /// The rumqttc options to reach this broker (transport and credentials).
     pub fn mqtt_options(&self, client_id: &str) -> MqttOptions {
         let mut mqtt = MqttOptions::new(client_id, &self.host, self.port);

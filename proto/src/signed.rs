@@ -56,6 +56,17 @@ use std::time::Duration;
 
 /// Prefix of every signed byte string: a signature of this protocol means nothing elsewhere.
 pub const DOMAIN: &[u8] = b"gopswarm/v1 signed message\0";
+/// Put before the user name a broker login signs (see [`crate::login`]).
+pub const LOGIN_DOMAIN: &[u8] = b"gopswarm/v1 broker login\0";
+/// User name prefix of a host that logs in to enrol.
+pub const ENROL_LOGIN_PREFIX: &str = "enrol:";
+
+pub(crate) fn login_bytes(user: &str) -> Vec<u8> {
+    let mut m = LOGIN_DOMAIN.to_vec();
+    m.extend_from_slice(user.as_bytes());
+    m
+}
+
 /// Put before the bytes of a chunk its signature covers.
 pub const CHUNK_DOMAIN: &[u8] = b"gopswarm/v1 signed chunk\0";
 /// How far apart the clocks of a swarm may be (counters are clock readings).
@@ -261,7 +272,7 @@ impl Trust {
     }
 
     /// Every key, parsed.
-    fn keys(&self) -> Result<HashMap<Principal, VerifyingKey>, String> {
+    pub(crate) fn keys(&self) -> Result<HashMap<Principal, VerifyingKey>, String> {
         let mut keys = HashMap::new();
         keys.insert(Principal::Orchestrator, parse_public(&self.orchestrator)?);
         for (n, k) in &self.operators {
@@ -377,6 +388,32 @@ impl Token {
         }
     }
 
+    /// The MQTT login of `host` while it enrols with this token: user `enrol:HOST`, password
+    /// `ID.MAC` (the secret never goes over the wire).
+    pub fn broker_login(&self, host: &str) -> (String, String) {
+        let user = format!("{ENROL_LOGIN_PREFIX}{host}");
+        let mut mac = self.mac();
+        mac.update(&login_bytes(&user));
+        let proof = B64.encode(mac.finalize().into_bytes());
+        (user, format!("{}.{proof}", self.id))
+    }
+
+    /// Whether `password` is this token's login for `host` (constant time).
+    pub fn proves_login(&self, host: &str, password: &str) -> bool {
+        let Some((id, proof)) = password.split_once('.') else {
+            return false;
+        };
+        let Ok(proof) = B64.decode(proof) else {
+            return false;
+        };
+        if id != self.id || self.host.as_deref().is_some_and(|h| h != host) {
+            return false;
+        }
+        let mut mac = self.mac();
+        mac.update(&login_bytes(&format!("{ENROL_LOGIN_PREFIX}{host}")));
+        mac.verify_slice(&proof).is_ok()
+    }
+
     /// Whether `e` was made with this token (constant time).
     pub fn proves(&self, e: &crate::Enrol) -> bool {
         let Ok(proof) = B64.decode(&e.proof) else {
@@ -448,6 +485,14 @@ impl Signer {
         out
     }
 
+    /// The MQTT login of this part at a swarm's embedded broker: its name, and its signature
+    /// of [`LOGIN_DOMAIN`] and that name. It does not change, so it is only as secret as the
+    /// connection: the embedded broker takes it over TLS only.
+    pub fn broker_login(&self) -> (String, String) {
+        let sig = self.key.sign(&login_bytes(&self.by));
+        (self.by.clone(), B64.encode(sig.to_bytes()))
+    }
+
     /// Append this host's signature to a chunk it produced (see [`CHUNK_DOMAIN`]).
     pub fn sign_chunk(&self, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
         let (header, _) = gopswarm_chunk::parse_ref(&bytes).map_err(|e| e.to_string())?;
@@ -482,6 +527,14 @@ impl Seal {
         match self {
             Seal::Signed(s) if !body.is_empty() => s.seal(topic, &body),
             _ => body,
+        }
+    }
+
+    /// The login at a swarm's embedded broker ([`Signer::broker_login`]); none without keys.
+    pub fn broker_login(&self) -> Option<(String, String)> {
+        match self {
+            Seal::Signed(s) => Some(s.broker_login()),
+            Seal::Plain => None,
         }
     }
 

@@ -196,7 +196,7 @@ pub fn print_throughput(n: usize) -> Result<()> {
         m?
     );
     let port = free_port()?;
-    gopswarm_orchestrator::broker::start_embedded(format!("127.0.0.1:{port}").parse()?)?;
+    gopswarm_orchestrator::broker::start_embedded(format!("127.0.0.1:{port}").parse()?, None)?;
     let r = rt.block_on(throughput(port, n))?;
     println!("control messages through embedded rumqttd (same load): {r:.0} msg/s");
     Ok(())

@@ -35,14 +35,12 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct StreamOptions {
-    /// Broker URL; with a password, give it in the environment (`gopswarm acl` writes one)
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        env = "GOPSWARM_OPERATOR_BROKER",
-        hide_env_values = true
-    )]
-    broker: String,
+    /// MQTT broker; with a password, give it in the environment (`gopswarm acl` writes one).
+    /// Default: the orchestrator's embedded broker on this machine (mqtts://127.0.0.1:8883
+    /// with swarm keys, logging in with the operator's key; mqtt://127.0.0.1:1883 with
+    /// --insecure)
+    #[arg(long, env = "GOPSWARM_OPERATOR_BROKER", hide_env_values = true)]
+    broker: Option<String>,
     #[command(flatten)]
     signing: Signing,
     #[command(subcommand)]
@@ -121,14 +119,12 @@ enum StreamOp {
 
 #[derive(clap::Args)]
 pub struct RollingUpdateOptions {
-    /// Broker URL; with a password, give it in the environment (`gopswarm acl` writes one)
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        env = "GOPSWARM_OPERATOR_BROKER",
-        hide_env_values = true
-    )]
-    broker: String,
+    /// MQTT broker; with a password, give it in the environment (`gopswarm acl` writes one).
+    /// Default: the orchestrator's embedded broker on this machine (mqtts://127.0.0.1:8883
+    /// with swarm keys, logging in with the operator's key; mqtt://127.0.0.1:1883 with
+    /// --insecure)
+    #[arg(long, env = "GOPSWARM_OPERATOR_BROKER", hide_env_values = true)]
+    broker: Option<String>,
     #[command(flatten)]
     signing: Signing,
     /// Host to update (repeatable; default: every live host)
@@ -228,24 +224,35 @@ pub fn stream(o: StreamOptions) -> Result<()> {
             to_host: to,
         },
     };
-    send(&o.broker, &o.signing, &cmd)
+    send(o.broker.as_deref(), &o.signing, &cmd)
 }
 
 pub fn rolling_update(o: RollingUpdateOptions) -> Result<()> {
     send(
-        &o.broker,
+        o.broker.as_deref(),
         &o.signing,
         &StreamCommand::RollingUpdate { hosts: o.hosts },
     )
 }
 
 /// Validate a command and publish it; returns once the broker has it.
-fn send(broker: &str, signing: &Signing, cmd: &StreamCommand) -> Result<()> {
+fn send(broker: Option<&str>, signing: &Signing, cmd: &StreamCommand) -> Result<()> {
     cmd.validate()
         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
     let seal = signing.seal()?;
     let topic = gopswarm_proto::Topic::StreamControl.path();
-    let url = gopswarm_proto::link::BrokerUrl::parse(broker).map_err(anyhow::Error::msg)?;
+    let given = broker
+        .map(gopswarm_proto::link::BrokerUrl::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let url = signing.keys.broker(given.as_ref(), seal.broker_login())?;
+    // Named without credentials.
+    let broker = format!(
+        "{}://{}:{}",
+        if url.tls { "mqtts" } else { "mqtt" },
+        url.host,
+        url.port
+    );
     daemon::runtime()?
         .block_on(gopswarm_proto::link::publish_once(
             &url,

@@ -15,14 +15,15 @@ use std::time::Duration;
 pub struct ExplainOptions {
     /// Host id; all hosts when left out
     host: Option<String>,
-    /// Broker URL; with a password, give it in the environment (`gopswarm acl` writes one)
-    #[arg(
-        long,
-        default_value = "mqtt://127.0.0.1:1883",
-        env = "GOPSWARM_OPERATOR_BROKER",
-        hide_env_values = true
-    )]
-    broker: String,
+    /// MQTT broker; with a password, give it in the environment (`gopswarm acl` writes one).
+    /// Default: the orchestrator's embedded broker on this machine (mqtts://127.0.0.1:8883
+    /// with swarm keys, logging in with the operator's key; mqtt://127.0.0.1:1883 with
+    /// --insecure)
+    #[arg(long, env = "GOPSWARM_OPERATOR_BROKER", hide_env_values = true)]
+    broker: Option<String>,
+    /// Operator whose key logs in to the embedded broker (operators/NAME.key under --keys)
+    #[arg(long, env = "GOPSWARM_OPERATOR", default_value = gopswarm_proto::keys::DEFAULT_OPERATOR)]
+    operator: String,
     /// Print JSON lines instead of text
     #[arg(long)]
     json: bool,
@@ -34,10 +35,25 @@ pub struct ExplainOptions {
 }
 
 pub fn run(o: ExplainOptions) -> Result<()> {
-    let broker = BrokerUrl::parse(&o.broker).map_err(anyhow::Error::msg)?;
     if let Some(h) = o.host.as_deref().filter(|h| !valid_id(h)) {
         bail!("host id {h:?}: use 1-64 of [A-Za-z0-9._-]");
     }
+    let given = o
+        .broker
+        .as_deref()
+        .map(BrokerUrl::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    // Logs in as the operator (the embedded broker admits only the swarm's parts).
+    let login = match o.keys.dir()? {
+        Some(kd) => Some(
+            kd.signer(signed::Principal::Operator(o.operator.clone()))
+                .map_err(anyhow::Error::msg)?
+                .broker_login(),
+        ),
+        None => None,
+    };
+    let broker = o.keys.broker(given.as_ref(), login)?;
     // Only reads: the trust file checks what the orchestrator and the hosts signed.
     let open = match o.keys.dir()? {
         Some(kd) => signed::Open::Verified(Box::new(

@@ -38,9 +38,31 @@ pub struct InitOptions {
     /// streams were encrypted; copy it to every host and merger
     #[arg(long, conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator", "add_merger"])]
     add_srt_passphrase: bool,
+    /// A DNS name or IP address parts reach the embedded broker at, besides localhost,
+    /// 127.0.0.1 and ::1 (repeatable; for its TLS certificate, broker/broker.pem)
+    #[arg(long = "broker-name", value_name = "NAME")]
+    broker_names: Vec<String>,
+    /// Make the embedded broker's certificate again in an existing key directory, for
+    /// --broker-name (the swarm CA stays: parts that trust it trust the new certificate);
+    /// restart the orchestrator to serve it
+    #[arg(long, conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator", "add_merger", "add_srt_passphrase"])]
+    broker_cert: bool,
 }
 
 pub fn run(o: InitOptions) -> Result<()> {
+    if o.broker_cert {
+        let kd = KeyDir::new(&o.dir);
+        kd.trust().map_err(anyhow::Error::msg)?;
+        let path = kd
+            .make_broker_cert(&o.broker_names)
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "embedded broker certificate: {} (swarm CA {}/broker/ca.pem)",
+            path.display(),
+            kd.dir.display()
+        );
+        return Ok(());
+    }
     if o.add_srt_passphrase {
         let kd = KeyDir::new(&o.dir);
         kd.trust().map_err(anyhow::Error::msg)?;
@@ -92,6 +114,10 @@ pub fn run(o: InitOptions) -> Result<()> {
         return Ok(());
     }
     let kd = KeyDir::init(&o.dir, &o.operator, &o.merger, o.tokens).map_err(anyhow::Error::msg)?;
+    if !o.broker_names.is_empty() {
+        kd.make_broker_cert(&o.broker_names)
+            .map_err(anyhow::Error::msg)?;
+    }
     let d = kd.dir.display();
     println!("swarm keys in {d}:");
     println!("  {d}/trust.json          public keys: copy to every host, merger and operator");
@@ -102,6 +128,9 @@ pub fn run(o: InitOptions) -> Result<()> {
     );
     println!("  {d}/mergers/{}.key     for gopswarm merge", o.merger);
     println!("  {d}/srt.passphrase      encrypts SRT partial streams: copy to hosts and mergers");
+    println!(
+        "  {d}/broker/ca.pem       the swarm CA: copy to every part (it trusts the embedded broker)"
+    );
     println!(
         "  {d}/tokens/            {} one-time enrolment tokens: give one to each new host \
          (gopswarm host --keys DIR --enrol-token FILE)",

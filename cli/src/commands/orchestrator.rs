@@ -15,9 +15,11 @@ pub struct OrchestratorOptions {
     /// External broker (mqtt:// or mqtts://, with user:pass@); default: embedded rumqttd
     #[arg(long)]
     broker: Option<String>,
-    /// Where the embedded broker listens
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    listen: String,
+    /// Where the embedded broker listens. With swarm keys it speaks TLS only and admits only
+    /// the swarm's parts, each logging in with its key (default 127.0.0.1:8883); with
+    /// --insecure it is plain and anonymous (default 127.0.0.1:1883)
+    #[arg(long)]
+    listen: Option<String>,
     /// State database (survives restarts)
     #[arg(long, default_value = "gopswarm-state.redb")]
     state: PathBuf,
@@ -177,7 +179,61 @@ impl OrchestratorOptions {
             rollout_timeout,
             proactive: (!self.no_proactive).then(Default::default),
             keys,
+            logins: None,
         })
+    }
+}
+
+/// The embedded broker: TLS with the swarm's logins, or with `--insecure` plain and anonymous.
+/// Returns the URL parts on this machine reach it at, and the logins the service keeps up to
+/// date as hosts enrol.
+pub fn start_embedded_broker(
+    listen: Option<&str>,
+    keys: &gopswarm_agents::options::KeyOptions,
+) -> Result<(
+    String,
+    Option<std::sync::Arc<gopswarm_proto::login::Logins>>,
+)> {
+    use gopswarm_orchestrator::broker::{BrokerSecurity, local_address, start_embedded};
+    let kd = keys.dir()?;
+    let default = if kd.is_some() {
+        "127.0.0.1:8883"
+    } else {
+        "127.0.0.1:1883"
+    };
+    let addr: std::net::SocketAddr = listen.unwrap_or(default).parse().context("--listen")?;
+    let local = local_address(addr);
+    match kd {
+        Some(kd) => {
+            let (cert, key) = kd.broker_cert().map_err(anyhow::Error::msg)?;
+            let ca = kd
+                .broker_ca()
+                .with_context(|| format!("{}: no broker/ca.pem", kd.dir.display()))?;
+            let logins = std::sync::Arc::new(
+                gopswarm_proto::login::Logins::new(&kd).map_err(anyhow::Error::msg)?,
+            );
+            let probe_login = kd
+                .signer(gopswarm_proto::signed::Principal::Orchestrator)
+                .map_err(anyhow::Error::msg)?
+                .broker_login();
+            start_embedded(
+                addr,
+                Some(BrokerSecurity {
+                    cert,
+                    key,
+                    ca,
+                    logins: logins.clone(),
+                    probe_login,
+                }),
+            )?;
+            tracing::info!("embedded MQTT broker on mqtts://{addr} (TLS, swarm logins only)");
+            Ok((format!("mqtts://{local}"), Some(logins)))
+        }
+        None => {
+            start_embedded(addr, None)?;
+            tracing::info!("embedded MQTT broker on mqtt://{addr} (plain, anonymous: --insecure)");
+            Ok((format!("mqtt://{local}"), None))
+        }
     }
 }
 
@@ -193,15 +249,16 @@ pub fn run(mut o: OrchestratorOptions) -> Result<()> {
     daemon::init_logging();
     o.check()?;
     gopswarm_agents::pipeline::init();
+    let mut logins = None;
     let broker = match o.broker.take() {
         Some(b) => b,
         None => {
-            let addr: std::net::SocketAddr = o.listen.parse().context("--listen")?;
-            gopswarm_orchestrator::broker::start_embedded(addr)?;
-            tracing::info!("embedded MQTT broker on mqtt://{addr}");
-            format!("mqtt://{addr}")
+            let (url, l) = start_embedded_broker(o.listen.as_deref(), &o.keys)?;
+            logins = l;
+            url
         }
     };
-    let options = o.service_options(broker)?;
+    let mut options = o.service_options(broker)?;
+    options.logins = logins;
     daemon::runtime()?.block_on(Service::run(options, daemon::interrupted(), None))
 }

@@ -214,9 +214,11 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
 
     let broker_port = free_port()?;
     let source_port = free_port()?;
-    gopswarm_orchestrator::broker::start_embedded(format!("127.0.0.1:{broker_port}").parse()?)?;
-    let broker_url = format!("mqtt://127.0.0.1:{broker_port}");
-    eprintln!("demo: embedded MQTT broker on {broker_url}");
+    let (broker_url, logins) = crate::commands::orchestrator::start_embedded_broker(
+        Some(&format!("127.0.0.1:{broker_port}")),
+        &key_options,
+    )?;
+    eprintln!("demo: embedded MQTT broker on {broker_url} (TLS, swarm logins only)");
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -228,6 +230,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
     let orchestrator = tokio::spawn(Service::run(
         ServiceOptions {
             broker: BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
+            logins,
             state: state.clone(),
             cfg,
             client_id: "gopswarm-orchestrator".into(),
@@ -321,7 +324,10 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
     }
     // One control connection for the whole demo, as an operator's console would keep.
     let mut control = LinkOptions::new(
-        BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
+        key_options.broker(
+            Some(&BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?),
+            Some(operator.broker_login()),
+        )?,
         "gopswarm-demo-ctl",
     );
     control.keep_alive = Duration::from_secs(5);
@@ -343,7 +349,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
     let merge_task = tokio::spawn(merge::run(
         MergeOptions {
             metrics_listen: None,
-            broker: BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?,
+            broker: Some(BrokerUrl::parse(&broker_url).map_err(anyhow::Error::msg)?),
             stream: "demo".into(),
             profile: "p360".into(),
             out: opts.out.join("demo"),
