@@ -308,31 +308,76 @@ fn max_chunk_bytes(def: &StreamDef, profile: &str) -> u64 {
     }
 }
 
-/// Whether the layout epoch in force at a chunk's GOP lets its host send it: a primary GOP
-/// only from the host of the slot it falls to (GOP mod slots, as `gopselect` deals them), a
-/// parity chunk from a host of the layout. A redundant copy may come from any enrolled host:
-/// backups (copy-only bronze hosts) are not named in the layout, and a copy is used only when
-/// the primary is missing or fails its payload check.
-fn may_send(
-    in_force: &LayoutEpoch,
-    header: &gopswarm_chunk::ChunkHeader,
-) -> Result<(), &'static str> {
-    let host = &header.host_id;
-    if header.is_redundant() {
-        return Ok(());
+/// Who a chunk the layout allows came from.
+#[derive(Debug, PartialEq, Eq)]
+enum Sender {
+    /// A host of the layout, for a GOP its slot encodes.
+    Slot,
+    /// A redundant copy from a host the layout does not name: a backup (copy-only bronze
+    /// host, not in layouts). Used only when the primary is missing or fails its check, and
+    /// never taken as the GOP being here (the merger still asks for the primary).
+    Backup,
+}
+
+/// Whether `host` encodes GOP `g` in layout epoch `e`: as the primary (GOP mod slots, as
+/// `gopselect` deals them) or as one of the `redundancy` copies (the slots after it).
+fn encodes(e: &LayoutEpoch, g: u64, host: &str, primary_only: bool) -> bool {
+    let slots = e.hosts.len() as u64;
+    if slots == 0 {
+        return false;
     }
+    let owner = g % slots;
+    let copies = if primary_only {
+        0
+    } else {
+        u64::from(e.redundancy).min(slots - 1)
+    };
+    (0..=copies).any(|j| e.hosts[((owner + j) % slots) as usize] == host)
+}
+
+/// Whether the layout lets a chunk's host send it: a primary GOP only from the host of the
+/// slot it falls to in the layout in force at it; a redundant copy from a host holding one of
+/// its copy slots, or from a host the layout does not name (a backup); parity only over GOPs
+/// its sender encodes as the primary, each in the layout in force at that GOP (a rebuilt GOP
+/// goes out at once, as a primary would: a copy holder must not stand in for the primary that
+/// way; the swarm's hosts send no parity, `gst-launch-1.0` pipelines do). `payload` is the
+/// chunk's (for a parity chunk's members).
+fn may_send(
+    layout: &Layout,
+    header: &gopswarm_chunk::ChunkHeader,
+    payload: &[u8],
+) -> Result<Sender, &'static str> {
+    let host = header.host_id.as_str();
+    let g = header.gop_index;
+    let in_force = layout.epoch_at(g).ok_or("before the layout")?;
     if header.is_parity() {
-        return if in_force.hosts.contains(host) {
-            Ok(())
+        if header.is_redundant() {
+            return Err("marked both parity and a redundant copy");
+        }
+        let (info, _) =
+            gopswarm_chunk::ParityInfo::decode(payload).map_err(|_| "unreadable parity")?;
+        for &(m, _) in &info.members {
+            let e = layout
+                .epoch_at(m)
+                .ok_or("parity over a GOP before the layout")?;
+            if !encodes(e, m, host, true) {
+                return Err("parity over a GOP it does not encode");
+            }
+        }
+        return Ok(Sender::Slot);
+    }
+    if header.is_redundant() {
+        return if !in_force.hosts.iter().any(|h| h == host) {
+            Ok(Sender::Backup)
+        } else if encodes(in_force, g, host, false) {
+            Ok(Sender::Slot)
         } else {
-            Err("holds no slot")
+            Err("holds no copy slot of the GOP")
         };
     }
-    let slots = in_force.hosts.len() as u64;
-    let owner = (slots > 0).then(|| &in_force.hosts[(header.gop_index % slots) as usize]);
-    if owner == Some(host) {
-        Ok(())
-    } else if in_force.hosts.contains(host) {
+    if encodes(in_force, g, host, true) {
+        Ok(Sender::Slot)
+    } else if in_force.hosts.iter().any(|h| h == host) {
         Err("the GOP falls to another slot")
     } else {
         Err("holds no slot")
@@ -771,17 +816,18 @@ pub async fn run(
                     continue;
                 }
             };
-            // Whichever transport brought it: signed by the host it names, then as the
-            // encoder made it (parity was computed over those bytes).
-            let bytes = match open.open_chunk(bytes) {
-                Ok(b) => b,
-                Err(reject) => {
-                    summary.bad_signature += 1;
-                    rejects.count(&reject);
-                    refusals.refused(&chunk_topic, &reject);
-                    continue;
-                }
-            };
+            // Everything that needs no signature check first: a flood of chunks that fail
+            // them costs no hashing, and nothing is recorded before the signature holds.
+            if header.stream_id != opts.stream || header.profile_id != opts.profile {
+                summary.not_in_layout += 1;
+                let reject = Reject::Invalid(format!(
+                    "a chunk of {}/{} from {}",
+                    header.stream_id, header.profile_id, header.host_id
+                ));
+                rejects.count(&reject);
+                refusals.refused(&chunk_topic, &reject);
+                continue;
+            }
             let g = header.gop_index;
             let Some(in_force) = l.epoch_at(g) else {
                 continue;
@@ -802,20 +848,43 @@ pub async fn run(
                 );
                 continue;
             }
-            if let Err(why) = may_send(in_force, &header) {
-                // A chunk of a newer layout than this merger has is asked for again once it
-                // arrives; an enrolled host without the slot adds nothing.
-                summary.not_in_layout += 1;
-                let reject = Reject::Invalid(format!(
-                    "GOP {g} from {}: {why} (layout epoch {})",
-                    header.host_id, in_force.epoch
-                ));
-                rejects.count(&reject);
-                refusals.refused(&chunk_topic, &reject);
-                continue;
+            let parity_payload = if header.is_parity() {
+                gopswarm_chunk::parse(&bytes)
+                    .map(|(c, _)| c.payload().to_vec())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let sender = match may_send(l, &header, &parity_payload) {
+                Ok(s) => s,
+                Err(why) => {
+                    // A chunk of a newer layout than this merger has is asked for again once
+                    // it arrives; an enrolled host without the slot adds nothing.
+                    summary.not_in_layout += 1;
+                    let reject = Reject::Invalid(format!(
+                        "GOP {g} from {}: {why} (layout epoch {})",
+                        header.host_id, in_force.epoch
+                    ));
+                    rejects.count(&reject);
+                    refusals.refused(&chunk_topic, &reject);
+                    continue;
+                }
+            };
+            // Whichever transport brought it: signed by the host it names, then as the
+            // encoder made it (parity was computed over those bytes).
+            let bytes = match open.open_chunk(bytes) {
+                Ok(b) => b,
+                Err(reject) => {
+                    summary.bad_signature += 1;
+                    rejects.count(&reject);
+                    refusals.refused(&chunk_topic, &reject);
+                    continue;
+                }
+            };
+            // Only a chunk from a slot of the layout moves the window.
+            if sender == Sender::Slot {
+                frontier = frontier.max(Some(g));
             }
-            // Only a chunk that got this far moves the window.
-            frontier = frontier.max(Some(g));
             let key = (header.host_id.clone(), g, header.is_redundant());
             // Drop exact repeats (QoS 1 redelivery, resends) and a second primary; a primary
             // still goes in after a redundant copy (gopmerge prefers it), and a redundant copy
@@ -828,7 +897,11 @@ pub async fn run(
                 continue;
             }
             if !header.is_parity() && !redundant_after_any {
-                have.insert(g);
+                // A backup's copy does not count as the GOP being here: the primary is still
+                // asked for.
+                if sender == Sender::Slot {
+                    have.insert(g);
+                }
                 let who = if header.is_redundant() {
                     format!("{} (redundant)", header.host_id)
                 } else {
@@ -921,24 +994,73 @@ mod tests {
     #[test]
     fn a_primary_gop_comes_only_from_the_host_of_its_slot() {
         use gopswarm_chunk::flags::{PARITY, REDUNDANT};
-        let e = LayoutEpoch {
-            epoch: 4,
-            from_gop: 10,
-            redundancy: 1,
-            hosts: vec!["a".into(), "b".into(), "c".into()],
+        let layout = Layout {
+            stream: "s".into(),
+            profile: "p".into(),
+            history: vec![LayoutEpoch {
+                epoch: 4,
+                from_gop: 10,
+                redundancy: 1,
+                hosts: vec!["a".into(), "b".into(), "c".into()],
+            }],
         };
-        // GOP 13: slot 1.
-        assert_eq!(may_send(&e, &header(13, "b", 0)), Ok(()));
+        let send = |g: u64, host: &str, flags: u8| may_send(&layout, &header(g, host, flags), &[]);
+        // GOP 13: slot 1 (b), its copy on slot 2 (c).
+        assert_eq!(send(13, "b", 0), Ok(Sender::Slot));
+        assert_eq!(send(13, "a", 0), Err("the GOP falls to another slot"));
+        assert_eq!(send(13, "z", 0), Err("holds no slot"));
+        assert_eq!(send(13, "c", REDUNDANT), Ok(Sender::Slot));
         assert_eq!(
-            may_send(&e, &header(13, "a", 0)),
-            Err("the GOP falls to another slot")
+            send(13, "a", REDUNDANT),
+            Err("holds no copy slot of the GOP")
         );
-        assert_eq!(may_send(&e, &header(13, "z", 0)), Err("holds no slot"));
-        assert_eq!(may_send(&e, &header(13, "c", PARITY)), Ok(()));
-        assert_eq!(may_send(&e, &header(13, "z", PARITY)), Err("holds no slot"));
         // A backup is not named in the layout.
-        assert_eq!(may_send(&e, &header(13, "z", REDUNDANT)), Ok(()));
-        let empty = LayoutEpoch { hosts: vec![], ..e };
-        assert_eq!(may_send(&empty, &header(13, "b", 0)), Err("holds no slot"));
+        assert_eq!(send(13, "z", REDUNDANT), Ok(Sender::Backup));
+        assert_eq!(send(9, "b", 0), Err("before the layout"));
+        assert_eq!(
+            send(13, "b", PARITY | REDUNDANT),
+            Err("marked both parity and a redundant copy")
+        );
+        // Parity: only over GOPs its sender encodes as the primary (b: 13 and 16, not 12, the
+        // copy of a's).
+        let parity = |members: &[u64]| {
+            gopswarm_chunk::ParityInfo {
+                k: members.len() as u8,
+                m: 1,
+                index: 0,
+                members: members.iter().map(|&g| (g, 5)).collect(),
+            }
+            .encode(b"shard")
+        };
+        let p_header = header(13, "b", PARITY);
+        assert_eq!(
+            may_send(&layout, &p_header, &parity(&[13, 16])),
+            Ok(Sender::Slot)
+        );
+        for members in [&[12, 13][..], &[13, 14]] {
+            assert_eq!(
+                may_send(&layout, &p_header, &parity(members)),
+                Err("parity over a GOP it does not encode")
+            );
+        }
+        assert_eq!(
+            may_send(&layout, &header(13, "z", PARITY), &parity(&[13])),
+            Err("parity over a GOP it does not encode")
+        );
+        assert_eq!(
+            may_send(&layout, &p_header, b"junk"),
+            Err("unreadable parity")
+        );
+        let empty = Layout {
+            history: vec![LayoutEpoch {
+                hosts: vec![],
+                ..layout.history[0].clone()
+            }],
+            ..layout.clone()
+        };
+        assert_eq!(
+            may_send(&empty, &header(13, "b", 0), &[]),
+            Err("holds no slot")
+        );
     }
 }

@@ -67,9 +67,9 @@ impl KeyOptions {
 
     /// The broker as this part reaches it. `given` (from `--broker`) or, by default, the
     /// orchestrator's embedded broker on this machine: `mqtts://127.0.0.1:8883` with keys,
-    /// `mqtt://127.0.0.1:1883` with `--insecure`. With keys, over TLS, it trusts the swarm CA
-    /// (unless `?ca=` names other CAs) and logs in with `login` unless the URL names a user.
-    /// A key's login never goes over plain MQTT.
+    /// `mqtt://127.0.0.1:1883` with `--insecure`. With keys, over TLS without `?ca=`, it
+    /// trusts only the swarm CA and logs in with `login` unless the URL names a user (see
+    /// [`BrokerUrl::for_swarm`]).
     pub fn broker(
         &self,
         given: Option<&BrokerUrl>,
@@ -84,9 +84,18 @@ impl KeyOptions {
             None => BrokerUrl::parse(DEFAULT_PLAIN_BROKER).map_err(anyhow::Error::msg)?,
         };
         match kd {
-            Some(kd) => url
-                .for_swarm(kd.broker_ca().as_deref(), login)
-                .map_err(anyhow::Error::msg),
+            Some(kd) => {
+                if !url.tls {
+                    tracing::warn!(
+                        "broker {}:{} over plain MQTT: the swarm's messages are signed but anyone \
+                         on the path reads them (use mqtts://)",
+                        url.host,
+                        url.port
+                    );
+                }
+                url.for_swarm(kd.broker_ca().as_deref(), login)
+                    .map_err(anyhow::Error::msg)
+            }
             None => Ok(url),
         }
     }

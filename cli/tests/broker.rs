@@ -2,8 +2,9 @@
 //! The orchestrator's embedded broker with the swarm's keys: TLS only, under the swarm CA
 //! (checked with `openssl s_client`), and only the swarm's parts get in, each with its key. A
 //! new host enrols (logging in with its token) and joins (logging in with its key); plain MQTT,
-//! anonymous clients, forged logins, a host posing under another client id and a client that
-//! does not trust the swarm CA are all turned away.
+//! anonymous clients, forged logins, a host's or an operator's key under the orchestrator's
+//! or another host's client id, and a client that does not trust the swarm CA are all turned
+//! away.
 
 use gopswarm_proto::signed::{Principal, Signer, generate};
 use gopswarm_proto::{Inbound, Topic, filters};
@@ -142,6 +143,12 @@ fn embedded_broker_takes_only_the_swarms_parts_over_tls() {
     let mut o = tls_options(port, "gopswarm-orchestrator", Some(ca.clone()));
     o.set_credentials(&hu, &hp);
     assert!(connects(o).is_none());
+    // Nor does the operator's key take the orchestrator's or a host's session.
+    for taken in ["gopswarm-orchestrator-live", "gopswarm-host-host-0"] {
+        let mut o = tls_options(port, taken, Some(ca.clone()));
+        o.set_credentials(&user, &password);
+        assert!(connects(o).is_none(), "{taken}");
+    }
     // The orchestrator is still up and in charge: its retained status says online.
     client
         .subscribe(Topic::OrchestratorStatus.path(), QoS::AtLeastOnce)

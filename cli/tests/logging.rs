@@ -49,12 +49,13 @@ fn orchestrator_stderr(name: &str, format_args: &[&str]) -> String {
         assert!(Instant::now() < deadline, "not up: {}", log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
-    // A client that connects and disconnects cleanly (the broker's router drops its link).
+    // A client that connects and disconnects cleanly (the broker's router drops its link),
+    // over TLS with the operator's login, as the swarm's keys make the embedded broker.
     let explain = gopswarm_in(&dir)
         .args([
             "explain",
             "--broker",
-            &format!("mqtt://127.0.0.1:{port}"),
+            &format!("mqtts://127.0.0.1:{port}"),
             "--wait",
             "1",
         ])

@@ -118,10 +118,11 @@ fn accepts_mqtts(addr: SocketAddr, ca: &std::path::Path, login: &(String, String
     let login = login.clone();
     std::thread::spawn(move || tls_session_opens(addr, ca, &login))
         .join()
-        .map_err(|_| anyhow::anyhow!("broker probe panicked"))
+        .map_err(|_| anyhow::anyhow!("broker probe panicked"))?
 }
 
-fn tls_session_opens(addr: SocketAddr, ca: Vec<u8>, login: &(String, String)) -> bool {
+/// Up, not up yet, or up with a certificate its own parts refuse (an error that says so).
+fn tls_session_opens(addr: SocketAddr, ca: Vec<u8>, login: &(String, String)) -> Result<bool> {
     let mut o = rumqttc::MqttOptions::new(
         format!("gopswarm-broker-probe-{}", std::process::id()),
         addr.ip().to_string(),
@@ -131,16 +132,20 @@ fn tls_session_opens(addr: SocketAddr, ca: Vec<u8>, login: &(String, String)) ->
     o.set_transport(rumqttc::Transport::tls(ca, None, None));
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = rumqttc::Client::new(o, 4);
-    let up = matches!(
-        connection.recv_timeout(Duration::from_secs(2)),
-        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))))
-    );
+    let up = match connection.recv_timeout(Duration::from_secs(2)) {
+        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => true,
+        Ok(Err(rumqttc::ConnectionError::Tls(e))) => bail!(
+            "TLS to the embedded broker at {addr}: {e} (its certificate must name the address \
+             parts reach it at: gopswarm init DIR --broker-cert --broker-name NAME)"
+        ),
+        _ => false,
+    };
     if up {
         let _ = client.disconnect();
         // Let the DISCONNECT go out before the connection is dropped.
         let _ = connection.recv_timeout(Duration::from_millis(200));
     }
-    up
+    Ok(up)
 }
 
 /// Whether an MQTT session opens on `addr`: CONNECT, CONNACK accepted, DISCONNECT. A bare TCP

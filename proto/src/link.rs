@@ -78,23 +78,23 @@ impl BrokerUrl {
         })
     }
 
-    /// As a part of a swarm with keys reaches it: over TLS, trusting `ca` (the swarm CA)
-    /// unless `?ca=` named CAs, and logging in with `login` unless the URL names a user. A
-    /// key's login never goes over plain MQTT, where anyone on the path could read and
-    /// replay it.
+    /// As a part of a swarm with keys reaches it. Over TLS with no `?ca=`, it trusts only the
+    /// swarm CA `ca`, so the broker is the swarm's own, and only then logs in with `login`
+    /// (unless the URL names a user): a key's login, which never changes, goes to no other
+    /// broker, and never over plain MQTT, where anyone on the path could read and replay it.
+    /// A broker with a certificate from elsewhere is named with `?ca=` (and its own user).
     pub fn for_swarm(
         mut self,
         ca: Option<&std::path::Path>,
         login: Option<(String, String)>,
     ) -> Result<BrokerUrl, String> {
-        if !self.tls {
+        if !self.tls || self.ca.is_some() {
             return Ok(self);
         }
-        if self.ca.is_none()
-            && let Some(ca) = ca
-        {
-            self.ca = Some(std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?);
-        }
+        let Some(ca) = ca else {
+            return Ok(self);
+        };
+        self.ca = Some(std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?);
         if self.username.is_none()
             && let Some((user, password)) = login
         {

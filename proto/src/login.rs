@@ -9,7 +9,9 @@
 //! signed messages.
 //!
 //! A host may use only its own client ids (`gopswarm-host-ID` and, enrolling,
-//! `gopswarm-enrol-ID`), so it cannot take over another part's MQTT session. Nothing here is
+//! `gopswarm-enrol-ID`); operators and mergers any but those and the orchestrator's
+//! (`gopswarm-orchestrator...`). So no key but the orchestrator's takes over another part's
+//! MQTT session. Nothing here is
 //! an authorization of topics: what a part may publish is checked by the receivers'
 //! signatures ([`crate::signed`]) whatever the broker lets through.
 //!
@@ -33,14 +35,19 @@ pub struct Logins {
     hosts: RwLock<HashMap<String, VerifyingKey>>,
 }
 
+/// Client ids the orchestrator's sessions use (and nobody else may).
+pub const ORCHESTRATOR_CLIENT_PREFIX: &str = "gopswarm-orchestrator";
+const HOST_CLIENT_PREFIX: &str = "gopswarm-host-";
+const ENROL_CLIENT_PREFIX: &str = "gopswarm-enrol-";
+
 /// A host's main session.
 pub fn host_client_id(host: &str) -> String {
-    format!("gopswarm-host-{host}")
+    format!("{HOST_CLIENT_PREFIX}{host}")
 }
 
 /// A host's session while it enrols.
 pub fn enrol_client_id(host: &str) -> String {
-    format!("gopswarm-enrol-{host}")
+    format!("{ENROL_CLIENT_PREFIX}{host}")
 }
 
 impl Logins {
@@ -77,9 +84,19 @@ impl Logins {
             };
         }
         let who = Principal::parse(user)?;
-        if let Principal::Host(h) = &who
-            && client_id != host_client_id(h)
-        {
+        let reserved = [
+            ORCHESTRATOR_CLIENT_PREFIX,
+            HOST_CLIENT_PREFIX,
+            ENROL_CLIENT_PREFIX,
+        ]
+        .iter()
+        .any(|p| client_id.starts_with(p));
+        let allowed = match &who {
+            Principal::Orchestrator => true,
+            Principal::Host(h) => client_id == host_client_id(h),
+            Principal::Operator(_) | Principal::Merger(_) => !reserved,
+        };
+        if !allowed {
             return Err(format!("{who} may not use client id {client_id:?}"));
         }
         let key = match &who {
@@ -129,6 +146,18 @@ mod tests {
         let op = kd.signer(Principal::Operator("ops".into())).unwrap();
         let (ou, op_pass) = op.broker_login();
         assert_eq!(logins.check("anything", &ou, &op_pass), Ok(()));
+        // Not under the orchestrator's, a host's or an enrolling host's client id.
+        for taken in [
+            "gopswarm-orchestrator-live",
+            "gopswarm-host-h1",
+            "gopswarm-enrol-h1",
+        ] {
+            assert!(logins.check(taken, &ou, &op_pass).is_err(), "{taken}");
+        }
+        let m1 = kd.signer(Principal::Merger("m1".into())).unwrap();
+        let (mu, mp) = m1.broker_login();
+        assert_eq!(logins.check("gopswarm-merge-s-p", &mu, &mp), Ok(()));
+        assert!(logins.check("gopswarm-orchestrator", &mu, &mp).is_err());
         // Someone else's password, a made-up key, no password, an unknown name.
         assert!(logins.check("x", &u, &op_pass).is_err());
         let fake = Signer::new(Principal::Orchestrator, crate::signed::generate());

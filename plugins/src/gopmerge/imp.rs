@@ -491,9 +491,11 @@ impl GopMerge {
         input_state.last_data_gop = input_state.last_data_gop.max(Some(gop));
         input_state.fec_k = h.fec_k;
         if h.fec_k > 0 {
-            state
-                .received
-                .insert((h.host_id.clone(), gop), chunk.bytes().to_vec());
+            // Parity was computed over the chunk as its encoder made it: without the
+            // signature a swarm daemon may have added.
+            let bytes = gopswarm_chunk::strip_signature(chunk.bytes().to_vec())
+                .unwrap_or_else(|_| chunk.bytes().to_vec());
+            state.received.insert((h.host_id.clone(), gop), bytes);
         }
         if state.next.is_some_and(|next| gop < next) {
             state.stats.late += 1;
@@ -532,7 +534,14 @@ impl GopMerge {
                 Ok(rebuilt) => {
                     let pos = group.info.members.iter().position(|m| m.0 == k)?;
                     match gopswarm_chunk::parse_owned(rebuilt[pos].clone()) {
-                        Ok(chunk) if chunk.header.gop_index == k => return Some(chunk),
+                        // A group rebuilds only its own host's chunks: parity from one host
+                        // never stands in for another's GOP.
+                        Ok(chunk)
+                            if chunk.header.gop_index == k
+                                && chunk.header.host_id == group.host =>
+                        {
+                            return Some(chunk);
+                        }
                         Ok(_) | Err(_) => {
                             gst::warning!(
                                 CAT,
