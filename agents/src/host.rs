@@ -408,7 +408,10 @@ struct Agent {
     freeze_after_commit: bool,
     frozen: bool,
     /// Connections to mergers that take partial streams over TCP.
-    tcp: HashMap<String, std::net::TcpStream>,
+    tcp: HashMap<String, crate::chunk_tls::ChunkWriter>,
+    /// TLS for them: `Ok(None)` with `--insecure`, an error for a key directory without the
+    /// swarm CA (chunks are then not sent over TCP at all, never in plaintext).
+    chunk_tls: Result<Option<std::sync::Arc<rustls::ClientConfig>>, String>,
     srt: Option<SrtServer>,
     /// Drained tasks already finished (stream, profile, epoch): never restarted.
     finished: std::collections::HashSet<(String, String, u64)>,
@@ -559,6 +562,18 @@ impl Agent {
         if self.frozen {
             return;
         }
+        // Fencing: a leader a standby has taken over from may still publish for a moment.
+        if a.orchestrator_epoch < self.orchestrator_epoch {
+            tracing::warn!(
+                "{}: assignment revision {} of orchestrator epoch {} refused: epoch {} leads",
+                self.id,
+                a.revision,
+                a.orchestrator_epoch,
+                self.orchestrator_epoch
+            );
+            return;
+        }
+        self.orchestrator_epoch = a.orchestrator_epoch;
         if a.revision <= self.applied_revision {
             return;
         }
@@ -797,32 +812,41 @@ impl Agent {
         }
     }
 
-    /// Send a chunk to a merger over TCP (connecting, or reconnecting once, as needed).
+    /// Send a chunk to a merger over TCP, over TLS with the swarm's keys (connecting, or
+    /// reconnecting once, as needed).
     fn send_tcp(&mut self, addr: &str, bytes: &[u8]) {
-        use std::io::Write;
+        let tls = match &self.chunk_tls {
+            Ok(tls) => tls.clone(),
+            Err(e) => {
+                tracing::warn!("{}: chunk for merger {addr} not sent: {e}", self.id);
+                return;
+            }
+        };
         for attempt in 0..2 {
             if !self.tcp.contains_key(addr) {
                 // A name or an IP literal (the chunk sink was parsed strictly on receipt).
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
                 let conn = std::net::ToSocketAddrs::to_socket_addrs(addr)
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|mut a| a.next().context("no address"))
                     .and_then(|a| {
-                        std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))
-                            .map_err(|e| e.to_string())
+                        let tcp = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))?;
+                        tcp.set_write_timeout(Some(Duration::from_secs(2)))?;
+                        tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        crate::chunk_tls::client(tls.as_ref(), host, tcp)
                     });
                 match conn {
                     Ok(stream) => {
-                        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
                         self.tcp.insert(addr.to_string(), stream);
                     }
                     Err(e) => {
-                        tracing::warn!("{}: merger {addr}: {e}", self.id);
+                        tracing::warn!("{}: merger {addr}: {e:#}", self.id);
                         return;
                     }
                 }
             }
             let stream = self.tcp.get_mut(addr).unwrap();
-            match stream.write_all(bytes) {
+            match stream.write_all(bytes).and_then(|()| stream.flush()) {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!("{}: merger {addr} (attempt {attempt}): {e}", self.id);
@@ -1376,6 +1400,12 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         freeze_after_commit: opts.freeze_after_commit,
         frozen: false,
         tcp: HashMap::new(),
+        chunk_tls: match opts.keys.dir()? {
+            Some(kd) => crate::chunk_tls::client_config(&kd)
+                .map(Some)
+                .map_err(|e| format!("{e:#}")),
+            None => Ok(None),
+        },
         srt,
         finished: Default::default(),
         throttle_fps: opts.throttle_fps,

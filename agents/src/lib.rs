@@ -13,6 +13,7 @@
 //! statically), [`daemon`] (logging, signals, runtime) and [`options`] (value parsers of the
 //! command-line options).
 
+pub mod chunk_tls;
 pub mod daemon;
 pub mod host;
 pub mod merge;

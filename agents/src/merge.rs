@@ -50,7 +50,9 @@ pub struct MergeOptions {
     /// Write the summary as JSON here
     #[arg(long)]
     pub summary: Option<PathBuf>,
-    /// Also take partial streams over TCP here (tcp://host:port), from any number of hosts
+    /// Also take partial streams over TCP here (tcp://host:port), from any number of hosts:
+    /// over TLS with the mergers' certificate (merger/tls.pem under --keys, names from
+    /// `gopswarm init --merger-name`), plain with --insecure
     #[arg(long)]
     pub listen: Option<String>,
     /// Call the hosts' SRT listeners for their partial streams (streams added with
@@ -238,8 +240,12 @@ fn pull_srt(
     });
 }
 
-/// Accept partial streams over TCP; every complete chunk goes to `tx`.
-fn listen_tcp(addr: &str, tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>) -> Result<()> {
+/// Accept partial streams over TCP (over TLS with `tls`); every complete chunk goes to `tx`.
+fn listen_tcp(
+    addr: &str,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) -> Result<()> {
     let addr = addr
         .strip_prefix("tcp://")
         .with_context(|| format!("--listen {addr:?}: expected tcp://host:port"))?;
@@ -247,7 +253,11 @@ fn listen_tcp(addr: &str, tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>) -> Re
         std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
+            let Ok(conn) = conn else { continue };
+            let peer = conn.peer_addr().map_or("?".to_string(), |a| a.to_string());
+            let Ok(mut conn) = crate::chunk_tls::server(tls.as_ref(), conn) else {
+                continue;
+            };
             let tx = tx.clone();
             std::thread::spawn(move || {
                 use std::io::Read;
@@ -255,7 +265,14 @@ fn listen_tcp(addr: &str, tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>) -> Re
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
                     match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) => break,
+                        Err(e) => {
+                            // A host that went away, or a client that does not speak TLS.
+                            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                                tracing::warn!("merge: partial stream from {peer}: {e}");
+                            }
+                            break;
+                        }
                         Ok(n) => {
                             deframer.push(&buf[..n]);
                             while let Some(c) = deframer.next_chunk() {
@@ -590,7 +607,11 @@ pub async fn run(
     let mut link = Link::start(options);
     let (tcp_tx, mut tcp_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     if let Some(addr) = &opts.listen {
-        listen_tcp(addr, tcp_tx.clone())?;
+        let tls = match opts.keys.dir()? {
+            Some(kd) => Some(crate::chunk_tls::server_config(&kd)?),
+            None => None,
+        };
+        listen_tcp(addr, tls, tcp_tx.clone())?;
     }
     let srt_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let srt_passphrase = if opts.pull_srt {
@@ -708,7 +729,12 @@ pub async fn run(
                 }
                 match opened {
                     Ok(Inbound::Layout(l)) => {
-                        if layout.as_ref().is_none_or(|old| old.history.len() <= l.history.len()) {
+                        // Longer histories only, and none from an orchestrator a standby has
+                        // taken over from (fencing).
+                        if layout.as_ref().is_none_or(|old| {
+                            old.history.len() <= l.history.len()
+                                && old.orchestrator_epoch <= l.orchestrator_epoch
+                        }) {
                             summary.layout_epochs = l.history.len() as u64;
                             layout = Some(l);
                         }
@@ -1003,6 +1029,7 @@ mod tests {
                 redundancy: 1,
                 hosts: vec!["a".into(), "b".into(), "c".into()],
             }],
+            orchestrator_epoch: 0,
         };
         let send = |g: u64, host: &str, flags: u8| may_send(&layout, &header(g, host, flags), &[]);
         // GOP 13: slot 1 (b), its copy on slot 2 (c).

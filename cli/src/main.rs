@@ -10,7 +10,7 @@ use gopswarm::commands::{
     chunks::ChunksOptions, control::RollingUpdateOptions, control::StreamOptions,
     demo::DemoOptions, explain::ExplainOptions, init::InitOptions, launch::LaunchOptions,
     learn::LearnOptions, orchestrator::OrchestratorOptions, qa::QaOptions,
-    simulate::SimulateOptions,
+    simulate::SimulateOptions, soak::SoakOptions,
 };
 use gopswarm::config;
 use gopswarm_agents::{daemon, host, merge::MergeOptions, source};
@@ -63,6 +63,12 @@ enum Command {
     /// sample clip, encoder host processes and the merger. Kills a host part-way, performs a
     /// planned handoff later, prints progress and a summary, and checks the output with ffprobe.
     Demo(DemoOptions),
+    /// A long run of the whole swarm (every part its own process, keys, TLS broker,
+    /// redundancy) with hosts killed and started again on a schedule: samples every process's
+    /// memory, then checks that no GOP was lost, that the output is frame-exact and that no
+    /// process that ran throughout grew after the warm-up. Writes soak.json, rss.svg and
+    /// summary.txt; exits 1 on FAIL. One hour by default.
+    Soak(SoakOptions),
     /// Serve a clip as a live, looped mezzanine over TCP (GDP) for the hosts.
     Source(source::SourceOptions),
     /// Print a host's scores and tier with the inputs and arithmetic behind them (from the
@@ -119,6 +125,7 @@ fn main() -> Result<()> {
         Command::Chunks(o) => commands::chunks::run(o),
         Command::BenchControl(o) => commands::bench_control::run(o),
         Command::Demo(o) => commands::demo::run(o),
+        Command::Soak(o) => commands::soak::run(o),
         Command::Init(o) => commands::init::run(o),
         Command::Source(o) => {
             daemon::init_logging();

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The control plane end to end, against a real mosquitto: host death with and without
-//! redundancy, planned handoffs, broker and orchestrator restarts, a stale-epoch host, bad
-//! payloads on every topic, an incompatible host. Outputs are checked with ffprobe/ffmpeg,
+//! redundancy, planned handoffs, broker and orchestrator restarts, a standby orchestrator
+//! taking over (and fencing the leader it replaced), a stale-epoch host, bad payloads on every
+//! topic, an incompatible host. Outputs are checked with ffprobe/ffmpeg,
 //! and what happened with the messages seen on the wire.
 
 use gopswarm_proto::signed::Principal;
@@ -240,6 +241,181 @@ fn orchestrator_restart_keeps_assignments() {
 }
 
 #[test]
+fn standby_takes_over_from_a_killed_leader_keeping_every_assignment() {
+    let _serial = serial();
+    let mut swarm = Swarm::start(
+        "standby",
+        SwarmOptions {
+            duration_s: 50.0,
+            ..Default::default()
+        },
+    );
+    let keepalive = Duration::from_secs_f64(swarm.opts.keepalive_s);
+    // A standby beside the leader: its own name and state, the same broker and keys.
+    let standby_args = |name: &str, standby: bool| {
+        let mut a = orchestrator_args(&swarm.dir.join(name), &swarm.broker, swarm.opts.keepalive_s);
+        a.extend(["--name".into(), name.into()]);
+        if standby {
+            a.push("--standby".into());
+        }
+        a
+    };
+    let mut standby = Proc::spawn(&swarm.dir, "orchestrator-b", &standby_args("b", true));
+    let log = |name: &str| {
+        std::fs::read_to_string(swarm.dir.join(format!("{name}.log"))).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !log("orchestrator-b").contains("standing by: orchestrator main leads") {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never followed:\n{}",
+            log("orchestrator-b")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    swarm
+        .obs
+        .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
+            o.chunks().len() >= 4
+        });
+    let revisions = |o: &Observer| -> Vec<u64> {
+        (0..3)
+            .map(|i| {
+                o.assignments(&host_id(i))
+                    .iter()
+                    .map(|a| a.revision)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let before = revisions(&swarm.obs);
+    let layout_before = swarm.obs.layout().unwrap();
+    let killed_at = Instant::now();
+    swarm.orchestrator.signal(libc::SIGKILL);
+    swarm.orchestrator.kill();
+    let lease_b = |o: &Observer| {
+        o.decoded().into_iter().find_map(|(at, m)| match m {
+            Inbound::Lease(l) if l.holder == "b" => Some((at, l)),
+            _ => None,
+        })
+    };
+    swarm.obs.wait_for(
+        "the standby's lease",
+        3 * keepalive + Duration::from_secs(5),
+        |o| lease_b(o).is_some(),
+    );
+    let (at, lease) = lease_b(&swarm.obs).unwrap();
+    let takeover = at.duration_since(killed_at);
+    assert!(
+        takeover <= 3 * keepalive,
+        "the standby took over {takeover:?} after the kill (limit 3 keep-alives, {:?})",
+        3 * keepalive
+    );
+    assert!(lease.epoch > layout_before.orchestrator_epoch, "{lease:?}");
+    // A few keep-alives later: nobody's assignment changed, the layout is the same.
+    std::thread::sleep(4 * keepalive);
+    assert_eq!(
+        revisions(&swarm.obs),
+        before,
+        "no reassignment without cause"
+    );
+    let layout_after = swarm.obs.layout().unwrap();
+    assert_eq!(layout_after.history, layout_before.history);
+    assert_eq!(
+        layout_after.orchestrator_epoch, lease.epoch,
+        "republished by the new leader"
+    );
+    // The old leader, started again, finds the standby leading and stands by itself.
+    let old = Proc::spawn(
+        &swarm.dir,
+        "orchestrator-main-again",
+        &swarm.orchestrator_args(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !log("orchestrator-main-again").contains("standing by: orchestrator b leads") {
+        assert!(
+            Instant::now() < deadline,
+            "the old leader did not stand by:\n{}",
+            log("orchestrator-main-again")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new leader frozen (SIGSTOP) while the old one stands by: the broker drops it after
+    // 1.5 keep-alives, and its will hands the lease back.
+    standby.signal(libc::SIGSTOP);
+    let frozen_at = Instant::now();
+    let lease_main = |o: &Observer| {
+        o.decoded().into_iter().find_map(|(at, m)| match m {
+            Inbound::Lease(l) if l.holder == "main" && l.epoch > lease.epoch => Some((at, l)),
+            _ => None,
+        })
+    };
+    swarm.obs.wait_for(
+        "the lease back with main",
+        3 * keepalive + Duration::from_secs(5),
+        |o| lease_main(o).is_some(),
+    );
+    let (at, lease3) = lease_main(&swarm.obs).unwrap();
+    // A frozen leader keeps its connection: the lease's time to live (3 keep-alives) or the
+    // broker's keep-alive check, whichever is first, plus a check interval and delivery.
+    let second = at.duration_since(frozen_at);
+    let limit = 3 * keepalive + Duration::from_millis(500);
+    assert!(
+        second <= limit,
+        "took the lease back {second:?} after the freeze (limit {limit:?})"
+    );
+    // Woken up, the frozen leader finds itself fenced and exits, having changed nothing.
+    std::thread::sleep(keepalive);
+    let woken_at = Instant::now();
+    standby.signal(libc::SIGCONT);
+    let st = standby.wait(Duration::from_secs(15));
+    assert!(!st.success(), "a fenced orchestrator exits with an error");
+    assert!(
+        log("orchestrator-b").contains("fenced: orchestrator main leads"),
+        "{}",
+        log("orchestrator-b")
+    );
+    std::thread::sleep(keepalive);
+    let stale: Vec<String> = swarm
+        .obs
+        .decoded()
+        .into_iter()
+        .filter(|(at, _)| *at > woken_at)
+        .filter_map(|(_, m)| match m {
+            Inbound::Assignment(a) if a.orchestrator_epoch <= lease.epoch => Some(format!("{a:?}")),
+            Inbound::Layout(l) if l.orchestrator_epoch <= lease.epoch => Some(format!("{l:?}")),
+            Inbound::Command(_, c) if c.epoch <= lease.epoch => Some(format!("{c:?}")),
+            Inbound::Lease(l) if l.holder == "b" => Some(format!("{l:?}")),
+            _ => None,
+        })
+        .collect();
+    assert!(stale.is_empty(), "the fenced leader published {stale:?}");
+    assert_eq!(
+        revisions(&swarm.obs),
+        before,
+        "no reassignment without cause"
+    );
+    // The leader acts: a host killed is re-dealt by it, and redundancy covers its GOPs.
+    let victim = layout_before.history[0].hosts[1].clone();
+    swarm.kill_mid_gop(&victim);
+    swarm
+        .obs
+        .wait_for("the re-deal", Duration::from_secs(10), |o| {
+            o.layout_epochs() >= 2
+        });
+    let l = swarm.obs.layout().unwrap();
+    assert!(!l.history.last().unwrap().hosts.contains(&victim));
+    assert_eq!(l.orchestrator_epoch, lease3.epoch);
+    swarm.orchestrator = old;
+    let summary = swarm.finish();
+    assert_frame_exact(&swarm, &summary);
+    eprintln!(
+        "standby took over {takeover:?} after the leader's SIGKILL; the old leader {second:?} after the standby's freeze"
+    );
+}
+
+#[test]
 fn stale_epoch_host_is_fenced_by_the_merger() {
     let _serial = serial();
     // As many hosts as slots, so the frozen one holds a slot whichever order they joined
@@ -447,6 +623,39 @@ fn chunks_over_tcp_with_a_host_killed() {
         o.layout_epochs() >= 1
     });
     std::thread::sleep(Duration::from_secs(8));
+    // The merger's listener speaks TLS with the mergers' certificate, which openssl checks
+    // against the swarm CA ...
+    let sink = swarm
+        .obs
+        .decoded()
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Inbound::StreamDef(d) => d.chunk_sink,
+            _ => None,
+        })
+        .expect("a TCP chunk sink");
+    let port = sink.rsplit(':').next().unwrap().to_string();
+    let ca = swarm_keys(&swarm.dir).broker_ca().expect("swarm CA");
+    let s_client = std::process::Command::new("openssl")
+        .args(["s_client", "-brief", "-verify_return_error", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&s_client.stderr).to_string()
+        + &String::from_utf8_lossy(&s_client.stdout);
+    assert!(
+        text.contains("Verification: OK") && text.contains("gopswarm merger"),
+        "openssl s_client against the merger:\n{text}"
+    );
+    // ... and a client that does not is cut off.
+    {
+        use std::io::Write;
+        let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let _ = plain.write_all(b"not TLS, not a chunk\r\n\r\n");
+    }
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
     swarm.kill_mid_gop(&victim);
     let summary = swarm.finish();
@@ -454,6 +663,11 @@ fn chunks_over_tcp_with_a_host_killed() {
     // Everything came over TCP: no chunk crossed the broker.
     assert!(swarm.obs.chunks().is_empty());
     assert!(summary["chunks_in"].as_u64().unwrap() >= 10, "{summary:#}");
+    let merger_log = std::fs::read_to_string(swarm.dir.join("merger.log")).unwrap();
+    assert!(
+        merger_log.contains("partial stream from 127.0.0.1"),
+        "the plain client was not refused:\n{merger_log}"
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1, made with openssl.

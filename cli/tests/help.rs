@@ -31,6 +31,7 @@ fn every_subcommand_has_help() {
         vec!["pipeline", "list", "--help"],
         vec!["pipeline", "describe", "--help"],
         vec!["acl", "--help"],
+        vec!["soak", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gopswarm"))
             .args(&args)

@@ -667,6 +667,7 @@ fn forged_control_without_the_keys_changes_nothing() {
         host: host_id(0),
         revision: u64::MAX / 2,
         tasks: Vec::new(),
+        orchestrator_epoch: 0,
     };
     both(
         &Topic::Assignment(host_id(0)),
@@ -694,6 +695,7 @@ fn forged_control_without_the_keys_changes_nothing() {
         host: "intruder".into(),
         key: gopswarm_proto::signed::encode_public(&intruder.public()),
         enrolled_ms: 1,
+        token: String::new(),
     };
     let t = Topic::Cert("intruder".into());
     publish(&t, fake_orchestrator.seal(&t.path(), &encode(&cert)), true);

@@ -82,11 +82,13 @@ fn signed_corpus(dir: &Path) {
         host: h(),
         revision: 3,
         tasks: Vec::new(),
+        orchestrator_epoch: 0,
     });
     let cert = encode(&HostCert {
         host: h(),
         key: gopswarm_proto::signed::encode_public(&key(4).verifying_key()),
         enrolled_ms: 1,
+        token: String::new(),
     });
     let remove = encode(&StreamCommand::Remove { id: "cam1".into() });
     let enrol = encode(&Token::generate().enrol("host-0", &key(4).verifying_key()));

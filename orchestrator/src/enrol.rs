@@ -100,6 +100,7 @@ pub fn decide(
         host: e.host.clone(),
         key: e.key.clone(),
         enrolled_ms: now_ms,
+        token: e.token_id.clone(),
     })
 }
 

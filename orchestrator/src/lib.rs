@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! gopswarm orchestrator: the swarm controller ([`controller`]), its state store ([`store`]),
-//! the embedded MQTT broker ([`broker`]) and the process that ties them to MQTT ([`service`]);
+//! the embedded MQTT broker ([`broker`]), the process that ties them to MQTT ([`service`]) and
+//! the lease a standby takes over by ([`standby`]);
 //! swarm intelligence: host scores and tiers ([`score`], [`controller::fleet`]), load forecasts
 //! ([`forecast`]), a learned disconnect model ([`learn`]), provisioners ([`provision`]),
 //! scaling and rollouts ([`rollout`]), proactive balancing on the forecast ([`proactive`]).
@@ -19,4 +20,5 @@ pub mod provision;
 pub mod rollout;
 pub mod score;
 pub mod service;
+pub mod standby;
 pub mod store;

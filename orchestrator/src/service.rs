@@ -41,6 +41,13 @@ pub struct ServiceOptions {
     /// The embedded broker's logins: taught every enrolled host's key. None: no embedded
     /// broker, or one without logins (`--insecure`).
     pub logins: Option<Arc<gopswarm_proto::login::Logins>>,
+    /// This orchestrator's name in the lease (`--name`): unique among a swarm's
+    /// orchestrators.
+    pub name: String,
+    /// Start as a standby: follow the swarm and lead only when the leader goes, or when no
+    /// leader showed up for a lease's time to live. Otherwise lead at start unless another
+    /// orchestrator holds a live lease ([`crate::standby`]).
+    pub standby: bool,
 }
 
 /// Step of the live demand forecast by default (the forecaster's season is a day of these).
@@ -338,37 +345,7 @@ impl Service {
         ready: Option<tokio::sync::oneshot::Sender<Service>>,
     ) -> Result<()> {
         let store = Store::open(&opts.state)?;
-        let loaded = store.load()?;
-        let epoch = loaded.epoch + 1;
         let versions = this_build_versions(&opts.gstreamer_version);
-        let mut c = Controller::new(opts.cfg.clone(), versions.clone(), epoch);
-        c.disconnect_model = opts.disconnect_model.clone();
-        let restored = (loaded.hosts.len(), loaded.streams.len());
-        c.restore(
-            loaded.hosts,
-            loaded.streams,
-            loaded.next_cmd,
-            Instant::now(),
-        );
-        tracing::info!(
-            "orchestrator epoch {epoch}: {} hosts, {} streams restored from {}",
-            restored.0,
-            restored.1,
-            opts.state.display()
-        );
-        // Persist the new epoch right away: commands of this run carry it.
-        if let Err(e) = store.save(epoch, c.next_cmd, &[], &[]) {
-            tracing::error!("state store: {e:#}");
-        }
-        let controller: Shared = Arc::new(Mutex::new(c));
-        let rejects = Arc::new(RejectCounters::default());
-        if let Some(tx) = ready {
-            let _ = tx.send(Service {
-                controller: controller.clone(),
-                rejects: rejects.clone(),
-            });
-        }
-
         let (seal, mut open) = match &opts.keys {
             Some(kd) => {
                 let signer = kd
@@ -384,12 +361,7 @@ impl Service {
                 }
                 for (host, key) in store.host_keys()? {
                     match gopswarm_proto::signed::parse_public(&key) {
-                        Ok(k) => {
-                            v.set_host_key(&host, k);
-                            if let Some(l) = &opts.logins {
-                                l.set_host_key(&host, k);
-                            }
-                        }
+                        Ok(k) => v.set_host_key(&host, k),
                         Err(e) => tracing::error!("state: key of host {host}: {e}"),
                     }
                 }
@@ -399,41 +371,128 @@ impl Service {
                         v.restore_counter(p, &topic, n);
                     }
                 }
-                (
-                    Arc::new(Seal::Signed(Box::new(signer))),
-                    Open::Verified(Box::new(v)),
-                )
+                (Arc::new(Some(signer)), Open::Verified(Box::new(v)))
             }
-            None => (Arc::new(Seal::Plain), Open::Plain),
-        };
-        let status = |online: bool| {
-            let versions = versions.clone();
-            let seal = seal.clone();
-            move |_seq: u64| {
-                seal.seal(
-                    &Topic::OrchestratorStatus.path(),
-                    encode(&OrchestratorStatus {
-                        online,
-                        epoch,
-                        versions: versions.clone(),
-                    }),
-                )
-            }
+            None => (Arc::new(None), Open::Plain),
         };
         // Over TLS with the swarm's keys: trusts the swarm CA, logs in with its key.
         let broker = match &opts.keys {
             Some(kd) => opts
                 .broker
                 .clone()
-                .for_swarm(kd.broker_ca().as_deref(), seal.broker_login())
+                .for_swarm(
+                    kd.broker_ca().as_deref(),
+                    seal.as_ref().as_ref().map(|s| s.broker_login()),
+                )
                 .map_err(anyhow::Error::msg)?,
             None => opts.broker.clone(),
+        };
+        tokio::pin!(shutdown);
+        // Lead only when no other orchestrator does: follow the leader until it goes.
+        let wait_for_leader = if opts.standby {
+            crate::standby::lease_ttl(opts.cfg.keepalive)
+        } else {
+            crate::standby::SETTLE
+        };
+        let Some(followed) = crate::standby::follow(
+            broker.clone(),
+            &opts.client_id,
+            &opts.name,
+            opts.cfg.keepalive,
+            wait_for_leader,
+            &mut open,
+            &store,
+            shutdown.as_mut(),
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        if followed.adopt {
+            crate::standby::adopt(&store, &followed.mirror, &versions)?;
+        }
+        if let Some(s) = seal.as_ref() {
+            s.advance_past(followed.mirror.max_counter);
+        }
+        let seal = Arc::new(match Arc::try_unwrap(seal) {
+            Ok(Some(s)) => Seal::Signed(Box::new(s)),
+            _ => Seal::Plain,
+        });
+        if let Some(l) = &opts.logins {
+            for (host, key) in store.host_keys()? {
+                if let Ok(k) = gopswarm_proto::signed::parse_public(&key) {
+                    l.set_host_key(&host, k);
+                }
+            }
+        }
+        let loaded = store.load()?;
+        let epoch = loaded.epoch.max(followed.mirror.max_epoch) + 1;
+        let mut c = Controller::new(opts.cfg.clone(), versions.clone(), epoch);
+        c.disconnect_model = opts.disconnect_model.clone();
+        let restored = (loaded.hosts.len(), loaded.streams.len());
+        c.restore(
+            loaded.hosts,
+            loaded.streams,
+            loaded.next_cmd,
+            Instant::now(),
+        );
+        tracing::info!(
+            "orchestrator {} leads at epoch {epoch} ({}): {} hosts, {} streams {}",
+            opts.name,
+            followed.why,
+            restored.0,
+            restored.1,
+            if followed.adopt {
+                "taken over from the broker's retained state".to_string()
+            } else {
+                format!("restored from {}", opts.state.display())
+            }
+        );
+        // Persist the new epoch right away: commands of this run carry it.
+        if let Err(e) = store.save(epoch, c.next_cmd, &[], &[]) {
+            tracing::error!("state store: {e:#}");
+        }
+        let controller: Shared = Arc::new(Mutex::new(c));
+        let rejects = Arc::new(RejectCounters::default());
+        if let Some(tx) = ready {
+            let _ = tx.send(Service {
+                controller: controller.clone(),
+                rejects: rejects.clone(),
+            });
+        }
+
+        let status_body = {
+            let (versions, name) = (versions.clone(), opts.name.clone());
+            move |online: bool| {
+                encode(&OrchestratorStatus {
+                    online,
+                    epoch,
+                    versions: versions.clone(),
+                    holder: name.clone(),
+                })
+            }
+        };
+        let status = |topic: Topic, online: bool| {
+            let seal = seal.clone();
+            let body = status_body.clone();
+            move |_seq: u64| seal.seal(&topic.path(), body(online))
+        };
+        let lease = || Out {
+            topic: Topic::OrchestratorLease.path(),
+            payload: encode(&Lease {
+                holder: opts.name.clone(),
+                epoch,
+                ttl_ms: crate::standby::lease_ttl(opts.cfg.keepalive).as_millis() as u64,
+                renewed_ms: unix_ms(),
+            }),
+            retain: true,
         };
         let mut options = LinkOptions::new(broker.clone(), &opts.client_id);
         options.keep_alive = opts.cfg.keepalive;
         options.subscriptions = ["birth", "death", "enrol"]
             .iter()
             .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
+            .chain([(Topic::OrchestratorLease.path(), QoS::AtLeastOnce)])
             .collect();
         // Liveness and the operator on a connection of their own: the broker queues per
         // connection, so a burst of births (a fleet reconnecting, or a flood) cannot hold up
@@ -451,9 +510,11 @@ impl Service {
         let mut live_link = Link::start(live);
         options.presence = Some(Presence {
             birth_topic: Topic::OrchestratorStatus.path(),
-            death_topic: Topic::OrchestratorStatus.path(),
-            birth: Box::new(status(true)),
-            death: Box::new(status(false)),
+            // Its own topic: the will is signed at connect, before the birth, and on the
+            // status topic it would look like a replay of an older status.
+            death_topic: Topic::OrchestratorDeath.path(),
+            birth: Box::new(status(Topic::OrchestratorStatus, true)),
+            death: Box::new(status(Topic::OrchestratorDeath, false)),
         });
         let mut link = Link::start(options);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -497,14 +558,42 @@ impl Service {
         let (mut main_up, mut live_up, mut connected) = (false, false, false);
         let mut refusals = RefusalLog::new("orchestrator");
         let mut tokens = opts.keys.clone().map(crate::enrol::Tokens::new);
-        tokio::pin!(shutdown);
+        // Another orchestrator's lease that fences this one.
+        let mut fenced: Option<Lease> = None;
+        // When this leader last heard its own lease back from the broker. Not heard for a
+        // lease's time to live (frozen, or cut off from the broker), a standby may have taken
+        // over: hold every action (`held`: since when, outputs kept back) until a standby's
+        // renewal would have been heard, then carry on (or exit, fenced).
+        // As soon as the broker would have sent our will: a standby may lead from then on.
+        let hold_after = opts.cfg.keepalive * 3 / 2;
+        // By the renewal's own time (this clock), not by when it arrived: a process frozen
+        // with its echo in a socket buffer must not take the echo for news.
+        let mut lease_heard_ms = unix_ms();
+        let mut held: Option<Instant> = None;
+        let mut held_back: Vec<Out> = Vec::new();
         loop {
             let outs = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
                     let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
-                    if connected {
-                        let now = Instant::now();
+                    let now = Instant::now();
+                    if held.is_none() && lease_lapsed(lease_heard_ms, hold_after) {
+                        held = Some(now);
+                    }
+                    if let Some(since) = held
+                        && connected
+                        && now.duration_since(since) >= opts.cfg.keepalive * 3 / 2
+                    {
+                        // Connected for longer than a leader's renewal interval and nobody
+                        // fenced us: still the leader. Silence while held says nothing.
+                        tracing::info!("no other orchestrator leads: acting again");
+                        held = None;
+                        lease_heard_ms = unix_ms();
+                        c.grace(now);
+                        c.out_extend(std::mem::take(&mut held_back));
+                        c.out_extend([lease()]);
+                    }
+                    if connected && held.is_none() {
                         c.tick(now);
                         if let (Some(r), Some(w)) = (rollout.as_mut(), worker.as_ref()) {
                             if let Some(job) = r.step(&mut c, now) {
@@ -528,7 +617,7 @@ impl Service {
                 _ = scoring.tick() => {
                     refusals.flush();
                     let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
-                    if connected {
+                    if connected && held.is_none() {
                         let now = Instant::now();
                         c.rescore(now);
                         c.probe(now);
@@ -543,7 +632,12 @@ impl Service {
                         tracing::error!("metrics: {e:#}");
                     }
                     persist(&store, &mut c);
-                    c.take_out()
+                    let mut outs = c.take_out();
+                    // The lease, renewed every keep-alive.
+                    if held.is_none() {
+                        outs.push(lease());
+                    }
+                    outs
                 }
                 _ = forecast_tick.tick() => {
                     let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
@@ -624,17 +718,20 @@ impl Service {
                             main_up = true;
                             connected = main_up && live_up;
                             controller.lock().unwrap_or_else(PoisonError::into_inner).grace(Instant::now());
+                            // Held (not heard for too long): wait a renewal interval from now.
+                            if held.is_some() {
+                                held = Some(Instant::now());
+                            }
+                            let mut outs = if held.is_none() { vec![lease()] } else { Vec::new() };
                             if !session_present {
                                 // The broker lost its retained state (restart without
                                 // persistence): publish every desired state again.
                                 let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                                 c.republish();
-                                let mut outs = c.take_out();
+                                outs.extend(c.take_out());
                                 outs.extend(certificates(&store, opts.keys.is_some()));
-                                outs
-                            } else {
-                                Vec::new()
                             }
+                            outs
                         }
                         LinkEvent::Disconnected { error, retry_in } => {
                             main_up = false;
@@ -666,6 +763,15 @@ impl Service {
                                     },
                                     _ => tracing::warn!("host {} asks to enrol, but this orchestrator runs --insecure", e.host),
                                 },
+                                Ok(Inbound::Lease(l)) => {
+                                    if crate::standby::fenced_by(&l, &opts.name, epoch) {
+                                        fenced = Some(l);
+                                        break;
+                                    }
+                                    if l.holder == opts.name && l.epoch == epoch {
+                                        lease_heard_ms = lease_heard_ms.max(l.renewed_ms);
+                                    }
+                                }
                                 Ok(Inbound::Birth(b)) => c.on_birth(b, now),
                                 Ok(Inbound::Death(d)) => c.on_death(d, now),
                                 Ok(Inbound::Heartbeat(h)) => c.on_heartbeat(h, now),
@@ -726,6 +832,13 @@ impl Service {
                     }
                 }
             };
+            if held.is_none() && lease_lapsed(lease_heard_ms, hold_after) {
+                held = Some(Instant::now());
+            }
+            if held.is_some() {
+                held_back.extend(outs);
+                continue;
+            }
             // What hosts act on (assignments with their revisions, layouts, commands) is saved
             // before it goes out: after a crash the restored state is never behind the hosts.
             if outs.iter().any(|o| must_save_first(&o.topic)) {
@@ -740,24 +853,26 @@ impl Service {
             &store,
             &mut controller.lock().unwrap_or_else(PoisonError::into_inner),
         );
-        // Leave cleanly: mark offline (the will covers crashes).
-        let off = seal.seal(
-            &Topic::OrchestratorStatus.path(),
-            encode(&OrchestratorStatus {
-                online: false,
-                epoch,
-                versions,
-            }),
-        );
-        let _ = link
-            .client
-            .publish(
-                Topic::OrchestratorStatus.path(),
-                QoS::AtLeastOnce,
-                true,
-                off,
-            )
-            .await;
+        if let Some(l) = &fenced {
+            // Another orchestrator leads: say nothing more (its status and lease stand).
+            let _ = link.client.disconnect().await;
+            let _ = live_link.client.disconnect().await;
+            anyhow::bail!(
+                "fenced: orchestrator {} leads at epoch {} (this one had epoch {epoch}); start this \
+                 one again to stand by",
+                l.holder,
+                l.epoch
+            );
+        }
+        // Leave cleanly: mark offline, and hand over to a standby at once (the will covers
+        // crashes).
+        for topic in [Topic::OrchestratorStatus, Topic::OrchestratorDeath] {
+            let off = seal.seal(&topic.path(), status_body(false));
+            let _ = link
+                .client
+                .publish(topic.path(), QoS::AtLeastOnce, true, off)
+                .await;
+        }
         let _ = link.client.disconnect().await;
         let _ = live_link.client.disconnect().await;
         if let Some(server) = metrics_server {
@@ -768,18 +883,34 @@ impl Service {
     }
 }
 
+/// Whether this leader's own lease, last heard back renewed at `heard_ms`, has gone unheard
+/// for longer than `after` (it says so once per lapse).
+fn lease_lapsed(heard_ms: u64, after: Duration) -> bool {
+    let unheard = Duration::from_millis(unix_ms().saturating_sub(heard_ms));
+    let lapsed = unheard > after;
+    if lapsed {
+        tracing::warn!(
+            "own lease not heard back for {unheard:?}: holding every action until no other \
+             orchestrator is seen leading"
+        );
+    }
+    lapsed
+}
+
 /// Every enrolled host's certificate, to publish again (the broker lost its retained
 /// messages, or this is a start).
 fn certificates(store: &Store, signed: bool) -> Vec<Out> {
     if !signed {
         return Vec::new();
     }
+    let tokens = store.host_tokens().unwrap_or_default();
     match store.host_keys() {
         Ok(keys) => keys
             .into_iter()
             .map(|(host, key)| Out {
                 topic: Topic::Cert(host.clone()).path(),
                 payload: encode(&HostCert {
+                    token: tokens.get(&host).cloned().unwrap_or_default(),
                     host,
                     key,
                     enrolled_ms: unix_ms(),

@@ -204,6 +204,31 @@ impl Store {
         Ok(())
     }
 
+    /// Record an enrolment another orchestrator made (a standby taking over): the host's
+    /// key, and its token (if the certificate names it) as used.
+    pub fn adopt_enrolment(&self, host: &str, key: &str, token_id: &str) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            w.open_table(HOST_KEYS)?.insert(host, key)?;
+            if !token_id.is_empty() {
+                w.open_table(USED_TOKENS)?.insert(token_id, host)?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// The token each host enrolled with: host → token id.
+    pub fn host_tokens(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let r = self.db.begin_read()?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in r.open_table(USED_TOKENS)?.iter()? {
+            let (k, v) = row?;
+            out.insert(v.value().to_string(), k.value().to_string());
+        }
+        Ok(out)
+    }
+
     /// Append host history samples (one per host per interval).
     pub fn append_samples(
         &self,

@@ -16,6 +16,9 @@
 //!   broker/broker.pem       the embedded broker's TLS certificate (localhost, 127.0.0.1, ::1
 //!                           and the names given to `gopswarm init --broker-name`)
 //!   broker/broker.key       0600, its key
+//!   merger/tls.pem          the mergers' TLS certificate for partial streams over TCP
+//!                           (localhost, 127.0.0.1, ::1 and `gopswarm init --merger-name`)
+//!   merger/tls.key          0600, its key
 //! ```
 //!
 //! A host machine needs only `trust.json`, `srt.passphrase` when it serves SRT, and one token; the orchestrator reads `tokens/` to
@@ -101,6 +104,7 @@ impl KeyDir {
         std::fs::write(&trust_path, text).map_err(|e| format!("{}: {e}", trust_path.display()))?;
         kd.add_srt_passphrase()?;
         kd.make_broker_cert(&[])?;
+        kd.make_merger_cert(&[])?;
         kd.add_tokens(tokens)?;
         Ok(kd)
     }
@@ -127,10 +131,44 @@ impl KeyDir {
         Ok((cert, key))
     }
 
+    /// The mergers' TLS certificate and key (partial streams over TCP).
+    pub fn merger_cert(&self) -> Result<(PathBuf, PathBuf), String> {
+        let dir = self.dir.join("merger");
+        let (cert, key) = (dir.join("tls.pem"), dir.join("tls.key"));
+        if !cert.exists() || !key.exists() {
+            return Err(format!(
+                "{}: no merger TLS certificate (this key directory predates TLS for partial \
+                 streams over TCP): make one with `gopswarm init {} --merger-cert \
+                 --merger-name NAME`, NAME being what hosts reach the merger at",
+                dir.display(),
+                self.dir.display()
+            ));
+        }
+        read_secret(&key)?;
+        Ok((cert, key))
+    }
+
     /// (Re)make the embedded broker's certificate for [`LOCAL_BROKER_NAMES`] and `names`
     /// (DNS names or IP addresses the parts reach it at), signed by the swarm CA, which is
     /// made first if there is none. Parts that trust the CA trust the new certificate.
     pub fn make_broker_cert(&self, names: &[String]) -> Result<PathBuf, String> {
+        self.make_server_cert("broker", "broker", "gopswarm embedded broker", names)
+    }
+
+    /// (Re)make the mergers' TLS certificate (partial streams over TCP) for
+    /// [`LOCAL_BROKER_NAMES`] and `names`, signed by the swarm CA.
+    pub fn make_merger_cert(&self, names: &[String]) -> Result<PathBuf, String> {
+        self.make_server_cert("merger", "tls", "gopswarm merger", names)
+    }
+
+    /// A server certificate `sub/stem.pem` (key `sub/stem.key`) signed by the swarm CA.
+    fn make_server_cert(
+        &self,
+        sub: &str,
+        stem: &str,
+        common_name: &str,
+        names: &[String],
+    ) -> Result<PathBuf, String> {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
             KeyUsagePurpose,
@@ -165,19 +203,23 @@ impl KeyDir {
                 all.push(n.clone());
             }
         }
-        let mut params =
-            CertificateParams::new(all).map_err(|e| err("broker certificate names", e))?;
+        let mut params = CertificateParams::new(all).map_err(|e| err("certificate names", e))?;
         params
             .distinguished_name
-            .push(DnType::CommonName, "gopswarm embedded broker");
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let key = KeyPair::generate().map_err(|e| err("broker key", e))?;
+        let key = KeyPair::generate().map_err(|e| err("server key", e))?;
         let cert = params
             .signed_by(&key, &ca_cert, &ca_key)
-            .map_err(|e| err("broker certificate", e))?;
-        let (cert_path, key_path) = (dir.join("broker.pem"), dir.join("broker.key"));
+            .map_err(|e| err("server certificate", e))?;
+        let out = self.dir.join(sub);
+        private_dir(&out)?;
+        let (cert_path, key_path) = (
+            out.join(format!("{stem}.pem")),
+            out.join(format!("{stem}.key")),
+        );
         let _ = std::fs::remove_file(&key_path);
         write_secret(&key_path, &key.serialize_pem())
             .map_err(|e| format!("{}: {e}", key_path.display()))?;

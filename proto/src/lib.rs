@@ -22,7 +22,9 @@
 //! | `gopswarm/v1/stream/{stream}/end/{profile}` | host → merger | no | [`StreamEnd`] |
 //! | `gopswarm/v1/stream/{stream}/resend/{profile}` | merger → hosts | no | [`Resend`] |
 //! | `gopswarm/v1/ctl/streams` | CLI → orchestrator | no | [`StreamCommand`] |
-//! | `gopswarm/v1/orchestrator/status` | orchestrator (+ will) | yes | [`OrchestratorStatus`] |
+//! | `gopswarm/v1/orchestrator/status` | orchestrator | yes | [`OrchestratorStatus`] |
+//! | `gopswarm/v1/orchestrator/death` | broker (last will) or orchestrator leaving | yes | [`OrchestratorStatus`] (offline) |
+//! | `gopswarm/v1/orchestrator/lease` | leading orchestrator → standbys | yes | [`Lease`] |
 //!
 //! Every JSON payload carries `"v": 1`. [`decode_publish`] is the one entry point for everything
 //! a part receives: it checks the topic, the size, the version and the content, and answers a
@@ -90,6 +92,8 @@ pub enum Topic {
     Resend(String, String),
     StreamControl,
     OrchestratorStatus,
+    OrchestratorDeath,
+    OrchestratorLease,
 }
 
 impl Topic {
@@ -112,6 +116,8 @@ impl Topic {
             Topic::Resend(s, p) => format!("{ROOT}/stream/{s}/resend/{p}"),
             Topic::StreamControl => format!("{ROOT}/ctl/streams"),
             Topic::OrchestratorStatus => format!("{ROOT}/orchestrator/status"),
+            Topic::OrchestratorDeath => format!("{ROOT}/orchestrator/death"),
+            Topic::OrchestratorLease => format!("{ROOT}/orchestrator/lease"),
         }
     }
 
@@ -139,6 +145,8 @@ impl Topic {
             ["stream", s, "resend", p] => Topic::Resend(id(s)?, id(p)?),
             ["ctl", "streams"] => Topic::StreamControl,
             ["orchestrator", "status"] => Topic::OrchestratorStatus,
+            ["orchestrator", "death"] => Topic::OrchestratorDeath,
+            ["orchestrator", "lease"] => Topic::OrchestratorLease,
             _ => return None,
         })
     }
@@ -361,6 +369,10 @@ pub struct Assignment {
     /// Increases with every change of this host's assignment.
     pub revision: u64,
     pub tasks: Vec<Task>,
+    /// Epoch of the orchestrator that made it: hosts refuse assignments of an orchestrator
+    /// older than one they have heard from (a leader a standby has taken over from).
+    #[serde(default)]
+    pub orchestrator_epoch: u64,
 }
 
 /// Retained reported state: the assignment revision the host applied.
@@ -464,6 +476,10 @@ pub struct Layout {
     pub stream: String,
     pub profile: String,
     pub history: Vec<LayoutEpoch>,
+    /// Epoch of the orchestrator that published it: the merger refuses layouts of an
+    /// orchestrator older than one it has heard from.
+    #[serde(default)]
+    pub orchestrator_epoch: u64,
 }
 
 impl Layout {
@@ -569,6 +585,9 @@ pub struct HostCert {
     pub key: String,
     /// Milliseconds since the Unix epoch when enrolled.
     pub enrolled_ms: u64,
+    /// Id of the enrolment token the host used: a standby orchestrator records it as used.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -576,6 +595,24 @@ pub struct OrchestratorStatus {
     pub online: bool,
     pub epoch: u64,
     pub versions: Versions,
+    /// Name of the orchestrator instance (`--name`); empty from builds before standbys.
+    #[serde(default)]
+    pub holder: String,
+}
+
+/// Retained on `orchestrator/lease`: which orchestrator leads, at which epoch. The leader
+/// publishes it again every keep-alive; a standby takes over (with a higher epoch) when the
+/// leader's will arrives or no renewal came for `ttl_ms`. Hosts and the merger refuse what an
+/// orchestrator of an older epoch sends (fencing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub epoch: u64,
+    /// A standby takes over when no renewal came for this long.
+    pub ttl_ms: u64,
+    /// When it was renewed (milliseconds since the Unix epoch, the leader's clock): the
+    /// leader judges by it whether its renewals still get through.
+    pub renewed_ms: u64,
 }
 
 /// A message body of this protocol.
@@ -805,7 +842,24 @@ impl Message for StreamCommand {
         }
     }
 }
-impl Message for OrchestratorStatus {}
+impl Message for OrchestratorStatus {
+    fn validate(&self) -> Result<(), String> {
+        if self.holder.is_empty() {
+            Ok(())
+        } else {
+            check_ids(&[&self.holder])
+        }
+    }
+}
+impl Message for Lease {
+    fn validate(&self) -> Result<(), String> {
+        check_ids(&[&self.holder])?;
+        if !(100..=600_000).contains(&self.ttl_ms) {
+            return Err(format!("lease ttl {} ms", self.ttl_ms));
+        }
+        Ok(())
+    }
+}
 fn check_key(key: &str) -> Result<(), String> {
     signed::parse_public(key).map(|_| ())
 }
@@ -926,6 +980,8 @@ pub enum Inbound {
     Resend(Resend),
     StreamCommand(StreamCommand),
     OrchestratorStatus(OrchestratorStatus),
+    OrchestratorDeath(OrchestratorStatus),
+    Lease(Lease),
     Score(HostScore),
     ScoreCleared(String),
     Enrol(Enrol),
@@ -1016,6 +1072,8 @@ pub fn decode_publish(topic: &str, payload: &[u8]) -> Result<Inbound, Reject> {
         }
         Topic::StreamControl => Inbound::StreamCommand(decode(payload)?),
         Topic::OrchestratorStatus => Inbound::OrchestratorStatus(decode(payload)?),
+        Topic::OrchestratorDeath => Inbound::OrchestratorDeath(decode(payload)?),
+        Topic::OrchestratorLease => Inbound::Lease(decode(payload)?),
         Topic::Enrol(h) => {
             let m: Enrol = decode(payload)?;
             same("host", &h, &m.host)?;

@@ -139,7 +139,9 @@ fn expected(topic: &Topic) -> Option<Expected> {
         | Topic::Cert(_)
         | Topic::StreamDef(_)
         | Topic::Layout(..)
-        | Topic::OrchestratorStatus => Expected::Orchestrator,
+        | Topic::OrchestratorStatus
+        | Topic::OrchestratorDeath
+        | Topic::OrchestratorLease => Expected::Orchestrator,
         Topic::StreamControl => Expected::AnyOperator,
         Topic::Resend(..) => Expected::AnyMerger,
         Topic::StreamEnd(..) => Expected::AnyHost,
@@ -464,6 +466,12 @@ impl Signer {
             })
             .unwrap_or(0);
         now.max(prev.saturating_add(1))
+    }
+
+    /// Counters from here on are above `n`: a standby taking over signs after the last
+    /// counter it saw from the leader it replaces, whatever the two clocks say.
+    pub fn advance_past(&self, n: u64) {
+        self.last.fetch_max(n, Ordering::SeqCst);
     }
 
     /// `body` (a JSON message from [`crate::encode`]) in a signed envelope for `topic`.
@@ -949,6 +957,7 @@ mod tests {
             host: "h9".into(),
             key: encode_public(&host.public()),
             enrolled_ms: 1,
+            token: String::new(),
         };
         let t = Topic::Cert("h9".into()).path();
         assert!(matches!(

@@ -106,6 +106,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                 host: h.clone(),
                 revision: 3,
                 tasks: vec![task("cam1")],
+                orchestrator_epoch: 0,
             }),
         ),
         (
@@ -146,6 +147,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                     redundancy: 1,
                     hosts: vec![h.clone(), "host-b".into()],
                 }],
+                orchestrator_epoch: 0,
             }),
         ),
         (
@@ -187,6 +189,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                 online: true,
                 epoch: 1,
                 versions: versions(),
+                holder: String::new(),
             }),
         ),
     ]

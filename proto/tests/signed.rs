@@ -51,6 +51,7 @@ fn samples(s: &Swarm) -> Vec<(String, Vec<u8>)> {
                 host: h(),
                 revision: 9,
                 tasks: Vec::new(),
+                orchestrator_epoch: 0,
             }),
         ),
         seal(
@@ -125,6 +126,7 @@ fn a_replay_of_an_older_message_is_refused_but_a_redelivery_is_not() {
             host: "host-0".into(),
             revision: 1,
             tasks: Vec::new(),
+            orchestrator_epoch: 0,
         }),
     );
     let newer = s.orchestrator.seal(
@@ -133,6 +135,7 @@ fn a_replay_of_an_older_message_is_refused_but_a_redelivery_is_not() {
             host: "host-0".into(),
             revision: 2,
             tasks: Vec::new(),
+            orchestrator_epoch: 0,
         }),
     );
     assert!(v.open(&t, &older).is_ok());

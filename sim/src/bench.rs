@@ -238,6 +238,7 @@ pub fn signature_costs(repeat: usize) -> Vec<(&'static str, usize, Duration, Dur
         host: "h00001".into(),
         revision: 7,
         tasks: (0..2).map(task).collect(),
+        orchestrator_epoch: 0,
     };
     let command = Command {
         id: "c-1".into(),

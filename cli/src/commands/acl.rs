@@ -98,7 +98,17 @@ impl Role {
                 let mut write: Vec<String> = hosts(&["assignment", "cmd", "score", "cert"]);
                 write.push(filters::all_streams("def"));
                 write.extend(streams(&["layout"]));
-                write.push(Topic::OrchestratorStatus.path());
+                write.extend(
+                    [
+                        Topic::OrchestratorStatus,
+                        Topic::OrchestratorDeath,
+                        Topic::OrchestratorLease,
+                    ]
+                    .iter()
+                    .map(Topic::path),
+                );
+                // A standby follows what the leader writes.
+                read.extend(write.iter().cloned());
                 (read, write)
             }
             Role::Operator(_) => {
@@ -106,6 +116,7 @@ impl Role {
                 read.push(filters::all_streams("def"));
                 read.extend(streams(&["layout"]));
                 read.push(Topic::OrchestratorStatus.path());
+                read.push(Topic::OrchestratorLease.path());
                 (read, vec![Topic::StreamControl.path()])
             }
             Role::Host(h) => {

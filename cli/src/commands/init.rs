@@ -47,9 +47,31 @@ pub struct InitOptions {
     /// restart the orchestrator to serve it
     #[arg(long, conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator", "add_merger", "add_srt_passphrase"])]
     broker_cert: bool,
+    /// A DNS name or IP address hosts reach a merger's TCP listener at (`merge --listen
+    /// tcp://`), besides localhost, 127.0.0.1 and ::1 (repeatable; for the mergers' TLS
+    /// certificate, merger/tls.pem)
+    #[arg(long = "merger-name", value_name = "NAME")]
+    merger_names: Vec<String>,
+    /// Make the mergers' TLS certificate (again) in an existing key directory, for
+    /// --merger-name; copy merger/ to the mergers and restart them
+    #[arg(long, conflicts_with_all = ["tokens", "operator", "merger", "add_tokens", "token_for", "add_operator", "add_merger", "add_srt_passphrase", "broker_cert"])]
+    merger_cert: bool,
 }
 
 pub fn run(o: InitOptions) -> Result<()> {
+    if o.merger_cert {
+        let kd = KeyDir::new(&o.dir);
+        kd.trust().map_err(anyhow::Error::msg)?;
+        let path = kd
+            .make_merger_cert(&o.merger_names)
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "merger TLS certificate: {} (swarm CA {}/broker/ca.pem)",
+            path.display(),
+            kd.dir.display()
+        );
+        return Ok(());
+    }
     if o.broker_cert {
         let kd = KeyDir::new(&o.dir);
         kd.trust().map_err(anyhow::Error::msg)?;
@@ -118,6 +140,10 @@ pub fn run(o: InitOptions) -> Result<()> {
         kd.make_broker_cert(&o.broker_names)
             .map_err(anyhow::Error::msg)?;
     }
+    if !o.merger_names.is_empty() {
+        kd.make_merger_cert(&o.merger_names)
+            .map_err(anyhow::Error::msg)?;
+    }
     let d = kd.dir.display();
     println!("swarm keys in {d}:");
     println!("  {d}/trust.json          public keys: copy to every host, merger and operator");
@@ -129,8 +155,10 @@ pub fn run(o: InitOptions) -> Result<()> {
     println!("  {d}/mergers/{}.key     for gopswarm merge", o.merger);
     println!("  {d}/srt.passphrase      encrypts SRT partial streams: copy to hosts and mergers");
     println!(
-        "  {d}/broker/ca.pem       the swarm CA: copy to every part (it trusts the embedded broker)"
+        "  {d}/broker/ca.pem       the swarm CA: copy to every part (it trusts the embedded broker \
+         and the mergers' TCP listeners)"
     );
+    println!("  {d}/merger/            the mergers' TLS certificate for partial streams over TCP");
     println!(
         "  {d}/tokens/            {} one-time enrolment tokens: give one to each new host \
          (gopswarm host --keys DIR --enrol-token FILE)",

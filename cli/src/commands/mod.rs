@@ -16,3 +16,4 @@ pub mod merge;
 pub mod orchestrator;
 pub mod qa;
 pub mod simulate;
+pub mod soak;

@@ -23,6 +23,16 @@ pub struct OrchestratorOptions {
     /// State database (survives restarts)
     #[arg(long, default_value = "gopswarm-state.redb")]
     state: PathBuf,
+    /// This orchestrator's name in the leader lease; every orchestrator of a swarm needs its
+    /// own (letters, digits, '-', '_')
+    #[arg(long, default_value = DEFAULT_NAME)]
+    name: String,
+    /// Run as a standby beside a leading orchestrator (needs --broker, the broker both use):
+    /// follow the swarm's state and take over, keeping every assignment, when the leader's
+    /// will arrives or its lease goes 3 keep-alives without renewal. A leader that comes back
+    /// finds itself fenced and exits; start it again to stand by
+    #[arg(long)]
+    standby: bool,
     #[command(flatten)]
     keys: gopswarm_agents::options::KeyOptions,
     /// Heartbeat interval hosts use; a host silent 1.5 x this long is dead (seconds)
@@ -98,12 +108,25 @@ pub struct OrchestratorOptions {
     rollout_timeout: f64,
 }
 
+/// The name of an orchestrator started without `--name`.
+const DEFAULT_NAME: &str = "main";
+
 impl OrchestratorOptions {
     /// The service's options from the flags: every flag maps into them here and nowhere else.
     /// `broker` is the broker the service and the hosts it starts connect to.
     /// Values clap cannot check alone, refused before anything starts.
     fn check(&self) -> Result<()> {
         seconds(self.scale_cooldown).context("--scale-cooldown")?;
+        anyhow::ensure!(
+            gopswarm_proto::valid_id(&self.name),
+            "--name {:?}: letters, digits, '-' and '_' only",
+            self.name
+        );
+        anyhow::ensure!(
+            !self.standby || self.broker.is_some(),
+            "--standby needs --broker: the broker the leader uses (an embedded broker stops \
+             with its orchestrator, so a standby could not take over from it)"
+        );
         seconds(self.forecast_step).context("--forecast-step")?;
         anyhow::ensure!(
             self.forecast_horizon >= 1,
@@ -164,7 +187,15 @@ impl OrchestratorOptions {
             broker: broker_url,
             state: self.state,
             cfg,
-            client_id: "gopswarm-orchestrator".into(),
+            client_id: if self.name == DEFAULT_NAME {
+                gopswarm_proto::login::ORCHESTRATOR_CLIENT_PREFIX.to_string()
+            } else {
+                format!(
+                    "{}-{}",
+                    gopswarm_proto::login::ORCHESTRATOR_CLIENT_PREFIX,
+                    self.name
+                )
+            },
             gstreamer_version: gst::version_string().to_string(),
             metrics_listen: self.metrics_listen,
             disconnect_model: self
@@ -180,6 +211,8 @@ impl OrchestratorOptions {
             proactive: (!self.no_proactive).then(Default::default),
             keys,
             logins: None,
+            name: self.name,
+            standby: self.standby,
         })
     }
 }

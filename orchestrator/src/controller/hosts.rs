@@ -6,7 +6,7 @@
 use super::*;
 
 impl HostRecord {
-    pub(super) fn new(id: &str) -> Self {
+    pub fn new(id: &str) -> Self {
         HostRecord {
             id: id.to_string(),
             seq: 0,

@@ -406,6 +406,11 @@ impl Controller {
         }
     }
 
+    /// Messages to go out with the next [`Controller::take_out`] (ones kept back).
+    pub fn out_extend(&mut self, outs: impl IntoIterator<Item = Out>) {
+        self.out.extend(outs);
+    }
+
     pub fn take_out(&mut self) -> Vec<Out> {
         std::mem::take(&mut self.out)
     }
@@ -435,6 +440,7 @@ impl Controller {
             host: host.to_string(),
             revision: h.revision,
             tasks: h.tasks.clone(),
+            orchestrator_epoch: self.epoch,
         };
         self.emit(Topic::Assignment(host.to_string()), encode(&msg), true);
     }
@@ -448,6 +454,7 @@ impl Controller {
             stream: stream.to_string(),
             profile: profile.to_string(),
             history,
+            orchestrator_epoch: self.epoch,
         };
         self.emit(
             Topic::Layout(stream.to_string(), profile.to_string()),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DEMO_PROFILE: &str = "h264, width=640, height=360, bitrate=1200, complexity=3";
+pub const DEMO_PROFILE: &str = "h264, width=640, height=360, bitrate=1200, complexity=3";
 
 #[derive(clap::Args)]
 pub struct DemoOptions {
@@ -244,6 +244,8 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
             rollout_timeout: std::time::Duration::from_secs(120),
             proactive: Some(Default::default()),
             keys: Some(keys.clone()),
+            name: "main".into(),
+            standby: false,
         },
         async {
             let _ = stop_rx.await;
