@@ -384,8 +384,19 @@ fn may_send(
         return Ok(Sender::Slot);
     }
     if header.is_redundant() {
+        let slots = in_force.hosts.len() as u64;
         return if !in_force.hosts.iter().any(|h| h == host) {
-            Ok(Sender::Backup)
+            // A host outside the layout: only a backup the epoch names for this GOP's slot.
+            let named = slots > 0
+                && in_force
+                    .backups
+                    .iter()
+                    .any(|b| b.host == host && u64::from(b.slot) == g % slots);
+            if named {
+                Ok(Sender::Backup)
+            } else {
+                Err("not a backup of the GOP's slot")
+            }
         } else if encodes(in_force, g, host, false) {
             Ok(Sender::Slot)
         } else {
@@ -1028,6 +1039,10 @@ mod tests {
                 from_gop: 10,
                 redundancy: 1,
                 hosts: vec!["a".into(), "b".into(), "c".into()],
+                backups: vec![BackupSlot {
+                    slot: 1,
+                    host: "z".into(),
+                }],
             }],
             orchestrator_epoch: 0,
         };
@@ -1041,8 +1056,17 @@ mod tests {
             send(13, "a", REDUNDANT),
             Err("holds no copy slot of the GOP")
         );
-        // A backup is not named in the layout.
+        // A backup is named by the epoch for one slot (z for slot 1: GOP 13, not 14), and
+        // a host neither in the layout nor named sends no copy.
         assert_eq!(send(13, "z", REDUNDANT), Ok(Sender::Backup));
+        assert_eq!(
+            send(14, "z", REDUNDANT),
+            Err("not a backup of the GOP's slot")
+        );
+        assert_eq!(
+            send(13, "y", REDUNDANT),
+            Err("not a backup of the GOP's slot")
+        );
         assert_eq!(send(9, "b", 0), Err("before the layout"));
         assert_eq!(
             send(13, "b", PARITY | REDUNDANT),

@@ -573,6 +573,7 @@ mod tests {
             from_gop: 0,
             redundancy: 1,
             hosts: vec!["h1".into(), "h2".into()],
+            backups: Vec::new(),
         }];
         m.on(
             Inbound::Layout(Layout {

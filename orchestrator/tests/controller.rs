@@ -918,9 +918,18 @@ fn bronze_hosts_back_up_every_slot_and_follow_the_layout() {
         commands(&outs).is_empty(),
         "backups travel in assignments only"
     );
-    assert!(
-        layouts(&outs).is_empty(),
-        "backups do not change the layout"
+    // The layout names them (the merger takes copies only from named backups), with no new
+    // epoch.
+    let named = |outs: &[Out]| -> Vec<Vec<(u32, String)>> {
+        let l = layouts(outs).pop().expect("the layout, published again");
+        l.history
+            .iter()
+            .map(|e| e.backups.iter().map(|b| (b.slot, b.host.clone())).collect())
+            .collect()
+    };
+    assert_eq!(
+        named(&outs),
+        [vec![(0, "d".into()), (1, "e".into()), (2, "f".into())]]
     );
     assert_eq!(c.stats.backups_given, 3);
     c.assign_backups();
@@ -943,6 +952,14 @@ fn bronze_hosts_back_up_every_slot_and_follow_the_layout() {
             ("f".into(), 2, 1, 9, Some(13)),
         ]
     );
+    assert_eq!(
+        named(&outs),
+        [
+            vec![(0, "d".into()), (1, "e".into()), (2, "f".into())],
+            vec![(0, "d".into()), (1, "e".into())]
+        ],
+        "epoch 1 keeps its backups; epoch 2 names the ones re-pointed at it"
+    );
     assert_eq!(c.stats.backups_taken, 1);
 
     // e climbs to silver: its backup is taken back so it can hold a primary.
@@ -959,6 +976,7 @@ fn bronze_hosts_back_up_every_slot_and_follow_the_layout() {
         backups_in(&outs).is_empty(),
         "no bronze host has room for slot 1: f still drains"
     );
+    assert_eq!(named(&outs)[1], [(0, "d".into())], "e is no longer named");
     assert_eq!(c.stats.backups_taken, 2);
 
     // Emptying a bronze host (update, deprovision) takes its backup at once.

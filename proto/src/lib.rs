@@ -468,6 +468,18 @@ pub struct LayoutEpoch {
     pub redundancy: u32,
     /// Host of slot i.
     pub hosts: Vec<String>,
+    /// Backup hosts of this epoch (copy-only tasks on spare hosts, `--backup-copies`): the
+    /// merger takes a redundant copy from a host outside `hosts` only if it is named here
+    /// for the slot the GOP falls to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupSlot>,
+}
+
+/// A backup host of one slot of a layout epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSlot {
+    pub slot: u32,
+    pub host: String,
 }
 
 /// Retained layout history of a (stream, profile), oldest first (the merger fences with it).

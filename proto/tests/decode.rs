@@ -146,6 +146,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                     from_gop: 3,
                     redundancy: 1,
                     hosts: vec![h.clone(), "host-b".into()],
+                    backups: Vec::new(),
                 }],
                 orchestrator_epoch: 0,
             }),

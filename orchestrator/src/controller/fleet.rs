@@ -541,6 +541,7 @@ impl Controller {
             let h = &self.hosts[&host];
             let role_kept = h.alive && !h.cordoned && h.tier == Some(Tier::Bronze);
             let Some(e) = in_force.filter(|_| role_kept) else {
+                self.name_backup(&t.stream, &t.profile, t.slot_index, &host, false);
                 self.set_task(&host, &t.stream, &t.profile, None);
                 self.stats.backups_taken += 1;
                 continue;
@@ -553,6 +554,7 @@ impl Controller {
                 continue;
             }
             if t.layout_epoch != e.epoch {
+                self.name_backup(&t.stream, &t.profile, t.slot_index, &host, true);
                 let task = self.backup_task(&t.stream, &t.profile, &e, t.slot_index);
                 self.set_task(&host, &t.stream, &t.profile, Some(task));
             }
@@ -596,11 +598,45 @@ impl Controller {
                 };
                 let spare = spares.remove(i);
                 tracing::info!("backup: {stream}/{profile} slot {slot} copied by {spare}");
+                // Named in the layout first: the merger takes copies only from named backups.
+                self.name_backup(&stream, &profile, slot, &spare, true);
                 let task = self.backup_task(&stream, &profile, &e, slot);
                 self.set_task(&spare, &stream, &profile, Some(task));
                 self.stats.backups_given += 1;
             }
         }
+    }
+
+    /// Name `host` as the backup of `slot` in the layout in force, or (`named` false) stop
+    /// naming it there, and publish the layout if that changed it. Earlier epochs keep the
+    /// backups they had: the merger checks a copy against the epoch of its GOP.
+    fn name_backup(&mut self, stream: &str, profile: &str, slot: u32, host: &str, named: bool) {
+        let Some(e) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.profiles.get_mut(profile))
+            .and_then(|p| p.history.last_mut())
+        else {
+            return;
+        };
+        let b = BackupSlot {
+            slot,
+            host: host.to_string(),
+        };
+        let before = e.backups.len();
+        if named {
+            if e.backups.contains(&b) {
+                return;
+            }
+            e.backups.push(b);
+        } else {
+            e.backups.retain(|x| x.host != host);
+            if e.backups.len() == before {
+                return;
+            }
+        }
+        self.dirty_streams.insert(stream.to_string());
+        self.publish_layout(stream, profile);
     }
 
     /// A copy-only task of one slot: one copy per GOP, whatever the layout's redundancy.
@@ -625,17 +661,18 @@ impl Controller {
     /// Drop every backup copy `host` holds (a backup holds nothing the output needs); the
     /// (stream, profile) of each.
     pub(super) fn drop_backups(&mut self, host: &str) -> Vec<(String, String)> {
-        let copies: Vec<(String, String)> = self.hosts[host]
+        let copies: Vec<(String, String, u32)> = self.hosts[host]
             .tasks
             .iter()
             .filter(|t| t.role == TaskRole::Copy)
-            .map(|t| (t.stream.clone(), t.profile.clone()))
+            .map(|t| (t.stream.clone(), t.profile.clone(), t.slot_index))
             .collect();
-        for (s, p) in &copies {
+        for (s, p, slot) in &copies {
+            self.name_backup(s, p, *slot, host, false);
             self.set_task(host, s, p, None);
             self.stats.backups_taken += 1;
         }
-        copies
+        copies.into_iter().map(|(s, p, _)| (s, p)).collect()
     }
 }
 

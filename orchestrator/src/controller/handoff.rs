@@ -113,6 +113,7 @@ impl Controller {
             from_gop: 0,
             redundancy: cur.redundancy,
             hosts: cur.hosts.clone(),
+            backups: Vec::new(),
         };
         let cmd = self.prepare_standby(stream, profile, &standby, &to, slot);
         let decided_at_gop = self.hosts[from].gop(stream, profile);
@@ -167,6 +168,7 @@ impl Controller {
             from_gop: k,
             redundancy: cur.redundancy,
             hosts,
+            backups: Vec::new(),
         };
         let task = self.make_task(stream, profile, TaskRole::Active, &e, ho.slot);
         // Keep the layout of the prepared task's stream untouched until confirmed.
@@ -208,6 +210,7 @@ impl Controller {
             from_gop: k,
             redundancy: cur.redundancy,
             hosts: hosts.clone(),
+            backups: Vec::new(),
         };
         let ps = self
             .streams

@@ -215,6 +215,7 @@ impl Controller {
             from_gop: 0,
             redundancy: n.redundancy,
             hosts: n.layout.clone(),
+            backups: Vec::new(),
         };
         for (slot, host) in &n.slots {
             self.prepare_standby(stream, profile, &standby, host, *slot as u32);
@@ -384,6 +385,7 @@ impl Controller {
             from_gop: k,
             redundancy: r.min(hosts.len().saturating_sub(1) as u32),
             hosts: hosts.clone(),
+            backups: Vec::new(),
         };
         ps.history.push(e.clone());
         self.stats.layouts += 1;
