@@ -44,6 +44,9 @@ pub struct SwarmCost {
     pub decode: Cost,
     pub single: Cost,
     pub swarm: Cost,
+    /// The same swarm with every chunk signed as a host signs it and checked as the merger
+    /// checks it.
+    pub signed: Cost,
     pub redundancy: u32,
 }
 
@@ -61,6 +64,9 @@ impl SwarmCost {
     }
     pub fn overhead(&self) -> f64 {
         self.swarm.cpu / self.ideal_cpu() - 1.0
+    }
+    pub fn signed_ratio(&self) -> f64 {
+        self.signed.cpu / self.single.cpu
     }
 }
 
@@ -87,12 +93,110 @@ pub fn swarm_cost(
         crate::qa::swarm(clip, out_dir, &[("PROFILE", profile), ("REDUNDANCY", &r)])?;
         Ok(())
     })?;
+    let signed = measure(|| signed_swarm(clip, out_dir, profile, &r))?;
     Ok(SwarmCost {
         decode,
         single,
         swarm,
+        signed,
         redundancy,
     })
+}
+
+/// The local swarm with the daemons' chunk signatures: each partialpay's chunks signed with
+/// its branch's ed25519 key (as a host signs), and every chunk checked and stripped before
+/// gopmerge (as the merger does). A chunk that does not sign or verify fails the run.
+fn signed_swarm(clip: &Clip, out_dir: &Path, profile: &str, redundancy: &str) -> Result<()> {
+    use gopswarm_proto::signed::{Principal, Signer, Trust, Verifier, encode_public, generate};
+    use gst::prelude::*;
+    use std::sync::Arc;
+    let prefix = out_dir.join(format!("{}-swarm-signed", clip.name));
+    pipeline::prepare_out(&prefix)?;
+    let (prefix_s, src) = (
+        prefix.to_string_lossy().to_string(),
+        clip.path.to_string_lossy().to_string(),
+    );
+    let name = if clip.has_audio {
+        "local-swarm"
+    } else {
+        "local-swarm-video"
+    };
+    let words = crate::pipelines::load(name)?.expand(&[
+        ("SRC", &src),
+        ("OUT", &prefix_s),
+        ("PROFILE", profile),
+        ("REDUNDANCY", redundancy),
+    ])?;
+    let p = pipeline::parse_words(&words)?;
+    let trust = Trust {
+        orchestrator: encode_public(&generate().verifying_key()),
+        operators: Default::default(),
+        mergers: Default::default(),
+    };
+    let mut verifier = Verifier::new(&trust).map_err(anyhow::Error::msg)?;
+    let failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let replace = |buf: &mut gst::Buffer, bytes: Vec<u8>| {
+        let mut out = gst::Buffer::from_mut_slice(bytes);
+        {
+            let o = out.get_mut().expect("new buffer");
+            let flags = gst::BufferCopyFlags::FLAGS
+                | gst::BufferCopyFlags::TIMESTAMPS
+                | gst::BufferCopyFlags::META;
+            let _ = buf.copy_into(o, flags, ..);
+        }
+        *buf = out;
+    };
+    let mut pays = 0;
+    for e in p.iterate_recurse().into_iter().flatten() {
+        let factory = e
+            .factory()
+            .map(|f| f.name().to_string())
+            .unwrap_or_default();
+        if factory == "partialpay" {
+            let host: String = e.property("host-id");
+            let signer = Signer::new(Principal::Host(host.clone()), generate());
+            verifier.set_host_key(&host, signer.public());
+            let failed = failed.clone();
+            let pad = e.static_pad("src").expect("partialpay src");
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(buf)) = info.data.as_mut() {
+                    let bytes = buf.map_readable().map(|m| m.to_vec()).unwrap_or_default();
+                    match signer.sign_chunk(bytes) {
+                        Ok(signed) => replace(buf, signed),
+                        Err(e) => *failed.lock().unwrap() = Some(format!("signing: {e}")),
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+            pays += 1;
+        }
+    }
+    anyhow::ensure!(pays == 3, "{name}: {pays} partialpay elements, 3 expected");
+    let verifier = Arc::new(verifier);
+    let merge = p
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "gopmerge"))
+        .ok_or_else(|| anyhow::anyhow!("{name}: no gopmerge"))?;
+    for pad in merge.sink_pads() {
+        let (verifier, failed) = (verifier.clone(), failed.clone());
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buf)) = info.data.as_mut() {
+                let bytes = buf.map_readable().map(|m| m.to_vec()).unwrap_or_default();
+                match verifier.open_chunk(bytes) {
+                    Ok(plain) => replace(buf, plain),
+                    Err(e) => *failed.lock().unwrap() = Some(format!("checking: {e}")),
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline::play(&p, TIMEOUT)?;
+    if let Some(e) = failed.lock().unwrap().take() {
+        anyhow::bail!("signed swarm: a chunk failed {e}");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -50,8 +50,9 @@ enum Command {
     /// (frame count, timestamps, decode errors, audio sync, Y-PSNR and size against a single
     /// encode). Prints a PASS/FAIL table; exits non-zero when a clip fails.
     Qa(QaOptions),
-    /// Benchmarks: CPU of the 3-way swarm against a single encoder (with the ideal for the case),
-    /// and the throughput of the chunk path alone. Measured side by side in one run.
+    /// Benchmarks: CPU of the 3-way swarm against a single encoder (with the ideal for the case,
+    /// and again with every chunk signed and checked as hosts and mergers do), and the
+    /// throughput of the chunk path alone. Measured side by side in one run.
     Bench(BenchOptions),
     /// Print the chunk headers of a partial stream file (what partialpay wrote).
     Chunks(ChunksOptions),

@@ -44,6 +44,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
         ("decode only", c.decode),
         ("single encode", c.single),
         ("3-way swarm", c.swarm),
+        ("3-way swarm, signed chunks", c.signed),
     ] {
         println!("{name:<28} {:>9.2} {:>9.2}", cost.cpu, cost.wall);
     }
@@ -52,6 +53,11 @@ pub fn run(o: BenchOptions) -> Result<()> {
         c.ratio(),
         c.ideal_ratio(),
         c.overhead() * 100.0
+    );
+    println!(
+        "signed swarm/single cpu {:.3}  change from signing {:+.2}%",
+        c.signed_ratio(),
+        (c.signed_ratio() / c.ratio() - 1.0) * 100.0
     );
     eprintln!("measuring the chunk path ({repeat} passes)");
     let t = bench::chunk_path_throughput(&clip, repeat)?;
