@@ -395,6 +395,8 @@ struct Agent {
     runners: BTreeMap<(String, String), Runner>,
     tx: mpsc::UnboundedSender<ChunkOut>,
     applied_revision: u64,
+    /// The tasks of the assignment applied last.
+    applied_tasks: Vec<Task>,
     orchestrator_epoch: u64,
     acks: HashMap<String, Ack>,
     /// Prepare commands waiting for their pipeline to be ready.
@@ -573,8 +575,11 @@ impl Agent {
             );
             return;
         }
+        // A newer orchestrator's assignment applies whatever its revision: it may repeat a
+        // revision the replaced leader used after the standby's last look.
+        let newer = a.orchestrator_epoch > self.orchestrator_epoch;
         self.orchestrator_epoch = a.orchestrator_epoch;
-        if a.revision <= self.applied_revision {
+        if a.revision <= self.applied_revision && (!newer || a.tasks == self.applied_tasks) {
             return;
         }
         let wanted: Vec<(String, String)> = a
@@ -598,6 +603,7 @@ impl Agent {
             }
         }
         self.applied_revision = a.revision;
+        self.applied_tasks = a.tasks;
         self.publish_applied();
     }
 
@@ -1386,6 +1392,7 @@ pub async fn run(opts: HostOptions, shutdown: impl std::future::Future<Output = 
         runners: BTreeMap::new(),
         tx,
         applied_revision: 0,
+        applied_tasks: Vec::new(),
         orchestrator_epoch: 0,
         acks: HashMap::new(),
         pending_ready: Vec::new(),

@@ -251,16 +251,35 @@ fn listen_tcp(
         .with_context(|| format!("--listen {addr:?}: expected tcp://host:port"))?;
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let peer = conn.peer_addr().map_or("?".to_string(), |a| a.to_string());
+            // A thread per connection, so a bounded number of them; and a client that says
+            // nothing (no TLS handshake, no chunk) for longer than any GOP is let go.
+            if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+                tracing::warn!(
+                    "merge: partial stream from {peer} refused: {MAX_TCP_CONNECTIONS} connections open"
+                );
+                continue;
+            }
+            let _ = conn.set_read_timeout(Some(TCP_IDLE_TIMEOUT));
             let Ok(mut conn) = crate::chunk_tls::server(tls.as_ref(), conn) else {
                 continue;
             };
             let tx = tx.clone();
+            let open = open.clone();
+            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             std::thread::spawn(move || {
                 use std::io::Read;
+                struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+                impl Drop for Counted {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                let _counted = Counted(open);
                 let mut deframer = gopswarm_chunk::Deframer::default();
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
@@ -296,6 +315,12 @@ fn listen_tcp(
     });
     Ok(())
 }
+
+/// Partial streams over TCP open at once, at most (hosts of every stream this merger takes).
+const MAX_TCP_CONNECTIONS: usize = 256;
+/// A TCP partial stream silent this long is closed: longer than the longest GOP a stream may
+/// have, so a live host always sends within it (and reconnects if it was closed).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * (MAX_GOP_NS / 1_000_000_000));
 
 /// GOPs past the next one to output that a chunk may be for.
 const MAX_AHEAD_GOPS: u64 = 128;
@@ -742,9 +767,11 @@ pub async fn run(
                     Ok(Inbound::Layout(l)) => {
                         // Longer histories only, and none from an orchestrator a standby has
                         // taken over from (fencing).
+                        // A newer orchestrator's layout wins whatever its length.
                         if layout.as_ref().is_none_or(|old| {
-                            old.history.len() <= l.history.len()
-                                && old.orchestrator_epoch <= l.orchestrator_epoch
+                            old.orchestrator_epoch < l.orchestrator_epoch
+                                || (old.orchestrator_epoch == l.orchestrator_epoch
+                                    && old.history.len() <= l.history.len())
                         }) {
                             summary.layout_epochs = l.history.len() as u64;
                             layout = Some(l);

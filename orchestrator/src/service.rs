@@ -416,7 +416,8 @@ impl Service {
         }
         let seal = Arc::new(match Arc::try_unwrap(seal) {
             Ok(Some(s)) => Seal::Signed(Box::new(s)),
-            _ => Seal::Plain,
+            Ok(None) => Seal::Plain,
+            Err(_) => anyhow::bail!("the orchestrator's signer is still shared"),
         });
         if let Some(l) = &opts.logins {
             for (host, key) in store.host_keys()? {
@@ -492,17 +493,23 @@ impl Service {
         options.subscriptions = ["birth", "death", "enrol"]
             .iter()
             .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
-            .chain([(Topic::OrchestratorLease.path(), QoS::AtLeastOnce)])
             .collect();
         // Liveness and the operator on a connection of their own: the broker queues per
         // connection, so a burst of births (a fleet reconnecting, or a flood) cannot hold up
         // heartbeats, acks and stream commands behind it.
         let mut live = LinkOptions::new(broker, &format!("{}-live", opts.client_id));
         live.keep_alive = opts.cfg.keepalive;
+        // The lease and the status here too: a leader hears its own renewals back (and another
+        // leader's) without waiting behind a burst of births.
+        let lease_filters = [
+            Topic::OrchestratorLease.path(),
+            Topic::OrchestratorStatus.path(),
+        ];
         live.subscriptions = ["heartbeat", "applied", "ack"]
             .iter()
             .map(|l| (filters::all_hosts(l), QoS::AtLeastOnce))
             .chain([(Topic::StreamControl.path(), QoS::AtLeastOnce)])
+            .chain(lease_filters.iter().map(|t| (t.clone(), QoS::AtLeastOnce)))
             .collect();
         // Heartbeats come again within a keep-alive: when behind, drop them, not the acks and
         // commands.
@@ -560,16 +567,17 @@ impl Service {
         let mut tokens = opts.keys.clone().map(crate::enrol::Tokens::new);
         // Another orchestrator's lease that fences this one.
         let mut fenced: Option<Lease> = None;
-        // When this leader last heard its own lease back from the broker. Not heard for a
-        // lease's time to live (frozen, or cut off from the broker), a standby may have taken
-        // over: hold every action (`held`: since when, outputs kept back) until a standby's
-        // renewal would have been heard, then carry on (or exit, fenced).
-        // As soon as the broker would have sent our will: a standby may lead from then on.
+        // When this leader last heard its own lease back from the broker. Not heard for 1.5
+        // keep-alives (frozen, or cut off from the broker: the broker may have sent our will,
+        // and a standby may lead), it holds every action (`held`: since when, this clock's
+        // ms; outputs kept back) and goes on renewing. The broker delivers one topic's messages
+        // in order: once a renewal made after the hold began comes back, any lease a standby
+        // published before it has arrived first, and fenced us. So that echo ends the hold.
         let hold_after = opts.cfg.keepalive * 3 / 2;
         // By the renewal's own time (this clock), not by when it arrived: a process frozen
         // with its echo in a socket buffer must not take the echo for news.
         let mut lease_heard_ms = unix_ms();
-        let mut held: Option<Instant> = None;
+        let mut held: Option<u64> = None;
         let mut held_back: Vec<Out> = Vec::new();
         loop {
             let outs = tokio::select! {
@@ -578,20 +586,7 @@ impl Service {
                     let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
                     let now = Instant::now();
                     if held.is_none() && lease_lapsed(lease_heard_ms, hold_after) {
-                        held = Some(now);
-                    }
-                    if let Some(since) = held
-                        && connected
-                        && now.duration_since(since) >= opts.cfg.keepalive * 3 / 2
-                    {
-                        // Connected for longer than a leader's renewal interval and nobody
-                        // fenced us: still the leader. Silence while held says nothing.
-                        tracing::info!("no other orchestrator leads: acting again");
-                        held = None;
-                        lease_heard_ms = unix_ms();
-                        c.grace(now);
-                        c.out_extend(std::mem::take(&mut held_back));
-                        c.out_extend([lease()]);
+                        held = Some(unix_ms());
                     }
                     if connected && held.is_none() {
                         c.tick(now);
@@ -633,10 +628,8 @@ impl Service {
                     }
                     persist(&store, &mut c);
                     let mut outs = c.take_out();
-                    // The lease, renewed every keep-alive.
-                    if held.is_none() {
-                        outs.push(lease());
-                    }
+                    // The lease, renewed every keep-alive (held or not).
+                    outs.push(lease());
                     outs
                 }
                 _ = forecast_tick.tick() => {
@@ -699,6 +692,13 @@ impl Service {
                         Err(None) => break,
                         Err(Some(Ok(()))) => {
                             tracing::info!("connected to the broker for heartbeats and commands");
+                            // Also over a session an older build made (which did not have
+                            // these subscriptions): the lease is how this leader knows it is one.
+                            for t in &lease_filters {
+                                if let Err(e) = live_link.client.subscribe(t.clone(), QoS::AtLeastOnce).await {
+                                    tracing::error!("subscribing to {t}: {e}");
+                                }
+                            }
                             live_up = true;
                             connected = main_up && live_up;
                             // Heartbeats missed while it was down are not deaths.
@@ -718,11 +718,7 @@ impl Service {
                             main_up = true;
                             connected = main_up && live_up;
                             controller.lock().unwrap_or_else(PoisonError::into_inner).grace(Instant::now());
-                            // Held (not heard for too long): wait a renewal interval from now.
-                            if held.is_some() {
-                                held = Some(Instant::now());
-                            }
-                            let mut outs = if held.is_none() { vec![lease()] } else { Vec::new() };
+                            let mut outs = vec![lease()];
                             if !session_present {
                                 // The broker lost its retained state (restart without
                                 // persistence): publish every desired state again.
@@ -770,7 +766,26 @@ impl Service {
                                     }
                                     if l.holder == opts.name && l.epoch == epoch {
                                         lease_heard_ms = lease_heard_ms.max(l.renewed_ms);
+                                        if held.is_some_and(|since| l.renewed_ms >= since) {
+                                            tracing::info!("own lease heard back, no other orchestrator leads: acting again");
+                                            held = None;
+                                            // Silence while held says nothing about the hosts.
+                                            c.grace(now);
+                                            c.out_extend(std::mem::take(&mut held_back));
+                                        }
+                                    } else if l.holder != opts.name && l.epoch < epoch {
+                                        // A leader we replaced, still renewing: put ours back.
+                                        c.out_extend([lease()]);
                                     }
+                                }
+                                Ok(Inbound::OrchestratorStatus(s)) if s.online && s.holder != opts.name && s.epoch < epoch => {
+                                    // A leader we replaced reconnected (its status is sent
+                                    // at connect): say again who leads.
+                                    c.out_extend([Out {
+                                        topic: Topic::OrchestratorStatus.path(),
+                                        payload: status_body(true),
+                                        retain: true,
+                                    }]);
                                 }
                                 Ok(Inbound::Birth(b)) => c.on_birth(b, now),
                                 Ok(Inbound::Death(d)) => c.on_death(d, now),
@@ -833,12 +848,18 @@ impl Service {
                 }
             };
             if held.is_none() && lease_lapsed(lease_heard_ms, hold_after) {
-                held = Some(Instant::now());
+                held = Some(unix_ms());
             }
-            if held.is_some() {
-                held_back.extend(outs);
-                continue;
-            }
+            let outs = if held.is_some() {
+                // Only the lease goes out while held.
+                let (renewals, rest): (Vec<Out>, Vec<Out>) = outs
+                    .into_iter()
+                    .partition(|o| o.topic == Topic::OrchestratorLease.path());
+                held_back.extend(rest);
+                renewals
+            } else {
+                outs
+            };
             // What hosts act on (assignments with their revisions, layouts, commands) is saved
             // before it goes out: after a crash the restored state is never behind the hosts.
             if outs.iter().any(|o| must_save_first(&o.topic)) {
@@ -890,8 +911,8 @@ fn lease_lapsed(heard_ms: u64, after: Duration) -> bool {
     let lapsed = unheard > after;
     if lapsed {
         tracing::warn!(
-            "own lease not heard back for {unheard:?}: holding every action until no other \
-             orchestrator is seen leading"
+            "own lease not heard back for {unheard:?}: holding every action until it is (a broker \
+             ACL that refuses orchestrator/lease keeps it so: run `gopswarm acl` again)"
         );
     }
     lapsed

@@ -401,27 +401,28 @@ pub fn adopt(store: &Store, mirror: &Mirror, versions: &Versions) -> anyhow::Res
     Ok(())
 }
 
-/// What a standby subscribes to: the retained desired state, the lease and the orchestrator's
-/// presence, and commands (their epochs and counters).
+/// What a standby subscribes to: the lease and the orchestrator's presence first (the broker
+/// sends retained messages filter by filter: a start learns at once whether another leads),
+/// then the retained desired state, and commands (their epochs and counters).
 pub fn subscriptions() -> Vec<String> {
-    // Certificates first: the broker sends retained messages in the order of the filters,
-    // and a birth is checked with the key its host's certificate carries.
-    let mut s: Vec<String> = ["cert", "birth", "death", "assignment", "score", "cmd"]
-        .iter()
-        .map(|l| filters::all_hosts(l))
-        .collect();
+    let mut s: Vec<String> = [
+        Topic::OrchestratorLease,
+        Topic::OrchestratorDeath,
+        Topic::OrchestratorStatus,
+    ]
+    .iter()
+    .map(Topic::path)
+    .collect();
+    // Certificates before births: a birth is checked with the key its host's certificate
+    // carries.
+    s.extend(
+        ["cert", "birth", "death", "assignment", "score", "cmd"]
+            .iter()
+            .map(|l| filters::all_hosts(l)),
+    );
     s.push(filters::all_streams("def"));
     s.push(filters::stream("+", "layout", "+"));
-    s.extend(
-        [
-            Topic::OrchestratorStatus,
-            Topic::OrchestratorDeath,
-            Topic::OrchestratorLease,
-            Topic::StreamControl,
-        ]
-        .iter()
-        .map(Topic::path),
-    );
+    s.push(Topic::StreamControl.path());
     s
 }
 

@@ -117,6 +117,12 @@ impl OrchestratorOptions {
     /// Values clap cannot check alone, refused before anything starts.
     fn check(&self) -> Result<()> {
         seconds(self.scale_cooldown).context("--scale-cooldown")?;
+        // The lease lives 3 keep-alives, within what the protocol allows (10 minutes).
+        anyhow::ensure!(
+            self.keepalive > 0.0 && self.keepalive <= 120.0,
+            "--keepalive {}: between 0 and 120 seconds",
+            self.keepalive
+        );
         anyhow::ensure!(
             gopswarm_proto::valid_id(&self.name),
             "--name {:?}: letters, digits, '-' and '_' only",

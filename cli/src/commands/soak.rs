@@ -105,11 +105,15 @@ struct SoakReport {
     max_growth_percent: f64,
     series: Vec<Series>,
     merge: serde_json::Value,
+    /// Processes that stopped before the stream's end without being killed, and a merger
+    /// that exited with an error: each fails the run.
+    died: Vec<String>,
 }
 
 impl SoakReport {
     fn passed(&self) -> bool {
-        self.lost_gops.is_empty()
+        self.died.is_empty()
+            && self.lost_gops.is_empty()
             && self.frames > 0
             && self.frames == self.expected_frames
             && self.decode_errors.trim().is_empty()
@@ -131,11 +135,11 @@ fn rss_kb(pid: u32) -> Option<u64> {
 }
 
 /// Growth of a series after `warmup`: mean of its last tenth against its first tenth.
-fn growth(s: &Series, warmup: f64) -> Option<Growth> {
+fn growth(s: &Series, warmup: f64, end: f64) -> Option<Growth> {
     let after: Vec<f64> = s
         .samples
         .iter()
-        .filter(|(t, _)| *t >= warmup)
+        .filter(|(t, _)| *t >= warmup && *t <= end)
         .map(|(_, kb)| *kb as f64)
         .collect();
     let n = (after.len() / 10).max(1);
@@ -163,6 +167,13 @@ pub fn run(o: SoakOptions) -> Result<()> {
     anyhow::ensure!(
         o.redundancy >= 1 && o.spares >= 1,
         "a soak kills hosts: it needs --redundancy 1 or more and a spare host to lose nothing"
+    );
+    anyhow::ensure!(
+        o.duration >= o.warmup + 20.0 * o.sample_every,
+        "--duration {} s leaves too little after --warmup {} s for 20 memory samples (every {} s)",
+        o.duration,
+        o.warmup,
+        o.sample_every
     );
     let report = soak(&o)?;
     let text = format_report(&report);
@@ -357,11 +368,18 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
     let mut next_kill = start + churn_every;
     let mut next_sample = start;
     let mut last_progress = start;
-    let merger_done = |c: &mut Children| -> Result<bool> {
+    let merger_exit = |c: &mut Children| -> Result<Option<std::process::ExitStatus>> {
         let (_, m) = c.0.iter_mut().find(|(n, _)| n == "merger").expect("merger");
-        Ok(m.try_wait()?.is_some())
+        Ok(m.try_wait()?)
     };
-    while !merger_done(&mut children)? {
+    let mut died = Vec::new();
+    loop {
+        if let Some(st) = merger_exit(&mut children)? {
+            if !st.success() {
+                died.push(format!("merger ({st})"));
+            }
+            break;
+        }
         std::thread::sleep(Duration::from_millis(200));
         let now = Instant::now();
         let t = now.duration_since(start).as_secs_f64();
@@ -435,18 +453,33 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
     for s in &series {
         *runs.entry(s.name.clone()).or_default() += 1;
     }
+    // Memory is judged while the stream runs, not while the parts wind down after it.
+    let end = o.duration.min(last_t);
     for s in &mut series {
-        // One run from the first sampling round on: never killed.
+        // One run from the first sampling round on: never killed ...
         s.throughout = runs[&s.name] == 1
             && s.samples
                 .first()
                 .is_some_and(|x| x.0 <= first_t + o.sample_every);
+        // ... and it must have lived to the end.
+        if s.throughout
+            && s.samples
+                .last()
+                .is_some_and(|x| x.0 < end - 3.0 * o.sample_every)
+        {
+            died.push(format!(
+                "{} (pid {}) stopped at {:.0} s",
+                s.name,
+                s.pid,
+                s.samples.last().map_or(0.0, |x| x.0)
+            ));
+        }
     }
     eprintln!("soak: {last_t:.0} s");
     let growth: Vec<Growth> = series
         .iter()
         .filter(|s| s.throughout)
-        .filter_map(|s| growth(s, o.warmup))
+        .filter_map(|s| growth(s, o.warmup, end))
         .collect();
     let merge_text = std::fs::read_to_string(&summary_path)
         .with_context(|| format!("the merger's summary {}", summary_path.display()))?;
@@ -476,6 +509,7 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
         max_growth_percent: o.max_growth,
         series,
         merge,
+        died,
     })
 }
 
@@ -493,6 +527,9 @@ fn format_report(r: &SoakReport) -> String {
             "ERRORS"
         }
     );
+    if !r.died.is_empty() {
+        s += &format!("stopped early: {}\n", r.died.join(", "));
+    }
     s += &format!(
         "resident memory after the warm-up (processes that ran throughout; limit {:.1} %):\n",
         r.max_growth_percent
@@ -614,7 +651,7 @@ mod tests {
                 .collect(),
             throughout: true,
         };
-        let g = growth(&s, 20.0).unwrap();
+        let g = growth(&s, 20.0, 1000.0).unwrap();
         // After 20 s: 80 samples, tenths of 8: 102..=102.875 vs 109.2..=109.9.
         assert!((g.early_kb - 102.0).abs() < 0.5, "{g:?}");
         assert!(g.percent > 6.0 && g.percent < 8.0, "{g:?}");
@@ -624,10 +661,14 @@ mod tests {
                     samples: vec![(30.0, 1)],
                     ..s.clone()
                 },
-                20.0
+                20.0,
+                1000.0
             )
             .is_none()
         );
+        // Samples after the end are not judged.
+        let g = growth(&s, 20.0, 59.0).unwrap();
+        assert!(g.late_kb < 106.0, "{g:?}");
     }
 
     #[test]
