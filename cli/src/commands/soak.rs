@@ -69,6 +69,11 @@ pub struct SoakOptions {
     /// tenth of its samples against the mean of the first tenth after the warm-up
     #[arg(long, default_value_t = 1.0)]
     max_growth: f64,
+    /// How chunks reach the merger: `tcp` (TLS with the swarm's merger certificate) or `mqtt`
+    /// (through the orchestrator's embedded broker, whose memory grows with the chunks it
+    /// carries: see BENCHMARKS.md)
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "mqtt"])]
+    chunks: String,
     /// MQTT keep-alive and heartbeat interval, seconds
     #[arg(long, default_value_t = 2.0)]
     keepalive: f64,
@@ -211,7 +216,8 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
         .signer(Principal::Operator(DEFAULT_OPERATOR.into()))
         .map_err(anyhow::Error::msg)?;
     let keys_arg = keys_dir.display().to_string();
-    let (broker_port, source_port) = (free_port()?, free_port()?);
+    let (broker_port, source_port, merger_port) = (free_port()?, free_port()?, free_port()?);
+    let chunk_sink = (o.chunks == "tcp").then(|| format!("tcp://127.0.0.1:{merger_port}"));
     let broker = format!("mqtts://127.0.0.1:{broker_port}");
     let keepalive = o.keepalive.to_string();
     let duration = seconds(o.duration)?;
@@ -310,7 +316,7 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
             redundancy: Some(o.redundancy),
             slots: Some(o.hosts as u32),
             complexity: None,
-            chunk_sink: None,
+            chunk_sink: chunk_sink.clone(),
         };
         let topic = Topic::StreamControl.path();
         let payload = operator.seal(&topic, &encode(&StreamCommand::Add { stream: def }));
@@ -322,33 +328,42 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
         anyhow::Ok(())
     })?;
     let summary_path = out.join("merge-summary.json");
+    let listen: Vec<String> = chunk_sink
+        .iter()
+        .flat_map(|c| [s("--listen"), c.clone()])
+        .collect();
     children.0.push((
         s("merger"),
         spawn_logged(
             "merger",
             &[
-                s("merge"),
-                s("--broker"),
-                broker.clone(),
-                s("--keys"),
-                keys_arg.clone(),
-                s("--stream"),
-                s("soak"),
-                s("--profile"),
-                s("p360"),
-                s("--out"),
-                out.join("soak").display().to_string(),
-                s("--summary"),
-                summary_path.display().to_string(),
-                s("--latency-gops"),
-                (o.hosts as u64 + 3).to_string(),
-            ],
+                vec![
+                    s("merge"),
+                    s("--broker"),
+                    broker.clone(),
+                    s("--keys"),
+                    keys_arg.clone(),
+                    s("--stream"),
+                    s("soak"),
+                    s("--profile"),
+                    s("p360"),
+                    s("--out"),
+                    out.join("soak").display().to_string(),
+                    s("--summary"),
+                    summary_path.display().to_string(),
+                    s("--latency-gops"),
+                    (o.hosts as u64 + 3).to_string(),
+                ],
+                listen,
+            ]
+            .concat(),
             &logs,
         )?,
     ));
     eprintln!(
-        "soak: {n} hosts (r={}, {} steady), a kill every {} s for {} s; logs in {}",
+        "soak: {n} hosts (r={}, {} steady), chunks over {}, a kill every {} s for {} s; logs in {}",
         o.redundancy,
+        o.chunks,
         o.steady_hosts,
         o.churn_every,
         o.duration,
