@@ -572,6 +572,21 @@ fn bronze_backups_cover_a_killed_primary_and_own_no_gop() {
         Duration::from_secs(40),
         |o| copies_from(o, &host_id(2)) > 0 && copies_from(o, &host_id(3)) > 0,
     );
+    // The layout names them, one per slot: the merger takes copies from named backups only.
+    let named: Vec<(u32, String)> = swarm
+        .obs
+        .layout()
+        .unwrap()
+        .history
+        .last()
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| (b.slot, b.host.clone()))
+        .collect();
+    let mut hosts: Vec<&str> = named.iter().map(|(_, h)| h.as_str()).collect();
+    hosts.sort();
+    assert_eq!(hosts, [host_id(2), host_id(3)], "backups named: {named:?}");
     let victim = swarm.obs.layout().unwrap().history.last().unwrap().hosts[0].clone();
     swarm.kill_mid_gop(&victim);
     swarm.obs.wait_for(
