@@ -527,6 +527,8 @@ impl Service {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         // Scores, round-trip probes and metrics once per keep-alive.
         let mut scoring = tokio::time::interval(opts.cfg.keepalive);
+        // After a stall (a frozen process), one round, not a burst of the missed ones.
+        scoring.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut forecast_tick = tokio::time::interval(opts.forecast_step);
         let mut live_forecast = LiveForecast::new(opts.forecast_step, opts.forecast_horizon);
         // The provisioner's thread; without one, a channel that never delivers.
