@@ -193,6 +193,19 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     );
 }
 
+/// The newest assignment revision seen for each of the first `hosts` hosts.
+fn newest_revisions(o: &Observer, hosts: usize) -> Vec<u64> {
+    (0..hosts)
+        .map(|i| {
+            o.assignments(&host_id(i))
+                .iter()
+                .map(|a| a.revision)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 #[test]
 fn orchestrator_restart_keeps_assignments() {
     let _serial = serial();
@@ -202,17 +215,7 @@ fn orchestrator_restart_keeps_assignments() {
         .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
             o.chunks().len() >= 4
         });
-    let revisions = |o: &Observer| -> Vec<u64> {
-        (0..3)
-            .map(|i| {
-                o.assignments(&host_id(i))
-                    .iter()
-                    .map(|a| a.revision)
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
+    let revisions = |o: &Observer| newest_revisions(o, 3);
     let before = revisions(&swarm.obs);
     swarm.orchestrator.signal(libc::SIGKILL);
     swarm.orchestrator.kill();
@@ -264,31 +267,24 @@ fn standby_takes_over_from_a_killed_leader_keeping_every_assignment() {
     let log = |name: &str| {
         std::fs::read_to_string(swarm.dir.join(format!("{name}.log"))).unwrap_or_default()
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !log("orchestrator-b").contains("standing by: orchestrator main leads") {
-        assert!(
-            Instant::now() < deadline,
-            "the standby never followed:\n{}",
-            log("orchestrator-b")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wait_log = |name: &str, text: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !log(name).contains(text) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", log(name));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_log(
+        "orchestrator-b",
+        "standing by: orchestrator main leads",
+        "the standby never followed",
+    );
     swarm
         .obs
         .wait_for("a few GOPs merged", Duration::from_secs(30), |o| {
             o.chunks().len() >= 4
         });
-    let revisions = |o: &Observer| -> Vec<u64> {
-        (0..3)
-            .map(|i| {
-                o.assignments(&host_id(i))
-                    .iter()
-                    .map(|a| a.revision)
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
+    let revisions = |o: &Observer| newest_revisions(o, 3);
     let before = revisions(&swarm.obs);
     let layout_before = swarm.obs.layout().unwrap();
     let killed_at = Instant::now();
@@ -332,15 +328,11 @@ fn standby_takes_over_from_a_killed_leader_keeping_every_assignment() {
         "orchestrator-main-again",
         &swarm.orchestrator_args(),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !log("orchestrator-main-again").contains("standing by: orchestrator b leads") {
-        assert!(
-            Instant::now() < deadline,
-            "the old leader did not stand by:\n{}",
-            log("orchestrator-main-again")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_log(
+        "orchestrator-main-again",
+        "standing by: orchestrator b leads",
+        "the old leader did not stand by",
+    );
     // The new leader frozen (SIGSTOP) while the old one stands by: the broker drops it after
     // 1.5 keep-alives, and its will hands the lease back.
     standby.signal(libc::SIGSTOP);

@@ -318,11 +318,7 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
             complexity: None,
             chunk_sink: chunk_sink.clone(),
         };
-        let topic = Topic::StreamControl.path();
-        let payload = operator.seal(&topic, &encode(&StreamCommand::Add { stream: def }));
-        ctl.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-            .await?;
+        crate::commands::demo::send(&ctl, &operator, &StreamCommand::Add { stream: def }).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = ctl.client.disconnect().await;
         anyhow::Ok(())

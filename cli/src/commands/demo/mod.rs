@@ -604,7 +604,8 @@ pub fn format_report(r: &DemoReport) -> String {
 }
 
 /// A stream command to the orchestrator, on the topic `gopswarm stream` publishes to.
-async fn send(ctl: &Link, operator: &Signer, cmd: &StreamCommand) -> Result<()> {
+/// Publish `cmd` signed by `operator` on the operators' topic, as `gopswarm stream` does.
+pub async fn send(ctl: &Link, operator: &Signer, cmd: &StreamCommand) -> Result<()> {
     let topic = Topic::StreamControl.path();
     let payload = operator.seal(&topic, &encode(cmd));
     ctl.client
