@@ -665,6 +665,96 @@ fn a_layout_shrunk_by_a_death_grows_back_with_a_prepared_host() {
     }
 }
 
+#[test]
+fn a_layout_short_of_its_slots_regrows_by_itself_once_a_host_is_free() {
+    let (mut c, t0) = started(0);
+    let after = c.cfg.regrow_after.expect("on by default");
+    let beat = |c: &mut Controller, at: Instant, gop: u64| {
+        for (h, s) in [("a", 100), ("c", 102), ("d", 103)] {
+            c.on_heartbeat(heartbeat(h, s, gop), at);
+        }
+    };
+    beat(&mut c, t0, 12);
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    c.tick(t0);
+    let _ = c.take_out();
+    let hosts_now = |c: &Controller| {
+        c.streams["cam1"].profiles["p360"]
+            .history
+            .last()
+            .unwrap()
+            .hosts
+            .clone()
+    };
+    assert_eq!(hosts_now(&c), ["a", "c"]);
+    // Short, with d free, but not for long enough yet.
+    let t1 = t0 + after - Duration::from_secs(1);
+    beat(&mut c, t1, 13);
+    c.tick(t1);
+    assert!(commands(&c.take_out()).is_empty(), "grown too early");
+    let t2 = t0 + after + Duration::from_secs(1);
+    beat(&mut c, t2, 14);
+    c.tick(t2);
+    let cmds = commands(&c.take_out());
+    assert_eq!(cmds.len(), 1, "only the newcomer is prepared: {cmds:?}");
+    assert_eq!(cmds[0].0, "d");
+    c.on_ack(ack("d", &cmds[0].1.id, 14), t2);
+    let outs = c.take_out();
+    let l = layouts(&outs);
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].history.last().unwrap().hosts, ["a", "c", "d"]);
+    // Whole again: a new free host and more ticks grow nothing.
+    c.on_birth(birth("e", 104), t2);
+    let t3 = t2 + after * 4;
+    beat(&mut c, t3, 20);
+    c.on_heartbeat(heartbeat("e", 104, 20), t3);
+    c.tick(t3);
+    assert!(commands(&c.take_out()).is_empty());
+    assert_eq!(hosts_now(&c), ["a", "c", "d"]);
+}
+
+#[test]
+fn regrowing_is_off_when_the_config_says_never() {
+    let (mut c, t0) = started(0);
+    c.cfg.regrow_after = None;
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    let _ = c.take_out();
+    for secs in [0, 30, 600] {
+        let t = t0 + Duration::from_secs(secs);
+        for (h, s) in [("a", 100), ("c", 102), ("d", 103)] {
+            c.on_heartbeat(heartbeat(h, s, 12 + secs), t);
+        }
+        c.tick(t);
+    }
+    let outs = c.take_out();
+    let prepares: Vec<_> = commands(&outs)
+        .into_iter()
+        .filter(|(_, cmd)| matches!(cmd.kind, CommandKind::Prepare { .. }))
+        .collect();
+    assert!(prepares.is_empty(), "{prepares:?}");
+    assert!(layouts(&outs).is_empty());
+    assert_eq!(
+        c.streams["cam1"].profiles["p360"]
+            .history
+            .last()
+            .unwrap()
+            .hosts,
+        ["a", "c"]
+    );
+}
+
 fn birth_with_encoder(host: &str, seq: u64, x264: &str) -> Birth {
     let mut b = birth(host, seq);
     b.versions.encoders.insert("h264".into(), x264.into());

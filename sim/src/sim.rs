@@ -381,6 +381,8 @@ impl Simulation {
             prepare_timeout: Duration::from_secs(30),
             commit_timeout: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(0),
+            // The scaler below grows layouts itself.
+            regrow_after: None,
             ..Config::default()
         };
         let mut controller = Controller::new(controller_cfg, this_build_versions("1.22.0"), 1);

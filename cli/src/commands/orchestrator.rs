@@ -41,6 +41,10 @@ pub struct OrchestratorOptions {
     /// GOPs between the furthest host and a switch GOP
     #[arg(long, default_value_t = 2)]
     switch_margin: u64,
+    /// A layout that lost slots to host deaths grows back onto a free host after it has been
+    /// short this long (seconds; 0: never, it stays on the survivors)
+    #[arg(long, default_value_t = 10.0)]
+    regrow_after: f64,
     /// Swarm sizing from content complexity, JSON (a [sizing] table in --config), any of:
     /// si_low, ti_low, si_high, ti_high (P.910 SI/TI at 320x180), slots ([low, medium, high]),
     /// redundancy. Default:
@@ -155,6 +159,10 @@ impl OrchestratorOptions {
             home_region: self.region,
             peer_swap: !self.no_peer_swap,
             backup_copies: self.backup_copies,
+            regrow_after: (self.regrow_after != 0.0)
+                .then(|| seconds(self.regrow_after))
+                .transpose()
+                .context("--regrow-after")?,
             ..Default::default()
         };
         let rollout_timeout = seconds(self.rollout_timeout)?;

@@ -19,6 +19,20 @@ struct Newcomers {
     leaving: Vec<String>,
 }
 
+/// A layout short of its planned slots (see `Controller::regrow_short_layouts`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Regrow {
+    /// No growth is tried before this.
+    next_try: Instant,
+    /// Growths tried since the layout last grew.
+    tries: u32,
+    /// Its slots when last seen.
+    slots: usize,
+}
+
+/// The wait between growths that found no host ready doubles up to this many times.
+const REGROW_MAX_DOUBLINGS: u32 = 5;
+
 impl Controller {
     /// Up to `n` hosts for new slots of (stream, profile), in placement order, that run the
     /// same encoder library as the profile's holders (or, for a new layout, as the first host
@@ -470,6 +484,57 @@ impl Controller {
                 .pick_hosts(stream, profile, 1, &exclude)
                 .pop()
                 .ok_or_else(|| "no free compatible host".to_string()),
+        }
+    }
+
+    /// Grow back every running layout that has fewer slots than its stream plans (a holder
+    /// died and the re-deal left its slots to the survivors) onto free hosts, one slot per
+    /// layout per tick, once it has been short `regrow_after`. Without this a swarm that
+    /// loses hosts one by one ends on one host however many come back. A growth whose
+    /// newcomer is not ready in time doubles the wait before the next.
+    pub(super) fn regrow_short_layouts(&mut self, now: Instant) {
+        let Some(after) = self.cfg.regrow_after else {
+            return;
+        };
+        let mut short = Vec::new();
+        for (s, rec) in &self.streams {
+            for (p, ps) in &rec.profiles {
+                let Some(cur) = ps.history.last() else {
+                    continue;
+                };
+                let (planned, _) = self.wanted_slots(s);
+                if !cur.hosts.is_empty() && cur.hosts.len() < planned {
+                    short.push((s.clone(), p.clone(), cur.hosts.len(), ps.op.is_some()));
+                }
+            }
+        }
+        let keep: BTreeSet<(String, String)> = short
+            .iter()
+            .map(|(s, p, ..)| (s.clone(), p.clone()))
+            .collect();
+        self.regrow.retain(|k, _| keep.contains(k));
+        for (s, p, slots, busy) in short {
+            let entry = self.regrow.entry((s.clone(), p.clone())).or_insert(Regrow {
+                next_try: now + after,
+                tries: 0,
+                slots,
+            });
+            if slots > entry.slots {
+                // The last growth worked: the next slot may follow at once.
+                entry.tries = 0;
+                entry.next_try = now;
+            }
+            entry.slots = slots;
+            if busy || now < entry.next_try || self.free.is_empty() {
+                continue;
+            }
+            let wait = after * (1 << entry.tries.min(REGROW_MAX_DOUBLINGS));
+            entry.tries += 1;
+            entry.next_try = now + self.cfg.prepare_timeout + wait;
+            match self.grow(&s, &p, None, now) {
+                Ok(to) => tracing::info!("{s}/{p}: regrowing a slot lost earlier onto {to}"),
+                Err(why) => tracing::debug!("{s}/{p}: cannot regrow yet: {why}"),
+            }
         }
     }
 

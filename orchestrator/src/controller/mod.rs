@@ -83,6 +83,10 @@ pub struct Config {
     /// A dead host with no task and no place in a layout is forgotten after this long (its
     /// record, score and history), so forged or long-gone hosts do not pile up.
     pub forget_dead_after: Duration,
+    /// A layout left with fewer slots than its stream plans (its holders died or were moved
+    /// off) grows back onto a free host once it has been short this long; `None`: never (the
+    /// simulator's scaler grows layouts itself).
+    pub regrow_after: Option<Duration>,
 }
 
 /// Complexity level of a stream's content.
@@ -174,6 +178,7 @@ impl Default for Config {
             backup_copies: false,
             history_interval: Duration::from_secs(600),
             forget_dead_after: Duration::from_secs(3600),
+            regrow_after: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -326,6 +331,9 @@ pub struct Controller {
     dirty_hosts: BTreeSet<String>,
     dirty_streams: BTreeSet<String>,
     out: Vec<Out>,
+    /// Layouts short of their planned slots: when the next growth may be tried, and how
+    /// many tries found no host ready (each doubles the wait).
+    regrow: HashMap<(String, String), layouts::Regrow>,
 }
 
 impl Controller {
@@ -348,6 +356,7 @@ impl Controller {
             dirty_hosts: BTreeSet::new(),
             dirty_streams: BTreeSet::new(),
             out: Vec::new(),
+            regrow: HashMap::new(),
         }
     }
 
@@ -696,6 +705,7 @@ impl Controller {
                 _ => {}
             }
         }
+        self.regrow_short_layouts(now);
     }
 
     /// Whether any operation is in flight on (stream, profile).
