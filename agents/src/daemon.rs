@@ -149,6 +149,7 @@ pub async fn interrupted() {
 /// streaming threads).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     return_big_buffers_to_the_system();
+    return_freed_memory_periodically();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -168,6 +169,40 @@ fn return_big_buffers_to_the_system() {
         // within glibc's limits (at most 32 MiB) is always accepted.
         SET.call_once(|| unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+        });
+    }
+}
+
+/// How often a daemon hands the memory it freed back to the system.
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// glibc keeps what a thread frees in that thread's arena, and GStreamer starts new streaming
+/// threads with every pipeline, decoder and quality check: frame buffers freed by them stayed
+/// resident, so a host's memory crept up by about 0.6 MiB a minute for hours while its heap in
+/// use stayed flat (one `malloc_trim` gave a soaked host 88 MiB of 220 back). A thread hands
+/// freed memory back every `TRIM_EVERY` (a walk over the arenas, a few milliseconds).
+/// Started once per process; a no-op off glibc.
+pub fn return_freed_memory_periodically() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::Once;
+        static START: Once = Once::new();
+        START.call_once(|| {
+            let spawned = std::thread::Builder::new()
+                .name("malloc-trim".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(TRIM_EVERY);
+                        // SAFETY: malloc_trim only returns free memory to the system; it
+                        // takes each arena's lock like malloc does.
+                        unsafe {
+                            libc::malloc_trim(0);
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("no memory trimming thread: {e}");
+            }
         });
     }
 }

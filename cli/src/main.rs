@@ -130,6 +130,7 @@ fn main() -> Result<()> {
         Command::Init(o) => commands::init::run(o),
         Command::Source(o) => {
             daemon::init_logging();
+            daemon::return_freed_memory_periodically();
             source::serve(&o, true)
         }
         Command::Explain(o) => commands::explain::run(o),

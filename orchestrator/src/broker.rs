@@ -40,6 +40,16 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Bytes and segments each control subscription filter of the embedded broker keeps.
+const CONTROL_SEGMENT_BYTES: usize = 2 * 1024;
+// rumqttd panics on segments under 1 KiB.
+const _: () = assert!(CONTROL_SEGMENT_BYTES >= 1024);
+const CONTROL_SEGMENTS: usize = 3;
+/// The chunk topics of every stream and profile, and what their filters keep.
+const CHUNK_FILTER: &str = "gopswarm/v1/stream/+/chunks/+";
+const CHUNK_SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+const CHUNK_SEGMENTS: usize = 2;
+
 /// Start rumqttd on `listen` in its own thread (its `start()` blocks) and wait until it
 /// accepts connections: plain and anonymous, or with `security` TLS and the swarm's logins.
 pub fn start_embedded(listen: SocketAddr, security: Option<BrokerSecurity>) -> Result<()> {
@@ -49,13 +59,25 @@ pub fn start_embedded(listen: SocketAddr, security: Option<BrokerSecurity>) -> R
         "router": {
             "max_connections": 20010,
             "max_outgoing_packet_count": 200,
-            // The router keeps every subscription filter's messages in memory: 4 segments of
-            // 8 MiB and the one being filled. A segment closes once it reaches 8 MiB, so it
-            // takes the largest chunk whole and overflows by at most that chunk. The soak found
-            // 4 x 64 MiB (about 18 minutes of a 1.2 Mbit/s stream at r=1) held in memory for
-            // nothing: a subscriber reads at once, and a merger that missed chunks asks hosts.
-            "max_segment_size": 8 * 1024 * 1024,
-            "max_segment_count": 4,
+            // The router keeps each subscription filter's recent messages in memory, in up
+            // to `max_segment_count` segments that close at `max_segment_size` bytes. A stored
+            // message is a slice of the publisher's read buffer and keeps that whole 10 KiB
+            // block alive (rumqtt issue 1001), so a filter that carries a few hundred bytes a
+            // minute (a host's score, its commands) pinned tens of KiB per message and never
+            // reached the byte limit that evicts: the broker grew for hours. Control filters
+            // therefore keep only a few KiB of messages: subscribers read at once, and what
+            // must survive a slow reader is retained or sent again.
+            "max_segment_size": CONTROL_SEGMENT_BYTES,
+            "max_segment_count": CONTROL_SEGMENTS,
+            // Chunks through the broker (`--chunks mqtt`) are large and come fast: their
+            // filters keep a few seconds of them, so a merger that stalls briefly loses none.
+            // (8 MiB segments held about 18 minutes of a 1.2 Mbit/s stream for nothing.)
+            "custom_segment": {
+                (CHUNK_FILTER): {
+                    "max_segment_size": CHUNK_SEGMENT_BYTES,
+                    "max_segment_count": CHUNK_SEGMENTS,
+                },
+            },
         },
         "v4": { "1": {
             "name": "v4-1",
@@ -175,4 +197,23 @@ fn accepts_mqtt(addr: SocketAddr) -> bool {
         let _ = s.read(&mut connack);
     }
     ok
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::*;
+    use gopswarm_proto::Topic;
+
+    /// The chunk filter's own segments apply to every stream's chunk topic: its levels are
+    /// those of `Topic::Chunks` with the stream and profile as wildcards.
+    #[test]
+    fn the_chunk_filter_covers_every_chunk_topic() {
+        let path = Topic::Chunks("cam-1".into(), "p720".into()).path();
+        let levels: Vec<&str> = path.split('/').collect();
+        let filter: Vec<&str> = CHUNK_FILTER.split('/').collect();
+        assert_eq!(levels.len(), filter.len(), "{path} against {CHUNK_FILTER}");
+        for (level, f) in levels.iter().zip(&filter) {
+            assert!(*f == "+" || f == level, "{path} against {CHUNK_FILTER}");
+        }
+    }
 }

@@ -58,8 +58,8 @@ pub struct SoakOptions {
     #[arg(long, default_value_t = 20.0)]
     down_for: f64,
     /// Memory before this many seconds is not judged: caches, pools and the encoder's
-    /// look-ahead fill up first, and the embedded broker's in-memory message log (up to 4
-    /// segments of 64 MiB per subscription; about 15 minutes of the default profile's chunks)
+    /// look-ahead fill up first, and with --chunks mqtt the embedded broker's log of recent
+    /// chunks (two 4 MiB segments per stream and profile)
     #[arg(long, default_value_t = 1200.0)]
     warmup: f64,
     /// Seconds between memory samples
@@ -70,8 +70,7 @@ pub struct SoakOptions {
     #[arg(long, default_value_t = 1.0)]
     max_growth: f64,
     /// How chunks reach the merger: `tcp` (TLS with the swarm's merger certificate) or `mqtt`
-    /// (through the orchestrator's embedded broker, whose memory grows with the chunks it
-    /// carries: see BENCHMARKS.md)
+    /// (through the orchestrator's embedded broker)
     #[arg(long, default_value = "tcp", value_parser = ["tcp", "mqtt"])]
     chunks: String,
     /// MQTT keep-alive and heartbeat interval, seconds
@@ -359,8 +358,8 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
     eprintln!(
         "soak: {n} hosts (r={}, {} steady), chunks over {}, a kill every {} s for {} s; logs in {}",
         o.redundancy,
-        o.chunks,
         o.steady_hosts,
+        o.chunks,
         o.churn_every,
         o.duration,
         logs.display()
