@@ -447,10 +447,11 @@ fn garbage_h264_in_a_valid_chunk_is_refused_and_the_redundant_copy_used() {
 }
 
 /// 10,000 births in a burst, each signed with a key its sender made up (nobody without an
-/// enrolment token gets a certificate): the orchestrator refuses them all, stays responsive (a
-/// stream added right after is taken, its definition published, within 2 s), places the new
-/// stream only on enrolled hosts, keeps the real hosts alive, exits on SIGTERM, and the running
-/// stream stays frame-exact.
+/// enrolment token gets a certificate), and 1,000 heartbeats signed with a real host's stolen
+/// key: the orchestrator refuses the births and the heartbeats over that host's rate, stays
+/// responsive (a stream added right after is taken, its definition published, within 2 s),
+/// places the new stream only on enrolled hosts, keeps the real hosts alive, exits on SIGTERM,
+/// and the running stream stays frame-exact.
 #[test]
 fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
     let _serial = serial();
@@ -484,6 +485,26 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
         let t = Topic::Birth(host).path();
         let payload = forger.seal(&t, &serde_json::to_vec(&birth).unwrap());
         swarm.obs.publish(&t, payload, false);
+    }
+    // A host whose key was stolen (or a broken host) floods its heartbeats: well signed, so
+    // past its burst they are refused as over its rate, and no other host's allowance shrinks.
+    let heartbeat = swarm
+        .obs
+        .decoded()
+        .into_iter()
+        .rev()
+        .find_map(|(_, m)| match m {
+            Inbound::Heartbeat(h) if h.host == host_id(0) => Some(h),
+            _ => None,
+        })
+        .expect("a heartbeat of host-0");
+    let t = Topic::Heartbeat(host_id(0)).path();
+    let stolen = swarm_keys(&swarm.dir)
+        .signer(Principal::Host(host_id(0)))
+        .expect("host-0's key");
+    let body = encode(&heartbeat);
+    for _ in 0..1_000 {
+        swarm.obs.publish(&t, stolen.seal(&t, &body), false);
     }
     // A client of its own, subscribed to that one topic, so the flood queued for the test's
     // observer does not delay what it sees.
@@ -539,16 +560,19 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
         answered < Duration::from_secs(2),
         "the orchestrator took the stream {answered:?} after the broker had it"
     );
-    // Every forged birth was refused, and counted.
-    swarm
-        .obs
-        .wait_for("10,000 refusals counted", Duration::from_secs(20), |_| {
+    // Every forged birth was refused, and counted, and the flood past host-0's burst of 200
+    // (and its 20 a second while the flood lasted).
+    swarm.obs.wait_for(
+        "10,000 refusals and 750 heartbeats over the rate counted",
+        Duration::from_secs(20),
+        |_| {
             http_get(metrics, "/metrics")
                 .lines()
                 .find_map(|l| l.strip_prefix("gopswarm_rejected_payloads_total "))
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|n| n >= 10_000.0)
-        });
+                .is_some_and(|n| n >= 10_750.0)
+        },
+    );
     // The new stream went to an enrolled host, never to a forged one: whom the orchestrator
     // asked to prepare it.
     let prepared = |o: &Observer| -> Vec<String> {

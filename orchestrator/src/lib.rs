@@ -17,6 +17,7 @@ pub mod forecast;
 pub mod learn;
 pub mod proactive;
 pub mod provision;
+pub mod rate;
 pub mod rollout;
 pub mod score;
 pub mod service;

@@ -48,6 +48,8 @@ pub struct ServiceOptions {
     /// leader showed up for a lease's time to live. Otherwise lead at start unless another
     /// orchestrator holds a live lease ([`crate::standby`]).
     pub standby: bool,
+    /// How many messages each host may send ([`crate::rate`]).
+    pub host_rate: crate::rate::HostRate,
 }
 
 /// Step of the live demand forecast by default (the forecaster's season is a day of these).
@@ -566,6 +568,8 @@ impl Service {
         // arrives, and every host would be declared dead.
         let (mut main_up, mut live_up, mut connected) = (false, false, false);
         let mut refusals = RefusalLog::new("orchestrator");
+        let limiter = crate::rate::HostLimiter::new(opts.host_rate);
+        let mut pruned = Instant::now();
         let mut tokens = opts.keys.clone().map(crate::enrol::Tokens::new);
         // Another orchestrator's lease that fences this one.
         let mut fenced: Option<Lease> = None;
@@ -589,6 +593,10 @@ impl Service {
                     let now = Instant::now();
                     if held.is_none() && lease_lapsed(lease_heard_ms, hold_after) {
                         held = Some(unix_ms());
+                    }
+                    if pruned.elapsed() >= Duration::from_secs(10) {
+                        limiter.prune();
+                        pruned = Instant::now();
                     }
                     if connected && held.is_none() {
                         c.tick(now);
@@ -740,7 +748,7 @@ impl Service {
                         LinkEvent::Message(p) => {
                             let now = Instant::now();
                             let mut c = controller.lock().unwrap_or_else(PoisonError::into_inner);
-                            match open.open(&p.topic, &p.payload) {
+                            match open.open(&p.topic, &p.payload).and_then(|m| limiter.admit(m)) {
                                 Ok(Inbound::Enrol(e)) => match (tokens.as_mut(), open.verifier()) {
                                     (Some(tokens), Some(v)) => match crate::enrol::decide(tokens, &store, &e, unix_ms()) {
                                         Ok(cert) => {

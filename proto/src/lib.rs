@@ -942,6 +942,9 @@ pub enum Reject {
     BadSignature(String),
     #[error("replayed: {0}")]
     Replayed(String),
+    /// Well signed, but its sender is over its message rate.
+    #[error("over the rate limit: {0}")]
+    RateLimited(String),
 }
 
 /// Decode a JSON control payload: size, version, shape, content.
@@ -1171,6 +1174,7 @@ pub struct RejectCounters {
     pub unsigned: AtomicU64,
     pub bad_signature: AtomicU64,
     pub replayed: AtomicU64,
+    pub rate_limited: AtomicU64,
 }
 
 impl RejectCounters {
@@ -1184,6 +1188,7 @@ impl RejectCounters {
             Reject::Unsigned => &self.unsigned,
             Reject::BadSignature(_) => &self.bad_signature,
             Reject::Replayed(_) => &self.replayed,
+            Reject::RateLimited(_) => &self.rate_limited,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -1202,6 +1207,7 @@ impl RejectCounters {
             ("unsigned", self.unsigned.load(Ordering::Relaxed)),
             ("bad-signature", self.bad_signature.load(Ordering::Relaxed)),
             ("replayed", self.replayed.load(Ordering::Relaxed)),
+            ("rate-limited", self.rate_limited.load(Ordering::Relaxed)),
         ])
     }
 }

@@ -41,6 +41,13 @@ pub struct OrchestratorOptions {
     /// GOPs between the furthest host and a switch GOP
     #[arg(long, default_value_t = 2)]
     switch_margin: u64,
+    /// Messages a second each enrolled host may send on average (births, heartbeats, acks,
+    /// applied); the rest are counted as refused (gopswarm_rejected_payloads_total) and dropped
+    #[arg(long, default_value_t = gopswarm_orchestrator::rate::DEFAULT_HOST_RATE.per_second)]
+    host_rate: std::num::NonZeroU32,
+    /// Messages a host may send at once above its rate
+    #[arg(long, default_value_t = gopswarm_orchestrator::rate::DEFAULT_HOST_RATE.burst)]
+    host_burst: std::num::NonZeroU32,
     /// A layout that lost slots to host deaths grows back onto a free host after it has been
     /// short this long (seconds; 0: never, it stays on the survivors)
     #[arg(long, default_value_t = 10.0)]
@@ -227,6 +234,10 @@ impl OrchestratorOptions {
             logins: None,
             name: self.name,
             standby: self.standby,
+            host_rate: gopswarm_orchestrator::rate::HostRate {
+                per_second: self.host_rate,
+                burst: self.host_burst,
+            },
         })
     }
 }

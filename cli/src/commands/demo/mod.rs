@@ -246,6 +246,7 @@ pub async fn run_swarm(opts: DemoConfig) -> Result<DemoReport> {
             keys: Some(keys.clone()),
             name: "main".into(),
             standby: false,
+            host_rate: Default::default(),
         },
         async {
             let _ = stop_rx.await;
