@@ -25,7 +25,7 @@ use gopswarm_proto::link::{BrokerUrl, Link, LinkEvent, LinkOptions};
 use gopswarm_proto::signed::{Open, Principal};
 use gopswarm_proto::*;
 use rumqttc::QoS;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// How long a start without a lease on the broker waits for retained messages before it
@@ -57,7 +57,12 @@ pub struct Mirror {
     /// Highest counter of a message signed by the orchestrator key: a standby taking over
     /// signs above it.
     pub max_counter: u64,
+    /// Streams removed by a signed operator command whose definition's clear has not come yet.
+    removed: BTreeSet<String>,
 }
+
+/// Removed streams remembered until their clear comes, at most.
+const REMOVED_KEPT: usize = 1024;
 
 /// Whether this instance should lead now.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,27 +95,26 @@ impl Mirror {
                     self.assignments.insert(a.host.clone(), a);
                 }
             }
-            Inbound::AssignmentCleared(h) => {
-                self.assignments.remove(&h);
-            }
             Inbound::Score(s) => {
                 self.scores.insert(s.host.clone(), s);
-            }
-            Inbound::ScoreCleared(h) => {
-                self.scores.remove(&h);
             }
             Inbound::Cert(c) => {
                 self.certs.insert(c.host.clone(), c);
             }
-            Inbound::CertCleared(h) => {
-                self.certs.remove(&h);
-            }
             Inbound::StreamDef(d) => {
+                self.removed.remove(&d.id);
                 self.defs.insert(d.id.clone(), d);
             }
-            Inbound::StreamDefCleared(s) => {
-                self.defs.remove(&s);
-                self.layouts.retain(|(st, _), _| *st != s);
+            // A clear (an empty retained payload) carries no signature: the standby never
+            // forgets a host's tasks, score or certificate for one (the orchestrator never
+            // clears those), and forgets a stream on its operator's signed removal instead.
+            Inbound::StreamCommand(StreamCommand::Remove { id }) => {
+                self.defs.remove(&id);
+                self.layouts.retain(|(st, _), _| *st != id);
+                self.removed.insert(id);
+                if self.removed.len() > REMOVED_KEPT {
+                    self.removed.pop_first();
+                }
             }
             Inbound::Layout(l) => {
                 self.max_epoch = self.max_epoch.max(l.orchestrator_epoch);
@@ -235,6 +239,15 @@ impl Mirror {
         now: Instant,
     ) -> Result<(), Reject> {
         let inbound = open.open(topic, payload)?;
+        match &inbound {
+            // The clear that follows a signed removal.
+            Inbound::StreamDefCleared(s) if self.removed.remove(s) => return Ok(()),
+            Inbound::AssignmentCleared(_)
+            | Inbound::ScoreCleared(_)
+            | Inbound::CertCleared(_)
+            | Inbound::StreamDefCleared(_) => return Err(Reject::Unsigned),
+            _ => {}
+        }
         if let Some((Principal::Orchestrator, _, n)) =
             open.verifier().and_then(|v| v.last_accepted().cloned())
         {
@@ -594,5 +607,68 @@ mod tests {
         assert_eq!(h1.tier, Some(crate::score::Tier::Gold));
         assert_eq!(streams[0].profiles["p"].history, history);
         assert_eq!(m.max_epoch, 3);
+    }
+
+    /// Clears carry no signature: a forged one must not make a standby forget a host's tasks,
+    /// score or certificate, or a stream; a stream goes on its operator's signed removal, and
+    /// the clear that follows it is taken quietly.
+    #[test]
+    fn unsigned_clears_change_nothing_a_signed_removal_does() {
+        let t0 = Instant::now();
+        let mut m = Mirror::default();
+        let mut open = Open::Plain;
+        m.on(
+            Inbound::Assignment(Assignment {
+                host: "h1".into(),
+                revision: 4,
+                tasks: Vec::new(),
+                orchestrator_epoch: 1,
+            }),
+            t0,
+        );
+        let def = |id: &str| StreamDef {
+            id: id.into(),
+            source: "gdp+tcp://127.0.0.1:7000".into(),
+            profiles: vec![ProfileDef {
+                id: "p".into(),
+                spec: "h264".into(),
+            }],
+            gop_ns: 1_000_000_000,
+            redundancy: Some(1),
+            slots: Some(2),
+            chunk_sink: None,
+            complexity: None,
+        };
+        m.on(Inbound::StreamDef(def("cam")), t0);
+        m.on(Inbound::StreamDef(def("keep")), t0);
+        for topic in [
+            Topic::Assignment("h1".into()),
+            Topic::Score("h1".into()),
+            Topic::Cert("h1".into()),
+            Topic::StreamDef("cam".into()),
+        ] {
+            assert_eq!(
+                m.take(&mut open, &topic.path(), b"", t0),
+                Err(Reject::Unsigned),
+                "{topic:?}"
+            );
+        }
+        assert_eq!(m.assignments["h1"].revision, 4);
+        assert!(m.defs.contains_key("cam"));
+        m.on(
+            Inbound::StreamCommand(StreamCommand::Remove { id: "cam".into() }),
+            t0,
+        );
+        assert!(!m.defs.contains_key("cam"));
+        assert_eq!(
+            m.take(&mut open, &Topic::StreamDef("cam".into()).path(), b"", t0),
+            Ok(()),
+            "the clear after the removal"
+        );
+        assert_eq!(
+            m.take(&mut open, &Topic::StreamDef("keep".into()).path(), b"", t0),
+            Err(Reject::Unsigned)
+        );
+        assert!(m.defs.contains_key("keep"));
     }
 }
