@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! TLS for partial streams over TCP (`stream add --chunks tcp://…`, `merge --listen tcp://…`).
 //! With the swarm's keys the merger serves with the mergers' certificate (`merger/tls.pem`,
-//! signed by the swarm CA) and a host checks it against the swarm CA (`broker/ca.pem`) and
-//! the name in the chunk sink; with `--insecure` both sides speak plain TCP. Chunks are signed
+//! signed by the swarm CA) and a host checks it against the swarm CA (`broker/ca.pem`), the
+//! name in the chunk sink and the mergers' role name; with `--insecure` both sides speak plain TCP. Chunks are signed
 //! either way: TLS keeps them private.
 
 use anyhow::{Context, Result};
@@ -35,7 +35,8 @@ pub fn server_config(kd: &KeyDir) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// A host's side: the swarm CA is the only root it trusts.
+/// A host's side: the swarm CA is the only root it trusts, and only for a certificate made
+/// for the mergers (not the broker's: [`gopswarm_proto::tls_role`]).
 pub fn client_config(kd: &KeyDir) -> Result<Arc<rustls::ClientConfig>> {
     let ca = kd.broker_ca().with_context(|| {
         format!(
@@ -44,15 +45,9 @@ pub fn client_config(kd: &KeyDir) -> Result<Arc<rustls::ClientConfig>> {
             kd.dir.display()
         )
     })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certificates(&ca)? {
-        roots.add(c).context("the swarm CA")?;
-    }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let pem = std::fs::read(&ca).with_context(|| format!("{}", ca.display()))?;
+    gopswarm_proto::tls_role::client_config(&pem, gopswarm_proto::tls_role::MERGER_ROLE)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))
 }
 
 /// A connection a host writes chunks into.
@@ -131,6 +126,67 @@ mod tests {
         let got = srv.join().unwrap();
         assert!(got[0].is_empty());
         assert_eq!(got[1], b"chunk bytes");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Both server certificates come from the swarm CA and hold the loopback names: a host
+    /// takes only the mergers' for a merger, and a part only the broker's for the broker, so
+    /// the holder of one key cannot pose as the other server.
+    #[test]
+    fn the_broker_and_merger_certificates_do_not_pass_for_each_other() {
+        let dir = std::env::temp_dir().join(format!("gopswarm-tls-role-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kd = KeyDir::init(dir.clone(), "operator", "merger", 0).unwrap();
+        let (broker_pem, broker_key) = kd.broker_cert().unwrap();
+        let key_pem = std::fs::read(&broker_key).unwrap();
+        let broker_server = Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(
+                    certificates(&broker_pem).unwrap(),
+                    rustls_pemfile::private_key(&mut key_pem.as_slice())
+                        .unwrap()
+                        .unwrap(),
+                )
+                .unwrap(),
+        );
+        let ca = std::fs::read(kd.broker_ca().unwrap()).unwrap();
+        let as_broker =
+            gopswarm_proto::tls_role::client_config(&ca, gopswarm_proto::tls_role::BROKER_ROLE)
+                .unwrap();
+        let as_merger = client_config(&kd).unwrap();
+        // (server, client, whether the handshake must succeed)
+        let cases = [
+            (server_config(&kd).unwrap(), as_merger.clone(), true),
+            (server_config(&kd).unwrap(), as_broker.clone(), false),
+            (broker_server.clone(), as_broker, true),
+            (broker_server, as_merger, false),
+        ];
+        for (k, (server_cfg, client_cfg, ok)) in cases.into_iter().enumerate() {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let srv = std::thread::spawn(move || {
+                let (tcp, _) = listener.accept().unwrap();
+                let mut r = server(Some(&server_cfg), tcp).unwrap();
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                buf
+            });
+            let tcp = TcpStream::connect(addr).unwrap();
+            match client(Some(&client_cfg), "127.0.0.1", tcp) {
+                Ok(mut w) => {
+                    assert!(ok, "case {k}: a certificate of the other role was taken");
+                    w.write_all(b"x").unwrap();
+                    w.flush().unwrap();
+                }
+                Err(e) => {
+                    assert!(!ok, "case {k}: {e:#}");
+                    assert!(format!("{e:#}").contains(".gopswarm.invalid"), "{e:#}");
+                }
+            }
+            let got = srv.join().unwrap();
+            assert_eq!(got.is_empty(), !ok, "case {k}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -664,6 +664,27 @@ fn chunks_over_tcp_with_a_host_killed() {
         let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
         let _ = plain.write_all(b"not TLS, not a chunk\r\n\r\n");
     }
+    // A part that dials the merger's port as its broker (traffic redirected there) refuses the
+    // mergers' certificate before it sends its login: it is not the broker's.
+    {
+        let keys = swarm_keys(&swarm.dir);
+        let operator = keys
+            .signer(gopswarm_proto::signed::Principal::Operator(
+                gopswarm_proto::keys::DEFAULT_OPERATOR.into(),
+            ))
+            .unwrap();
+        let url = gopswarm_proto::link::BrokerUrl::parse(&format!("mqtts://127.0.0.1:{port}"))
+            .unwrap()
+            .for_swarm(Some(&ca), Some(operator.broker_login()))
+            .unwrap();
+        let (_client, mut conn) = rumqttc::Client::new(url.mqtt_options("posing-test"), 4);
+        let first = conn.recv_timeout(Duration::from_secs(5));
+        let text = format!("{first:?}");
+        assert!(
+            text.contains("broker.gopswarm.invalid"),
+            "the merger's certificate passed for the broker's: {text}"
+        );
+    }
     let victim = swarm.obs.layout().unwrap().history[0].hosts[1].clone();
     swarm.kill_mid_gop(&victim);
     let summary = swarm.finish();

@@ -13,11 +13,13 @@
 //!   broker/ca.pem           the swarm's CA certificate: every part trusts the embedded
 //!                           broker's certificate through it
 //!   broker/ca.key           0600, the CA's key (signs broker certificates, nothing else)
-//!   broker/broker.pem       the embedded broker's TLS certificate (localhost, 127.0.0.1, ::1
-//!                           and the names given to `gopswarm init --broker-name`)
+//!   broker/broker.pem       the embedded broker's TLS certificate (localhost, 127.0.0.1, ::1,
+//!                           the names given to `gopswarm init --broker-name`, and the role
+//!                           name broker.gopswarm.invalid: see `tls_role`)
 //!   broker/broker.key       0600, its key
 //!   merger/tls.pem          the mergers' TLS certificate for partial streams over TCP
-//!                           (localhost, 127.0.0.1, ::1 and `gopswarm init --merger-name`)
+//!                           (localhost, 127.0.0.1, ::1, `gopswarm init --merger-name` and
+//!                           merger.gopswarm.invalid)
 //!   merger/tls.key          0600, its key
 //! ```
 //!
@@ -152,21 +154,35 @@ impl KeyDir {
     /// (DNS names or IP addresses the parts reach it at), signed by the swarm CA, which is
     /// made first if there is none. Parts that trust the CA trust the new certificate.
     pub fn make_broker_cert(&self, names: &[String]) -> Result<PathBuf, String> {
-        self.make_server_cert("broker", "broker", "gopswarm embedded broker", names)
+        self.make_server_cert(
+            "broker",
+            "broker",
+            "gopswarm embedded broker",
+            crate::tls_role::BROKER_ROLE,
+            names,
+        )
     }
 
     /// (Re)make the mergers' TLS certificate (partial streams over TCP) for
     /// [`LOCAL_BROKER_NAMES`] and `names`, signed by the swarm CA.
     pub fn make_merger_cert(&self, names: &[String]) -> Result<PathBuf, String> {
-        self.make_server_cert("merger", "tls", "gopswarm merger", names)
+        self.make_server_cert(
+            "merger",
+            "tls",
+            "gopswarm merger",
+            crate::tls_role::MERGER_ROLE,
+            names,
+        )
     }
 
-    /// A server certificate `sub/stem.pem` (key `sub/stem.key`) signed by the swarm CA.
+    /// A server certificate `sub/stem.pem` (key `sub/stem.key`) signed by the swarm CA, for
+    /// the loopback names, `names` and its `role` (see [`crate::tls_role`]).
     fn make_server_cert(
         &self,
         sub: &str,
         stem: &str,
         common_name: &str,
+        role: &str,
         names: &[String],
     ) -> Result<PathBuf, String> {
         use rcgen::{
@@ -198,6 +214,7 @@ impl KeyDir {
                 .map_err(|e| format!("{}: {e}", ca_pem.display()))?;
         }
         let mut all: Vec<String> = LOCAL_BROKER_NAMES.iter().map(|s| s.to_string()).collect();
+        all.push(role.to_string());
         for n in names {
             if !all.contains(n) {
                 all.push(n.clone());

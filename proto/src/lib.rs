@@ -42,6 +42,7 @@ pub mod keys;
 pub mod link;
 pub mod login;
 pub mod signed;
+pub mod tls_role;
 
 use endpoint::{Endpoint, Scheme};
 

@@ -31,6 +31,9 @@ pub struct BrokerUrl {
     pub password: Option<String>,
     /// PEM CA certificates to trust for `mqtts://` (from `?ca=PATH`); default: the system's.
     pub ca: Option<Vec<u8>>,
+    /// TLS that trusts only the swarm CA and a certificate made for the swarm's broker
+    /// ([`BrokerUrl::for_swarm`]); it replaces `ca`.
+    pub swarm_tls: Option<std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl BrokerUrl {
@@ -75,6 +78,7 @@ impl BrokerUrl {
             username,
             password,
             ca,
+            swarm_tls: None,
         })
     }
 
@@ -94,7 +98,11 @@ impl BrokerUrl {
         let Some(ca) = ca else {
             return Ok(self);
         };
-        self.ca = Some(std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?);
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        self.swarm_tls = Some(
+            crate::tls_role::client_config(&pem, crate::tls_role::BROKER_ROLE)
+                .map_err(|e| format!("{}: {e}", ca.display()))?,
+        );
         if self.username.is_none()
             && let Some((user, password)) = login
         {
@@ -111,9 +119,12 @@ impl BrokerUrl {
             mqtt.set_credentials(u, self.password.clone().unwrap_or_default());
         }
         if self.tls {
-            mqtt.set_transport(match &self.ca {
-                Some(ca) => rumqttc::Transport::tls(ca.clone(), None, None),
-                None => rumqttc::Transport::tls_with_default_config(),
+            mqtt.set_transport(match (&self.swarm_tls, &self.ca) {
+                (Some(config), _) => rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(config.clone()),
+                ),
+                (None, Some(ca)) => rumqttc::Transport::tls(ca.clone(), None, None),
+                (None, None) => rumqttc::Transport::tls_with_default_config(),
             });
         }
         mqtt
