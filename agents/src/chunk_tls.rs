@@ -2,8 +2,8 @@
 //! TLS for partial streams over TCP (`stream add --chunks tcp://…`, `merge --listen tcp://…`).
 //! With the swarm's keys the merger serves with the mergers' certificate (`merger/tls.pem`,
 //! signed by the swarm CA) and a host checks it against the swarm CA (`broker/ca.pem`), the
-//! name in the chunk sink and the mergers' role name; with `--insecure` both sides speak plain TCP. Chunks are signed
-//! either way: TLS keeps them private.
+//! name in the chunk sink and the mergers' role name; with `--insecure` both sides speak
+//! plain TCP. Chunks are signed either way: TLS keeps them private.
 
 use anyhow::{Context, Result};
 use gopswarm_proto::keys::KeyDir;

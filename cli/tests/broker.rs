@@ -168,3 +168,94 @@ fn embedded_broker_takes_only_the_swarms_parts_over_tls() {
     assert!(log.contains("host:host-0 may not use client id"), "{log}");
     orchestrator.kill();
 }
+
+/// The embedded broker keeps only a few KiB of each slow filter's messages (each stored message
+/// pins its sender's 10 KiB read block), but a burst of heartbeats on the filter the
+/// orchestrator reads them through, as a swarm's hosts send when they all come back at once,
+/// reaches a subscriber whole: none is skipped.
+#[test]
+fn a_burst_of_heartbeats_reaches_a_subscriber_whole() {
+    let dir = swarm_dir("embedded-broker-burst");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = swarm_keys(&dir);
+    let ca = std::fs::read(keys.broker_ca().unwrap()).unwrap();
+    let port = free_port();
+    let mut orchestrator = Proc::spawn(
+        &dir,
+        "orchestrator",
+        &[
+            "orchestrator".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--state".into(),
+            dir.join("state.redb").display().to_string(),
+        ],
+    );
+    let (user, password) = keys
+        .signer(Principal::Operator(
+            gopswarm_proto::keys::DEFAULT_OPERATOR.into(),
+        ))
+        .unwrap()
+        .broker_login();
+    let mut session = |id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut o = tls_options(port, id, Some(ca.clone()));
+            o.set_credentials(&user, &password);
+            o.set_inflight(100);
+            if let Some(c) = connects(o) {
+                return c;
+            }
+            assert!(orchestrator.alive(), "the orchestrator exited");
+            assert!(Instant::now() < deadline, "no session for {id}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (watch, mut watch_conn) = session("test-watch");
+    watch
+        .subscribe(filters::all_hosts("heartbeat"), QoS::AtLeastOnce)
+        .unwrap();
+    while !matches!(
+        watch_conn.recv_timeout(Duration::from_secs(5)),
+        Ok(Ok(Event::Incoming(Packet::SubAck(_))))
+    ) {}
+    const HOSTS: usize = 50;
+    const EACH: usize = 6;
+    let (burst, mut burst_conn) = session("test-burst");
+    // About the size of a real heartbeat.
+    let payload = vec![b'x'; 1500];
+    let sender = std::thread::spawn(move || {
+        for i in 0..HOSTS * EACH {
+            let topic = Topic::Heartbeat(format!("burst-{}", i % HOSTS)).path();
+            burst
+                .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                .unwrap();
+        }
+        burst
+    });
+    let pump = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let _ = burst_conn.recv_timeout(Duration::from_millis(200));
+        }
+    });
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < HOSTS * EACH && Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(_)))) =
+            watch_conn.recv_timeout(Duration::from_millis(500))
+        {
+            got += 1;
+        }
+    }
+    let _burst = sender.join().unwrap();
+    assert_eq!(got, HOSTS * EACH, "heartbeats of the burst that arrived");
+    orchestrator.kill();
+    drop(pump);
+    let log = std::fs::read_to_string(dir.join("orchestrator.log")).unwrap();
+    assert!(
+        !log.contains("jumping to head"),
+        "the broker skipped messages"
+    );
+}

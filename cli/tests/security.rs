@@ -562,15 +562,21 @@ fn a_burst_of_ten_thousand_births_does_not_wedge_the_orchestrator() {
     );
     // Every forged birth was refused, and counted, and the flood past host-0's burst of 200
     // (and its 20 a second while the flood lasted).
+    let counted = |prefix: &str| -> f64 {
+        http_get(metrics, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     swarm.obs.wait_for(
-        "10,000 refusals and 750 heartbeats over the rate counted",
+        "10,000 births refused and 750 heartbeats over the rate counted",
         Duration::from_secs(20),
         |_| {
-            http_get(metrics, "/metrics")
-                .lines()
-                .find_map(|l| l.strip_prefix("gopswarm_rejected_payloads_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|n| n >= 10_750.0)
+            counted("gopswarm_rejected_payloads_by_reason_total{reason=\"bad-signature\"} ")
+                >= 10_000.0
+                && counted("gopswarm_rejected_payloads_by_reason_total{reason=\"rate-limited\"} ")
+                    >= 750.0
         },
     );
     // The new stream went to an enrolled host, never to a forged one: whom the orchestrator

@@ -49,6 +49,26 @@ const CONTROL_SEGMENTS: usize = 3;
 const CHUNK_FILTER: &str = "gopswarm/v1/stream/+/chunks/+";
 const CHUNK_SEGMENT_BYTES: usize = 4 * 1024 * 1024;
 const CHUNK_SEGMENTS: usize = 2;
+/// What the heartbeat filter keeps: a burst from hundreds of hosts at once (a heartbeat is
+/// about 1.5 KB). Heartbeats never stop, so the log fills and evicts within minutes.
+const HEARTBEAT_SEGMENT_BYTES: usize = 256 * 1024;
+const HEARTBEAT_SEGMENTS: usize = 4;
+
+/// Filters with logs of their own size: (filter, segment bytes, segments).
+fn custom_segments() -> Vec<(String, usize, usize)> {
+    vec![
+        (
+            CHUNK_FILTER.to_string(),
+            CHUNK_SEGMENT_BYTES,
+            CHUNK_SEGMENTS,
+        ),
+        (
+            gopswarm_proto::filters::all_hosts("heartbeat"),
+            HEARTBEAT_SEGMENT_BYTES,
+            HEARTBEAT_SEGMENTS,
+        ),
+    ]
+}
 
 /// Start rumqttd on `listen` in its own thread (its `start()` blocks) and wait until it
 /// accepts connections: plain and anonymous, or with `security` TLS and the swarm's logins.
@@ -65,19 +85,24 @@ pub fn start_embedded(listen: SocketAddr, security: Option<BrokerSecurity>) -> R
             // block alive (rumqtt issue 1001), so a filter that carries a few hundred bytes a
             // minute (a host's score, its commands) pinned tens of KiB per message and never
             // reached the byte limit that evicts: the broker grew for hours. Control filters
-            // therefore keep only a few KiB of messages: subscribers read at once, and what
-            // must survive a slow reader is retained or sent again.
+            // therefore keep only a few KiB of messages. A burst of more than that on one
+            // filter in one instant (births or acks of dozens of hosts at once) can be skipped
+            // for a reader that is behind: such swarms run mosquitto (docs/security.md).
             "max_segment_size": CONTROL_SEGMENT_BYTES,
             "max_segment_count": CONTROL_SEGMENTS,
             // Chunks through the broker (`--chunks mqtt`) are large and come fast: their
             // filters keep a few seconds of them, so a merger that stalls briefly loses none.
-            // (8 MiB segments held about 18 minutes of a 1.2 Mbit/s stream for nothing.)
-            "custom_segment": {
-                (CHUNK_FILTER): {
-                    "max_segment_size": CHUNK_SEGMENT_BYTES,
-                    "max_segment_count": CHUNK_SEGMENTS,
-                },
-            },
+            // Heartbeats come from every host all the time: a burst is kept whole (a skipped
+            // one can make a host look dead), and the log still evicts within minutes.
+            "custom_segment": custom_segments()
+                .into_iter()
+                .map(|(filter, bytes, count)| {
+                    (filter, serde_json::json!({
+                        "max_segment_size": bytes,
+                        "max_segment_count": count,
+                    }))
+                })
+                .collect::<serde_json::Map<_, _>>(),
         },
         "v4": { "1": {
             "name": "v4-1",
@@ -155,14 +180,21 @@ fn tls_session_opens(addr: SocketAddr, ca: Vec<u8>, login: &(String, String)) ->
         addr.port(),
     );
     o.set_credentials(&login.0, &login.1);
-    o.set_transport(rumqttc::Transport::tls(ca, None, None));
+    // The same check every part makes (the swarm CA and the broker's role), before the login
+    // goes out: a server that took the port first with another swarm certificate gets none.
+    let tls = gopswarm_proto::tls_role::client_config(&ca, gopswarm_proto::tls_role::BROKER_ROLE)
+        .map_err(anyhow::Error::msg)?;
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls),
+    ));
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = rumqttc::Client::new(o, 4);
     let up = match connection.recv_timeout(Duration::from_secs(2)) {
         Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => true,
         Ok(Err(rumqttc::ConnectionError::Tls(e))) => bail!(
             "TLS to the embedded broker at {addr}: {e} (its certificate must name the address \
-             parts reach it at: gopswarm init DIR --broker-cert --broker-name NAME)"
+             parts reach it at, and the broker's role: gopswarm init DIR --broker-cert \
+             --broker-name NAME)"
         ),
         _ => false,
     };
@@ -204,16 +236,23 @@ mod segment_tests {
     use super::*;
     use gopswarm_proto::Topic;
 
-    /// The chunk filter's own segments apply to every stream's chunk topic: its levels are
-    /// those of `Topic::Chunks` with the stream and profile as wildcards.
+    /// The filters with logs of their own cover the topics they are for: their levels are
+    /// those of the topic with wildcards for the stream, profile or host.
     #[test]
-    fn the_chunk_filter_covers_every_chunk_topic() {
-        let path = Topic::Chunks("cam-1".into(), "p720".into()).path();
-        let levels: Vec<&str> = path.split('/').collect();
-        let filter: Vec<&str> = CHUNK_FILTER.split('/').collect();
-        assert_eq!(levels.len(), filter.len(), "{path} against {CHUNK_FILTER}");
-        for (level, f) in levels.iter().zip(&filter) {
-            assert!(*f == "+" || f == level, "{path} against {CHUNK_FILTER}");
+    fn custom_filters_cover_their_topics() {
+        let topics = [
+            Topic::Chunks("cam-1".into(), "p720".into()).path(),
+            Topic::Heartbeat("host-7".into()).path(),
+        ];
+        let custom = custom_segments();
+        assert_eq!(custom.len(), topics.len());
+        for ((filter, ..), path) in custom.iter().zip(&topics) {
+            let levels: Vec<&str> = path.split('/').collect();
+            let f: Vec<&str> = filter.split('/').collect();
+            assert_eq!(levels.len(), f.len(), "{path} against {filter}");
+            for (level, f) in levels.iter().zip(&f) {
+                assert!(*f == "+" || f == level, "{path} against {filter}");
+            }
         }
     }
 }

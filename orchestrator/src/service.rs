@@ -268,6 +268,14 @@ pub fn export_metrics(
     ] {
         m.counter(name, help, &[])?.set(&[], v as f64)?;
     }
+    let by_reason = m.counter(
+        "gopswarm_rejected_payloads_by_reason_total",
+        "Payloads the orchestrator refused, by reason (unsigned, bad-signature, replayed, rate-limited...)",
+        &["reason"],
+    )?;
+    for (reason, n) in rejects.snapshot() {
+        by_reason.set(&[reason], n as f64)?;
+    }
     Ok(())
 }
 

@@ -719,6 +719,68 @@ fn a_layout_short_of_its_slots_regrows_by_itself_once_a_host_is_free() {
     assert_eq!(hosts_now(&c), ["a", "c", "d"]);
 }
 
+/// A newcomer that never gets ready: the layout stays as it is (no new epoch with the same
+/// hosts), the newcomer is released, and the next try waits twice as long.
+#[test]
+fn a_regrow_whose_newcomer_is_never_ready_changes_nothing_and_backs_off() {
+    let (mut c, t0) = started(0);
+    let after = c.cfg.regrow_after.unwrap();
+    let prepare = c.cfg.prepare_timeout;
+    // The holders past the re-deal's switch GOP (14) once it is made.
+    let beat = |c: &mut Controller, at: Instant| {
+        let gop = if at == t0 { 12 } else { 20 };
+        for (h, s) in [("a", 100), ("c", 102), ("d", 103)] {
+            c.on_heartbeat(heartbeat(h, s, gop), at);
+        }
+    };
+    beat(&mut c, t0);
+    c.on_death(
+        Death {
+            host: "b".into(),
+            seq: 101,
+        },
+        t0,
+    );
+    c.tick(t0);
+    let _ = c.take_out();
+    let prepares = |outs: &[Out]| -> Vec<String> {
+        commands(outs)
+            .into_iter()
+            .filter(|(_, cmd)| matches!(cmd.kind, CommandKind::Prepare { .. }))
+            .map(|(h, _)| h)
+            .collect()
+    };
+    let t1 = t0 + after + Duration::from_secs(1);
+    beat(&mut c, t1);
+    c.tick(t1);
+    assert_eq!(prepares(&c.take_out()), ["d"], "the first try");
+    // d never acks: at the prepare deadline nothing is committed.
+    let t2 = t1 + prepare + Duration::from_secs(1);
+    beat(&mut c, t2);
+    c.tick(t2);
+    let outs = c.take_out();
+    assert!(
+        layouts(&outs).is_empty(),
+        "a layout epoch with the same hosts"
+    );
+    assert!(!c.busy("cam1", "p360"));
+    assert!(c.hosts["d"].tasks.is_empty(), "the newcomer is released");
+    assert_eq!(
+        c.streams["cam1"].profiles["p360"].history.len(),
+        2,
+        "start and re-deal only"
+    );
+    // The second try comes twice the wait after the first one's deadline, not before.
+    let t3 = t1 + prepare + after * 2 - Duration::from_secs(1);
+    beat(&mut c, t3);
+    c.tick(t3);
+    assert!(prepares(&c.take_out()).is_empty(), "tried again too soon");
+    let t4 = t1 + prepare + after * 2 + Duration::from_secs(1);
+    beat(&mut c, t4);
+    c.tick(t4);
+    assert_eq!(prepares(&c.take_out()), ["d"], "the second try");
+}
+
 #[test]
 fn regrowing_is_off_when_the_config_says_never() {
     let (mut c, t0) = started(0);

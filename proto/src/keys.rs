@@ -216,6 +216,17 @@ impl KeyDir {
         let mut all: Vec<String> = LOCAL_BROKER_NAMES.iter().map(|s| s.to_string()).collect();
         all.push(role.to_string());
         for n in names {
+            // DNS names compare without case, and a trailing dot names the same host.
+            let dns = n.to_ascii_lowercase();
+            if dns
+                .trim_end_matches('.')
+                .ends_with(crate::tls_role::ROLE_DOMAIN)
+            {
+                return Err(format!(
+                    "{n}: names in {} say which part a certificate is for; gopswarm adds them",
+                    crate::tls_role::ROLE_DOMAIN
+                ));
+            }
             if !all.contains(n) {
                 all.push(n.clone());
             }
@@ -506,6 +517,13 @@ mod tests {
         let h = kd.create_host_key("h1").unwrap();
         let again = kd.signer(Principal::Host("h1".into())).unwrap();
         assert_eq!(h.public(), again.public());
+        // A name in the role domain would give one certificate both roles.
+        for name in ["merger.gopswarm.invalid", "Broker.GopSwarm.Invalid."] {
+            let err = kd.make_broker_cert(&[name.to_string()]).unwrap_err();
+            assert!(err.contains("gopswarm adds them"), "{err}");
+        }
+        kd.make_merger_cert(&["merger.example".to_string()])
+            .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

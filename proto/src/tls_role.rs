@@ -13,6 +13,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 
+/// The domain of the role names, which a name given to `gopswarm init` may not be in.
+pub const ROLE_DOMAIN: &str = ".gopswarm.invalid";
 /// The name only the broker's certificate holds.
 pub const BROKER_ROLE: &str = "broker.gopswarm.invalid";
 /// The name only the mergers' certificate holds.

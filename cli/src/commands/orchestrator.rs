@@ -48,8 +48,9 @@ pub struct OrchestratorOptions {
     /// Messages a host may send at once above its rate
     #[arg(long, default_value_t = gopswarm_orchestrator::rate::DEFAULT_HOST_RATE.burst)]
     host_burst: std::num::NonZeroU32,
-    /// A layout that lost slots to host deaths grows back onto a free host after it has been
-    /// short this long (seconds; 0: never, it stays on the survivors)
+    /// A layout with fewer slots than its stream plans (holders died or were moved off) grows
+    /// back onto a free host after it has been short this long (seconds; 0: never, it stays
+    /// on the survivors)
     #[arg(long, default_value_t = 10.0)]
     regrow_after: f64,
     /// Swarm sizing from content complexity, JSON (a [sizing] table in --config), any of:
@@ -133,6 +134,11 @@ impl OrchestratorOptions {
             self.keepalive > 0.0 && self.keepalive <= 120.0,
             "--keepalive {}: between 0 and 120 seconds",
             self.keepalive
+        );
+        anyhow::ensure!(
+            (0.0..=86400.0).contains(&self.regrow_after),
+            "--regrow-after {}: between 0 (never) and 86400 seconds",
+            self.regrow_after
         );
         anyhow::ensure!(
             gopswarm_proto::valid_id(&self.name),

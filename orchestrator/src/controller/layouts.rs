@@ -356,6 +356,22 @@ impl Controller {
             tracing::warn!("{h} not ready for {stream}/{profile} in time; left out");
             self.set_task(h, stream, profile, None);
         }
+        let unchanged = self.streams[stream].profiles[profile]
+            .history
+            .last()
+            .is_some_and(|e| e.hosts == chosen);
+        if unchanged {
+            // A growth whose newcomers all missed the deadline: the layout stays as it is,
+            // with no new epoch.
+            self.streams
+                .get_mut(stream)
+                .unwrap()
+                .profiles
+                .get_mut(profile)
+                .unwrap()
+                .op = None;
+            return;
+        }
         let (_, r) = self.wanted_slots(stream);
         self.stats.slots_moved_together +=
             leaving.iter().filter(|h| !chosen.contains(h)).count() as u64;
@@ -514,6 +530,10 @@ impl Controller {
             .collect();
         self.regrow.retain(|k, _| keep.contains(k));
         for (s, p, slots, busy) in short {
+            // Only a free host starts a growth (one that finds none free may still take a
+            // bronze host's backups, as any growth does), and only once every holder has
+            // reached the layout in force, as for any change of the layout.
+            let blocked = busy || self.free.is_empty() || !self.holders_reached_layout(&s, &p);
             let entry = self.regrow.entry((s.clone(), p.clone())).or_insert(Regrow {
                 next_try: now + after,
                 tries: 0,
@@ -523,13 +543,18 @@ impl Controller {
                 // The last growth worked: the next slot may follow at once.
                 entry.tries = 0;
                 entry.next_try = now;
+            } else if slots < entry.slots {
+                // Another death: its re-deal settles first.
+                entry.next_try = entry.next_try.max(now + after);
             }
             entry.slots = slots;
-            if busy || now < entry.next_try || self.free.is_empty() {
+            if blocked || now < entry.next_try {
                 continue;
             }
-            let wait = after * (1 << entry.tries.min(REGROW_MAX_DOUBLINGS));
+            // If this one's newcomer is not ready by the prepare deadline, the next try waits
+            // twice as long as the last wait (a growth that works resets it above).
             entry.tries += 1;
+            let wait = after * (1 << entry.tries.min(REGROW_MAX_DOUBLINGS));
             entry.next_try = now + self.cfg.prepare_timeout + wait;
             match self.grow(&s, &p, None, now) {
                 Ok(to) => tracing::info!("{s}/{p}: regrowing a slot lost earlier onto {to}"),
