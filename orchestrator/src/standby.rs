@@ -61,7 +61,8 @@ pub struct Mirror {
     removed: BTreeSet<String>,
 }
 
-/// Removed streams remembered until their clear comes, at most.
+/// Removed streams remembered until their clear comes, at most; past that some are forgotten
+/// (their clear is then refused as unsigned, which changes nothing).
 const REMOVED_KEPT: usize = 1024;
 
 /// Whether this instance should lead now.
