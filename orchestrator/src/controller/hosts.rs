@@ -43,6 +43,12 @@ impl HostRecord {
         self.capabilities.as_ref().map_or(1, |c| c.max_tasks.max(1))
     }
 
+    /// Its tier's place in placement order (1 gold .. 3 bronze; a host not scored yet counts
+    /// as silver).
+    pub(super) fn placement_rank(&self) -> u8 {
+        self.tier.map_or(2, crate::score::Tier::rank)
+    }
+
     /// Room for another task within what its tier allows.
     pub(super) fn can_take(&self, tiers: &crate::score::TierConfig) -> bool {
         let max = match self.tier {
@@ -67,7 +73,7 @@ impl Controller {
         if let Some(h) = self.hosts.get(host)
             && h.can_take(&self.cfg.tiers)
         {
-            let rank = h.tier.map_or(2, crate::score::Tier::rank);
+            let rank = h.placement_rank();
             self.free.insert((rank, h.load(), host.to_string()));
             self.indexed_load.insert(host.to_string(), (rank, h.load()));
         }

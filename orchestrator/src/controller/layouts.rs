@@ -530,10 +530,26 @@ impl Controller {
             .collect();
         self.regrow.retain(|k, _| keep.contains(k));
         for (s, p, slots, busy) in short {
-            // Only a free host starts a growth (one that finds none free may still take a
-            // bronze host's backups, as any growth does), and only once every holder has
-            // reached the layout in force, as for any change of the layout.
-            let blocked = busy || self.free.is_empty() || !self.holders_reached_layout(&s, &p);
+            // Only a free host of a tier as good as the holders' weakest takes the slot: the
+            // stream runs on the survivors, and a weaker host (a bronze one that backs up
+            // slots of silver holders) would make a worse primary than none. And only once
+            // every holder has reached the layout in force, as for any change of the layout.
+            let weakest = self.streams[&s].profiles[&p]
+                .history
+                .last()
+                .into_iter()
+                .flat_map(|e| e.hosts.iter())
+                .filter_map(|h| self.hosts.get(h))
+                .map(HostRecord::placement_rank)
+                .max()
+                .unwrap_or(0);
+            let candidates: Vec<String> = self
+                .free
+                .iter()
+                .filter(|(rank, ..)| *rank <= weakest)
+                .map(|(_, _, id)| id.clone())
+                .collect();
+            let blocked = busy || candidates.is_empty() || !self.holders_reached_layout(&s, &p);
             let entry = self.regrow.entry((s.clone(), p.clone())).or_insert(Regrow {
                 next_try: now + after,
                 tries: 0,
@@ -556,9 +572,21 @@ impl Controller {
             entry.tries += 1;
             let wait = after * (1 << entry.tries.min(REGROW_MAX_DOUBLINGS));
             entry.next_try = now + self.cfg.prepare_timeout + wait;
-            match self.grow(&s, &p, None, now) {
-                Ok(to) => tracing::info!("{s}/{p}: regrowing a slot lost earlier onto {to}"),
-                Err(why) => tracing::debug!("{s}/{p}: cannot regrow yet: {why}"),
+            // The first candidate in placement order that may hold the slot (same encoder as
+            // the holders, not a holder already).
+            let mut why = String::new();
+            for to in &candidates {
+                match self.grow(&s, &p, Some(to), now) {
+                    Ok(to) => {
+                        tracing::info!("{s}/{p}: regrowing a slot lost earlier onto {to}");
+                        why.clear();
+                        break;
+                    }
+                    Err(e) => why = e,
+                }
+            }
+            if !why.is_empty() {
+                tracing::debug!("{s}/{p}: cannot regrow yet: {why}");
             }
         }
     }
