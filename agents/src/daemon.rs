@@ -174,13 +174,14 @@ fn return_big_buffers_to_the_system() {
 }
 
 /// How often a daemon hands the memory it freed back to the system.
-pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// glibc keeps what a thread frees in that thread's arena, and GStreamer starts new streaming
 /// threads with every pipeline, decoder and quality check: frame buffers freed by them stayed
 /// resident, so a host's memory crept up by about 0.6 MiB a minute for hours while its heap in
 /// use stayed flat (one `malloc_trim` gave a soaked host 88 MiB of 220 back). A thread hands
-/// freed memory back every `TRIM_EVERY` (a walk over the arenas, a few milliseconds).
+/// freed memory back every `TRIM_EVERY` (a walk over the arenas), often enough that resident
+/// memory follows what is in use rather than how long ago the last trim was.
 /// Started once per process; a no-op off glibc.
 pub fn return_freed_memory_periodically() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

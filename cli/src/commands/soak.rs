@@ -62,7 +62,8 @@ pub struct SoakOptions {
     /// chunks (two 4 MiB segments per stream and profile)
     #[arg(long, default_value_t = 1200.0)]
     warmup: f64,
-    /// Seconds between memory samples
+    /// Seconds between memory samples, on average (each interval is 0.75 to 1.25 of it, so
+    /// samples do not lock onto the phase of a periodic swing)
     #[arg(long, default_value_t = 10.0)]
     sample_every: f64,
     /// Largest growth of a process's memory after the warm-up, percent: the mean of the last
@@ -137,6 +138,10 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
+
+/// Steps of this fraction spread sample times evenly over any period (a low-discrepancy
+/// sequence).
+const GOLDEN_RATIO_CONJUGATE: f64 = 0.618_033_988_749_895;
 
 /// Growth of a series after `warmup`: mean of its last tenth against its first tenth.
 fn growth(s: &Series, warmup: f64, end: f64) -> Option<Growth> {
@@ -377,6 +382,7 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
     let mut down: Option<(usize, Instant)> = None;
     let mut next_kill = start + churn_every;
     let mut next_sample = start;
+    let mut sampled = 0u64;
     let mut last_progress = start;
     let merger_exit = |c: &mut Children| -> Result<Option<std::process::ExitStatus>> {
         let (_, m) = c.0.iter_mut().find(|(n, _)| n == "merger").expect("merger");
@@ -394,7 +400,12 @@ fn soak(o: &SoakOptions) -> Result<SoakReport> {
         let now = Instant::now();
         let t = now.duration_since(start).as_secs_f64();
         if now >= next_sample {
-            next_sample += sample_every;
+            // Between 0.75 and 1.25 intervals, never a fixed period: the daemons free memory
+            // back every few seconds and merge a GOP every GOP, so samples at a fixed period
+            // sat at one phase of those cycles for minutes and saw a swing of 10 MiB as growth.
+            sampled += 1;
+            let spread = (sampled as f64 * GOLDEN_RATIO_CONJUGATE).fract();
+            next_sample += sample_every.mul_f64(0.75 + 0.5 * spread);
             for (name, child) in &children.0 {
                 if let Some(kb) = rss_kb(child.id()) {
                     series
