@@ -702,6 +702,14 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tick.tick() => {
                 refusals.flush();
+                if let Some(m) = &merger {
+                    let bus = m.pipeline.bus().expect("a pipeline has a bus");
+                    while let Some(msg) = bus.pop() {
+                        if take_bus_message(&msg, &mut summary)? {
+                            bail!("merger pipeline ended before its input");
+                        }
+                    }
+                }
                 if opts.metrics_listen.is_some()
                     && let Some(m) = &merger
                     && let Err(e) = export(&registry, &opts.stream, &opts.profile, &m.stats(), &summary)
@@ -1001,37 +1009,8 @@ pub async fn run(
             let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
                 continue;
             };
-            match msg.view() {
-                gst::MessageView::Eos(_) => break,
-                gst::MessageView::Error(e) => bail!("merger: {} ({:?})", e.error(), e.debug()),
-                gst::MessageView::Element(e) => {
-                    if let Some(s) = e.structure()
-                        && s.name() == "gopswarm-gap"
-                        && let Ok(g) = s.get::<u64>("gop")
-                    {
-                        summary.lost_gops.push(g);
-                    }
-                    if let Some(s) = e.structure()
-                        && s.name() == "gopswarm-rejected"
-                    {
-                        let text = |k: &str| s.get::<String>(k).unwrap_or_default();
-                        let rejected = RejectedGop {
-                            gop: s.get::<u64>("gop").unwrap_or_default(),
-                            host: text("host"),
-                            reason: text("reason"),
-                            detail: text("detail"),
-                        };
-                        tracing::warn!(
-                            "merge: GOP {} from {} refused ({}): {}",
-                            rejected.gop,
-                            rejected.host,
-                            rejected.reason,
-                            rejected.detail
-                        );
-                        summary.rejected.push(rejected);
-                    }
-                }
-                _ => {}
+            if take_bus_message(&msg, &mut summary)? {
+                break;
             }
         }
         summary.merger = m.stats();
@@ -1040,6 +1019,46 @@ pub async fn run(
     }
     let _ = link.client.disconnect().await;
     Ok(summary)
+}
+
+/// Take in a message of the merger pipeline's bus: a lost or refused GOP goes into the
+/// summary, an error ends the run. Returns whether it was the end of the stream. The bus is
+/// read all along: messages left on it (the sinks post some for every segment) would stay in
+/// memory for as long as the merger runs.
+fn take_bus_message(msg: &gst::Message, summary: &mut MergeSummary) -> Result<bool> {
+    match msg.view() {
+        gst::MessageView::Eos(_) => return Ok(true),
+        gst::MessageView::Error(e) => bail!("merger: {} ({:?})", e.error(), e.debug()),
+        gst::MessageView::Element(e) => {
+            if let Some(s) = e.structure()
+                && s.name() == "gopswarm-gap"
+                && let Ok(g) = s.get::<u64>("gop")
+            {
+                summary.lost_gops.push(g);
+            }
+            if let Some(s) = e.structure()
+                && s.name() == "gopswarm-rejected"
+            {
+                let text = |k: &str| s.get::<String>(k).unwrap_or_default();
+                let rejected = RejectedGop {
+                    gop: s.get::<u64>("gop").unwrap_or_default(),
+                    host: text("host"),
+                    reason: text("reason"),
+                    detail: text("detail"),
+                };
+                tracing::warn!(
+                    "merge: GOP {} from {} refused ({}): {}",
+                    rejected.gop,
+                    rejected.host,
+                    rejected.reason,
+                    rejected.detail
+                );
+                summary.rejected.push(rejected);
+            }
+        }
+        _ => {}
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
