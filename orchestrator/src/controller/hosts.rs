@@ -185,6 +185,8 @@ impl Controller {
         h.status.clear();
         self.stats.deaths += 1;
         self.dirty_hosts.insert(host.to_string());
+        // Its commands will never be acked: forget them, so they do not pile up over deaths.
+        self.pending.retain(|_, (h, ..)| h != host);
         let held: Vec<Task> = std::mem::take(&mut self.hosts.get_mut(host).unwrap().tasks);
         if !held.is_empty() {
             let h = self.hosts.get_mut(host).unwrap();
