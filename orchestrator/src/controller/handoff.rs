@@ -282,13 +282,7 @@ impl Controller {
             ho.to
         );
         self.stats.handoffs_aborted += 1;
-        self.streams
-            .get_mut(stream)
-            .unwrap()
-            .profiles
-            .get_mut(profile)
-            .unwrap()
-            .op = None;
+        self.end_op(stream, profile);
         if self.hosts.get(&ho.to).is_some_and(|h| h.alive) {
             self.set_task(&ho.to, stream, profile, None);
             self.command(

@@ -334,13 +334,7 @@ impl Controller {
                 for h in hosts.iter().filter(|h| !holding.contains(h)) {
                     self.set_task(h, stream, profile, None);
                 }
-                self.streams
-                    .get_mut(stream)
-                    .unwrap()
-                    .profiles
-                    .get_mut(profile)
-                    .unwrap()
-                    .op = None;
+                self.end_op(stream, profile);
             }
             return;
         }
@@ -363,13 +357,7 @@ impl Controller {
         if unchanged {
             // A growth whose newcomers all missed the deadline: the layout stays as it is,
             // with no new epoch.
-            self.streams
-                .get_mut(stream)
-                .unwrap()
-                .profiles
-                .get_mut(profile)
-                .unwrap()
-                .op = None;
+            self.end_op(stream, profile);
             return;
         }
         let (_, r) = self.wanted_slots(stream);
@@ -383,13 +371,7 @@ impl Controller {
                 self.drain_task(h, stream, profile, k - 1);
             }
         }
-        self.streams
-            .get_mut(stream)
-            .unwrap()
-            .profiles
-            .get_mut(profile)
-            .unwrap()
-            .op = None;
+        self.end_op(stream, profile);
         let _ = now;
     }
 

@@ -683,13 +683,7 @@ impl Controller {
                         for h in hosts {
                             self.set_task(&h, &s, &p, None);
                         }
-                        self.streams
-                            .get_mut(&s)
-                            .unwrap()
-                            .profiles
-                            .get_mut(&p)
-                            .unwrap()
-                            .op = None;
+                        self.end_op(&s, &p);
                         self.try_start_waiting(now);
                     }
                 }
@@ -706,6 +700,17 @@ impl Controller {
             }
         }
         self.regrow_short_layouts(now);
+    }
+
+    /// The operation on (stream, profile) is over, whatever its outcome.
+    pub(super) fn end_op(&mut self, stream: &str, profile: &str) {
+        if let Some(ps) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.profiles.get_mut(profile))
+        {
+            ps.op = None;
+        }
     }
 
     /// Whether any operation is in flight on (stream, profile).
