@@ -33,6 +33,21 @@ fn tls_options(port: u16, client_id: &str, ca: Option<Vec<u8>>) -> MqttOptions {
     o
 }
 
+/// An orchestrator with its embedded broker on `port`, the swarm's keys in `dir`.
+fn embedded_orchestrator(dir: &std::path::Path, port: u16) -> Proc {
+    Proc::spawn(
+        dir,
+        "orchestrator",
+        &[
+            "orchestrator".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--state".into(),
+            dir.join("state.redb").display().to_string(),
+        ],
+    )
+}
+
 #[test]
 fn embedded_broker_takes_only_the_swarms_parts_over_tls() {
     let dir = swarm_dir("embedded-broker");
@@ -42,17 +57,7 @@ fn embedded_broker_takes_only_the_swarms_parts_over_tls() {
     let ca_path = keys.broker_ca().unwrap();
     let ca = std::fs::read(&ca_path).unwrap();
     let port = free_port();
-    let mut orchestrator = Proc::spawn(
-        &dir,
-        "orchestrator",
-        &[
-            "orchestrator".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--state".into(),
-            dir.join("state.redb").display().to_string(),
-        ],
-    );
+    let mut orchestrator = embedded_orchestrator(&dir, port);
     let operator = keys
         .signer(Principal::Operator(
             gopswarm_proto::keys::DEFAULT_OPERATOR.into(),
@@ -181,17 +186,7 @@ fn a_burst_of_heartbeats_reaches_a_subscriber_whole() {
     let keys = swarm_keys(&dir);
     let ca = std::fs::read(keys.broker_ca().unwrap()).unwrap();
     let port = free_port();
-    let mut orchestrator = Proc::spawn(
-        &dir,
-        "orchestrator",
-        &[
-            "orchestrator".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--state".into(),
-            dir.join("state.redb").display().to_string(),
-        ],
-    );
+    let mut orchestrator = embedded_orchestrator(&dir, port);
     let (user, password) = keys
         .signer(Principal::Operator(
             gopswarm_proto::keys::DEFAULT_OPERATOR.into(),

@@ -450,6 +450,22 @@ pub fn fenced_by(lease: &Lease, me: &str, epoch: u64) -> bool {
 mod tests {
     use super::*;
 
+    fn stream_def(id: &str) -> StreamDef {
+        StreamDef {
+            id: id.into(),
+            source: "gdp+tcp://127.0.0.1:7000".into(),
+            profiles: vec![ProfileDef {
+                id: "p".into(),
+                spec: "h264".into(),
+            }],
+            gop_ns: 1_000_000_000,
+            redundancy: Some(1),
+            slots: Some(2),
+            chunk_sink: None,
+            complexity: None,
+        }
+    }
+
     fn lease(holder: &str, epoch: u64) -> Lease {
         Lease {
             holder: holder.into(),
@@ -569,20 +585,7 @@ mod tests {
             }),
             t0,
         );
-        let def = StreamDef {
-            id: "cam".into(),
-            source: "gdp+tcp://127.0.0.1:7000".into(),
-            profiles: vec![ProfileDef {
-                id: "p".into(),
-                spec: "h264".into(),
-            }],
-            gop_ns: 1_000_000_000,
-            redundancy: Some(1),
-            slots: Some(2),
-            chunk_sink: None,
-            complexity: None,
-        };
-        m.on(Inbound::StreamDef(def), t0);
+        m.on(Inbound::StreamDef(stream_def("cam")), t0);
         let history = vec![LayoutEpoch {
             epoch: 1,
             from_gop: 0,
@@ -627,21 +630,8 @@ mod tests {
             }),
             t0,
         );
-        let def = |id: &str| StreamDef {
-            id: id.into(),
-            source: "gdp+tcp://127.0.0.1:7000".into(),
-            profiles: vec![ProfileDef {
-                id: "p".into(),
-                spec: "h264".into(),
-            }],
-            gop_ns: 1_000_000_000,
-            redundancy: Some(1),
-            slots: Some(2),
-            chunk_sink: None,
-            complexity: None,
-        };
-        m.on(Inbound::StreamDef(def("cam")), t0);
-        m.on(Inbound::StreamDef(def("keep")), t0);
+        m.on(Inbound::StreamDef(stream_def("cam")), t0);
+        m.on(Inbound::StreamDef(stream_def("keep")), t0);
         for topic in [
             Topic::Assignment("h1".into()),
             Topic::Score("h1".into()),

@@ -674,14 +674,7 @@ fn a_layout_short_of_its_slots_regrows_by_itself_once_a_host_is_free() {
             c.on_heartbeat(heartbeat(h, s, gop), at);
         }
     };
-    beat(&mut c, t0, 12);
-    c.on_death(
-        Death {
-            host: "b".into(),
-            seq: 101,
-        },
-        t0,
-    );
+    b_dies_at_gop_12(&mut c, t0);
     c.tick(t0);
     let _ = c.take_out();
     let hosts_now = |c: &Controller| {
@@ -726,21 +719,13 @@ fn a_regrow_whose_newcomer_is_never_ready_changes_nothing_and_backs_off() {
     let (mut c, t0) = started(0);
     let after = c.cfg.regrow_after.unwrap();
     let prepare = c.cfg.prepare_timeout;
-    // The holders past the re-deal's switch GOP (14) once it is made.
+    // The holders past the re-deal's switch GOP (14).
     let beat = |c: &mut Controller, at: Instant| {
-        let gop = if at == t0 { 12 } else { 20 };
         for (h, s) in [("a", 100), ("c", 102), ("d", 103)] {
-            c.on_heartbeat(heartbeat(h, s, gop), at);
+            c.on_heartbeat(heartbeat(h, s, 20), at);
         }
     };
-    beat(&mut c, t0);
-    c.on_death(
-        Death {
-            host: "b".into(),
-            seq: 101,
-        },
-        t0,
-    );
+    b_dies_at_gop_12(&mut c, t0);
     c.tick(t0);
     let _ = c.take_out();
     let prepares = |outs: &[Out]| -> Vec<String> {
